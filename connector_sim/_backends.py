@@ -1,0 +1,67 @@
+"""Which compiled modules were built, and which simulation backends exist.
+
+The compiled extensions are optional at install time; this module imports
+them lazily and reports what is missing.
+"""
+
+import importlib
+import importlib.util
+import warnings
+
+#: Compiled extension modules (``connector_sim._ext.<stem>``) and what they provide.
+EXTENSIONS = {
+    "_simulate_dense_cpp": "the 'cpp' simulation backend (C++/pybind11)",
+    "_counter_rng": "the Cython counter-based noise generator",
+}
+
+#: Backends in order of preference for ``backend="auto"`` (fastest first;
+#: measured in benchmarks/compare.py).
+BACKEND_PREFERENCE = ("cpp", "numba", "numpy")
+
+
+def extension_built(stem):
+    """True if ``connector_sim._ext.<stem>`` can be imported."""
+    return importlib.util.find_spec(f"connector_sim._ext.{stem}") is not None
+
+
+def load_extension(stem):
+    return importlib.import_module(f"connector_sim._ext.{stem}")
+
+
+def missing_extensions():
+    """Names and roles of the compiled modules that were not built."""
+    return {stem: role for stem, role in EXTENSIONS.items() if not extension_built(stem)}
+
+
+def _numba_importable():
+    return importlib.util.find_spec("numba") is not None
+
+
+def available_backends():
+    """The simulation backends usable here, fastest first.
+
+    Returns
+    -------
+    list of str
+        A subset of ``["cpp", "numba", "numpy"]``; "numpy" (the reference) is
+        always there.
+    """
+    built = {
+        "cpp": extension_built("_simulate_dense_cpp"),
+        "numba": _numba_importable(),
+        "numpy": True,
+    }
+    return [name for name in BACKEND_PREFERENCE if built[name]]
+
+
+def warn_missing_extensions():
+    missing = missing_extensions()
+    if missing:
+        listed = "; ".join(f"{stem} ({role})" for stem, role in missing.items())
+        warnings.warn(
+            f"connector_sim was installed without some compiled modules: {listed}. "
+            "The numba and NumPy backends still work. To build them, install a C++ compiler "
+            "and reinstall (pip install -e .), with CONNECTOR_SIM_STRICT_BUILD=1 to see the error.",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,428 @@
+"""Simulate a low-rank RNN by forward Euler (SPEC section 1).
+
+    x_{t+1} = x_t + alpha (-x_t + m n^T phi(x_t) / N + I u_t + b)
+              + sqrt(alpha) sigma xi_t,        alpha = dt / tau
+"""
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backends
+from ._kernels import simulate_dense
+from ._validation import check_array, check_dtype, check_int, check_nonnegative_scalar, check_positive_scalar
+from .activations import apply_activation
+from .network import LowRankRNN
+
+PATHS = ("auto", "full", "latent")
+
+
+@dataclass
+class SimulationResult:
+    """What :func:`simulate` recorded.
+
+    Attributes
+    ----------
+    kappa : ndarray of shape (n_trials, n_steps + 1, rank), float64
+        Latents: x_t = m kappa_t + I v_t + b + (1 - alpha)^t xperp + noise
+        part (SPEC eq. 2-3); row 0 is the initial state.
+    v : ndarray of shape (n_trials or 1, n_steps + 1, n_inputs), float64
+        Low-pass filtered inputs, v_{t+1} = (1 - alpha) v_t + alpha u_t.
+    time : ndarray of shape (n_steps + 1,)
+        t * dt.
+    units : ndarray of shape (n_recorded,) or None
+        Indices of the recorded units.
+    potentials : ndarray of shape (n_trials, n_steps + 1, n_recorded) or None
+        x of the recorded units, in the simulation dtype.
+    path : {"full", "latent"}
+    backend : str
+    dtype : numpy.dtype
+    seed : int
+        Key of the private noise (see :func:`connector_sim.private_noise`).
+    alpha : float
+    wall_time : float
+        Seconds spent in the kernel.
+    """
+
+    kappa: np.ndarray
+    v: np.ndarray
+    time: np.ndarray
+    units: np.ndarray
+    potentials: np.ndarray
+    path: str
+    backend: str
+    dtype: np.dtype
+    seed: int
+    alpha: float
+    wall_time: float
+    network: LowRankRNN = field(repr=False)
+    _final_state: object = field(repr=False)
+    _clamp: tuple = field(repr=False)
+
+    @property
+    def n_trials(self):
+        return self.kappa.shape[0]
+
+    @property
+    def rates(self):
+        """phi(potentials) of the recorded units (clamped units at their clamp values)."""
+        if self.potentials is None:
+            return None
+        rates = apply_activation(self.network.activation, self.potentials)
+        mask, value, start, stop = self._clamp
+        if mask is not None:
+            clamped = mask[self.units]
+            window = slice(start, min(stop, rates.shape[1]))
+            rates[:, window, clamped] = value[self.units][clamped]
+        return rates
+
+    @property
+    def final_state(self):
+        """x at the last step, shape (n_trials, n_neurons) (built on first access on the latent path)."""
+        if callable(self._final_state):
+            self._final_state = self._final_state()
+        return self._final_state
+
+
+def _batch_size(named_arrays, n_trials):
+    """The common trial count of the batched arguments (leading axis)."""
+    sizes = {name: array.shape[0] for name, array in named_arrays if array is not None}
+    if n_trials is not None:
+        sizes["n_trials"] = n_trials
+    distinct = set(sizes.values())
+    if len(distinct) > 1:
+        listed = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+        raise ValueError(
+            f"The batched arguments disagree on the number of trials ({listed}). "
+            "Give every batched argument the same leading size, or leave it unbatched to share it across trials."
+        )
+    return distinct.pop() if distinct else 1
+
+
+def _leading(array, batched_ndim):
+    """(array with a trial axis, whether it was batched)."""
+    if array is None:
+        return None, False
+    if array.ndim == batched_ndim:
+        return array, True
+    return array[None], False
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _record_indices(record_units, n_neurons):
+    if record_units is None:
+        return np.zeros(0, np.int64)
+    if isinstance(record_units, str):
+        if record_units != "all":
+            raise ValueError(f"record_units must be None, 'all' or an array of unit indices. Got {record_units!r}.")
+        return np.arange(n_neurons, dtype=np.int64)
+    units = np.asarray(record_units)
+    if units.ndim != 1 or not (np.issubdtype(units.dtype, np.integer) or units.dtype == bool):
+        raise ValueError(
+            f"record_units must be a 1-D array of integer unit indices (or a boolean mask of length {n_neurons}). "
+            f"Got an array of dtype {units.dtype} and shape {units.shape}."
+        )
+    if units.dtype == bool:
+        if units.shape[0] != n_neurons:
+            raise ValueError(f"A boolean record_units mask must have length {n_neurons}. Got {units.shape[0]}.")
+        return np.flatnonzero(units).astype(np.int64)
+    if units.size and (units.min() < 0 or units.max() >= n_neurons):
+        raise ValueError(
+            f"record_units must be indices in [0, {n_neurons - 1}]. Got values in [{units.min()}, {units.max()}]."
+        )
+    return units.astype(np.int64)
+
+
+def _check_memory(n_trials, n_times, n_units, dtype, max_record_bytes):
+    needed = n_trials * n_times * n_units * np.dtype(dtype).itemsize
+    limit = max_record_bytes if max_record_bytes is not None else _available_memory() // 2
+    if needed > limit:
+        raise ValueError(
+            f"Recording {n_units} units over {n_times} time points and {n_trials} trial(s) needs "
+            f"{needed / 1e9:.2f} GB, more than the {limit / 1e9:.2f} GB allowed "
+            "(half the available memory unless max_record_bytes is given). The latents kappa are always "
+            "recorded; record fewer units (record_units=[...]), fewer steps or fewer trials instead."
+        )
+
+
+def _choose_backend(backend, activation):
+    available = _backends.available_backends()
+    builtin = isinstance(activation, str)
+    if backend == "auto":
+        if not builtin:
+            if "numba" not in available:
+                raise ValueError("A user-supplied activation needs the numba backend, which is not installed.")
+            return "numba"
+        return available[0]
+    if backend not in _backends.BACKEND_PREFERENCE:
+        raise ValueError(f"Unknown backend {backend!r}. Expected 'auto' or one of {list(_backends.BACKEND_PREFERENCE)}.")
+    if backend not in available:
+        raise ValueError(f"The {backend!r} backend is not available here. Available backends: {available}.")
+    if not builtin and backend != "numba":
+        raise ValueError(
+            f"A user-supplied (numba) activation runs on the numba backend only; got backend={backend!r}. "
+            "Use backend='numba' or 'auto'."
+        )
+    return backend
+
+
+def _check_clamp(clamp, n_neurons, n_steps, dtype):
+    """(mask, values, start, stop) from a perturbation spec (see :func:`simulate`)."""
+    if clamp is None:
+        return None, None, 0, 0
+    if not isinstance(clamp, dict) or "units" not in clamp:
+        raise TypeError(
+            "clamp must be a dict like {'units': indices or mask, 'value': 0.0, 'start': 0, 'stop': None}. "
+            f"Got {clamp!r}."
+        )
+    unknown = set(clamp) - {"units", "value", "start", "stop"}
+    if unknown:
+        raise ValueError(f"Unknown clamp keys {sorted(unknown)}. Expected 'units', 'value', 'start', 'stop'.")
+    units = _record_indices(clamp["units"], n_neurons)
+    mask = np.zeros(n_neurons, bool)
+    mask[units] = True
+    value = np.asarray(clamp.get("value", 0.0), dtype=np.float64)
+    values = np.zeros(n_neurons, dtype)
+    if value.ndim == 0:
+        values[units] = value
+    elif value.shape == (len(units),):
+        values[units] = value
+    else:
+        raise ValueError(
+            f"clamp['value'] must be a scalar or one value per clamped unit ({len(units)}). Got shape {value.shape}."
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError("clamp['value'] must be finite.")
+    start = check_int(clamp.get("start", 0), "clamp['start']", minimum=0)
+    stop = clamp.get("stop")
+    stop = n_steps + 1 if stop is None else check_int(stop, "clamp['stop']", minimum=start)
+    return mask, values, start, stop
+
+
+def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
+             n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
+             path="auto", backend="auto", n_threads=1, max_record_bytes=None):
+    """Simulate a :class:`LowRankRNN` by forward Euler.
+
+    ::
+
+        x_{t+1} = x_t + alpha (-x_t + m n^T phi(x_t) / N + I u_t + b) + sqrt(alpha) sigma xi_t
+
+    with alpha = dt / tau. Several trials (initial conditions and/or input
+    sequences) run in one pass, sharing each read of the loadings.
+
+    Without private noise the state stays on x_t = m kappa_t + I v_t + b
+    + (1 - alpha)^t xperp (SPEC eq. 2-3), and the *latent path* advances only
+    kappa: O(N R) work per step and no per-neuron state. It is exact, chosen
+    automatically, and can be forced either way with ``path``.
+
+    Parameters
+    ----------
+    network : LowRankRNN
+    n_steps : int, optional
+        Number of Euler steps T. Taken from ``inputs`` when they are given.
+    dt : float, optional
+        Time step, in the unit of ``network.tau``. Default ``tau / 10``
+        (alpha = 0.1, the Connector paper's value).
+    inputs : array-like of shape (T, D) or (n_trials, T, D), optional
+        u_t. Shared by all trials when 2-D. Zero when omitted.
+    x0 : array-like of shape (N,) or (n_trials, N), optional
+        Initial potentials. Its part outside span(m, I) is carried exactly.
+    kappa0 : array-like of shape (R,) or (n_trials, R), optional
+        Initial latents (x_0 = m kappa0 + I v0 + b). Default zero. Not with ``x0``.
+    v0 : array-like of shape (D,) or (n_trials, D), optional
+        Initial filtered input. Default zero.
+    n_trials : int, optional
+        Number of trials when no argument is batched (e.g. noise seeds).
+    noise_std : float, default=0
+        sigma of the private noise; each step adds sqrt(alpha) * sigma * xi.
+    seed : int, optional
+        Key of the counter-based noise generator: trial b, step t, unit i
+        get the same xi on every backend and thread count. Drawn at random
+        when None (and stored in the result).
+    record_units : None, "all", array of int or bool mask, optional
+        Units whose potentials are recorded at every step. "all" records the
+        full (T + 1) x N state, if it fits in memory.
+    clamp : dict, optional
+        Perturbation: ``{"units": indices or mask, "value": 0.0 (scalar or per
+        unit), "start": 0, "stop": None}`` replaces phi(x_i) by the value at
+        steps start <= t < stop (value 0 silences).
+    path : {"auto", "full", "latent"}, default="auto"
+        "auto" takes the latent path when there is no private noise.
+    backend : {"auto", "cpp", "numba", "numpy"}, default="auto"
+        "numpy" is the reference; "auto" takes the fastest built one.
+    n_threads : int, default=1
+        Threads of the compiled kernels. Results do not depend on it.
+    max_record_bytes : int, optional
+        Largest recording allowed; default half the available memory.
+
+    Returns
+    -------
+    SimulationResult
+    """
+    if not isinstance(network, LowRankRNN):
+        raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+    N, R, D = network.n_neurons, network.rank, network.n_inputs
+    dtype = network.dtype
+    tau = network.tau
+    dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner="simulate")
+    alpha = dt / tau
+    if alpha > 1:
+        warnings.warn(
+            f"dt = {dt} is larger than tau = {tau} (alpha = dt / tau = {alpha:.3g} > 1): forward Euler "
+            "overshoots and is unstable for alpha > 2. Use dt <= tau (alpha = 0.1 is usual).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="simulate")
+    n_threads = check_int(n_threads, "n_threads", minimum=1, owner="simulate")
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {list(PATHS)}. Got {path!r}.")
+    if path == "latent" and noise_std > 0:
+        raise ValueError(
+            "path='latent' needs noise_std = 0: private noise pushes x off the latent subspace. "
+            "Use path='full' or 'auto'."
+        )
+    backend = _choose_backend(backend, network.activation)
+    if n_trials is not None:
+        n_trials = check_int(n_trials, "n_trials", minimum=1, owner="simulate")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None. Got {seed!r}.")
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+
+    # Inputs fix the number of steps.
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        if inputs.ndim not in (2, 3):
+            raise ValueError(
+                f"inputs must have shape (T, D) or (n_trials, T, D) with D = {D}. Got shape {inputs.shape}."
+            )
+        inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
+                             shape=(None,) * (inputs.ndim - 1) + (D,))
+        T = inputs.shape[-2]
+        if n_steps is not None and check_int(n_steps, "n_steps", minimum=1) != T:
+            raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {T} time steps.")
+    else:
+        if n_steps is None:
+            raise ValueError("Give n_steps (or inputs, whose length sets it).")
+        T = check_int(n_steps, "n_steps", minimum=1, owner="simulate")
+    if x0 is not None and kappa0 is not None:
+        raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + I v0 + b), not both.")
+
+    def optional(value, name, size):
+        if value is None:
+            return None
+        value = np.asarray(value)
+        if value.ndim not in (1, 2):
+            raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
+        return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
+
+    x0 = optional(x0, "x0", N)
+    kappa0 = optional(kappa0, "kappa0", R)
+    v0 = optional(v0, "v0", D)
+    x0, x0_batched = _leading(x0, 2)
+    kappa0, kappa0_batched = _leading(kappa0, 2)
+    v0, v0_batched = _leading(v0, 2)
+    inputs, inputs_batched = _leading(inputs, 3)
+    B = _batch_size(
+        [("x0", x0 if x0_batched else None), ("kappa0", kappa0 if kappa0_batched else None),
+         ("v0", v0 if v0_batched else None), ("inputs", inputs if inputs_batched else None)],
+        n_trials,
+    )
+    clamp = _check_clamp(clamp, N, T, dtype)
+    units = _record_indices(record_units, N)
+    _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
+    if path == "auto":
+        path = "full" if noise_std > 0 else "latent"
+
+    # Filtered inputs v_t (float64, shared across trials unless something is batched).
+    Bv = B if (inputs_batched or v0_batched) else 1
+    u = np.zeros((Bv, T, D)) if inputs is None else np.broadcast_to(inputs, (Bv, T, D))
+    v = np.empty((Bv, T + 1, D))
+    v[:, 0] = 0.0 if v0 is None else np.broadcast_to(v0, (Bv, D))
+    for t in range(T):
+        v[:, t + 1] = (1 - alpha) * v[:, t] + alpha * u[:, t]
+
+    # Initial latents, and the part of x0 outside span(m) (carried exactly).
+    base = v[:, 0] @ network.I.T.astype(np.float64) + network.b.astype(np.float64)  # (Bv, N)
+    if x0 is not None:
+        m64 = network.m.astype(np.float64)
+        residual = np.broadcast_to(x0, (B, N)) - base
+        kappa_init = np.linalg.lstsq(m64, residual.T, rcond=None)[0].T
+        xperp = residual - kappa_init @ m64.T
+    else:
+        kappa_init = np.broadcast_to(np.zeros((1, R)) if kappa0 is None else kappa0, (B, R)).copy()
+        xperp = None
+    kappa_init = np.ascontiguousarray(kappa_init, dtype=np.float64)
+
+    full_path, latent_path = simulate_dense.kernels(backend)
+    kappa_out = np.empty((B, T + 1, R))
+    started = time.perf_counter()
+    if path == "full":
+        x = np.empty((B, N), dtype)
+        x[:] = x0 if x0 is not None else kappa_init @ network.m.T.astype(np.float64) + base
+        u_kernel = np.ascontiguousarray(
+            np.zeros((1, T, D)) if inputs is None else inputs, dtype=dtype)
+        record_out = np.empty((B, T + 1, len(units)), dtype)
+        noise_scale = math.sqrt(alpha) * noise_std
+        full_path(network.m_T, network.n_T, network.I_T, network.b, network.activation, x, u_kernel,
+                  alpha, noise_scale, seed, 0, units, kappa_init, kappa_out, record_out, clamp,
+                  n_threads=n_threads)
+        final_state = x
+        potentials = record_out if len(units) else None
+    else:
+        xperp_kernel = np.zeros((0, N), dtype) if xperp is None else np.ascontiguousarray(xperp, dtype=dtype)
+        decay = (1 - alpha) ** np.arange(T + 1, dtype=np.float64)
+        latent_path(network.m_T, network.n_T, network.I_T, network.b, network.activation,
+                    np.ascontiguousarray(v), xperp_kernel, decay, alpha, kappa_init, kappa_out, clamp,
+                    n_threads=n_threads)
+        reconstruct = _latent_potentials(network, kappa_out, v, xperp_kernel, decay)
+        potentials = reconstruct(units) if len(units) else None
+        final_state = lambda: reconstruct(np.arange(N), steps=slice(T, T + 1))[:, 0]  # noqa: E731
+    wall_time = time.perf_counter() - started
+    return SimulationResult(
+        kappa=kappa_out, v=v, time=dt * np.arange(T + 1), units=units if len(units) else None,
+        potentials=potentials, path=path, backend=backend, dtype=dtype, seed=seed, alpha=alpha,
+        wall_time=wall_time, network=network, _final_state=final_state, _clamp=clamp,
+    )
+
+
+def _latent_potentials(network, kappa, v, xperp, decay):
+    """A function giving x = m kappa + I v + b + decay xperp for chosen units and steps."""
+
+    def reconstruct(units, steps=slice(None)):
+        k = kappa[:, steps]
+        B, n_times = k.shape[:2]
+        out = np.empty((B, n_times, len(units)), network.dtype)
+        m = network.m[units].astype(np.float64)
+        I = network.I[units].astype(np.float64)
+        b = network.b[units].astype(np.float64)
+        chunk = max(1, (1 << 22) // max(1, len(units)))  # bounded float64 temporaries
+        for start in range(0, n_times, chunk):
+            window = slice(start, min(start + chunk, n_times))
+            x = k[:, window] @ m.T + v[:, steps][:, window] @ I.T + b
+            if len(xperp):
+                x = x + decay[steps][window][None, :, None] * xperp[:, units][:, None, :]
+            out[:, window] = x
+        return out
+
+    return reconstruct

@@ -1,0 +1,110 @@
+"""Synthetic low-rank networks with known latent dynamics (Connector paper, section 6.1).
+
+All are rank 2, tanh, no input; rows are ``[m1, m2, n1, n2]``.
+
+- quadstable: four Gaussian cell types with m-means (+-0.87, +-0.87) and
+  n-means (+-2.31, +-2.31) in matching quadrants and covariance 0.25 I over
+  (m, n); the sampled network's n is then replaced by E[n | m] plus unit
+  Gaussian noise. Four stable fixed points, one per quadrant.
+- bistable, limit cycle, ring: m ~ N(0, I2), Var(n_a) = 4 and
+  Cov(n_a, m_b) = A_ab, with A given in :data:`GAUSSIAN_OVERLAPS`.
+"""
+
+import numpy as np
+
+from ._validation import check_int, check_random_state
+from .distributions import Gaussian, GaussianMixture
+from .network import LowRankRNN
+
+QUADSTABLE_M_MEAN = 0.87
+QUADSTABLE_N_MEAN = 2.31
+QUADSTABLE_VARIANCE = 0.25
+
+#: Cov(n_a, m_b) of the three Gaussian networks.
+GAUSSIAN_OVERLAPS = {
+    "bistable": np.array([[1.2, 0.8], [0.0, 1.6]]),
+    "limit_cycle": np.array([[1.6, -0.8], [0.8, 1.6]]),
+    "ring": 1.6 * np.eye(2),
+}
+
+
+def quadstable_mixture():
+    """The four-cell-type Gaussian mixture of the quadstable network.
+
+    Returns
+    -------
+    GaussianMixture
+        Equal weights; component k has m-mean s_k 0.87 and n-mean s_k 2.31
+        with s_k in {(+,+), (-,+), (-,-), (+,-)}, covariance 0.25 I (4 x 4).
+    """
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=float)
+    means = np.hstack([QUADSTABLE_M_MEAN * signs, QUADSTABLE_N_MEAN * signs])
+    covs = np.stack([QUADSTABLE_VARIANCE * np.eye(4)] * 4)
+    return GaussianMixture(np.full(4, 0.25), means, covs, rank=2)
+
+
+def quadstable_conditional_mean_n(m):
+    """E[n | m] under :func:`quadstable_mixture` (n independent of m within a type).
+
+    E[n | m] = sum_k p(k | m) mu_n,k, with p(k | m) the posterior of type k.
+
+    Parameters
+    ----------
+    m : ndarray of shape (n_neurons, 2)
+
+    Returns
+    -------
+    ndarray of shape (n_neurons, 2)
+    """
+    mixture = quadstable_mixture()
+    mu_m, mu_n = mixture.means[:, :2], mixture.means[:, 2:]
+    log_resp = -0.5 * ((m[:, None, :] - mu_m[None]) ** 2).sum(-1) / QUADSTABLE_VARIANCE
+    log_resp -= log_resp.max(axis=1, keepdims=True)
+    resp = np.exp(log_resp)
+    resp /= resp.sum(axis=1, keepdims=True)
+    return resp @ mu_n
+
+
+def quadstable_network(n_neurons=1000, random_state=0, *, dtype=np.float64):
+    """The quadstable network: equal numbers of each type, n = E[n | m] + noise.
+
+    Parameters
+    ----------
+    n_neurons : int, default=1000
+        Split as evenly as possible among the four types (250 each by default).
+    random_state : None, int or numpy.random.Generator, default=0
+    dtype : float32 or float64
+
+    Returns
+    -------
+    network : LowRankRNN
+    labels : ndarray of shape (n_neurons,)
+        Cell type of each neuron.
+    """
+    n_neurons = check_int(n_neurons, "n_neurons", minimum=4, owner="quadstable_network")
+    rng = check_random_state(random_state)
+    mixture = quadstable_mixture()
+    labels = np.repeat(np.arange(4), [len(chunk) for chunk in np.array_split(np.arange(n_neurons), 4)])
+    factors = np.sqrt(QUADSTABLE_VARIANCE)
+    m = mixture.means[labels, :2] + factors * rng.standard_normal((n_neurons, 2))
+    n = quadstable_conditional_mean_n(m) + rng.standard_normal((n_neurons, 2))
+    return LowRankRNN(m, n, dtype=dtype), labels
+
+
+def gaussian_network_distribution(name):
+    """The ground-truth Gaussian of the bistable, limit-cycle or ring network.
+
+    Covariance over (m1, m2, n1, n2): [[I2, A^T], [A, 4 I2]] with
+    A = Cov(n, m) from :data:`GAUSSIAN_OVERLAPS`; zero mean.
+    """
+    if name not in GAUSSIAN_OVERLAPS:
+        raise ValueError(f"Unknown network {name!r}. Expected one of {sorted(GAUSSIAN_OVERLAPS)}.")
+    overlap = GAUSSIAN_OVERLAPS[name]
+    cov = np.block([[np.eye(2), overlap.T], [overlap, 4.0 * np.eye(2)]])
+    return Gaussian(np.zeros(4), cov, rank=2)
+
+
+def latent_grid(n_per_axis=20, extent=2.4):
+    """Initial latents on an n x n grid over [-extent, extent]^2, shape (n*n, 2)."""
+    axis = np.linspace(-extent, extent, n_per_axis)
+    return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from connector_sim import LowRankRNN
+
+
+def test_loadings_round_trip_and_layout():
+    rng = np.random.default_rng(0)
+    m, n, I, b = rng.standard_normal((5, 2)), rng.standard_normal((5, 2)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    network = LowRankRNN(m, n, I, b, tau=2.0)
+    np.testing.assert_array_equal(network.m, m)
+    np.testing.assert_array_equal(network.n, n)
+    np.testing.assert_array_equal(network.I, I)
+    assert network.m_T.flags.c_contiguous and network.m_T.shape == (2, 5)
+    assert (network.n_neurons, network.rank, network.n_inputs) == (5, 2, 3)
+    np.testing.assert_allclose(network.connectivity(), m @ n.T / 5)
+    assert network.rows().shape == (5, 2 * 2 + 3 + 1)
+
+
+def test_views_are_not_copied():
+    m_T = np.ones((2, 7))
+    network = LowRankRNN(m_T.T, m_T.T)
+    assert np.shares_memory(network.m_T, m_T)
+
+
+def test_astype_and_defaults():
+    network = LowRankRNN(np.ones((4, 1)), np.ones((4, 1)))
+    assert network.n_inputs == 0 and np.all(network.b == 0)
+    assert network.astype(np.float32).dtype == np.float32
+    assert "LowRankRNN(n_neurons=4" in repr(network)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"m": np.ones(4), "n": np.ones((4, 1))}, ValueError, r"m must be 2-dimensional.*Got an array of shape \(4,\)"),
+        ({"m": np.ones((4, 2)), "n": np.ones((4, 1))}, ValueError, "same rank.*rank 2.*rank 1"),
+        ({"m": np.ones((4, 1)), "n": np.ones((3, 1))}, ValueError, r"n must have shape \(4, 1\). Got shape \(3, 1\)"),
+        ({"m": np.ones((4, 1)), "n": np.ones((4, 1)), "b": np.ones(5)}, ValueError, r"b must have shape \(4\)"),
+        ({"m": np.ones((4, 1)), "n": np.ones((4, 1)), "I": np.ones((3, 2))}, ValueError, r"I must have shape \(4, any\)"),
+        ({"m": [[1.0], [np.nan]], "n": np.ones((2, 1))}, ValueError, r"m must contain only finite values. Got nan at index \(1, 0\)"),
+        ({"m": np.ones((2, 1)), "n": [[1.0], [np.inf]]}, ValueError, "n must contain only finite values. Got inf"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "tau": 0.0}, ValueError, "'tau' parameter of LowRankRNN must be a finite number > 0. Got 0.0"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "tau": -1}, ValueError, "must be a finite number > 0. Got -1"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "activation": "sigmoid"}, ValueError, r"Unknown activation 'sigmoid'. Expected one of \['tanh', 'relu', 'identity'\]"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "activation": abs}, TypeError, "numba.njit"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "dtype": np.int32}, TypeError, "float32 or float64. Got int32"),
+        ({"m": np.ones((2, 1)) * 1j, "n": np.ones((2, 1))}, TypeError, "m must be real"),
+    ],
+)
+def test_bad_input_messages(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        LowRankRNN(**kwargs)
+
+
+def test_connectivity_refuses_huge_networks():
+    network = LowRankRNN(np.ones((30_000, 1)), np.ones((30_000, 1)), dtype=np.float32)
+    with pytest.raises(ValueError, match="dense 30000 x 30000 matrix"):
+        network.connectivity()
