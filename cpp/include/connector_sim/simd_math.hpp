@@ -1,0 +1,202 @@
+// Branch-free elementwise math that gcc vectorises inside `#pragma omp simd`
+// loops: the activations of the low-rank RNN (tanh approximations, relu,
+// identity) and the log / cos that Box-Muller needs.
+//
+// No libm calls on the hot paths: scalar libm calls would stop vectorisation.
+// Integer work on float bits uses only operations AVX2 has (32/64-bit add,
+// logical shifts, 32-bit arithmetic shifts, int32 <-> float conversions), so
+// the haswell clones of the kernels keep everything in ymm registers.
+//
+// Specification: connector_sim/_kernels/fast_math.py (tanh) and
+// connector_sim/_kernels/counter_rng.py (Box-Muller).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CONNECTOR_SIM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CONNECTOR_SIM_ALWAYS_INLINE inline
+#endif
+
+// Runtime dispatch: functions marked CONNECTOR_SIM_TARGET_CLONES get an
+// AVX2+FMA ("arch=haswell") clone and a baseline one, picked when the module
+// loads. Define CONNECTOR_SIM_NO_TARGET_CLONES to build the baseline only.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CONNECTOR_SIM_NO_TARGET_CLONES)
+#define CONNECTOR_SIM_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CONNECTOR_SIM_TARGET_CLONES
+#endif
+
+namespace connector_sim {
+namespace simd {
+
+// Integer codes of the built-in activations (connector_sim.activations.BUILTIN_ACTIVATIONS).
+enum Activation : int { tanh_code = 0, relu_code = 1, identity_code = 2 };
+
+template <typename To, typename From>
+CONNECTOR_SIM_ALWAYS_INLINE To bit_cast(From value) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To result;
+  std::memcpy(&result, &value, sizeof(To));
+  return result;
+}
+
+// Coefficients of the float32 tanh, ascending powers of s = x^2 (fast_math.py
+// TANH_F32_P / TANH_F32_Q). Rounded double -> float like np.float32(c).
+constexpr float TANH_F32_CLAMP = 9.0f;
+constexpr float TANH_F32_P[5] = {
+    static_cast<float>(1.0), static_cast<float>(0.13380268798061937), static_cast<float>(0.0034946994348717814),
+    static_cast<float>(2.0595083954388026e-05), static_cast<float>(1.3336644121529628e-08)};
+constexpr float TANH_F32_Q[5] = {
+    static_cast<float>(1.0), static_cast<float>(0.4671358624021135), static_cast<float>(0.02587357033918656),
+    static_cast<float>(0.0003284206711100211), static_cast<float>(7.768884004494183e-07)};
+
+// ln 2 = LN2_HI + LN2_LO, LN2_HI with 32 significant bits so that n * LN2_HI
+// is exact for |n| < 2^21 (Cody-Waite reduction).
+constexpr double LN2 = 0.6931471805599453;
+constexpr double LN2_HI = 0x1.62e42feep-1;
+constexpr double LN2_LO = 0x1.a39ef35793c76p-33;
+constexpr double LOG2E = 1.4426950408889634;
+constexpr double TWO_PI = 6.283185307179586;
+// Adding 1.5 * 2^52 (2^23 for float) rounds to an integer, which then sits in
+// the low mantissa bits.
+constexpr double ROUND_SHIFT_F64 = 0x1.8p52;
+constexpr float ROUND_SHIFT_F32 = 0x1.8p23f;
+constexpr std::uint32_t SQRT_HALF_BITS_F32 = 0x3f3504f3u;  // float bits of sqrt(1/2)
+constexpr std::uint64_t SQRT_HALF_BITS_F64 = 0x3fe6a09e667f3bcdull;
+
+constexpr double factorial(int k) { return k <= 1 ? 1.0 : k * factorial(k - 1); }
+
+// 1 / k!, k = 0 .. 12: the degree-12 Taylor polynomial of exp.
+constexpr double EXP_TAYLOR[13] = {
+    1.0 / factorial(0), 1.0 / factorial(1), 1.0 / factorial(2),  1.0 / factorial(3),  1.0 / factorial(4),
+    1.0 / factorial(5), 1.0 / factorial(6), 1.0 / factorial(7),  1.0 / factorial(8),  1.0 / factorial(9),
+    1.0 / factorial(10), 1.0 / factorial(11), 1.0 / factorial(12)};
+
+// 1 / (2k + 1): log(1 + f) = 2 atanh(s) = 2 (s + s^3 / 3 + s^5 / 5 + ...), s = f / (2 + f).
+constexpr double ATANH_TAYLOR_F64[11] = {1.0,        1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,  1.0 / 9.0, 1.0 / 11.0,
+                                         1.0 / 13.0, 1.0 / 15.0, 1.0 / 17.0, 1.0 / 19.0, 1.0 / 21.0};
+constexpr float ATANH_TAYLOR_F32[5] = {1.0f, 1.0f / 3.0f, 1.0f / 5.0f, 1.0f / 7.0f, 1.0f / 9.0f};
+
+// (-1)^k / (2k + 1)!: sin(y) = y (1 - y^2 / 3! + y^4 / 5! - ...).
+constexpr double SIN_TAYLOR_F64[11] = {
+    1.0 / factorial(1),   -1.0 / factorial(3),  1.0 / factorial(5),  -1.0 / factorial(7),
+    1.0 / factorial(9),   -1.0 / factorial(11), 1.0 / factorial(13), -1.0 / factorial(15),
+    1.0 / factorial(17),  -1.0 / factorial(19), 1.0 / factorial(21)};
+constexpr float SIN_TAYLOR_F32[7] = {
+    static_cast<float>(1.0 / factorial(1)),  static_cast<float>(-1.0 / factorial(3)),
+    static_cast<float>(1.0 / factorial(5)),  static_cast<float>(-1.0 / factorial(7)),
+    static_cast<float>(1.0 / factorial(9)),  static_cast<float>(-1.0 / factorial(11)),
+    static_cast<float>(1.0 / factorial(13))};
+
+// sum_k c[k] y^k by Horner's rule (the loop is unrolled: n is a constant).
+template <typename T, int n>
+CONNECTOR_SIM_ALWAYS_INLINE T horner(const T (&c)[n], T y) {
+  T p = c[n - 1];
+  for (int k = n - 2; k >= 0; --k) p = p * y + c[k];
+  return p;
+}
+
+// np.tanh(x) ~= x P(x^2) / Q(x^2) with x clipped to [-9, 9]
+// (fast_math.tanh_f32_reference): absolute error <= 3.5e-7.
+CONNECTOR_SIM_ALWAYS_INLINE float tanh_approx(float x) {
+  const float xc = std::min(std::max(x, -TANH_F32_CLAMP), TANH_F32_CLAMP);
+  const float s = xc * xc;
+  return xc * horner(TANH_F32_P, s) / horner(TANH_F32_Q, s);
+}
+
+// np.exp(y) with y clipped to [-708, 708] (so 2^n stays a normal double):
+// y = n ln2 + r, |r| <= ln2 / 2, exp(y) = 2^n * (degree-12 Taylor of e^r).
+// Relative error ~2e-16.
+CONNECTOR_SIM_ALWAYS_INLINE double exp_approx(double y) {
+  y = std::min(std::max(y, -708.0), 708.0);
+  const double shifted = y * LOG2E + ROUND_SHIFT_F64;
+  const double n = shifted - ROUND_SHIFT_F64;
+  const double r = (y - n * LN2_HI) - n * LN2_LO;
+  // n as an integer is the difference of the mantissa bits; (n + 1023) << 52
+  // is the bit pattern of 2^n.
+  const std::uint64_t n_bits = bit_cast<std::uint64_t>(shifted) - bit_cast<std::uint64_t>(ROUND_SHIFT_F64);
+  const double two_to_n = bit_cast<double>((n_bits + 1023u) << 52);
+  return horner(EXP_TAYLOR, r) * two_to_n;
+}
+
+// np.tanh(x) = sign(x) (1 - 2 / (exp(2 |x|) + 1)): absolute error < 1e-15.
+CONNECTOR_SIM_ALWAYS_INLINE double tanh_approx(double x) {
+  const double e = exp_approx(2.0 * std::fabs(x));
+  return std::copysign(1.0 - 2.0 / (e + 1.0), x);
+}
+
+// np.log(x) for a normal float x > 0, given also x_minus_one = x - 1 to full
+// precision (np.log1p(x_minus_one) when x rounds near 1; pass x - 1 if x is
+// all there is). x = 2^k m, m in [sqrt(1/2), sqrt(2)), log x = k ln2 +
+// log(1 + f) with f = m - 1, or f = x_minus_one when k = 0.
+CONNECTOR_SIM_ALWAYS_INLINE float log_approx(float x, float x_minus_one) {
+  const std::uint32_t bits = bit_cast<std::uint32_t>(x);
+  const std::int32_t k = static_cast<std::int32_t>(bits - SQRT_HALF_BITS_F32) >> 23;
+  const float m = bit_cast<float>(bits - (static_cast<std::uint32_t>(k) << 23));
+  const float f = k == 0 ? x_minus_one : m - 1.0f;
+  const float s = f / (2.0f + f);
+  return static_cast<float>(k) * static_cast<float>(LN2) + 2.0f * s * horner(ATANH_TAYLOR_F32, s * s);
+}
+
+// As the float version, in double. k is found with logical shifts (AVX2 has
+// no 64-bit arithmetic shift nor int64 -> double conversion): the biased
+// k + 1024 is positive and below 2^52, so OR-ing it into the mantissa of 2^52
+// converts it.
+CONNECTOR_SIM_ALWAYS_INLINE double log_approx(double x, double x_minus_one) {
+  const std::uint64_t bits = bit_cast<std::uint64_t>(x);
+  const std::uint64_t k_biased = (bits - SQRT_HALF_BITS_F64 + (std::uint64_t{1024} << 52)) >> 52;
+  const double k = (bit_cast<double>(k_biased | bit_cast<std::uint64_t>(0x1p52)) - 0x1p52) - 1024.0;
+  const double m = bit_cast<double>(bits - ((k_biased - 1024u) << 52));
+  const double f = k == 0.0 ? x_minus_one : m - 1.0;
+  const double s = f / (2.0 + f);
+  return k * LN2_HI + (k * LN2_LO + 2.0 * s * horner(ATANH_TAYLOR_F64, s * s));
+}
+
+// np.log(x) for a normal x > 0.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T log_approx(T x) {
+  return log_approx(x, x - T(1));
+}
+
+// np.cos(2 pi u) for |u| < 2^22: cos(2 pi s) with s = u - round(u) in
+// [-1/2, 1/2] equals sin(2 pi c), c = 1/4 - |s| in [-1/4, 1/4], by an odd
+// Taylor polynomial on [-pi/2, pi/2].
+CONNECTOR_SIM_ALWAYS_INLINE float cos_2pi(float u) {
+  const float s = u - ((u + ROUND_SHIFT_F32) - ROUND_SHIFT_F32);
+  const float y = static_cast<float>(TWO_PI) * (0.25f - std::fabs(s));
+  return y * horner(SIN_TAYLOR_F32, y * y);
+}
+
+CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi(double u) {
+  const double s = u - ((u + ROUND_SHIFT_F64) - ROUND_SHIFT_F64);
+  const double y = TWO_PI * (0.25 - std::fabs(s));
+  return y * horner(SIN_TAYLOR_F64, y * y);
+}
+
+// np.maximum(x, 0) (NaN stays NaN).
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T relu(T x) {
+  return std::max(x, T(0));
+}
+
+// phi(x) of a built-in activation; `code` is a compile-time constant, so the
+// kernels instantiate one loop per activation.
+template <int code, typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T activation(T x) {
+  static_assert(code == tanh_code || code == relu_code || code == identity_code, "unknown activation code");
+  if constexpr (code == tanh_code) {
+    return tanh_approx(x);
+  } else if constexpr (code == relu_code) {
+    return relu(x);
+  } else {
+    return x;
+  }
+}
+
+}  // namespace simd
+}  // namespace connector_sim

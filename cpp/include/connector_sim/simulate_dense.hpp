@@ -1,0 +1,524 @@
+// Dense low-rank RNN time loops: full state and latent path.
+//
+// Specification: the NumPy references full_path_reference and
+// latent_path_reference in connector_sim/_kernels/simulate_dense.py. Per step:
+//
+//   full path (x of shape (B, N)):
+//     krec  = n^T phi(x_t) / N                         float64 sums
+//     kappa = (1 - alpha) kappa + alpha krec           float64
+//     x     = x + alpha ((krec @ m + u_t @ I + b) - x) [+ noise_scale xi_t]
+//   latent path (x never stored):
+//     z     = kappa @ m + v_t @ I + b [+ decay_t xperp]
+//     kappa = (1 - alpha) kappa + alpha n^T phi(z) / N
+//
+// Layout. Neurons are split into blocks of BLOCK_SIZE; a block is processed
+// for all B trials before the next one (its loadings stay in cache, so each
+// read of m, n, I, b serves B trials), in chunks of CHUNK neurons that stay
+// in L1 between the passes of a chunk. On the full path one pass over the
+// neurons per step both updates x_t -> x_{t+1} and sums n^T phi(x_{t+1}) for
+// the next step (a pre-pass sums n^T phi(x_0)).
+//
+// Determinism. Every block sums its neurons into LANES float64 partial sums
+// (neuron i of the block into lane i % LANES), adds the lanes in order into
+// one partial per (trial, r), and the partials are added in block order; the
+// compiler's vectorisation choices and the number of threads change nothing.
+//
+// Dispatch. OpenMP outlines a parallel region into its own function before
+// gcc makes target clones, so the clones (AVX2+FMA and baseline) are placed
+// on the per-block functions that the parallel region calls, not on the
+// time loops.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/counter_rng.hpp"
+#include "connector_sim/simd_math.hpp"
+
+namespace connector_sim {
+
+// Neurons per reduction block; equals connector_sim._kernels.simulate_dense.BLOCK_SIZE.
+constexpr std::int64_t BLOCK_SIZE = 4096;
+// Neurons per L1-resident pass inside a block.
+constexpr std::int64_t CHUNK = 256;
+// Fixed partial sums per block and (trial, r).
+constexpr int LANES = 16;
+static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0, "chunks must tile blocks, lanes must tile chunks");
+
+// Numerical outcome of a time loop (memory-safety problems throw instead).
+enum class Status : int {
+  ok = 0,
+  non_finite = 1,  // kappa ended non-finite: the state blew up
+};
+
+// Loadings, neuron-contiguous.
+template <typename T>
+struct DenseNetwork {
+  const T* m_T;  // (R, N)
+  const T* n_T;  // (R, N)
+  const T* I_T;  // (D, N)
+  const T* b;    // (N,)
+  std::int64_t N, R, D;
+  int activation;  // simd::Activation code
+};
+
+// phi(x_i) is replaced by value[i] where mask[i], at clamp_start <= t < clamp_stop.
+template <typename T>
+struct Clamp {
+  const std::uint8_t* mask;  // (N,), or nullptr: no clamping
+  const T* value;            // (N,)
+  std::int64_t start, stop;
+
+  bool active(std::int64_t t) const { return mask != nullptr && start <= t && t < stop; }
+};
+
+template <typename T>
+struct FullPathArgs {
+  DenseNetwork<T> net;
+  T* x;                            // (B, N): x_0, overwritten with x_T
+  const T* u;                      // (u_rows, n_steps, D), u_rows = 1 (shared) or B
+  std::int64_t u_rows;
+  double alpha, noise_scale;
+  std::uint64_t seed;              // noise of trial b: counter_rng trial trial_offset + b
+  std::int64_t trial_offset;
+  const std::int64_t* record_idx;  // (K,)
+  std::int64_t K;
+  double* kappa;                   // (B, R): kappa_0, overwritten with kappa_T
+  double* kappa_out;               // (B, n_steps + 1, R)
+  T* record_out;                   // (B, n_steps + 1, K)
+  Clamp<T> clamp;
+  std::int64_t B, n_steps;
+};
+
+template <typename T>
+struct LatentPathArgs {
+  DenseNetwork<T> net;
+  const double* v;      // (v_rows, n_steps + 1, D), v_rows = 1 (shared) or B
+  std::int64_t v_rows;
+  const T* xperp;       // (B, N), or nullptr: none
+  const double* decay;  // (n_steps + 1,), (1 - alpha)^t
+  double alpha;
+  double* kappa;        // (B, R): kappa_0, overwritten with kappa_T
+  double* kappa_out;    // (B, n_steps + 1, R)
+  Clamp<T> clamp;
+  std::int64_t B, n_steps;
+};
+
+// The recorded units grouped by block, so that each block writes its own.
+struct RecordPlan {
+  std::vector<std::int64_t> order;        // record columns k by increasing record_idx[k]
+  std::vector<std::int64_t> block_start;  // block blk records order[block_start[blk] : block_start[blk + 1]]
+};
+
+inline std::int64_t n_blocks_of(std::int64_t N) { return (N + BLOCK_SIZE - 1) / BLOCK_SIZE; }
+
+inline RecordPlan plan_records(const std::int64_t* record_idx, std::int64_t K, std::int64_t N) {
+  for (std::int64_t k = 0; k < K; ++k) {
+    if (record_idx[k] < 0 || record_idx[k] >= N) {
+      throw std::invalid_argument("record_idx holds " + std::to_string(record_idx[k]) +
+                                  ", outside the neuron range [0, " + std::to_string(N) + ")");
+    }
+  }
+  RecordPlan plan;
+  plan.order.resize(K);
+  std::iota(plan.order.begin(), plan.order.end(), std::int64_t{0});
+  std::stable_sort(plan.order.begin(), plan.order.end(),
+                   [record_idx](std::int64_t a, std::int64_t b) { return record_idx[a] < record_idx[b]; });
+  const std::int64_t n_blocks = n_blocks_of(N);
+  plan.block_start.resize(n_blocks + 1);
+  for (std::int64_t blk = 0; blk <= n_blocks; ++blk) {
+    plan.block_start[blk] =
+        std::partition_point(plan.order.begin(), plan.order.end(),
+                             [record_idx, blk](std::int64_t k) { return record_idx[k] < blk * BLOCK_SIZE; }) -
+        plan.order.begin();
+  }
+  return plan;
+}
+
+inline void check_threads_and_activation(int n_threads, int activation) {
+  if (n_threads < 1) {
+    throw std::invalid_argument("n_threads must be at least 1, got " + std::to_string(n_threads));
+  }
+  if (activation != simd::tanh_code && activation != simd::relu_code && activation != simd::identity_code) {
+    throw std::invalid_argument("unknown activation code " + std::to_string(activation) +
+                                " (0 tanh, 1 relu, 2 identity)");
+  }
+}
+
+namespace detail {
+
+// out[:len] = (coef @ rows)[:len] for rows of shape (n_rows, stride), the
+// terms added in row order.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void matvec_chunk(T* __restrict out, const T* __restrict coef, const T* __restrict rows,
+                                              std::int64_t n_rows, std::int64_t stride, std::int64_t len) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < len; ++j) out[j] = T(0);
+  for (std::int64_t r = 0; r < n_rows; ++r) {
+    const T c = coef[r];
+    const T* __restrict row = rows + r * stride;
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j) out[j] += c * row[j];
+  }
+}
+
+// rate = np.where(mask, value, rate)
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void clamp_chunk(T* __restrict rate, const std::uint8_t* __restrict mask,
+                                             const T* __restrict value, std::int64_t len) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < len; ++j) rate[j] = mask[j] ? value[j] : rate[j];
+}
+
+// lanes[r, j % LANES] += float64(rate[j]) * float64(n_rows[r, j]) for the
+// chunk (it starts at a multiple of LANES from its block's start).
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, const T* __restrict rate,
+                                                  const T* __restrict n_rows, std::int64_t R, std::int64_t stride,
+                                                  std::int64_t len) {
+  for (std::int64_t r = 0; r < R; ++r) {
+    const T* __restrict row = n_rows + r * stride;
+    double acc[LANES];
+    for (int l = 0; l < LANES; ++l) acc[l] = lanes[r * LANES + l];
+    std::int64_t j = 0;
+    for (; j + LANES <= len; j += LANES) {
+      for (int l = 0; l < LANES; ++l) acc[l] += static_cast<double>(rate[j + l]) * static_cast<double>(row[j + l]);
+    }
+    for (; j < len; ++j) acc[j % LANES] += static_cast<double>(rate[j]) * static_cast<double>(row[j]);
+    for (int l = 0; l < LANES; ++l) lanes[r * LANES + l] = acc[l];
+  }
+}
+
+// partial[r] = lanes[r].sum(), lanes added in order
+CONNECTOR_SIM_ALWAYS_INLINE void sum_lanes(const double* lanes, std::int64_t R, double* partial) {
+  for (std::int64_t r = 0; r < R; ++r) {
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += lanes[r * LANES + l];
+    partial[r] = s;
+  }
+}
+
+// out = partial.sum(axis=0) / N for partial of shape (n_blocks, n), blocks added in order
+inline void sum_blocks(const double* partial, std::int64_t n_blocks, std::int64_t n, std::int64_t N, double* out) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (std::int64_t blk = 0; blk < n_blocks; ++blk) s += partial[blk * n + i];
+    out[i] = s / static_cast<double>(N);
+  }
+}
+
+// One block of neurons for all trials, full path. With t >= 0: x_t -> x_{t+1}
+// (krec of shape (B, R) is krec_t in T) and record x_{t+1}. With accumulate:
+// partial[b, r] = sum over the block of n[r, i] phi(x[b, i]) (the rates of
+// step t + 1, clamped by the window at t + 1). t = -1 is the pre-pass over x_0.
+template <typename T, int activation>
+CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const RecordPlan& records,
+                                                 std::int64_t block, std::int64_t t, const T* krec, bool accumulate,
+                                                 double* lanes, double* partial) {
+  const DenseNetwork<T>& net = a.net;
+  const std::int64_t N = net.N, R = net.R, D = net.D;
+  const std::int64_t lo = block * BLOCK_SIZE, hi = std::min(lo + BLOCK_SIZE, N);
+  const bool update = t >= 0;
+  const bool noisy = update && a.noise_scale != 0.0;
+  const bool clamp_rates = a.clamp.active(t + 1);
+  const T alpha = static_cast<T>(a.alpha);
+  const T noise_scale = static_cast<T>(a.noise_scale);
+  alignas(64) T km[CHUNK];
+  alignas(64) T ui[CHUNK];
+  alignas(64) T rate[CHUNK];
+  for (std::int64_t b = 0; b < a.B; ++b) {
+    T* xb = a.x + b * N;
+    const T* krec_b = krec + b * R;
+    const T* u_bt = update ? a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D : nullptr;
+    const std::uint64_t key = noisy ? step_key(a.seed, a.trial_offset + b, t) : 0;
+    std::fill(lanes, lanes + R * LANES, 0.0);
+    for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+      const std::int64_t len = std::min(CHUNK, hi - c0);
+      T* __restrict xc = xb + c0;
+      if (update) {
+        // km = krec[b].astype(T) @ m_T, ui = u[b, t] @ I_T (this chunk)
+        matvec_chunk(km, krec_b, net.m_T + c0, R, N, len);
+        matvec_chunk(ui, u_bt, net.I_T + c0, D, N, len);
+        // x += alpha * ((km + ui + b) - x)
+        const T* __restrict bias = net.b + c0;
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) xc[j] += alpha * ((km[j] + ui[j] + bias[j]) - xc[j]);
+        if (noisy) {
+          // x += noise_scale * counter_rng.standard_normal(seed, trial_offset + b, t, N)[c0 + j]
+#pragma omp simd
+          for (std::int64_t j = 0; j < len; ++j) {
+            xc[j] += noise_scale * standard_normal_from_bits<T>(unit_bits(key, c0 + j));
+          }
+        }
+      }
+      if (accumulate) {
+        // rate = phi(x); in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(xc[j]);
+        if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
+        // lanes += rate * n_T (float64)
+        accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+      }
+    }
+    if (accumulate) sum_lanes(lanes, R, partial + b * R);
+    if (update) {
+      // record_out[b, t + 1, k] = x[b, record_idx[k]] for the recorded units of this block
+      T* record_row = a.record_out + (b * (a.n_steps + 1) + t + 1) * a.K;
+      for (std::int64_t e = records.block_start[block]; e < records.block_start[block + 1]; ++e) {
+        const std::int64_t k = records.order[e];
+        record_row[k] = xb[a.record_idx[k]];
+      }
+    }
+  }
+}
+
+// One block of neurons for all trials, latent path at step t:
+// partial[b, r] = sum over the block of n[r, i] phi(z[b, i]), with kappa (B, R)
+// and v (B, D) of step t in T.
+template <typename T, int activation>
+CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, std::int64_t block, std::int64_t t,
+                                                   const T* kappa, const T* v, T decay, double* lanes,
+                                                   double* partial) {
+  const DenseNetwork<T>& net = a.net;
+  const std::int64_t N = net.N, R = net.R, D = net.D;
+  const std::int64_t lo = block * BLOCK_SIZE, hi = std::min(lo + BLOCK_SIZE, N);
+  const bool clamp_rates = a.clamp.active(t);
+  alignas(64) T km[CHUNK];
+  alignas(64) T vi[CHUNK];
+  alignas(64) T rate[CHUNK];
+  for (std::int64_t b = 0; b < a.B; ++b) {
+    std::fill(lanes, lanes + R * LANES, 0.0);
+    for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+      const std::int64_t len = std::min(CHUNK, hi - c0);
+      // km = kappa[b].astype(T) @ m_T, vi = v[b, t].astype(T) @ I_T (this chunk)
+      matvec_chunk(km, kappa + b * R, net.m_T + c0, R, N, len);
+      matvec_chunk(vi, v + b * D, net.I_T + c0, D, N, len);
+      const T* __restrict bias = net.b + c0;
+      if (a.xperp != nullptr) {
+        // rate = phi(km + vi + b + decay[t] * xperp[b])
+        const T* __restrict xperp = a.xperp + b * N + c0;
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) {
+          rate[j] = simd::activation<activation>((km[j] + vi[j] + bias[j]) + decay * xperp[j]);
+        }
+      } else {
+        // rate = phi(km + vi + b)
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(km[j] + vi[j] + bias[j]);
+      }
+      // in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
+      if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
+      // lanes += rate * n_T (float64)
+      accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+    }
+    sum_lanes(lanes, R, partial + b * R);
+  }
+}
+
+}  // namespace detail
+
+// The per-block passes with runtime dispatch (AVX2+FMA clone where the CPU
+// has it); each instantiates one loop nest per activation.
+CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f32(const FullPathArgs<float>& a, const RecordPlan& records,
+                                                            std::int64_t block, std::int64_t t, const float* krec,
+                                                            bool accumulate, double* lanes, double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::full_path_block<float, simd::tanh_code>(a, records, block, t, krec, accumulate, lanes, partial);
+    case simd::relu_code:
+      return detail::full_path_block<float, simd::relu_code>(a, records, block, t, krec, accumulate, lanes, partial);
+    default:
+      return detail::full_path_block<float, simd::identity_code>(a, records, block, t, krec, accumulate, lanes,
+                                                                 partial);
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f64(const FullPathArgs<double>& a, const RecordPlan& records,
+                                                            std::int64_t block, std::int64_t t, const double* krec,
+                                                            bool accumulate, double* lanes, double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::full_path_block<double, simd::tanh_code>(a, records, block, t, krec, accumulate, lanes, partial);
+    case simd::relu_code:
+      return detail::full_path_block<double, simd::relu_code>(a, records, block, t, krec, accumulate, lanes, partial);
+    default:
+      return detail::full_path_block<double, simd::identity_code>(a, records, block, t, krec, accumulate, lanes,
+                                                                  partial);
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f32(const LatentPathArgs<float>& a, std::int64_t block,
+                                                              std::int64_t t, const float* kappa, const float* v,
+                                                              float decay, double* lanes, double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::latent_path_block<float, simd::tanh_code>(a, block, t, kappa, v, decay, lanes, partial);
+    case simd::relu_code:
+      return detail::latent_path_block<float, simd::relu_code>(a, block, t, kappa, v, decay, lanes, partial);
+    default:
+      return detail::latent_path_block<float, simd::identity_code>(a, block, t, kappa, v, decay, lanes, partial);
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f64(const LatentPathArgs<double>& a, std::int64_t block,
+                                                              std::int64_t t, const double* kappa, const double* v,
+                                                              double decay, double* lanes, double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::latent_path_block<double, simd::tanh_code>(a, block, t, kappa, v, decay, lanes, partial);
+    case simd::relu_code:
+      return detail::latent_path_block<double, simd::relu_code>(a, block, t, kappa, v, decay, lanes, partial);
+    default:
+      return detail::latent_path_block<double, simd::identity_code>(a, block, t, kappa, v, decay, lanes, partial);
+  }
+}
+
+inline void full_path_block(const FullPathArgs<float>& a, const RecordPlan& records, std::int64_t block,
+                            std::int64_t t, const float* krec, bool accumulate, double* lanes, double* partial) {
+  full_path_block_f32(a, records, block, t, krec, accumulate, lanes, partial);
+}
+
+inline void full_path_block(const FullPathArgs<double>& a, const RecordPlan& records, std::int64_t block,
+                            std::int64_t t, const double* krec, bool accumulate, double* lanes, double* partial) {
+  full_path_block_f64(a, records, block, t, krec, accumulate, lanes, partial);
+}
+
+inline void latent_path_block(const LatentPathArgs<float>& a, std::int64_t block, std::int64_t t, const float* kappa,
+                              const float* v, float decay, double* lanes, double* partial) {
+  latent_path_block_f32(a, block, t, kappa, v, decay, lanes, partial);
+}
+
+inline void latent_path_block(const LatentPathArgs<double>& a, std::int64_t block, std::int64_t t,
+                              const double* kappa, const double* v, double decay, double* lanes, double* partial) {
+  latent_path_block_f64(a, block, t, kappa, v, decay, lanes, partial);
+}
+
+// kappa_out[:, 0] as a (B, R) array.
+inline std::vector<double> initial_kappa(const double* kappa_out, std::int64_t B, std::int64_t R, std::int64_t n_times) {
+  std::vector<double> kappa(B * R);
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::copy(kappa_out + b * n_times * R, kappa_out + (b * n_times + 1) * R, kappa.begin() + b * R);
+  }
+  return kappa;
+}
+
+inline bool all_finite(const double* values, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) return false;
+  }
+  return true;
+}
+
+// full_path_reference: runs a.n_steps Euler steps of the B trials; updates
+// a.x and a.kappa in place and fills a.kappa_out and a.record_out. Results do
+// not depend on n_threads.
+template <typename T>
+Status full_path(const FullPathArgs<T>& a, int n_threads) {
+  check_threads_and_activation(n_threads, a.net.activation);
+  const RecordPlan records = plan_records(a.record_idx, a.K, a.net.N);
+  const std::int64_t N = a.net.N, R = a.net.R, B = a.B, BR = B * R;
+  const std::int64_t n_blocks = n_blocks_of(N);
+  const std::int64_t n_times = a.n_steps + 1;
+  // kappa_out[:, 0] = kappa; record_out[:, 0] = x[:, record_idx]
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::copy(a.kappa + b * R, a.kappa + (b + 1) * R, a.kappa_out + b * n_times * R);
+    for (std::int64_t k = 0; k < a.K; ++k) a.record_out[b * n_times * a.K + k] = a.x[b * N + a.record_idx[k]];
+  }
+  // Block partial sums of step t in partial[t % 2]: the blocks of step t + 1
+  // write the other half while slower threads still read this one, so one
+  // barrier per step suffices.
+  std::vector<double> partial(2 * n_blocks * BR);
+#pragma omp parallel num_threads(n_threads)
+  {
+    // Every thread computes kappa and krec from the same partials in the same
+    // order (a few B * R numbers), so they need no broadcast. kappa_0 is read
+    // from kappa_out: a.kappa is written only at the end.
+    std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
+    std::vector<double> krec(BR);
+    std::vector<T> krec_T(BR);
+    std::vector<double> lanes(R * LANES);
+    // partial[0] = block sums of n^T phi(x_0)
+#pragma omp for schedule(static)
+    for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+      full_path_block(a, records, blk, -1, krec_T.data(), true, lanes.data(), partial.data() + blk * BR);
+    }
+    for (std::int64_t t = 0; t < a.n_steps; ++t) {
+      const double* sums = partial.data() + (t % 2) * n_blocks * BR;
+      double* next = partial.data() + ((t + 1) % 2) * n_blocks * BR;
+      // krec = n^T phi(x_t) / N; kappa = (1 - alpha) kappa + alpha krec
+      detail::sum_blocks(sums, n_blocks, BR, N, krec.data());
+      for (std::int64_t i = 0; i < BR; ++i) {
+        kappa[i] = (1.0 - a.alpha) * kappa[i] + a.alpha * krec[i];
+        krec_T[i] = static_cast<T>(krec[i]);
+      }
+#pragma omp master
+      for (std::int64_t b = 0; b < B; ++b) {
+        std::copy(kappa.begin() + b * R, kappa.begin() + (b + 1) * R, a.kappa_out + (b * n_times + t + 1) * R);
+      }
+      // x_t -> x_{t+1}, and the block sums of n^T phi(x_{t+1}) unless t is the last step
+#pragma omp for schedule(static)
+      for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+        full_path_block(a, records, blk, t, krec_T.data(), t + 1 < a.n_steps, lanes.data(), next + blk * BR);
+      }
+    }
+#pragma omp master
+    std::copy(kappa.begin(), kappa.end(), a.kappa);
+  }
+  return all_finite(a.kappa, BR) ? Status::ok : Status::non_finite;
+}
+
+// latent_path_reference: runs a.n_steps steps of kappa for the B trials;
+// updates a.kappa in place and fills a.kappa_out. Results do not depend on
+// n_threads.
+template <typename T>
+Status latent_path(const LatentPathArgs<T>& a, int n_threads) {
+  check_threads_and_activation(n_threads, a.net.activation);
+  const std::int64_t N = a.net.N, R = a.net.R, D = a.net.D, B = a.B, BR = B * R;
+  const std::int64_t n_blocks = n_blocks_of(N);
+  const std::int64_t n_times = a.n_steps + 1;
+  // kappa_out[:, 0] = kappa
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::copy(a.kappa + b * R, a.kappa + (b + 1) * R, a.kappa_out + b * n_times * R);
+  }
+  // Double-buffered block sums, as in full_path: one barrier per step.
+  std::vector<double> partial(2 * n_blocks * BR);
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
+    std::vector<double> krec(BR);
+    std::vector<T> kappa_T(BR);
+    std::vector<T> v_T(B * D);
+    std::vector<double> lanes(R * LANES);
+    for (std::int64_t t = 0; t < a.n_steps; ++t) {
+      // kappa.astype(T), v[:, t].astype(T), decay[t] in T
+      for (std::int64_t i = 0; i < BR; ++i) kappa_T[i] = static_cast<T>(kappa[i]);
+      for (std::int64_t b = 0; b < B; ++b) {
+        const double* v_bt = a.v + ((a.v_rows == 1 ? 0 : b) * n_times + t) * D;
+        for (std::int64_t d = 0; d < D; ++d) v_T[b * D + d] = static_cast<T>(v_bt[d]);
+      }
+      const T decay = static_cast<T>(a.decay[t]);
+      double* sums = partial.data() + (t % 2) * n_blocks * BR;
+#pragma omp for schedule(static)
+      for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+        latent_path_block(a, blk, t, kappa_T.data(), v_T.data(), decay, lanes.data(), sums + blk * BR);
+      }
+      // kappa = (1 - alpha) kappa + alpha n^T phi(z_t) / N
+      detail::sum_blocks(sums, n_blocks, BR, N, krec.data());
+      for (std::int64_t i = 0; i < BR; ++i) kappa[i] = (1.0 - a.alpha) * kappa[i] + a.alpha * krec[i];
+#pragma omp master
+      for (std::int64_t b = 0; b < B; ++b) {
+        std::copy(kappa.begin() + b * R, kappa.begin() + (b + 1) * R, a.kappa_out + (b * n_times + t + 1) * R);
+      }
+    }
+#pragma omp master
+    std::copy(kappa.begin(), kappa.end(), a.kappa);
+  }
+  return all_finite(a.kappa, BR) ? Status::ok : Status::non_finite;
+}
+
+}  // namespace connector_sim

@@ -1,0 +1,293 @@
+// connector_sim._ext._simulate_dense_cpp: the "cpp" backend of the dense
+// low-rank RNN time loops (cpp/include/connector_sim/simulate_dense.hpp).
+//
+// Converts nothing: every array must already have the dtype, C layout and
+// shape the kernel expects (connector_sim._kernels.simulate_dense prepares
+// them); a mismatch raises ValueError. The GIL is released while a kernel
+// runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/counter_rng.hpp"
+#include "connector_sim/simd_math.hpp"
+#include "connector_sim/simulate_dense.hpp"
+
+namespace py = pybind11;
+namespace cs = connector_sim;
+
+namespace {
+
+std::string shape_string(const std::vector<py::ssize_t>& shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    text += std::to_string(shape[i]);
+    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
+  }
+  return text + ")";
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
+
+// The shape of `a` after checking its number of dimensions.
+std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
+  if (a.ndim() != ndim) {
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
+                                shape_string(shape_of(a)));
+  }
+  return shape_of(a);
+}
+
+// Checks dtype, layout and shape of an array the kernel reads or writes in place.
+template <typename T>
+void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
+  if (!py::isinstance<py::array_t<T>>(a)) {
+    throw std::invalid_argument(std::string(name) + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                                ", got " + py::str(a.dtype()).cast<std::string>());
+  }
+  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if ((a.flags() & required) != required) {
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
+  }
+  if (shape_of(a) != shape) {
+    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
+                                shape_string(shape_of(a)));
+  }
+  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+}
+
+template <typename T>
+const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  check<T>(a, name, shape, false);
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+T* output(py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  check<T>(a, name, shape, true);
+  return static_cast<T*>(a.mutable_data());
+}
+
+// The loadings m_T (R, N), n_T (R, N), I_T (D, N), b (N,).
+template <typename T>
+cs::DenseNetwork<T> network(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                            int activation) {
+  const auto m_shape = dims(m_T, "m_T", 2);
+  const py::ssize_t R = m_shape[0], N = m_shape[1];
+  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
+  return {input<T>(m_T, "m_T", {R, N}), input<T>(n_T, "n_T", {R, N}), input<T>(I_T, "I_T", {D, N}),
+          input<T>(b, "b", {N}),        N,
+          R,
+          D,
+          activation};
+}
+
+// clamp_mask (N,) uint8 and clamp_value (N,), or both of length 0: no clamping.
+template <typename T>
+cs::Clamp<T> clamp(const py::array& mask, const py::array& value, std::int64_t start, std::int64_t stop,
+                   py::ssize_t N) {
+  const py::ssize_t length = dims(mask, "clamp_mask", 1)[0];
+  if (length != 0 && length != N) {
+    throw std::invalid_argument("clamp_mask must have shape (0,) (no clamping) or (" + std::to_string(N) +
+                                ",), got " + shape_string(shape_of(mask)));
+  }
+  const std::uint8_t* mask_data = input<std::uint8_t>(mask, "clamp_mask", {length});
+  const T* value_data = input<T>(value, "clamp_value", {length});
+  return {length == 0 ? nullptr : mask_data, value_data, start, stop};
+}
+
+template <typename T>
+int full_path_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                    int activation, py::array& x, const py::array& u, double alpha, double noise_scale,
+                    std::uint64_t seed, std::int64_t trial_offset, const py::array& record_idx, py::array& kappa,
+                    py::array& kappa_out, py::array& record_out, const py::array& clamp_mask,
+                    const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
+  cs::FullPathArgs<T> args;
+  args.net = network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
+  const py::ssize_t B = dims(x, "x", 2)[0];
+  const auto u_shape = dims(u, "u", 3);
+  const py::ssize_t n_steps = u_shape[1];
+  if (u_shape[0] != 1 && u_shape[0] != B) {
+    throw std::invalid_argument("u must have 1 row (shared by all trials) or B = " + std::to_string(B) +
+                                " rows, got shape " + shape_string(u_shape));
+  }
+  const py::ssize_t K = dims(record_idx, "record_idx", 1)[0];
+  args.x = output<T>(x, "x", {B, N});
+  args.u = input<T>(u, "u", {u_shape[0], n_steps, D});
+  args.u_rows = u_shape[0];
+  args.alpha = alpha;
+  args.noise_scale = noise_scale;
+  args.seed = seed;
+  args.trial_offset = trial_offset;
+  args.record_idx = input<std::int64_t>(record_idx, "record_idx", {K});
+  args.K = K;
+  args.kappa = output<double>(kappa, "kappa", {B, R});
+  args.kappa_out = output<double>(kappa_out, "kappa_out", {B, n_steps + 1, R});
+  args.record_out = output<T>(record_out, "record_out", {B, n_steps + 1, K});
+  args.clamp = clamp<T>(clamp_mask, clamp_value, clamp_start, clamp_stop, N);
+  args.B = B;
+  args.n_steps = n_steps;
+  py::gil_scoped_release release;
+  return static_cast<int>(cs::full_path(args, n_threads));
+}
+
+template <typename T>
+int latent_path_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                      int activation, const py::array& v, const py::array& xperp, const py::array& decay, double alpha,
+                      py::array& kappa, py::array& kappa_out, const py::array& clamp_mask,
+                      const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop,
+                      int n_threads) {
+  cs::LatentPathArgs<T> args;
+  args.net = network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
+  const py::ssize_t B = dims(kappa, "kappa", 2)[0];
+  const auto v_shape = dims(v, "v", 3);
+  if (v_shape[1] < 1) throw std::invalid_argument("v must hold at least v_0: got shape " + shape_string(v_shape));
+  const py::ssize_t n_steps = v_shape[1] - 1;
+  if (v_shape[0] != 1 && v_shape[0] != B) {
+    throw std::invalid_argument("v must have 1 row (shared by all trials) or B = " + std::to_string(B) +
+                                " rows, got shape " + shape_string(v_shape));
+  }
+  const py::ssize_t xperp_rows = dims(xperp, "xperp", 2)[0];
+  if (xperp_rows != 0 && xperp_rows != B) {
+    throw std::invalid_argument("xperp must have 0 rows (none) or B = " + std::to_string(B) + " rows, got shape " +
+                                shape_string(shape_of(xperp)));
+  }
+  args.v = input<double>(v, "v", {v_shape[0], n_steps + 1, D});
+  args.v_rows = v_shape[0];
+  const T* xperp_data = input<T>(xperp, "xperp", {xperp_rows, N});
+  args.xperp = xperp_rows == 0 ? nullptr : xperp_data;
+  args.decay = input<double>(decay, "decay", {n_steps + 1});
+  args.alpha = alpha;
+  args.kappa = output<double>(kappa, "kappa", {B, R});
+  args.kappa_out = output<double>(kappa_out, "kappa_out", {B, n_steps + 1, R});
+  args.clamp = clamp<T>(clamp_mask, clamp_value, clamp_start, clamp_stop, N);
+  args.B = B;
+  args.n_steps = n_steps;
+  py::gil_scoped_release release;
+  return static_cast<int>(cs::latent_path(args, n_threads));
+}
+
+// The dtype of the loadings (or of the helpers' input) picks the instantiation.
+bool is_float32(const py::array& a, const char* name) {
+  if (py::isinstance<py::array_t<float>>(a)) return true;
+  if (py::isinstance<py::array_t<double>>(a)) return false;
+  throw std::invalid_argument(std::string(name) + " must have dtype float32 or float64, got " +
+                              py::str(a.dtype()).cast<std::string>());
+}
+
+int full_path(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation,
+              py::array x, py::array u, double alpha, double noise_scale, std::uint64_t seed,
+              std::int64_t trial_offset, py::array record_idx, py::array kappa, py::array kappa_out,
+              py::array record_out, py::array clamp_mask, py::array clamp_value,
+              std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
+  if (is_float32(m_T, "m_T")) {
+    return full_path_typed<float>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
+                                  record_idx, kappa, kappa_out, record_out, clamp_mask, clamp_value, clamp_start,
+                                  clamp_stop, n_threads);
+  }
+  return full_path_typed<double>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
+                                 record_idx, kappa, kappa_out, record_out, clamp_mask, clamp_value, clamp_start,
+                                 clamp_stop, n_threads);
+}
+
+int latent_path(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation,
+                py::array v, py::array xperp, py::array decay, double alpha, py::array kappa,
+                py::array kappa_out, py::array clamp_mask, py::array clamp_value,
+                std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
+  if (is_float32(m_T, "m_T")) {
+    return latent_path_typed<float>(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kappa, kappa_out,
+                                    clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+  }
+  return latent_path_typed<double>(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kappa, kappa_out,
+                                   clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+}
+
+// Test helpers: the same inlined code as the kernels' clones.
+
+CONNECTOR_SIM_TARGET_CLONES void tanh_f32(const float* x, float* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
+}
+
+CONNECTOR_SIM_TARGET_CLONES void tanh_f64(const double* x, double* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
+}
+
+CONNECTOR_SIM_TARGET_CLONES void normal_f32(std::uint64_t key, float* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::standard_normal_from_bits<float>(cs::unit_bits(key, i));
+}
+
+CONNECTOR_SIM_TARGET_CLONES void normal_f64(std::uint64_t key, double* out, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::standard_normal_from_bits<double>(cs::unit_bits(key, i));
+}
+
+py::array simd_tanh(py::array x) {
+  if (is_float32(x, "x")) {
+    const auto in = py::array_t<float, py::array::c_style>::ensure(x);
+    py::array_t<float> out(shape_of(in));
+    tanh_f32(in.data(), out.mutable_data(), in.size());
+    return out;
+  }
+  const auto in = py::array_t<double, py::array::c_style>::ensure(x);
+  py::array_t<double> out(shape_of(in));
+  tanh_f64(in.data(), out.mutable_data(), in.size());
+  return out;
+}
+
+py::array standard_normal(std::uint64_t seed, std::int64_t trial, std::int64_t step, std::int64_t n_units,
+                          const py::object& dtype) {
+  if (n_units < 0) throw std::invalid_argument("n_units must be >= 0, got " + std::to_string(n_units));
+  const py::dtype resolved = py::dtype::from_args(dtype);
+  const std::uint64_t key = cs::step_key(seed, trial, step);
+  if (resolved.normalized_num() == py::dtype::num_of<float>()) {
+    py::array_t<float> out(n_units);
+    normal_f32(key, out.mutable_data(), n_units);
+    return out;
+  }
+  if (resolved.normalized_num() == py::dtype::num_of<double>()) {
+    py::array_t<double> out(n_units);
+    normal_f64(key, out.mutable_data(), n_units);
+    return out;
+  }
+  throw std::invalid_argument("dtype must be float32 or float64, got " + py::str(resolved).cast<std::string>());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_simulate_dense_cpp, m) {
+  m.doc() = "C++ kernels of the dense low-rank RNN time loops (the 'cpp' backend); see "
+            "connector_sim._kernels.simulate_dense for the NumPy reference they implement.";
+  m.attr("BLOCK_SIZE") = cs::BLOCK_SIZE;
+  m.def("full_path", &full_path,
+        "Full-state time loop (full_path_reference); updates x, kappa, kappa_out, record_out in place.\n"
+        "Returns a status: 0 ok, 1 kappa ended non-finite.",
+        py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
+        py::arg("activation"), py::arg("x").noconvert(), py::arg("u").noconvert(), py::arg("alpha"),
+        py::arg("noise_scale"), py::arg("seed"), py::arg("trial_offset"), py::arg("record_idx").noconvert(),
+        py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(), py::arg("record_out").noconvert(),
+        py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
+        py::arg("clamp_stop"), py::arg("n_threads"));
+  m.def("latent_path", &latent_path,
+        "Latent time loop (latent_path_reference); updates kappa and kappa_out in place.\n"
+        "Returns a status: 0 ok, 1 kappa ended non-finite.",
+        py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
+        py::arg("activation"), py::arg("v").noconvert(), py::arg("xperp").noconvert(), py::arg("decay").noconvert(),
+        py::arg("alpha"), py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(),
+        py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
+        py::arg("clamp_stop"), py::arg("n_threads"));
+  m.def("simd_tanh", &simd_tanh,
+        "The kernels' tanh approximation applied to x (float32: rational, float64: exp-based). For tests.",
+        py::arg("x"));
+  m.def("standard_normal", &standard_normal,
+        "counter_rng.standard_normal(seed, trial, step, n_units) as the kernels compute it, in dtype. For tests.",
+        py::arg("seed"), py::arg("trial"), py::arg("step"), py::arg("n_units"), py::arg("dtype"));
+}
