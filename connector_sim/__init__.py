@@ -5,23 +5,55 @@ torch, numba or the compiled modules; they load when first used.
 """
 
 from ._backends import available_backends, warn_missing_extensions
+from .cell_types import CellTypes, find_cell_types, mixture_from_labels
 from .distributions import Empirical, Gaussian, GaussianMixture, RowLayout
+from .fixed_points import (
+    Dynamics,
+    FixedPoint,
+    LimitCycle,
+    Ring,
+    classify_dynamics,
+    detect_limit_cycle,
+    find_fixed_points,
+    find_limit_cycle,
+    find_ring,
+)
+from .mean_field import latent_flow, latent_velocity, mean_field_trajectory, normalized_difference
 from .network import LowRankRNN
 from .noise import private_noise
 from .simulate import SimulationResult, simulate
+from .synthetic import SyntheticNetwork, synthetic_network
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CellTypes",
+    "Dynamics",
     "Empirical",
+    "FixedPoint",
     "Gaussian",
     "GaussianMixture",
+    "LimitCycle",
     "LowRankRNN",
+    "Ring",
     "RowLayout",
     "SimulationResult",
+    "SyntheticNetwork",
     "available_backends",
+    "classify_dynamics",
+    "detect_limit_cycle",
+    "find_cell_types",
+    "find_fixed_points",
+    "find_limit_cycle",
+    "find_ring",
+    "latent_flow",
+    "latent_velocity",
+    "mean_field_trajectory",
+    "mixture_from_labels",
+    "normalized_difference",
     "private_noise",
     "simulate",
+    "synthetic_network",
 ]
 
 warn_missing_extensions()

@@ -8,13 +8,19 @@ All are rank 2, tanh, no input; rows are ``[m1, m2, n1, n2]``.
   Gaussian noise. Four stable fixed points, one per quadrant.
 - bistable, limit cycle, ring: m ~ N(0, I2), Var(n_a) = 4 and
   Cov(n_a, m_b) = A_ab, with A given in :data:`GAUSSIAN_OVERLAPS`.
+
+:func:`synthetic_network` bundles each network with its ground truth, cell
+types and the latent trajectories of the paper's figures.
 """
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._validation import check_int, check_random_state
 from .distributions import Gaussian, GaussianMixture
 from .network import LowRankRNN
+from .simulate import simulate
 
 QUADSTABLE_M_MEAN = 0.87
 QUADSTABLE_N_MEAN = 2.31
@@ -108,3 +114,73 @@ def latent_grid(n_per_axis=20, extent=2.4):
     """Initial latents on an n x n grid over [-extent, extent]^2, shape (n*n, 2)."""
     axis = np.linspace(-extent, extent, n_per_axis)
     return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+#: Names accepted by :func:`synthetic_network`.
+SYNTHETIC_NETWORKS = ("quadstable", "bistable", "limit_cycle", "ring")
+
+
+@dataclass
+class SyntheticNetwork:
+    """A synthetic network with its ground truth (see :func:`synthetic_network`).
+
+    Attributes
+    ----------
+    name : str
+    distribution : Gaussian or GaussianMixture
+        Ground-truth connectivity distribution, usable by the mean field.
+    network : LowRankRNN
+        The sampled network.
+    labels : ndarray of shape (n_neurons,)
+        Cell type of each neuron (all 0 for the Gaussian networks).
+    kappa0 : ndarray of shape (400, 2)
+        Initial latents, ``latent_grid(20, 2.4)``.
+    trajectories : ndarray of shape (400, 101, 2)
+        Latents of 100 steps of the network's discrete latent recursion
+        (SPEC eq. 3) with alpha = 0.1 from each of ``kappa0``.
+    """
+
+    name: str
+    distribution: object
+    network: LowRankRNN = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    kappa0: np.ndarray = field(repr=False)
+    trajectories: np.ndarray = field(repr=False)
+
+
+def synthetic_network(name, n_neurons=1000, random_state=0):
+    """One of the four synthetic networks, its ground truth and its latent trajectories.
+
+    Parameters
+    ----------
+    name : {"quadstable", "bistable", "limit_cycle", "ring"}
+    n_neurons : int, default=1000
+    random_state : None, int or numpy.random.Generator, default=0
+
+    Returns
+    -------
+    SyntheticNetwork
+        For "quadstable", the network is :func:`quadstable_network` (m from
+        the four-type mixture, n = E[n | m] + N(0, I)), so its exact ground
+        truth is the mixture p(m) times N(E[n | m], I), which no Gaussian
+        mixture represents. ``distribution`` is :func:`quadstable_mixture`
+        instead: it has the same E[n phi(z)] (the mean field depends on
+        p(n | m) only through E[n | m], SPEC eq. 4), hence the same
+        mean-field dynamics; only the per-type flows differ slightly, because
+        E[n | m] mixes the types' n-means where their m-clouds overlap.
+        For the Gaussian networks, ``distribution`` is exact and the network
+        is drawn from it.
+    """
+    if name not in SYNTHETIC_NETWORKS:
+        raise ValueError(f"Unknown synthetic network {name!r}. Expected one of {list(SYNTHETIC_NETWORKS)}.")
+    if name == "quadstable":
+        distribution = quadstable_mixture()
+        network, labels = quadstable_network(n_neurons, random_state)
+    else:
+        n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner="synthetic_network")
+        distribution = gaussian_network_distribution(name)
+        network = distribution.sample(n_neurons, random_state)
+        labels = np.zeros(n_neurons, np.int64)
+    kappa0 = latent_grid(20, 2.4)
+    trajectories = simulate(network, 100, dt=0.1 * network.tau, kappa0=kappa0).kappa
+    return SyntheticNetwork(name, distribution, network, labels, kappa0, trajectories)

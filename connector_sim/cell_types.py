@@ -1,0 +1,244 @@
+"""Cell types: clustering connectivity samples, and mixtures built from the clusters.
+
+A cell type is a cluster of neuron rows (m, n, I, b), or of any subset of
+their columns (SPEC section 4: k-means or a Gaussian mixture; k chosen by
+held-out log-likelihood, inertia and silhouette). :func:`mixture_from_labels`
+turns clusters into a :class:`~connector_sim.GaussianMixture` whose components
+are the types, for the mean field and the sampler. scikit-learn is imported
+when these functions run, not with the package.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import check_array, check_int, check_positive_scalar
+from .distributions import GaussianMixture, RowLayout
+
+METHODS = ("gmm", "kmeans")
+
+
+@dataclass
+class CellTypes:
+    """What :func:`find_cell_types` found.
+
+    Attributes
+    ----------
+    n_types : int
+        The chosen number of clusters k.
+    labels : ndarray of shape (n_samples,)
+        Cluster of each sample, in [0, n_types).
+    method : {"gmm", "kmeans"}
+    scores : dict of str to ndarray of shape (len(k_range),)
+        The per-k table: "k"; "log_likelihood" and "log_likelihood_se", the
+        mean held-out log-likelihood per sample over the folds and its
+        standard error (GMM only, NaN for k-means); "inertia" (k-means sum of
+        squared distances to the centres); "silhouette" (NaN for k = 1).
+    model : sklearn.mixture.GaussianMixture or sklearn.cluster.KMeans
+        The clustering with ``n_types`` clusters fitted on all samples.
+    """
+
+    n_types: int
+    labels: np.ndarray
+    method: str
+    scores: dict
+    model: object = field(repr=False)
+
+
+def _check_samples(samples):
+    samples = np.asarray(samples)
+    if samples.ndim != 2 or samples.shape[0] < 1 or samples.shape[1] < 1:
+        raise ValueError(
+            "samples must be a 2-D array of shape (n_samples, n_features), one neuron row (or a subset of its "
+            f"columns) per row. Got shape {samples.shape}."
+        )
+    return check_array(samples, "samples", ndim=2, dtype=np.float64)
+
+
+def _check_k_range(k_range):
+    try:
+        values = sorted({check_int(k, "k_range entry", minimum=1, owner="find_cell_types") for k in k_range})
+    except TypeError as exc:
+        raise TypeError(f"k_range must be an iterable of ints >= 1, e.g. range(1, 9). Got {k_range!r}.") from exc
+    if not values:
+        raise ValueError(f"k_range must hold at least one cluster count. Got {k_range!r}.")
+    return np.array(values)
+
+
+def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, random_state=0,
+                    silhouette_sample_size=5000, *, covariance_type="full", n_init=1, n_threads=1):
+    """Cluster connectivity samples and choose the number of cell types.
+
+    For every k in ``k_range``:
+
+    - held-out log-likelihood (``method="gmm"``): a Gaussian mixture with k
+      components is fitted on n_folds - 1 folds (shuffled K-fold) and scored
+      on the held-out fold, ``mean_i log p(x_i)``; mean and standard error
+      over the folds;
+    - inertia: a k-means fit on all samples, sum_i |x_i - c(x_i)|^2;
+    - silhouette: of the method's clustering of all samples, estimated on a
+      random subset of ``silhouette_sample_size`` samples (k >= 2).
+
+    k is chosen, for "gmm", as the smallest k whose held-out log-likelihood
+    is within one standard error of the best (more components always fit a
+    little better by chance; the one-standard-error rule keeps the simplest
+    model the data cannot tell apart from the best); for "kmeans", as the k
+    of the largest silhouette (k >= 2 only, unless k_range holds only 1).
+
+    Parameters
+    ----------
+    samples : array-like of shape (n_samples, n_features)
+        Neuron rows [m, n, I, b] or any subset of their columns.
+    k_range : iterable of int, default=range(1, 9)
+    method : {"gmm", "kmeans"}, default="gmm"
+    n_folds : int, default=5
+        Folds of the held-out log-likelihood (each needs >= 2 samples).
+    random_state : int, default=0
+        Seeds the folds, the fits and the silhouette subsample.
+    silhouette_sample_size : int, default=5000
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Of the Gaussian mixtures (``sklearn.mixture.GaussianMixture``).
+    n_init : int, default=1
+        Restarts of each fit.
+    n_threads : int or None, default=1
+        Threads of scikit-learn's OpenMP and BLAS pools during the fits (via
+        threadpoolctl); None leaves them as they are. Fits on a few thousand
+        samples are too small to gain from threads: one thread was 3x
+        (idle machine) to 25x (busy 2-core machine) faster on 2,000 rows.
+        Use None for very large sample sets.
+
+    Returns
+    -------
+    CellTypes
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+    from sklearn.model_selection import KFold
+    from threadpoolctl import threadpool_limits
+
+    samples = _check_samples(samples)
+    ks = _check_k_range(k_range)
+    if method not in METHODS:
+        raise ValueError(f"The 'method' parameter of find_cell_types must be one of {list(METHODS)}. Got {method!r}.")
+    n_folds = check_int(n_folds, "n_folds", minimum=2, owner="find_cell_types")
+    silhouette_sample_size = check_int(silhouette_sample_size, "silhouette_sample_size", minimum=2,
+                                       owner="find_cell_types")
+    n_samples = len(samples)
+    if n_samples // n_folds < 2:
+        raise ValueError(
+            f"find_cell_types needs at least 2 samples per fold: {n_samples} samples in n_folds = {n_folds} "
+            f"folds give {n_samples // n_folds}. Use at least {2 * n_folds} samples or fewer folds."
+        )
+    n_train = n_samples - -(-n_samples // n_folds)
+    largest = n_train if method == "gmm" else n_samples
+    if ks[-1] > largest:
+        where = f"the {n_train} training samples of each fold" if method == "gmm" else f"the {n_samples} samples"
+        raise ValueError(
+            f"k_range asks for up to {ks[-1]} clusters, more than {where}. "
+            f"Use cluster counts <= {largest}, or more samples."
+        )
+
+    def mixture(k):
+        return SklearnMixture(k, covariance_type=covariance_type, n_init=n_init, random_state=random_state)
+
+    if n_threads is not None:
+        n_threads = check_int(n_threads, "n_threads", minimum=1, owner="find_cell_types")
+    folds = list(KFold(n_folds, shuffle=True, random_state=random_state).split(samples))
+    scores = {name: np.full(len(ks), np.nan)
+              for name in ("log_likelihood", "log_likelihood_se", "inertia", "silhouette")}
+    models = {}
+    with threadpool_limits(n_threads):
+        for row, k in enumerate(ks):
+            kmeans = KMeans(k, n_init=n_init, random_state=random_state).fit(samples)
+            scores["inertia"][row] = kmeans.inertia_
+            if method == "gmm":
+                held_out = [mixture(k).fit(samples[train]).score(samples[test]) for train, test in folds]
+                scores["log_likelihood"][row] = np.mean(held_out)
+                scores["log_likelihood_se"][row] = np.std(held_out, ddof=1) / np.sqrt(n_folds)
+                models[k] = mixture(k).fit(samples)
+                labels = models[k].predict(samples)
+            else:
+                models[k] = kmeans
+                labels = kmeans.labels_
+            if 2 <= len(np.unique(labels)) < n_samples:
+                scores["silhouette"][row] = silhouette_score(
+                    samples, labels, sample_size=min(silhouette_sample_size, n_samples), random_state=random_state)
+    if method == "gmm":
+        best = np.argmax(scores["log_likelihood"])
+        threshold = scores["log_likelihood"][best] - scores["log_likelihood_se"][best]
+        chosen = int(ks[np.flatnonzero(scores["log_likelihood"] >= threshold)[0]])
+    elif np.all(np.isnan(scores["silhouette"])):
+        chosen = int(ks[0])
+    else:
+        chosen = int(ks[np.nanargmax(scores["silhouette"])])
+    model = models[chosen]
+    labels = model.predict(samples) if method == "gmm" else model.labels_
+    return CellTypes(n_types=chosen, labels=np.asarray(labels, np.int64), method=method,
+                     scores={"k": ks, **scores}, model=model)
+
+
+def mixture_from_labels(samples, labels, layout, *, ridge=1e-6):
+    """A Gaussian mixture with one component per cluster of neuron rows.
+
+    ::
+
+        w_k = n_k / n,  mu_k = mean of the rows labelled k,
+        Sigma_k = their sample covariance (ddof = 1; zero for a single row)
+
+    A singular Sigma_k (fewer rows than dimensions, a constant column such as
+    a zero bias, collinear columns) gets ``ridge`` added to its diagonal, with
+    a warning, so every component has a density.
+
+    Parameters
+    ----------
+    samples : array-like of shape (n_samples, layout.dim)
+        Full neuron rows [m, n, I, b].
+    labels : array-like of int of shape (n_samples,)
+        Cluster of each row; components follow the sorted distinct labels.
+    layout : RowLayout
+        Where m, n, I and b sit in a row.
+    ridge : float, default=1e-6
+        Variance added to the diagonal of a singular covariance.
+
+    Returns
+    -------
+    GaussianMixture
+        Accepted by :func:`~connector_sim.latent_velocity` and
+        ``GaussianMixture.sample``.
+    """
+    if not isinstance(layout, RowLayout):
+        raise TypeError(f"layout must be a RowLayout (e.g. RowLayout(rank=2)). Got {layout!r}.")
+    samples = _check_samples(samples)
+    if samples.shape[1] != layout.dim:
+        raise ValueError(
+            f"samples must have layout.dim = {layout.dim} columns [m ({layout.rank}), n ({layout.rank}), "
+            f"I ({layout.n_inputs}), b ({int(layout.bias)})]. Got {samples.shape[1]}."
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (len(samples),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be one integer cluster per sample, shape ({len(samples)},). "
+            f"Got an array of dtype {labels.dtype} and shape {labels.shape}."
+        )
+    ridge = check_positive_scalar(ridge, "ridge", owner="mixture_from_labels")
+    types = np.unique(labels)
+    weights, means, covs = [], [], []
+    for k in types:
+        rows = samples[labels == k]
+        cov = np.cov(rows, rowvar=False).reshape(layout.dim, layout.dim) if len(rows) > 1 else np.zeros((layout.dim,) * 2)
+        eigenvalues = np.linalg.eigvalsh(cov)
+        if eigenvalues[0] <= 1e-12 * max(1.0, eigenvalues[-1]):
+            warnings.warn(
+                f"The covariance of cluster {k} ({len(rows)} rows in dimension {layout.dim}) is singular "
+                f"(smallest eigenvalue {eigenvalues[0]:.3g}); added ridge = {ridge:g} to its diagonal.",
+                UserWarning,
+                stacklevel=2,
+            )
+            cov = cov + ridge * np.eye(layout.dim)
+        weights.append(len(rows) / len(samples))
+        means.append(rows.mean(axis=0))
+        covs.append(cov)
+    return GaussianMixture(np.array(weights), np.array(means), np.array(covs), rank=layout.rank,
+                           n_inputs=layout.n_inputs, bias=layout.bias)

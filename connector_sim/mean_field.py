@@ -1,0 +1,528 @@
+"""Mean-field latent dynamics, cell-type flows and perturbations (SPEC sections 1-2).
+
+For neuron rows (m, n, I, b) drawn i.i.d. from p, the latents of an infinitely
+large network follow (SPEC eq. 4)::
+
+    dkappa/dt = -kappa + E_p[ n phi(z) ],    z = m^T kappa + I^T v + b
+
+For a Gaussian p, Stein's lemma reduces the expectation to two 1-D Gaussian
+averages::
+
+    E[n phi(z)] = mu_n <phi>(mu_z, s_z) + Cov(n, z) <phi'>(mu_z, s_z)
+    mu_z = mu_(m,I,b)^T a,  s_z^2 = a^T Sigma_(m,I,b) a,  Cov(n, z) = Sigma_(n,(m,I,b)) a
+    a = [kappa; v; 1 (if the rows have a bias)]
+
+and a Gaussian mixture is the weighted sum of its components. For an
+:class:`~connector_sim.Empirical` distribution or a sampled
+:class:`~connector_sim.LowRankRNN` the expectation is the sample average over
+neurons (the flow of that finite network).
+
+Cell types are mixture components (or, for sampled sources, neuron labels).
+``component=k`` gives the type-k flow F_k(kappa) = -kappa + E_k[n phi(z)];
+``clamp_components={k: c}`` replaces type k's term w_k E_k[n phi(z)] by
+w_k E_k[n] c (c = 0 silences it, SPEC section 2).
+"""
+
+import functools
+import math
+
+import numpy as np
+
+from ._kernels import flow_field
+from ._validation import check_array, check_int, check_positive_scalar
+from .activations import BUILTIN_ACTIVATIONS, activation_name, check_activation
+from .distributions import Empirical, Gaussian, GaussianMixture
+from .network import LowRankRNN
+
+#: Quadrature nodes per rule in :func:`gaussian_averages`; with the rule switch
+#: at :data:`WIDE_THRESHOLD` it is accurate to 1e-12 for any (mu, s).
+DEFAULT_ORDER = 64
+
+#: s above which tanh averages use the split rule instead of Gauss-Hermite.
+WIDE_THRESHOLD = 0.6
+
+#: tanh(y) = sign(y) to within 2 exp(-2 L) = 8e-18 for |y| > L.
+KINK_HALF_WIDTH = 20.0
+
+#: Points per block in :func:`gaussian_averages` (bounds the (points x order) temporaries).
+_AVERAGE_CHUNK = 1 << 15
+
+
+@functools.lru_cache(maxsize=8)
+def _quadrature_nodes(order):
+    """Gauss-Hermite nodes for E[f(g)], g ~ N(0, 1), and Gauss-Legendre nodes on [0, L]."""
+    x, w = np.polynomial.hermite.hermgauss(order)
+    hermite = (math.sqrt(2.0) * x, w / math.sqrt(math.pi))
+    y, u = np.polynomial.legendre.leggauss(order)
+    legendre = (0.5 * KINK_HALF_WIDTH * (y + 1.0), 0.5 * KINK_HALF_WIDTH * u)
+    return hermite, legendre
+
+
+def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
+    """<phi>(mu, s) and <phi'>(mu, s): averages of phi and phi' over N(mu, s^2).
+
+    ::
+
+        <f>(mu, s) = E[f(mu + s g)],  g ~ N(0, 1)
+
+    - identity: <phi> = mu, <phi'> = 1.
+    - relu: <phi> = mu Phi(mu / s) + s varphi(mu / s), <phi'> = Phi(mu / s)
+      (Phi, varphi: standard normal cdf and density).
+    - tanh (phi' = 1 - tanh^2), by quadrature with ``order`` nodes:
+
+      * s <= :data:`WIDE_THRESHOLD`: Gauss-Hermite in g. Its error grows with s,
+        because tanh(mu + s g) turns into a step of width 1/s in g that nodes
+        spaced ~1 / sqrt(order) apart cannot resolve: at s = 20 even 300
+        Hermite nodes leave an error of 1e-2.
+      * s > :data:`WIDE_THRESHOLD`: in y = mu + s g, write tanh = sign + r with
+        r = tanh - sign, nonzero only within |y| < L = 20 (|r| < 1e-17 beyond)
+        and discontinuous only at 0. Then
+        <tanh> = erf(mu / (s sqrt 2)) + int_0^L r(y) [N(y) - N(-y)] dy and
+        <tanh'> = int_0^L (1 - tanh^2 y) [N(y) + N(-y)] dy, with N the
+        N(mu, s^2) density; both integrands are smooth on [0, L] and
+        Gauss-Legendre integrates them to rounding for s > 0.6.
+
+      ``order=64`` is accurate to 1e-12 over s in [0, 1e3] and any mu
+      (checked against adaptive quadrature in the tests); ``order=10`` errs by
+      1e-2 near the switch.
+
+    Parameters
+    ----------
+    activation : {"tanh", "relu", "identity"}
+    mu, s : array-like, broadcastable
+        Mean and standard deviation (s >= 0) of the pre-activation.
+    order : int, default=64
+        Nodes of each quadrature rule (tanh only).
+
+    Returns
+    -------
+    phi_average, dphi_average : ndarray of the broadcast shape
+    """
+    _check_closed_form(activation)
+    mu, s = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s, dtype=np.float64))
+    if activation == "identity":
+        return mu.copy(), np.ones_like(mu)
+    if activation == "relu":
+        return _relu_averages(mu, s)
+    flat_mu, flat_s = mu.ravel(), s.ravel()
+    phi, dphi = np.empty_like(flat_mu), np.empty_like(flat_mu)
+    for start in range(0, flat_mu.size, _AVERAGE_CHUNK):
+        block = slice(start, start + _AVERAGE_CHUNK)
+        phi[block], dphi[block] = _tanh_averages(flat_mu[block], flat_s[block], order)
+    return phi.reshape(mu.shape), dphi.reshape(mu.shape)
+
+
+def _check_closed_form(activation):
+    if not isinstance(activation, str) or activation not in BUILTIN_ACTIVATIONS:
+        raise ValueError(
+            f"The closed-form mean field supports the activations {list(BUILTIN_ACTIVATIONS)}. "
+            f"Got {activation_name(activation)!r}. For another activation, sample a large network "
+            "(distribution.sample(n_neurons, activation=...)) and use its flow, the sample average."
+        )
+
+
+def _relu_averages(mu, s):
+    from scipy.special import ndtr
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(s > 0, mu / np.where(s > 0, s, 1.0), np.copysign(np.inf, mu))
+    cdf = np.where((s == 0) & (mu == 0), 0.0, ndtr(ratio))
+    density = np.exp(-0.5 * np.minimum(ratio**2, 1e300)) / math.sqrt(2 * math.pi)
+    return mu * cdf + s * density, cdf
+
+
+def _tanh_averages(mu, s, order):
+    from scipy.special import erf
+
+    (hermite_x, hermite_w), (legendre_y, legendre_w) = _quadrature_nodes(order)
+    phi, dphi = np.empty_like(mu), np.empty_like(mu)
+    narrow = s <= WIDE_THRESHOLD
+    if narrow.any():
+        rates = np.tanh(mu[narrow, None] + s[narrow, None] * hermite_x)
+        phi[narrow] = rates @ hermite_w
+        dphi[narrow] = (1.0 - rates * rates) @ hermite_w
+    wide = ~narrow
+    if wide.any():
+        mean, std = mu[wide, None], s[wide, None]
+        norm = 1.0 / (std * math.sqrt(2 * math.pi))
+        density_pos = norm * np.exp(-0.5 * ((legendre_y - mean) / std) ** 2)
+        density_neg = norm * np.exp(-0.5 * ((legendre_y + mean) / std) ** 2)
+        rates = np.tanh(legendre_y)
+        # r(y) = tanh(y) - 1 = -2 / (exp(2y) + 1) for y > 0, without cancellation.
+        residual = -2.0 / (np.exp(2.0 * legendre_y) + 1.0)
+        phi[wide] = erf(mu[wide] / (s[wide] * math.sqrt(2))) + (density_pos - density_neg) @ (residual * legendre_w)
+        dphi[wide] = (density_pos + density_neg) @ ((1.0 - rates * rates) * legendre_w)
+    return phi, dphi
+
+
+class _GaussianTerms:
+    """E_k[n phi(z)] and E_k[n] of the components of a mixture, by Stein's lemma."""
+
+    def __init__(self, weights, means, covs, layout):
+        self.weights = weights
+        self.keys = list(range(len(weights)))
+        coords = layout.mIb
+        self.mean_z = means[:, coords]  # (K, c), c = R + D + bias
+        self.cov_z = covs[:, coords][:, :, coords]  # (K, c, c)
+        self.cov_nz = covs[:, layout.n][:, :, coords]  # (K, R, c)
+        self.mean_n = means[:, layout.n]  # (K, R)
+        self.bias = layout.bias
+
+    def recurrent(self, which, kappa, v, activation, order):
+        """(len(which), P, R): the terms of components ``which`` at the P points."""
+        columns = [kappa, v] + ([np.ones((len(kappa), 1))] if self.bias else [])
+        a = np.hstack(columns)
+        mu_z = self.mean_z[which] @ a.T  # (k, P)
+        s_z = np.sqrt(np.clip(np.einsum("pi,kij,pj->kp", a, self.cov_z[which], a), 0.0, None))
+        phi, dphi = gaussian_averages(activation, mu_z, s_z, order)
+        cov_nz = np.einsum("kri,pi->kpr", self.cov_nz[which], a)
+        return self.mean_n[which][:, None, :] * phi[..., None] + cov_nz * dphi[..., None]
+
+
+class _SampleTerms:
+    """Averages of n phi(z) and of n over the neurons of each label (one group if unlabelled)."""
+
+    def __init__(self, m_T, n_T, I_T, b, labels, owner):
+        n_neurons = m_T.shape[1]
+        if labels is None:
+            groups = [np.arange(n_neurons)]
+            self.keys = [0]
+        else:
+            labels = np.asarray(labels)
+            if labels.shape != (n_neurons,) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"labels must be one integer cell type per neuron of the {owner}, shape ({n_neurons},). "
+                    f"Got an array of dtype {labels.dtype} and shape {labels.shape}."
+                )
+            self.keys = [int(label) for label in np.unique(labels)]
+            groups = [np.flatnonzero(labels == label) for label in self.keys]
+        whole = len(groups) == 1
+        self.loadings = [(m_T, n_T, I_T, b) if whole else (m_T[:, g], n_T[:, g], I_T[:, g], b[g]) for g in groups]
+        self.weights = np.array([len(g) / n_neurons for g in groups])
+        self.mean_n = np.stack([n.astype(np.float64).mean(axis=1) for _, n, _, _ in self.loadings])
+
+    def recurrent(self, which, kappa, v, activation, order):
+        out = np.empty((len(which),) + kappa.shape)
+        kappa, v = np.ascontiguousarray(kappa), np.ascontiguousarray(v)
+        for slot, k in enumerate(which):
+            flow_field.kernel("numpy")(*self.loadings[k], activation, kappa, v, out[slot])
+        return out
+
+
+class _MeanField:
+    """The latent velocity of a source, prepared once and evaluated on (P, R) points.
+
+    Cell types are indexed internally by position 0..K-1; ``keys`` are the
+    names users give (component indices, or neuron label values).
+    """
+
+    def __init__(self, source, *, activation, order, labels, component, clamp_components):
+        self.order = check_int(order, "order", minimum=2, owner="the mean field")
+        if isinstance(source, (Gaussian, GaussianMixture)):
+            if labels is not None:
+                raise ValueError(
+                    f"labels are the cell types of a sampled network's neurons; a {type(source).__name__} "
+                    "defines its cell types as mixture components. Leave labels=None."
+                )
+            layout = source.layout
+            self.rank, self.n_inputs = layout.rank, layout.n_inputs
+            if isinstance(source, Gaussian):
+                self.terms = _GaussianTerms(np.ones(1), source.mean[None], source.cov[None], layout)
+            else:
+                self.terms = _GaussianTerms(source.weights, source.means, source.covs, layout)
+            self.activation = "tanh" if activation is None else activation
+            _check_closed_form(self.activation)
+        elif isinstance(source, LowRankRNN):
+            self.rank, self.n_inputs = source.rank, source.n_inputs
+            self.terms = _SampleTerms(source.m_T, source.n_T, source.I_T, source.b, labels, "network")
+            self.activation = source.activation if activation is None else check_activation(activation)
+        elif isinstance(source, Empirical):
+            layout, rows = source.layout, source.rows
+            self.rank, self.n_inputs = layout.rank, layout.n_inputs
+            b = rows[:, layout.b][:, 0] if layout.bias else np.zeros(len(rows))
+            self.terms = _SampleTerms(np.ascontiguousarray(rows[:, layout.m].T),
+                                      np.ascontiguousarray(rows[:, layout.n].T),
+                                      np.ascontiguousarray(rows[:, layout.I].T), b, labels,
+                                      "Empirical distribution")
+            self.activation = "tanh" if activation is None else check_activation(activation)
+        else:
+            raise TypeError(
+                "The mean field needs a Gaussian, GaussianMixture, Empirical or LowRankRNN. "
+                f"Got {type(source).__name__}."
+            )
+        n_types = len(self.terms.keys)
+        self.clamp_values = np.full(n_types, np.nan)
+        for key, value in ({} if clamp_components is None else dict(clamp_components)).items():
+            self.clamp_values[self._position(key, "clamp_components")] = _check_clamp_value(value, key)
+        if component is None:
+            self.selected = np.arange(n_types)
+            self.weights = self.terms.weights
+        else:
+            self.selected = np.array([self._position(component, "component")])
+            self.weights = np.zeros(n_types)
+            self.weights[self.selected] = 1.0
+
+    def _position(self, key, name):
+        keys = self.terms.keys
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)) or int(key) not in keys:
+            raise ValueError(
+                f"{name} names cell type {key!r}, which does not exist. The cell types here are "
+                f"{keys} (mixture components, or the distinct neuron labels)."
+            )
+        return keys.index(int(key))
+
+    def __call__(self, kappa, v):
+        """dkappa/dt at points kappa (P, R) with inputs v (P, D)."""
+        clamped = ~np.isnan(self.clamp_values[self.selected])
+        velocity = -kappa
+        if clamped.any():
+            types = self.selected[clamped]
+            constant = (self.weights[types] * self.clamp_values[types]) @ self.terms.mean_n[types]
+            velocity = velocity + constant
+        free = self.selected[~clamped]
+        if len(free):
+            terms = self.terms.recurrent(free, kappa, v, self.activation, self.order)
+            velocity = velocity + np.tensordot(self.weights[free], terms, axes=1)
+        return velocity
+
+
+def _check_clamp_value(value, key):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise ValueError(f"clamp_components[{key!r}] must be a finite number (the clamped rate; 0 silences). Got {value!r}.")
+    return float(value)
+
+
+def _check_points(kappa, rank, name="kappa"):
+    kappa = np.asarray(kappa)
+    if kappa.ndim < 1 or kappa.shape[-1] != rank:
+        raise ValueError(
+            f"{name} must have shape (..., {rank}): latent points of a rank-{rank} source. "
+            f"Got shape {kappa.shape}. Stack the grid coordinates on the last axis "
+            "(e.g. np.stack(np.meshgrid(x, y, indexing='ij'), axis=-1))."
+        )
+    return check_array(kappa, name, ndim=kappa.ndim, dtype=np.float64)
+
+
+def _check_inputs(v, leading_shape, n_inputs, name="v"):
+    """v as (P, D) for the P points of ``leading_shape``."""
+    n_points = math.prod(leading_shape)
+    if v is None:
+        return np.zeros((n_points, n_inputs))
+    v = np.asarray(v)
+    if n_inputs == 0 and v.size:
+        raise ValueError(f"{name} must be None: the source has no inputs (D = 0). Got shape {v.shape}.")
+    if v.ndim < 1 or v.shape[-1] != n_inputs:
+        raise ValueError(f"{name} must have shape (..., {n_inputs}) (D = {n_inputs} inputs). Got shape {v.shape}.")
+    v = check_array(v, name, ndim=v.ndim, dtype=np.float64)
+    try:
+        v = np.broadcast_to(v, tuple(leading_shape) + (n_inputs,))
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} of shape {v.shape} does not broadcast against the latent points, shape "
+            f"{tuple(leading_shape)} + ({n_inputs},)."
+        ) from exc
+    return v.reshape(n_points, n_inputs)
+
+
+def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORDER, component=None,
+                    clamp_components=None, labels=None):
+    """The mean-field latent velocity dkappa/dt at latent points (SPEC eq. 4).
+
+    ::
+
+        dkappa/dt = -kappa + sum_k w_k E_k[ n phi(m^T kappa + I^T v + b) ]
+
+    with the sum over cell types k (mixture components, or neuron labels of a
+    sampled source; a Gaussian or an unlabelled sample is one type, 0). With
+    ``component=j`` only type j, unweighted: F_j = -kappa + E_j[n phi(z)].
+    With ``clamp_components={k: c}`` type k's term becomes w_k E_k[n] c, as
+    when its units' rates are clamped at c (c = 0 silences them).
+
+    Parameters
+    ----------
+    source : Gaussian, GaussianMixture, Empirical or LowRankRNN
+        The connectivity distribution (closed form for Gaussians and mixtures),
+        or a sampled network / set of rows (sample average over neurons).
+    kappa : array-like of shape (..., R)
+        Latent points, any leading shape (a grid, a batch, one point).
+    v : array-like of shape (D,) or (..., D), optional
+        Filtered input at the points (broadcast against kappa's leading
+        shape). Zero when omitted; must be None when D = 0.
+    activation : {"tanh", "relu", "identity"}, optional
+        phi. Default: the network's own, else "tanh". Sampled sources also
+        accept a numba function.
+    order : int, default=64
+        Quadrature nodes for tanh (see :func:`gaussian_averages`).
+    component : int, optional
+        Return the flow F_j of this cell type alone.
+    clamp_components : dict {int: float}, optional
+        Cell types whose rates are clamped, and the clamp values.
+    labels : array-like of int of shape (n_neurons,), optional
+        Cell type of each neuron (or row) of a sampled source.
+
+    Returns
+    -------
+    ndarray of shape kappa.shape
+        dkappa/dt, in latent units per unit of tau.
+    """
+    flow = latent_flow(source, v, activation=activation, order=order, component=component,
+                       clamp_components=clamp_components, labels=labels)
+    return flow(kappa)
+
+
+def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, component=None, clamp_components=None,
+                labels=None):
+    """The function kappa -> dkappa/dt of :func:`latent_velocity`, prepared once.
+
+    For repeated evaluation (root finding, integration): the source and
+    options are checked here, not at each call. ``latent_flow(source, v,
+    **options)(kappa)`` equals ``latent_velocity(source, kappa, v, **options)``.
+
+    Parameters
+    ----------
+    source, v, activation, order, component, clamp_components, labels
+        As in :func:`latent_velocity`.
+
+    Returns
+    -------
+    callable
+        kappa of shape (..., R) -> dkappa/dt of the same shape.
+    """
+    flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
+                      clamp_components=clamp_components)
+
+    def velocity(kappa):
+        kappa = _check_points(kappa, flow.rank)
+        v_points = _check_inputs(v, kappa.shape[:-1], flow.n_inputs)
+        return flow(kappa.reshape(-1, flow.rank), v_points).reshape(kappa.shape)
+
+    return velocity
+
+
+def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=None, *, activation=None,
+                          order=DEFAULT_ORDER):
+    """Normalized difference index of two cell types' flows (SPEC section 2).
+
+    ::
+
+        ND(kappa) = (|F_A(kappa)| - |F_B(kappa)|) / (|F_A(kappa)| + |F_B(kappa)|)
+        F_k(kappa) = -kappa + E_k[n phi(m^T kappa + I^T v + b)]
+
+    +1 where type A alone moves the latents much faster than type B, -1 the
+    reverse; 0 where both flows vanish.
+
+    Parameters
+    ----------
+    source : Gaussian, GaussianMixture, Empirical or LowRankRNN
+        The connectivity distribution (closed form for Gaussians and mixtures),
+        or a sampled network / set of rows (sample average over neurons).
+    kappa_grid : array-like of shape (..., R)
+    type_a, type_b : int
+        Cell types (mixture components, or neuron labels of a sampled source).
+    labels : array-like of int of shape (n_neurons,), optional
+        Neuron labels, for a sampled source.
+    v, activation, order
+        As in :func:`latent_velocity`.
+
+    Returns
+    -------
+    ndarray of shape kappa_grid.shape[:-1], values in [-1, 1]
+    """
+    options = dict(v=v, activation=activation, order=order, labels=labels)
+    speed_a = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_a, **options), axis=-1)
+    speed_b = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_b, **options), axis=-1)
+    total = speed_a + speed_b
+    return np.divide(speed_a - speed_b, total, out=np.zeros_like(total), where=total > 0)
+
+
+
+def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None, v0=None, tau=None,
+                          activation=None, order=DEFAULT_ORDER, component=None, clamp_components=None,
+                          labels=None):
+    """Integrate the mean-field latent ODE with the simulator's Euler steps.
+
+    ::
+
+        kappa_{t+1} = kappa_t + alpha F(kappa_t, v_t)
+                    = (1 - alpha) kappa_t + alpha E_p[n phi(m^T kappa_t + I^T v_t + b)]
+        v_{t+1}     = (1 - alpha) v_t + alpha u_t,       alpha = dt / tau
+
+    the discrete latent recursion of :func:`connector_sim.simulate` (SPEC
+    eq. 3) with the sample average replaced by the mean field: for a sampled
+    network it reproduces ``simulate(network, ...).kappa`` to rounding.
+
+    Parameters
+    ----------
+    source : Gaussian, GaussianMixture, Empirical or LowRankRNN
+        The connectivity distribution (closed form for Gaussians and mixtures),
+        or a sampled network / set of rows (sample average over neurons).
+    kappa0 : array-like of shape (R,) or (n_trials, R)
+        Initial latents; trials run as one batch.
+    n_steps : int, optional
+        Number of steps T; taken from ``inputs`` when given.
+    dt : float, optional
+        Time step, in units of tau. Default tau / 10 (alpha = 0.1).
+    inputs : array-like of shape (T, D) or (n_trials, T, D), optional
+        u_t, shared by all trials when 2-D. Zero when omitted.
+    v0 : array-like of shape (D,) or (n_trials, D), optional
+        Initial filtered input. Default zero.
+    tau : float, optional
+        Time constant. Default: the network's, else 1.
+    activation, order, component, clamp_components, labels
+        As in :func:`latent_velocity`.
+
+    Returns
+    -------
+    kappa : ndarray of shape (n_trials, T + 1, R)
+        Row 0 is kappa0 (n_trials = 1 for a 1-D kappa0).
+    """
+    flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
+                      clamp_components=clamp_components)
+    R, D = flow.rank, flow.n_inputs
+    if tau is None:
+        tau = source.tau if isinstance(source, LowRankRNN) else 1.0
+    tau = check_positive_scalar(tau, "tau", owner="mean_field_trajectory")
+    dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner="mean_field_trajectory")
+    alpha = dt / tau
+    kappa0 = _check_points(kappa0, R, "kappa0")
+    if kappa0.ndim > 2:
+        raise ValueError(f"kappa0 must have shape ({R},) or (n_trials, {R}). Got shape {kappa0.shape}.")
+    kappa = np.atleast_2d(kappa0)
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        if inputs.ndim not in (2, 3):
+            raise ValueError(f"inputs must have shape (T, {D}) or (n_trials, T, {D}). Got shape {inputs.shape}.")
+        inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
+                             shape=(None,) * (inputs.ndim - 1) + (D,))
+        if n_steps is not None and check_int(n_steps, "n_steps", minimum=1) != inputs.shape[-2]:
+            raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {inputs.shape[-2]} time steps.")
+        n_steps = inputs.shape[-2]
+    elif n_steps is None:
+        raise ValueError("Give n_steps (or inputs, whose length sets it).")
+    T = check_int(n_steps, "n_steps", minimum=1, owner="mean_field_trajectory")
+    u = np.zeros((1, T, D)) if inputs is None else inputs.reshape((-1, T, D))
+    if v0 is None:
+        v = np.zeros((1, D))
+    else:
+        v0 = np.asarray(v0)
+        if v0.ndim not in (1, 2):
+            raise ValueError(f"v0 must have shape ({D},) or (n_trials, {D}). Got shape {v0.shape}.")
+        v = np.atleast_2d(check_array(v0, "v0", ndim=v0.ndim, dtype=np.float64, shape=(None,) * (v0.ndim - 1) + (D,)))
+    n_trials = {len(kappa), len(u), len(v)} - {1}
+    if len(n_trials) > 1:
+        raise ValueError(
+            f"kappa0, inputs and v0 disagree on the number of trials ({len(kappa)}, {len(u)}, {len(v)}). "
+            "Give each batched argument the same leading size."
+        )
+    B = n_trials.pop() if n_trials else 1
+    kappa = np.broadcast_to(kappa, (B, R)).copy()
+    v = np.broadcast_to(v, (B, D)).copy()
+    u = np.broadcast_to(u, (B, T, D))
+    out = np.empty((B, T + 1, R))
+    out[:, 0] = kappa
+    for t in range(T):
+        kappa = kappa + alpha * flow(kappa, v)
+        v = (1 - alpha) * v + alpha * u[:, t]
+        out[:, t + 1] = kappa
+    return out
+
