@@ -21,6 +21,8 @@ from .fixed_points import (
 from .mean_field import latent_flow, latent_velocity, mean_field_trajectory, normalized_difference
 from .network import LowRankRNN
 from .noise import private_noise
+from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
+from .plotting import plot_flow_field
 from .simulate import SimulationResult, simulate
 from .synthetic import SyntheticNetwork, synthetic_network
 
@@ -35,6 +37,8 @@ __all__ = [
     "GaussianMixture",
     "LimitCycle",
     "LowRankRNN",
+    "Perturbation",
+    "PerturbationTable",
     "Ring",
     "RowLayout",
     "SimulationResult",
@@ -51,6 +55,9 @@ __all__ = [
     "mean_field_trajectory",
     "mixture_from_labels",
     "normalized_difference",
+    "perturbation_study",
+    "perturbed_flow",
+    "plot_flow_field",
     "private_noise",
     "simulate",
     "synthetic_network",

@@ -3,8 +3,10 @@
 Samples the quadstable Gaussian-mixture lrRNN (Connector paper, section 6.1),
 simulates latent trajectories from a 20 x 20 grid of initial conditions at
 N = 1,000 (the embedded default) and at a large N, plus noisy trials, and
-writes a report folder: ``trajectories.png`` and ``report.json`` (what was run,
-what came out, how long it took).
+writes a report folder: ``trajectories.png``, ``flow_field.png`` (the
+mean-field flow of the quadstable mixture with its fixed points, and some
+of the N = 1,000 trajectories) and ``report.json`` (what was run, what came
+out, how long it took).
 """
 
 import json
@@ -16,8 +18,10 @@ import time
 import numpy as np
 
 from ._backends import available_backends
+from .fixed_points import find_fixed_points
+from .mean_field import latent_flow
 from .simulate import simulate
-from .synthetic import latent_grid, quadstable_network
+from .synthetic import latent_grid, quadstable_mixture, quadstable_network
 
 
 def _attractors(end_points, decimals=1):
@@ -27,6 +31,14 @@ def _attractors(end_points, decimals=1):
     return [{"kappa": point.tolist(), "n_trials": int(count)} for point, count in zip(points, counts)]
 
 
+def _publish(temporary, path):
+    """Rename ``temporary`` onto ``path`` with the usual file mode (mkstemp makes it 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(temporary, 0o666 & ~mask)
+    os.replace(temporary, path)
+
+
 def write_json_atomic(path, payload):
     """Write JSON to ``path`` through a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -34,10 +46,39 @@ def write_json_atomic(path, payload):
     try:
         with os.fdopen(descriptor, "w") as handle:
             json.dump(payload, handle, indent=2)
-        os.replace(temporary, path)
+        _publish(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def save_figure_atomic(figure, path, dpi=120):
+    """Save a matplotlib figure as PNG through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(descriptor)
+    try:
+        figure.savefig(temporary, dpi=dpi, format="png")
+        _publish(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def plot_mean_field(path, trajectories, box=((-3.0, 3.0), (-3.0, 3.0))):
+    """Flow field of the quadstable mixture's mean field, its fixed points and some trajectories.
+
+    Returns the fixed points (list of :class:`~connector_sim.FixedPoint`).
+    """
+    from .plotting import plot_flow_field
+
+    flow = latent_flow(quadstable_mixture())
+    points = find_fixed_points(flow, box)
+    ax = plot_flow_field(flow, box, fixed_points=points, trajectories=trajectories,
+                         title="quadstable: mean field (flow, fixed points)\nand N = 1,000 trajectories (red)")
+    ax.figure.tight_layout()
+    save_figure_atomic(ax.figure, path)
+    return points
 
 
 def plot_trajectories(path, panels):
@@ -57,15 +98,8 @@ def plot_trajectories(path, panels):
         axis.plot(kappa[:, -1, 0], kappa[:, -1, 1], "k.", ms=4)
         axis.set(title=title, xlabel=r"$\kappa_1$", ylabel=r"$\kappa_2$", aspect="equal")
     figure.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, dpi=120, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        save_figure_atomic(figure, path)
     finally:
         plt.close(figure)
 
@@ -77,7 +111,8 @@ def run_demo(out_dir="report", *, large_n=1_000_000, n_steps=300, seed=0, backen
     Parameters
     ----------
     out_dir : str
-        Created if missing; ``trajectories.png`` and ``report.json`` go there.
+        Created if missing; ``trajectories.png``, ``flow_field.png`` and
+        ``report.json`` go there.
     large_n : int
         Size of the second, large network sampled from the same recipe.
     n_steps : int
@@ -127,9 +162,14 @@ def run_demo(out_dir="report", *, large_n=1_000_000, n_steps=300, seed=0, backen
     })
     panels.append(("N = 1,000, private noise", noisy.kappa))
     plot_trajectories(os.path.join(out_dir, "trajectories.png"), panels)
+    log("[demo] mean-field flow field of the quadstable mixture, with its fixed points")
+    points = plot_mean_field(os.path.join(out_dir, "flow_field.png"), panels[0][1][::23])
+    report["mean_field_fixed_points"] = [{"kappa": (np.round(p.position, 6) + 0.0).tolist(), "stability": p.stability}
+                                         for p in points]
     report["total_seconds"] = round(time.perf_counter() - started, 3)
     report["machine"] = {"python": platform.python_version(), "processor": platform.machine(),
                          "cpu_count": os.cpu_count()}
     write_json_atomic(os.path.join(out_dir, "report.json"), report)
-    log(f"[demo] wrote {out_dir}/trajectories.png and {out_dir}/report.json in {report['total_seconds']:.1f} s")
+    log(f"[demo] wrote {out_dir}/trajectories.png, {out_dir}/flow_field.png and {out_dir}/report.json "
+        f"in {report['total_seconds']:.1f} s")
     return report

@@ -17,6 +17,7 @@ from ._kernels import simulate_dense
 from ._validation import check_array, check_dtype, check_int, check_nonnegative_scalar, check_positive_scalar
 from .activations import apply_activation
 from .network import LowRankRNN
+from .sparse import SparseLowRankRNN
 
 PATHS = ("auto", "full", "latent")
 
@@ -126,26 +127,26 @@ def _available_memory():
         return 8 << 30
 
 
-def _record_indices(record_units, n_neurons):
+def _record_indices(record_units, n_neurons, name="record_units"):
     if record_units is None:
         return np.zeros(0, np.int64)
     if isinstance(record_units, str):
         if record_units != "all":
-            raise ValueError(f"record_units must be None, 'all' or an array of unit indices. Got {record_units!r}.")
+            raise ValueError(f"{name} must be None, 'all' or an array of unit indices. Got {record_units!r}.")
         return np.arange(n_neurons, dtype=np.int64)
     units = np.asarray(record_units)
     if units.ndim != 1 or not (np.issubdtype(units.dtype, np.integer) or units.dtype == bool):
         raise ValueError(
-            f"record_units must be a 1-D array of integer unit indices (or a boolean mask of length {n_neurons}). "
+            f"{name} must be a 1-D array of integer unit indices (or a boolean mask of length {n_neurons}). "
             f"Got an array of dtype {units.dtype} and shape {units.shape}."
         )
     if units.dtype == bool:
         if units.shape[0] != n_neurons:
-            raise ValueError(f"A boolean record_units mask must have length {n_neurons}. Got {units.shape[0]}.")
+            raise ValueError(f"A boolean {name} mask must have length {n_neurons}. Got {units.shape[0]}.")
         return np.flatnonzero(units).astype(np.int64)
     if units.size and (units.min() < 0 or units.max() >= n_neurons):
         raise ValueError(
-            f"record_units must be indices in [0, {n_neurons - 1}]. Got values in [{units.min()}, {units.max()}]."
+            f"{name} must be indices in [0, {n_neurons - 1}]. Got values in [{units.min()}, {units.max()}]."
         )
     return units.astype(np.int64)
 
@@ -162,8 +163,10 @@ def _check_memory(n_trials, n_times, n_units, dtype, max_record_bytes):
         )
 
 
-def _choose_backend(backend, activation):
+def _choose_backend(backend, activation, sparse=False):
     available = _backends.available_backends()
+    if sparse and not _backends.extension_built("_simulate_sparse_cpp"):
+        available = [name for name in available if name != "cpp"]
     builtin = isinstance(activation, str)
     if backend == "auto":
         if not builtin:
@@ -195,7 +198,7 @@ def _check_clamp(clamp, n_neurons, n_steps, dtype):
     unknown = set(clamp) - {"units", "value", "start", "stop"}
     if unknown:
         raise ValueError(f"Unknown clamp keys {sorted(unknown)}. Expected 'units', 'value', 'start', 'stop'.")
-    units = _record_indices(clamp["units"], n_neurons)
+    units = _record_indices(clamp["units"], n_neurons, "clamp['units']")
     mask = np.zeros(n_neurons, bool)
     mask[units] = True
     value = np.asarray(clamp.get("value", 0.0), dtype=np.float64)
@@ -219,7 +222,7 @@ def _check_clamp(clamp, n_neurons, n_steps, dtype):
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
              n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
              path="auto", backend="auto", n_threads=1, max_record_bytes=None):
-    """Simulate a :class:`LowRankRNN` by forward Euler.
+    """Simulate a :class:`LowRankRNN` or :class:`SparseLowRankRNN` by forward Euler.
 
     ::
 
@@ -235,7 +238,11 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
 
     Parameters
     ----------
-    network : LowRankRNN
+    network : LowRankRNN or SparseLowRankRNN
+        A sparse network (P_ij = w X_ij m_i . n_j) always takes the full
+        path; its kappa is the mean-field latent, low-pass filtered
+        ``gain * n^T phi(x) / N`` (see :class:`SparseLowRankRNN`), equal to
+        the dense one when s = 0.
     n_steps : int, optional
         Number of Euler steps T. Taken from ``inputs`` when they are given.
     dt : float, optional
@@ -277,8 +284,9 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     -------
     SimulationResult
     """
-    if not isinstance(network, LowRankRNN):
-        raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+    sparse = isinstance(network, SparseLowRankRNN)
+    if not (sparse or isinstance(network, LowRankRNN)):
+        raise TypeError(f"network must be a LowRankRNN or a SparseLowRankRNN. Got {type(network).__name__}.")
     N, R, D = network.n_neurons, network.rank, network.n_inputs
     dtype = network.dtype
     tau = network.tau
@@ -300,7 +308,12 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
             "path='latent' needs noise_std = 0: private noise pushes x off the latent subspace. "
             "Use path='full' or 'auto'."
         )
-    backend = _choose_backend(backend, network.activation)
+    if sparse and path == "latent":
+        raise ValueError(
+            "path='latent' is exact for dense low-rank networks only: a sparse network's state leaves "
+            "span(m, I). Use path='full' or 'auto'."
+        )
+    backend = _choose_backend(backend, network.activation, sparse)
     if n_trials is not None:
         n_trials = check_int(n_trials, "n_trials", minimum=1, owner="simulate")
     if seed is None:
@@ -352,7 +365,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     units = _record_indices(record_units, N)
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
     if path == "auto":
-        path = "full" if noise_std > 0 else "latent"
+        path = "full" if (noise_std > 0 or sparse) else "latent"
 
     # Filtered inputs v_t (float64, shared across trials unless something is batched).
     Bv = B if (inputs_batched or v0_batched) else 1
@@ -363,8 +376,13 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
         v[:, t + 1] = (1 - alpha) * v[:, t] + alpha * u[:, t]
 
     # Initial latents, and the part of x0 outside span(m) (carried exactly).
-    base = v[:, 0] @ network.I.T.astype(np.float64) + network.b.astype(np.float64)  # (Bv, N)
+    # base = I v0 + b is (Bv, N) float64: built only where it is needed, so the
+    # latent path from kappa0 allocates nothing of size N.
+    def initial_base():
+        return v[:, 0] @ network.I.T.astype(np.float64) + network.b.astype(np.float64)
+
     if x0 is not None:
+        base = initial_base()
         m64 = network.m.astype(np.float64)
         residual = np.broadcast_to(x0, (B, N)) - base
         kappa_init = np.linalg.lstsq(m64, residual.T, rcond=None)[0].T
@@ -379,14 +397,22 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     started = time.perf_counter()
     if path == "full":
         x = np.empty((B, N), dtype)
-        x[:] = x0 if x0 is not None else kappa_init @ network.m.T.astype(np.float64) + base
+        x[:] = x0 if x0 is not None else kappa_init @ network.m.T.astype(np.float64) + initial_base()
         u_kernel = np.ascontiguousarray(
             np.zeros((1, T, D)) if inputs is None else inputs, dtype=dtype)
         record_out = np.empty((B, T + 1, len(units)), dtype)
         noise_scale = math.sqrt(alpha) * noise_std
-        full_path(network.m_T, network.n_T, network.I_T, network.b, network.activation, x, u_kernel,
-                  alpha, noise_scale, seed, 0, units, kappa_init, kappa_out, record_out, clamp,
-                  n_threads=n_threads)
+        if sparse:
+            from ._kernels import simulate_sparse
+
+            simulate_sparse.kernels(backend)[0](
+                network.mask._kernel_args(), network.m_T, network.n_T, network.I_T, network.b,
+                network.activation, network.weight, network.gain, x, u_kernel, alpha, noise_scale, seed, 0,
+                units, kappa_init, kappa_out, record_out, clamp, n_threads=n_threads)
+        else:
+            full_path(network.m_T, network.n_T, network.I_T, network.b, network.activation, x, u_kernel,
+                      alpha, noise_scale, seed, 0, units, kappa_init, kappa_out, record_out, clamp,
+                      n_threads=n_threads)
         final_state = x
         potentials = record_out if len(units) else None
     else:

@@ -187,6 +187,28 @@ def test_limit_cycle_network_in_simulation():
     assert theory.period == pytest.approx(4 * np.pi, rel=0.03)
 
 
+@pytest.mark.parametrize("n_neurons", [2_000, 32_000])
+def test_finite_network_approaches_mean_field_like_one_over_sqrt_n(n_neurons):
+    # The same tolerance, C / sqrt(N), holds at two N 16x apart, so the gap
+    # shrinks like 1 / sqrt(N). Fixed points of the sampled bistable network's
+    # own flow (one root search from each mean-field point): shift rms
+    # 3.2 / sqrt(N) at N = 2e3 and 4.8 / sqrt(N) at 3.2e4, max 8.7 / sqrt(N)
+    # (6 seeds x 5 points each); same stability class every time.
+    # Limit-cycle period: rms 12 / sqrt(N) and 14 / sqrt(N) (8 seeds each).
+    bistable = gaussian_network_distribution("bistable")
+    theory = find_fixed_points(latent_flow(bistable), BOX)
+    flow = latent_flow(bistable.sample(n_neurons, 3))
+    for point in theory:
+        (x, y) = point.position
+        found = find_fixed_points(flow, [[x - 0.3, x + 0.3], [y - 0.3, y + 0.3]], n_starts=1)
+        assert len(found) == 1 and found[0].stability == point.stability
+        assert np.linalg.norm(found[0].position - point.position) < 15 / np.sqrt(n_neurons)
+    cycle = gaussian_network_distribution("limit_cycle")
+    period = detect_limit_cycle(mean_field_trajectory(cycle, [1.0, 0.0], 1500)[0], 0.1).period
+    simulated = detect_limit_cycle(simulate(cycle.sample(n_neurons, 3), 1500, kappa0=[1.0, 0.0]).kappa[0], 0.1)
+    assert simulated.period == pytest.approx(period, abs=45 / np.sqrt(n_neurons))
+
+
 def test_ring_network_in_simulation():
     # End states sit on the ring (radius within the finite-N ripple,
     # measured 3 / sqrt(N)) but keep their angles: no point attractor.

@@ -205,7 +205,7 @@ def test_bad_input_messages(kwargs, error, message):
 
 
 def test_network_must_be_a_low_rank_rnn():
-    with pytest.raises(TypeError, match="network must be a LowRankRNN. Got Gaussian"):
+    with pytest.raises(TypeError, match=r"network must be a LowRankRNN( or a SparseLowRankRNN)?. Got Gaussian"):
         simulate(gaussian_network_distribution("ring"), 5)
 
 

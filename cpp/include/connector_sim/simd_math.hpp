@@ -101,10 +101,28 @@ CONNECTOR_SIM_ALWAYS_INLINE T horner(const T (&c)[n], T y) {
   return p;
 }
 
+// np.clip(x, -c, c) for c > 0 (NaN stays NaN), by integer operations on the
+// bits: with gcc's default -ftrapping-math a floating-point select such as
+// std::min(std::max(x, -c), c) is turned into branches that the vectoriser
+// rejects ("control flow in loop"), leaving the whole tanh loop scalar.
+CONNECTOR_SIM_ALWAYS_INLINE float clip_symmetric(float x, float c) {
+  const std::uint32_t bits = bit_cast<std::uint32_t>(x);
+  const std::uint32_t magnitude = bits & 0x7fffffffu, limit = bit_cast<std::uint32_t>(c);
+  const std::uint32_t clipped = magnitude > 0x7f800000u ? magnitude : std::min(magnitude, limit);
+  return bit_cast<float>(clipped | (bits & 0x80000000u));
+}
+
+CONNECTOR_SIM_ALWAYS_INLINE double clip_symmetric(double x, double c) {
+  const std::uint64_t bits = bit_cast<std::uint64_t>(x);
+  const std::uint64_t magnitude = bits & 0x7fffffffffffffffull, limit = bit_cast<std::uint64_t>(c);
+  const std::uint64_t clipped = magnitude > 0x7ff0000000000000ull ? magnitude : std::min(magnitude, limit);
+  return bit_cast<double>(clipped | (bits & 0x8000000000000000ull));
+}
+
 // np.tanh(x) ~= x P(x^2) / Q(x^2) with x clipped to [-9, 9]
 // (fast_math.tanh_f32_reference): absolute error <= 3.5e-7.
 CONNECTOR_SIM_ALWAYS_INLINE float tanh_approx(float x) {
-  const float xc = std::min(std::max(x, -TANH_F32_CLAMP), TANH_F32_CLAMP);
+  const float xc = clip_symmetric(x, TANH_F32_CLAMP);
   const float s = xc * xc;
   return xc * horner(TANH_F32_P, s) / horner(TANH_F32_Q, s);
 }
@@ -113,7 +131,7 @@ CONNECTOR_SIM_ALWAYS_INLINE float tanh_approx(float x) {
 // y = n ln2 + r, |r| <= ln2 / 2, exp(y) = 2^n * (degree-12 Taylor of e^r).
 // Relative error ~2e-16.
 CONNECTOR_SIM_ALWAYS_INLINE double exp_approx(double y) {
-  y = std::min(std::max(y, -708.0), 708.0);
+  y = clip_symmetric(y, 708.0);
   const double shifted = y * LOG2E + ROUND_SHIFT_F64;
   const double n = shifted - ROUND_SHIFT_F64;
   const double r = (y - n * LN2_HI) - n * LN2_LO;

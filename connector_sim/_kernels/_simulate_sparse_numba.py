@@ -1,0 +1,223 @@
+"""numba kernels of the sparse low-rank RNN (the "numba" backend).
+
+Same arguments and results as the NumPy reference in ``simulate_sparse.py``
+(the specification), plus ``n_threads``. One Euler step is two parallel
+passes::
+
+    pass A, blocks of neurons:  y[j, b R + r] = n[j, r] phi(x[b, j])   (dtype)
+                                partial[block, b, r] = sum_j float64(n phi)
+    pass B, blocks of rows:     s = sum over row i's columns j of y[j]   (float64, 4 lanes)
+                                x[b, i] += alpha ((w m_i . s_b + I_i u_t + b_i) - x[b, i]) + noise
+
+The k-th connection of a row goes to accumulator lane k % 4 and the lanes
+are added as (l0 + l1) + (l2 + l3), whatever the mask's representation, so a
+stored and an implicit mask give bitwise identical runs. Rows of an implicit
+mask are regenerated from the counter hash (``sparse_mask.py``).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._simulate_dense_numba import (
+    _ONE_U64,
+    _SHIFT32,
+    _apply_phi,
+    _clamp_arrays,
+    _fill_noise,
+    _kernel_and_activation,
+    _mix64,
+    _step_key,
+    _sum_blocks,
+    _threads,
+)
+from .counter_rng import GOLDEN
+from .simulate_dense import BLOCK_SIZE
+from .simulate_sparse import MASK_MODES
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT11 = np.uint64(11)
+_TWO_TO_MINUS_53 = 2.0**-53
+_LANES = 4
+_CSR, _FIXED, _BERNOULLI = MASK_MODES["csr"], MASK_MODES["fixed"], MASK_MODES["bernoulli"]
+_U64_MASK = 0xFFFFFFFFFFFFFFFF
+
+_OPTIONS = dict(fastmath=True, error_model="numpy", cache=True)
+
+
+@njit(**_OPTIONS)
+def _add(acc, y, column, k, W):
+    # acc[k % 4] += float64(y[column])
+    base = (k & 3) * W
+    for w in range(W):
+        acc[base + w] += np.float64(y[column, w])
+
+
+@njit(**_OPTIONS)
+def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, out):
+    """out[w] = sum over the columns j of ``row`` of float64(y[j, w]) (lanes k % 4)."""
+    W = out.size
+    acc[:] = 0.0
+    if mode == _CSR:
+        start = indptr[row]
+        for k in range(indptr[row + 1] - start):
+            _add(acc, y, indices[start + k], k, W)
+    elif mode == _FIXED:
+        row_key = _mix64(key + GOLDEN * (np.uint64(row) + _ONE_U64))
+        C = width.size
+        for k in range(C):
+            # u_k: high half of draw(k // 2) for even k, low half for odd k
+            bits = _mix64(row_key + GOLDEN * (np.uint64(k >> 1) + _ONE_U64))
+            u = bits >> _SHIFT32 if (k & 1) == 0 else bits & _LOW32
+            column = np.int64(lo[k] + ((u * width[k]) >> _SHIFT32))
+            _add(acc, y, column, k, W)
+    else:
+        row_key = _mix64(key + GOLDEN * (np.uint64(row) + _ONE_U64))
+        position = -1
+        k = 0
+        while True:
+            bits = _mix64(row_key + GOLDEN * (np.uint64(k) + _ONE_U64))
+            gap = np.floor(np.log((np.float64(bits >> _SHIFT11) + 0.5) * _TWO_TO_MINUS_53) / log_q)
+            if gap >= N - 1 - position:
+                break
+            position += 1 + np.int64(gap)
+            _add(acc, y, position, k, W)
+            k += 1
+    for w in range(W):
+        out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w])
+
+
+def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight, gain, x, u,
+               alpha, alpha_x, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out, record_out,
+               clamp_mask, clamp_value, clamp_start, clamp_stop):
+    R, N = m_T.shape
+    D = I_T.shape[0]
+    B = x.shape[0]
+    W = B * R
+    T = u.shape[1]
+    n_blocks = (N + BLOCK_SIZE - 1) // BLOCK_SIZE
+    y = np.empty((N, W), x.dtype)
+    partial = np.empty((n_blocks, B, R))
+    krec = np.empty((B, R))
+    keys = np.empty(B, np.uint64)
+    kappa_out[:, 0] = kappa
+    for trial in range(B):
+        for k in range(record_idx.size):
+            record_out[trial, 0, k] = x[trial, record_idx[k]]
+    for t in range(T):
+        clamped = clamp_mask.size > 0 and clamp_start <= t < clamp_stop
+        # Pass A: y = n phi(x_t) (clamped), and the block sums of n^T phi(x_t).
+        for block in prange(n_blocks):
+            start = block * BLOCK_SIZE
+            stop = min(start + BLOCK_SIZE, N)
+            rates = np.empty(stop - start, x.dtype)
+            for trial in range(B):
+                state = x[trial, start:stop]
+                for i in range(stop - start):
+                    rates[i] = state[i]
+                _apply_phi(activation, rates)
+                if clamped:
+                    for i in range(stop - start):
+                        if clamp_mask[start + i]:
+                            rates[i] = clamp_value[start + i]
+                for r in range(R):
+                    n_row = n_T[r, start:stop]
+                    total = 0.0
+                    column = trial * R + r
+                    for i in range(stop - start):
+                        y[start + i, column] = rates[i] * n_row[i]
+                        total += np.float64(rates[i]) * np.float64(n_row[i])
+                    partial[block, trial, r] = total
+        # kappa_{t+1} = (1 - alpha) kappa_t + alpha gain n^T phi(x_t) / N
+        _sum_blocks(partial, N, krec)
+        for trial in range(B):
+            for r in range(R):
+                kappa[trial, r] = (1 - alpha) * kappa[trial, r] + alpha * gain * krec[trial, r]
+            keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), t)
+        kappa_out[:, t + 1] = kappa
+        # Pass B: x_{t+1} row by row from the gathered sums.
+        for block in prange(n_blocks):
+            start = block * BLOCK_SIZE
+            stop = min(start + BLOCK_SIZE, N)
+            acc = np.empty(_LANES * W)
+            s = np.empty(W)
+            drive = np.empty(B, x.dtype)
+            inputs = np.empty(B, x.dtype)
+            noise = np.zeros((B, stop - start if noise_scale != 0.0 else 0), x.dtype)
+            for trial in range(B):
+                _fill_noise(keys[trial], start, noise_scale, noise[trial])
+            for i in range(start, stop):
+                _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, s)
+                for trial in range(B):
+                    # h = weight * sum_r m[i, r] s[b, r] (float64), then in dtype
+                    h = 0.0
+                    for r in range(R):
+                        h += np.float64(m_T[r, i]) * s[trial * R + r]
+                    drive[trial] = weight * h
+                    inputs[trial] = 0.0
+                    u_bt = u[0 if u.shape[0] == 1 else trial, t]
+                    for d in range(D):
+                        inputs[trial] += u_bt[d] * I_T[d, i]
+                    xi = x[trial, i]
+                    advanced = xi + alpha_x * ((drive[trial] + inputs[trial] + b[i]) - xi)
+                    if noise_scale != 0.0:
+                        advanced += noise[trial, i - start]
+                    x[trial, i] = advanced
+        for trial in range(B):
+            for k in range(record_idx.size):
+                record_out[trial, t + 1, k] = x[trial, record_idx[k]]
+
+
+_full_path_builtin = njit(parallel=True, **_OPTIONS)(_full_path)
+_full_path_user = njit(parallel=True, fastmath=True, error_model="numpy")(_full_path)
+
+
+@njit(parallel=True, **_OPTIONS)
+def _matvec(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, weight, v, out):
+    # out[i, c] = weight sum_r m[i, r] sum over row i's columns j of n[j, r] v[j, c]
+    R, N = m_T.shape
+    K = v.shape[1]
+    W = R * K
+    y = np.empty((N, W))
+    for j in prange(N):
+        for r in range(R):
+            for c in range(K):
+                y[j, r * K + c] = n_T[r, j] * v[j, c]
+    n_blocks = (N + BLOCK_SIZE - 1) // BLOCK_SIZE
+    for block in prange(n_blocks):
+        acc = np.empty(_LANES * W)
+        s = np.empty(W)
+        for i in range(block * BLOCK_SIZE, min((block + 1) * BLOCK_SIZE, N)):
+            _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, s)
+            for c in range(K):
+                total = 0.0
+                for r in range(R):
+                    total += m_T[r, i] * s[r * K + c]
+                out[i, c] = weight * total
+
+
+def _mask_arrays(mask):
+    lo = np.ascontiguousarray(mask.strata[:-1], np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64)
+    width = (np.diff(mask.strata).astype(np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64))
+    return (MASK_MODES[mask.mode], np.uint64(mask.key), lo, width, float(mask.log_q), mask.indptr, mask.indices)
+
+
+def full_path_numba(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
+                    trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), n_threads=1):
+    """Sparse time loop; arguments and results as :func:`.simulate_sparse.full_path_reference`."""
+    kernel, phi = _kernel_and_activation(_full_path_builtin, _full_path_user, activation)
+    with _threads(n_threads):
+        kernel(*_mask_arrays(mask), m_T, n_T, I_T, b, phi, float(weight), float(gain), x, u, float(alpha),
+               x.dtype.type(alpha), float(noise_scale), np.uint64(int(seed) & _U64_MASK),
+               np.uint64(int(trial_offset) & _U64_MASK), np.ascontiguousarray(record_idx, np.int64), kappa,
+               kappa_out, record_out, *_clamp_arrays(clamp, x.dtype))
+
+
+def matvec_numba(mask, m_T, n_T, weight, v, n_threads=1):
+    """P v in float64; arguments as :func:`.simulate_sparse.matvec_reference`."""
+    v = np.asarray(v, np.float64)
+    v2 = np.ascontiguousarray(v.reshape(v.shape[0], -1))
+    out = np.empty_like(v2)
+    with _threads(n_threads):
+        _matvec(*_mask_arrays(mask), np.ascontiguousarray(m_T, np.float64), np.ascontiguousarray(n_T, np.float64),
+                float(weight), v2, out)
+    return out.reshape(v.shape)

@@ -1,0 +1,448 @@
+"""Trial-structured neural data: rates or spike counts, inputs and trial lengths.
+
+Arrays are laid out trials x time x neurons, padded to the longest trial, with
+a ``lengths`` vector giving each trial's number of valid time bins; inputs
+are trials x time x D on the same bins. Frame t of the inputs, u_t, acts on
+the network state of the next frame (the simulator's convention).
+
+``.npz`` files use the keys ``spikes`` (n_trials, n_times, n_neurons),
+``externalinputs`` (n_trials, n_times, D; D = 0 when there are none) and
+``lengths`` (n_trials,), the layout the FINDR toolkit reads for the rat
+frontal-cortex recordings.
+
+NWB files are read with pynwb (an optional dependency, ``pip install
+connector-sim[nwb]``), imported only by :func:`read_nwb`.
+
+Pure NumPy: importing this module does not import torch or pynwb.
+"""
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import check_positive_scalar
+
+KINDS = ("rates", "counts")
+
+
+@dataclass
+class TrialData:
+    """Validated trial-structured data (build it with :func:`as_trial_data`).
+
+    Attributes
+    ----------
+    spikes : ndarray of shape (n_trials, n_times, n_neurons), float64
+        Rates or spike counts; bins at or beyond a trial's length are 0.
+    inputs : ndarray of shape (n_trials, n_times, n_inputs), float64, or None
+        External inputs u_t; 0 beyond each trial's length.
+    lengths : ndarray of shape (n_trials,), int64
+        Valid bins of each trial, 1 <= lengths[k] <= n_times.
+    kind : {"rates", "counts"}
+    dt : float or None
+        Bin width (seconds for data read from NWB), when known.
+    """
+
+    spikes: np.ndarray
+    inputs: np.ndarray
+    lengths: np.ndarray
+    kind: str = "rates"
+    dt: float = None
+
+    @property
+    def n_trials(self):
+        return self.spikes.shape[0]
+
+    @property
+    def n_times(self):
+        return self.spikes.shape[1]
+
+    @property
+    def n_neurons(self):
+        return self.spikes.shape[2]
+
+    @property
+    def n_inputs(self):
+        return 0 if self.inputs is None else self.inputs.shape[2]
+
+    def mask(self):
+        """Valid bins, shape (n_trials, n_times): ``mask[k, t] = t < lengths[k]``."""
+        return np.arange(self.n_times)[None, :] < self.lengths[:, None]
+
+    def trial(self, k):
+        """Trial k without padding: (spikes (L, N), inputs (L, D) or None)."""
+        length = self.lengths[k]
+        return self.spikes[k, :length], None if self.inputs is None else self.inputs[k, :length]
+
+    def save_npz(self, path):
+        """Write ``path`` with keys ``spikes``, ``externalinputs``, ``lengths`` (see :func:`save_npz`)."""
+        save_npz(path, self)
+
+
+def _error(field, trial, what):
+    where = f" of trial {trial}" if trial is not None else ""
+    return ValueError(f"{field}{where} {what}")
+
+
+def _stack(value, field):
+    """Pad a list of per-trial (L_k, F) arrays into (n_trials, max L, F); also return the lengths."""
+    trials = []
+    for k, trial in enumerate(value):
+        try:
+            trial = np.asarray(trial, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise _error(field, k, f"must be a numeric (n_times, n_features) array: {exc}") from exc
+        if trial.ndim != 2:
+            raise _error(field, k, f"must be 2-D (n_times, n_features). Got shape {trial.shape}.")
+        trials.append(trial)
+    if not trials:
+        raise ValueError(f"{field} holds no trials. Give at least one trial.")
+    width = trials[0].shape[1]
+    for k, trial in enumerate(trials):
+        if trial.shape[1] != width:
+            raise _error(
+                field, k,
+                f"has {trial.shape[1]} columns, but trial 0 has {width}: every trial must have the same "
+                "number of neurons (or inputs). Ragged trials may differ only in length.",
+            )
+    lengths = np.array([len(trial) for trial in trials], dtype=np.int64)
+    padded = np.zeros((len(trials), lengths.max(), width))
+    for k, trial in enumerate(trials):
+        padded[k, : len(trial)] = trial
+    return padded, lengths
+
+
+def _as_3d(value, field):
+    """(array of shape (n_trials, n_times, F), per-trial lengths if value was a ragged list, else None)."""
+    if isinstance(value, (list, tuple)):
+        return _stack(value, field)
+    array = np.asarray(value)
+    if array.dtype == object:
+        return _stack(list(array), field)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise TypeError(f"{field} must be a real numeric array. Got dtype {array.dtype}.")
+    if array.ndim != 3:
+        raise ValueError(
+            f"{field} must be 3-D (n_trials, n_times, n_features), or a list of (n_times, n_features) "
+            f"arrays, one per trial. Got an array of shape {array.shape}."
+        )
+    return array.astype(np.float64), None
+
+
+def _check_lengths(lengths, n_trials, n_times):
+    values = np.asarray(lengths)
+    if values.shape != (n_trials,):
+        raise ValueError(f"lengths must have one entry per trial, shape ({n_trials},). Got shape {values.shape}.")
+    if not np.issubdtype(values.dtype, np.integer):
+        rounded = np.round(values.astype(np.float64)) if np.issubdtype(values.dtype, np.number) else None
+        if rounded is None or not np.all(rounded == values):
+            raise TypeError(f"lengths must be integers (numbers of time bins). Got {values!r}.")
+        values = rounded
+    values = values.astype(np.int64)
+    for k, length in enumerate(values):
+        if not 1 <= length <= n_times:
+            raise _error("lengths", k, f"must be in [1, {n_times}] (the padded number of time bins). Got {length}.")
+    return values
+
+
+def _check_values(array, lengths, field, counts):
+    """Finite values (and non-negative integer counts) within each trial's valid bins."""
+    for k, length in enumerate(lengths):
+        block = array[k, :length]
+        bad = ~np.isfinite(block)
+        if bad.any():
+            t, i = np.argwhere(bad)[0]
+            raise _error(
+                field, k,
+                f"contains a non-finite value ({block[t, i]}) at time bin {t}, column {i} "
+                f"({int(bad.sum())} in this trial). Remove or interpolate missing data, or shorten the trial "
+                "with `lengths`.",
+            )
+        if counts:
+            negative = block < 0
+            if negative.any():
+                t, i = np.argwhere(negative)[0]
+                raise _error(field, k, f"holds a negative spike count ({block[t, i]}) at time bin {t}, neuron {i}. "
+                             "Spike counts must be >= 0.")
+            fractional = block != np.round(block)
+            if fractional.any():
+                t, i = np.argwhere(fractional)[0]
+                raise _error(field, k, f"holds a non-integer spike count ({block[t, i]}) at time bin {t}, neuron {i}. "
+                             "Use kind='rates' for smoothed or averaged data.")
+
+
+def as_trial_data(spikes, inputs=None, lengths=None, *, kind="rates", dt=None):
+    """Validate trial-structured data and pad it into :class:`TrialData`.
+
+    Parameters
+    ----------
+    spikes : array-like of shape (n_trials, n_times, n_neurons), or list of (L_k, n_neurons) arrays
+        Rates or spike counts. Bins at or beyond a trial's length may hold
+        anything (NaN padding included); they are set to 0.
+    inputs : array-like of shape (n_trials, n_times, D), or list of (L_k, D) arrays, optional
+        External inputs on the same bins as ``spikes``.
+    lengths : array-like of int of shape (n_trials,), optional
+        Valid bins per trial. Default: all n_times bins, or the lengths of the
+        per-trial arrays when lists are given.
+    kind : {"rates", "counts"}, default="rates"
+        "counts" also requires non-negative integers.
+    dt : float, optional
+        Bin width.
+
+    Returns
+    -------
+    TrialData
+
+    Raises
+    ------
+    ValueError
+        Naming the trial and the field: trials with different numbers of
+        neurons or inputs, NaN or inf within a trial, negative or fractional
+        spike counts, inputs of another length than the spikes, lengths out
+        of range.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}. Got {kind!r}.")
+    if dt is not None:
+        dt = check_positive_scalar(dt, "dt", owner="as_trial_data")
+    spikes, list_lengths = _as_3d(spikes, "spikes")
+    n_trials, n_times, n_neurons = spikes.shape
+    if n_trials == 0 or n_times == 0 or n_neurons == 0:
+        raise ValueError(f"spikes must hold at least one trial, time bin and neuron. Got shape {spikes.shape}.")
+    if lengths is None:
+        lengths = list_lengths if list_lengths is not None else np.full(n_trials, n_times, np.int64)
+    else:
+        lengths = _check_lengths(lengths, n_trials, n_times)
+        if list_lengths is not None and np.any(lengths > list_lengths):
+            k = int(np.argmax(lengths > list_lengths))
+            raise _error("lengths", k, f"is {lengths[k]}, but spikes of that trial has only {list_lengths[k]} bins.")
+    _check_values(spikes, lengths, "spikes", kind == "counts")
+    if inputs is not None:
+        inputs, input_lengths = _as_3d(inputs, "externalinputs")
+        if inputs.shape[0] != n_trials:
+            raise ValueError(
+                f"externalinputs must have one entry per trial: spikes has {n_trials} trials, externalinputs "
+                f"has {inputs.shape[0]}."
+            )
+        if input_lengths is not None:
+            for k in range(n_trials):
+                if input_lengths[k] != lengths[k]:
+                    raise _error("externalinputs", k, f"has {input_lengths[k]} time bins, but spikes has "
+                                 f"{lengths[k]}: give inputs on the same bins as the spikes.")
+        elif np.any(lengths > inputs.shape[1]):
+            short = int(np.argmax(lengths > inputs.shape[1]))
+            raise _error("externalinputs", short, f"has {inputs.shape[1]} time bins, but spikes has "
+                         f"{lengths[short]}: give inputs on the same bins as the spikes.")
+        if inputs.shape[1] != n_times:
+            resized = np.zeros((n_trials, n_times, inputs.shape[2]))
+            width = min(n_times, inputs.shape[1])
+            resized[:, :width] = inputs[:, :width]
+            inputs = resized
+        _check_values(inputs, lengths, "externalinputs", False)
+        if inputs.shape[2] == 0:
+            inputs = None
+    mask = np.arange(n_times)[None, :] < lengths[:, None]
+    spikes = np.where(mask[..., None], spikes, 0.0)
+    if inputs is not None:
+        inputs = np.where(mask[..., None], inputs, 0.0)
+    return TrialData(spikes, inputs, lengths, kind, dt)
+
+
+def save_npz(path, data):
+    """Write trial data to ``path`` (``.npz``) atomically.
+
+    Keys: ``spikes`` (n_trials, n_times, n_neurons), ``externalinputs``
+    (n_trials, n_times, D), ``lengths`` (n_trials,). The file is written to
+    a temporary file in the same folder and moved into place with
+    ``os.replace``, so a reader never sees a half-written file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    data : TrialData
+    """
+    if not isinstance(data, TrialData):
+        raise TypeError(f"data must be a TrialData (see as_trial_data). Got {type(data).__name__}.")
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"path must end in '.npz'. Got {path!r}.")
+    inputs = data.inputs if data.inputs is not None else np.zeros(data.spikes.shape[:2] + (0,))
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, spikes=data.spikes, externalinputs=inputs, lengths=data.lengths)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_npz(path, *, kind="rates", dt=None):
+    """Read trial data written by :func:`save_npz` (or by FINDR's tools).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : {"rates", "counts"}, default="rates"
+    dt : float, optional
+
+    Returns
+    -------
+    TrialData
+        Validated by :func:`as_trial_data`.
+    """
+    with np.load(os.fspath(path), allow_pickle=False) as archive:
+        missing = {"spikes", "lengths"} - set(archive.files)
+        if missing:
+            raise ValueError(
+                f"{os.fspath(path)!r} lacks the key(s) {sorted(missing)}. Expected 'spikes' (n_trials, n_times, "
+                f"n_neurons), 'externalinputs' (n_trials, n_times, D) and 'lengths' (n_trials,); found {archive.files}."
+            )
+        spikes = archive["spikes"]
+        lengths = archive["lengths"].reshape(-1)
+        inputs = archive["externalinputs"] if "externalinputs" in archive.files else None
+    return as_trial_data(spikes, inputs, lengths, kind=kind, dt=dt)
+
+
+def causal_gaussian_kernel(bin_width, smoothing, truncate=3.0):
+    """Weights of a causal (half-)Gaussian filter on binned counts.
+
+    ::
+
+        w_j = exp(-(j dt)^2 / (2 sigma^2)) / Z,  j = 0 .. K,  K = ceil(truncate sigma / dt),
+        Z = sum_j exp(-(j dt)^2 / (2 sigma^2))
+
+    so that ``rate_t = sum_j w_j counts_{t - j} / dt`` uses the current and
+    past bins only and a constant count c per bin gives the rate c / dt.
+
+    Parameters
+    ----------
+    bin_width : float
+        dt, in seconds.
+    smoothing : float
+        sigma, in seconds.
+    truncate : float, default=3.0
+        Kernel length in units of sigma.
+
+    Returns
+    -------
+    ndarray of shape (K + 1,)
+    """
+    bin_width = check_positive_scalar(bin_width, "bin_width", owner="causal_gaussian_kernel")
+    smoothing = check_positive_scalar(smoothing, "smoothing", owner="causal_gaussian_kernel")
+    truncate = check_positive_scalar(truncate, "truncate", owner="causal_gaussian_kernel")
+    # The 1e-9 keeps 3 * 0.1 / 0.01 = 30.000000000000004 from rounding up to 31.
+    lags = np.arange(math.ceil(truncate * smoothing / bin_width - 1e-9) + 1) * bin_width
+    weights = np.exp(-0.5 * (lags / smoothing) ** 2)
+    return weights / weights.sum()
+
+
+def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *, truncate=3.0):
+    """Spike times of several units into per-trial binned (and smoothed) rates.
+
+    Trial k covers [starts[k], stops[k]) in floor((stop - start) / bin_width)
+    full bins; bin j is [start + j dt, start + (j + 1) dt). With smoothing,
+    counts are also taken in the K bins before the trial start (the recording
+    runs on before a trial), and
+
+        rate_t = sum_{j=0}^{K} w_j counts_{t - j} / dt   (spikes / s)
+
+    with the causal kernel of :func:`causal_gaussian_kernel`.
+
+    Parameters
+    ----------
+    spike_times : list of array-like
+        One array of spike times (seconds) per unit.
+    starts, stops : array-like of shape (n_trials,)
+        Trial intervals, seconds.
+    bin_width : float, default=0.01
+    smoothing : float or None, default=0.1
+        Standard deviation sigma (seconds) of the causal Gaussian. None
+        returns raw spike counts (kind "counts").
+    truncate : float, default=3.0
+
+    Returns
+    -------
+    TrialData
+        ``spikes`` (n_trials, max bins, n_units), ``lengths``, ``dt = bin_width``.
+    """
+    bin_width = check_positive_scalar(bin_width, "bin_width", owner="bin_spike_times")
+    starts = np.asarray(starts, dtype=np.float64).reshape(-1)
+    stops = np.asarray(stops, dtype=np.float64).reshape(-1)
+    if starts.shape != stops.shape:
+        raise ValueError(f"starts and stops must have the same length. Got {starts.size} and {stops.size}.")
+    if len(starts) == 0:
+        raise ValueError("There are no trials (starts is empty).")
+    lengths = np.floor((stops - starts) / bin_width + 1e-9).astype(np.int64)
+    for k, length in enumerate(lengths):
+        if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or length < 1:
+            raise _error("trial interval", k, f"[{starts[k]}, {stops[k]}) must be finite and hold at least one "
+                         f"bin of {bin_width} s.")
+    kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
+    history = 0 if kernel is None else len(kernel) - 1
+    units = [np.sort(np.asarray(times, dtype=np.float64).reshape(-1)) for times in spike_times]
+    if not units:
+        raise ValueError("spike_times holds no units.")
+    out = np.zeros((len(starts), lengths.max(), len(units)))
+    for k, (start, length) in enumerate(zip(starts, lengths)):
+        edges = start + bin_width * np.arange(-history, length + 1)
+        for i, times in enumerate(units):
+            counts = np.histogram(times, edges)[0].astype(np.float64)
+            if kernel is None:
+                out[k, :length, i] = counts
+            else:
+                # full convolution, then keep the bins of the trial (index history + t).
+                out[k, :length, i] = np.convolve(counts, kernel)[history: history + length] / bin_width
+    return as_trial_data(out, None, lengths, kind="counts" if kernel is None else "rates", dt=bin_width)
+
+
+def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0):
+    """Read units' spike times and the trial intervals of an NWB file into binned rates.
+
+    Uses ``nwbfile.units["spike_times"]`` and the ``start_time`` /
+    ``stop_time`` columns of ``nwbfile.trials``, then :func:`bin_spike_times`
+    (bins of ``bin_width`` seconds, causal Gaussian smoothing of standard
+    deviation ``smoothing`` seconds).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    bin_width : float, default=0.01
+        10 ms bins.
+    smoothing : float or None, default=0.1
+        100 ms causal Gaussian; None gives spike counts.
+    units : array-like of int, optional
+        Rows of the units table to read (default all).
+    trials : array-like of int, optional
+        Rows of the trials table to read (default all).
+    truncate : float, default=3.0
+
+    Returns
+    -------
+    TrialData
+    """
+    try:
+        from pynwb import NWBHDF5IO
+    except ImportError as exc:
+        raise ImportError(
+            "read_nwb needs pynwb. Install it with `pip install connector-sim[nwb]` (or `pip install pynwb`)."
+        ) from exc
+    with NWBHDF5IO(os.fspath(path), "r") as io:
+        nwbfile = io.read()
+        if nwbfile.units is None or len(nwbfile.units) == 0:
+            raise ValueError(f"{os.fspath(path)!r} has no units table (spike-sorted units): nothing to bin.")
+        if nwbfile.trials is None or len(nwbfile.trials) == 0:
+            raise ValueError(f"{os.fspath(path)!r} has no trials table: give trial intervals to bin_spike_times "
+                             "instead.")
+        unit_rows = range(len(nwbfile.units)) if units is None else [int(u) for u in units]
+        spike_times = [np.asarray(nwbfile.units["spike_times"][u]) for u in unit_rows]
+        starts = np.asarray(nwbfile.trials["start_time"][:])
+        stops = np.asarray(nwbfile.trials["stop_time"][:])
+    if trials is not None:
+        trials = np.asarray(trials, dtype=np.int64)
+        starts, stops = starts[trials], stops[trials]
+    return bin_spike_times(spike_times, starts, stops, bin_width, smoothing, truncate=truncate)

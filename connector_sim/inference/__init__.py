@@ -1,0 +1,39 @@
+"""Inference of connectivity distributions (Connector, SPEC sections 3-4).
+
+This subpackage needs torch (and geomloss for :func:`dissimilarity`).
+Importing it imports neither: each public name loads its module on first
+access, so ``import connector_sim.inference`` stays light and a missing
+optional dependency is reported by the function that needs it.
+"""
+
+import importlib
+
+#: Public name -> submodule that defines it.
+_LAZY = {
+    # flows.py: flow-matching continuous normalizing flows
+    "FlowMatchingCNF": "flows",
+    "VelocityMLP": "flows",
+    # conditional_mean.py: ridge regression for E[n | m, I, b] (NumPy only)
+    "ConditionalMean": "conditional_mean",
+    "fit_conditional_mean": "conditional_mean",
+    # connector.py: the estimator
+    "Connector": "connector",
+    # dissimilarity.py: comparing connectivity distributions
+    "dissimilarity": "dissimilarity",
+    "effective_connectivity_dissimilarity": "dissimilarity",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

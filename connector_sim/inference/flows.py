@@ -1,0 +1,736 @@
+"""Continuous normalizing flows trained by flow matching, in plain torch (SPEC section 3.3 and 3.5).
+
+A CNF moves samples of a standard normal x_0 ~ N(0, I) at t = 0 to the data
+distribution at t = 1 along the ODE dx/dt = v_theta(x, t [, c]). Flow
+matching (Lipman et al., 2023) trains v_theta by regression on the
+conditional optimal-transport (affine) path::
+
+    x_t = (1 - t) x_0 + t x_1,   x_0 ~ N(0, I),  x_1 ~ data,  t ~ U(0, 1)
+    loss = E | v_theta(x_t, t [, c]) - (x_1 - x_0) |^2
+
+The data are standardised first (z = (x - mean) / std per coordinate; the
+loadings of fitted networks have scales far from 1) and the samples mapped
+back. Coordinates that are constant in the data (a bias that is zero for
+every neuron, say) are held at their value and left out of the flow.
+
+Sampling integrates the ODE from t = 0 to 1 with a fixed-step solver of
+``n_steps`` steps of size h = 1 / n_steps (midpoint by default, as in the
+paper)::
+
+    euler:    x <- x + h v(x, t)
+    midpoint: x <- x + h v(x + (h / 2) v(x, t), t + h / 2)
+    rk4:      the classical four-stage Runge-Kutta step
+
+``n_steps`` is validated: some ODE libraries given only the end points [0, 1]
+silently take a single step of a fixed-step solver.
+
+``log_prob`` solves the ODE backwards from the data point with the
+instantaneous change of variables (Chen et al., 2018)::
+
+    d/dt log p_t(x_t) = -div v(x_t, t)
+    log p_1(x) = log N(x_0; 0, I) - int_0^1 div v(x_t, t) dt
+
+with the exact divergence (the trace of the autograd Jacobian: the
+dimensions here are small), plus the standardisation's log-determinant
+-sum_j log std_j.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import check_array, check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+
+#: Fixed-step ODE solvers, by name.
+SOLVERS = ("euler", "midpoint", "rk4")
+
+#: A coordinate whose standard deviation is below this fraction of its
+#: magnitude (or of 1) is constant: held fixed, not modelled by the flow.
+CONSTANT_RTOL = 1e-12
+
+#: Rows per torch call when sampling or evaluating densities.
+DEFAULT_BATCH = 65_536
+
+#: The validation loss averages at least this many (x_0, t) draws, fixed
+#: once, so that its epoch-to-epoch changes reflect the model, not the draws.
+VALIDATION_DRAWS = 4096
+
+_OWNER = "FlowMatchingCNF"
+
+
+def resolve_device(device):
+    """``"auto"`` -> CUDA when available, else CPU; any other value -> ``torch.device(device)``."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or a torch.device. Got {device!r}.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"The 'device' parameter must be 'auto', 'cpu' or 'cuda[:k]'. Got {device!r}.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here. Use device='auto' or 'cpu'.")
+    return resolved
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run a block with torch's intra-op thread pool set to ``n_threads`` (None: unchanged)."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _torch_seed(rng):
+    return int(rng.integers(0, 2**62))
+
+
+class VelocityMLP(nn.Module):
+    """The velocity field v_theta(x, t [, c]) of a CNF: an MLP on ``[x, c, t]``.
+
+    ``n_layers`` hidden layers of width ``hidden`` with SiLU (Swish)
+    activations and a linear output of size ``dim`` (paper: 4 layers of 128).
+
+    Parameters
+    ----------
+    dim : int
+        Dimension of x (and of the output velocity).
+    condition_dim : int, default=0
+        Dimension of the condition c (0: an unconditional flow).
+    hidden : int, default=128
+    n_layers : int, default=4
+    """
+
+    def __init__(self, dim, condition_dim=0, hidden=128, n_layers=4):
+        super().__init__()
+        self.dim, self.condition_dim = dim, condition_dim
+        layers, width = [], dim + condition_dim + 1
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x, t, condition=None):
+        """v(x, t [, c]); ``t`` is a scalar or one time per row."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = t.expand(x.shape[0]).reshape(-1, 1) if t.ndim == 0 else t.reshape(-1, 1)
+        parts = [x] if condition is None else [x, condition]
+        return self.net(torch.cat(parts + [t], dim=1))
+
+
+def _ode_step(derivative, state, t, h, solver):
+    """One fixed step of size h (negative: backwards) for a tuple-valued state.
+
+    ``derivative(state, t)`` returns a tuple of the same structure; stages
+    are combined elementwise, so an augmented state (x, log-density) is
+    integrated consistently.
+    """
+
+    def add(base, increments, scale):
+        return tuple(b + scale * k for b, k in zip(base, increments))
+
+    if solver == "euler":
+        return add(state, derivative(state, t), h)
+    if solver == "midpoint":
+        k1 = derivative(state, t)
+        return add(state, derivative(add(state, k1, h / 2), t + h / 2), h)
+    k1 = derivative(state, t)
+    k2 = derivative(add(state, k1, h / 2), t + h / 2)
+    k3 = derivative(add(state, k2, h / 2), t + h / 2)
+    k4 = derivative(add(state, k3, h), t + h)
+    return tuple(s + h / 6 * (a + 2 * b + 2 * c + d) for s, a, b, c, d in zip(state, k1, k2, k3, k4))
+
+
+def check_solver(solver, n_steps, owner=_OWNER):
+    """Validate an ODE solver name and its number of fixed steps (an int >= 1)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"The 'solver' parameter of {owner} must be one of {list(SOLVERS)}. Got {solver!r} instead.")
+    return check_int(n_steps, "n_steps", minimum=1, owner=owner)
+
+
+class FlowMatchingCNF:
+    """A continuous normalizing flow for p(x) or p(x | c), trained by flow matching.
+
+    scikit-learn style: the constructor stores the settings, :meth:`fit`
+    learns from data and returns ``self``, learned attributes end in ``_``.
+    See the module docstring for the equations.
+
+    Parameters
+    ----------
+    hidden : int, default=128
+        Width of the hidden layers of the velocity MLP (paper: 128).
+    n_layers : int, default=4
+        Hidden layers (paper: 4).
+    n_epochs : int, default=1000
+        Passes over the training rows (paper: 1,000).
+    batch_size : int, default=64
+        Rows per optimizer step (paper: 64).
+    learning_rate : float, default=1e-3
+    weight_decay : float, default=1e-4
+        AdamW's decoupled weight decay. The paper's values were lost in the
+        text extraction; these are common flow-matching defaults.
+    validation_fraction : float in [0, 1), default=0.2
+        Rows held out to pick the best epoch (paper: 4/5 train, 1/5 test).
+        The state with the lowest validation loss is kept. 0, or too few rows
+        to hold any out, trains on all rows and keeps the last state.
+    patience : int, optional
+        Stop when the validation loss has not improved for this many epochs.
+    n_steps : int, default=10
+        Fixed ODE steps for sampling and densities (paper: 10, midpoint).
+    solver : {"midpoint", "euler", "rk4"}, default="midpoint"
+    device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+        "auto" trains on CUDA when it is available.
+    random_state : None, int or numpy.random.Generator
+        Seeds the weights, the validation split and the training noise.
+    verbose : bool or int, default=False
+        Print progress to stderr: True every n_epochs / 10 epochs, an int k
+        every k epochs.
+    sample_batch_size : int, default=65536
+        Rows per torch call in :meth:`sample` and :meth:`log_prob` (memory
+        grows with it, not with the number of samples).
+    n_threads : int or None, default=1
+        torch CPU threads while fitting, sampling and evaluating densities
+        (restored afterwards); None leaves torch's setting. The MLPs here
+        are too small to gain from threads: a training step (batch 128,
+        3 x 64) took 2 ms with one thread and 25-50 ms with two on a busy
+        2-core machine, where threads oversubscribe the cores.
+
+    Attributes
+    ----------
+    dim_ : int
+        Dimension of x.
+    condition_dim_ : int
+        Dimension of c (0 for an unconditional flow).
+    free_ : ndarray of bool, shape (dim_,)
+        Coordinates modelled by the flow; the others are constant.
+    mean_, scale_ : ndarray of shape (dim_,)
+        Standardisation of x (scale 1 on constant coordinates).
+    condition_mean_, condition_scale_ : ndarray of shape (condition_dim_,)
+    model_ : VelocityMLP or None
+        None when every coordinate is constant.
+    history_ : dict
+        "train_loss" and "val_loss" per epoch (val NaN without a validation
+        set), "epoch_seconds", "best_epoch" and "device".
+    """
+
+    def __init__(self, *, hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3,
+                 weight_decay=1e-4, validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint",
+                 device="auto", random_state=None, verbose=False, sample_batch_size=DEFAULT_BATCH, n_threads=1):
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.n_steps = n_steps
+        self.solver = solver
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.sample_batch_size = sample_batch_size
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_params(self):
+        check_int(self.hidden, "hidden", minimum=1, owner=_OWNER)
+        check_int(self.n_layers, "n_layers", minimum=1, owner=_OWNER)
+        check_int(self.n_epochs, "n_epochs", minimum=1, owner=_OWNER)
+        check_int(self.batch_size, "batch_size", minimum=1, owner=_OWNER)
+        check_positive_scalar(self.learning_rate, "learning_rate", owner=_OWNER)
+        check_nonnegative_scalar(self.weight_decay, "weight_decay", owner=_OWNER)
+        fraction = check_nonnegative_scalar(self.validation_fraction, "validation_fraction", owner=_OWNER)
+        if fraction >= 1:
+            raise ValueError(f"The 'validation_fraction' parameter of {_OWNER} must be in [0, 1). "
+                             f"Got {self.validation_fraction!r} instead.")
+        if self.patience is not None:
+            check_int(self.patience, "patience", minimum=1, owner=_OWNER)
+        check_solver(self.solver, self.n_steps)
+        check_int(self.sample_batch_size, "sample_batch_size", minimum=1, owner=_OWNER)
+        if self.n_threads is not None:
+            check_int(self.n_threads, "n_threads", minimum=1, owner=_OWNER)
+        if not isinstance(self.verbose, (bool, int, np.integer)) or self.verbose < 0:
+            raise TypeError(f"The 'verbose' parameter of {_OWNER} must be a bool or an int >= 0. Got {self.verbose!r}.")
+        return resolve_device(self.device)
+
+    def _check_fitted(self):
+        if not hasattr(self, "dim_"):
+            raise RuntimeError(f"This {_OWNER} is not fitted yet. Call fit(x) first.")
+
+    def _check_condition(self, condition, n_rows, name="condition"):
+        """condition as float64 (n_rows or any, condition_dim_), or None for an unconditional flow."""
+        if self.condition_dim_ == 0:
+            if condition is not None:
+                raise ValueError(f"This {_OWNER} was fitted without a condition; pass condition=None. "
+                                 f"Got an array of shape {np.shape(condition)}.")
+            return None
+        if condition is None:
+            raise ValueError(f"This {_OWNER} is conditional (condition_dim = {self.condition_dim_}): pass "
+                             f"condition of shape (n_rows, {self.condition_dim_}).")
+        return check_array(condition, name, ndim=2, dtype=np.float64, shape=(n_rows, self.condition_dim_))
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, x, condition=None):
+        """Learn p(x) (or p(x | c)) from rows of x (and their conditions).
+
+        Parameters
+        ----------
+        x : array-like of shape (n_rows, dim)
+            Samples; at least dim + 1 rows (the standardisation and the flow
+            need more rows than dimensions).
+        condition : array-like of shape (n_rows, condition_dim), optional
+            Row i's condition c_i: the flow then learns p(x | c), input
+            ``[x_t, c, t]``.
+
+        Returns
+        -------
+        self
+        """
+        device = self._check_params()
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"x must be a 2-D array of shape (n_rows, dim). Got shape {x.shape}.")
+        x = check_array(x, "x", ndim=2, dtype=np.float64)
+        n_rows, dim = x.shape
+        if dim < 1:
+            raise ValueError(f"x must have at least one column. Got shape {x.shape}.")
+        if n_rows < dim + 1:
+            raise ValueError(
+                f"{_OWNER}.fit needs more rows than dimensions (at least {dim + 1} for dim = {dim}) to estimate "
+                f"a density. Got {n_rows} row(s). Give more samples, or fewer dimensions."
+            )
+        if condition is not None:
+            condition = np.asarray(condition)
+            if condition.ndim != 2:
+                raise ValueError(f"condition must be a 2-D array of shape ({n_rows}, condition_dim). "
+                                 f"Got shape {condition.shape}.")
+            condition = check_array(condition, "condition", ndim=2, dtype=np.float64, shape=(n_rows, None))
+        rng = check_random_state(self.random_state)
+
+        self.dim_ = dim
+        self.condition_dim_ = 0 if condition is None else condition.shape[1]
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        self.free_ = std > CONSTANT_RTOL * np.maximum(1.0, np.abs(mean))
+        self.mean_ = mean
+        self.scale_ = np.where(self.free_, std, 1.0)
+        if condition is not None:
+            c_mean, c_std = condition.mean(axis=0), condition.std(axis=0)
+            self.condition_mean_ = c_mean
+            self.condition_scale_ = np.where(c_std > CONSTANT_RTOL * np.maximum(1.0, np.abs(c_mean)), c_std, 1.0)
+        else:
+            self.condition_mean_ = np.zeros(0)
+            self.condition_scale_ = np.ones(0)
+        self.device_ = device
+        self.history_ = {"train_loss": [], "val_loss": [], "epoch_seconds": [], "best_epoch": None,
+                         "device": str(device)}
+        n_free = int(self.free_.sum())
+        if n_free == 0:
+            self.model_ = None
+            return self
+
+        z = (x[:, self.free_] - self.mean_[self.free_]) / self.scale_[self.free_]
+        c = None if condition is None else (condition - self.condition_mean_) / self.condition_scale_
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_torch_seed(rng))
+            model = VelocityMLP(n_free, self.condition_dim_, self.hidden, self.n_layers)
+        model = model.to(device)
+        self.model_ = model
+        with torch_threads(self.n_threads):
+            self._train(z, c, rng, device)
+        return self
+
+    def _split(self, n_rows, rng):
+        n_val = int(round(self.validation_fraction * n_rows))
+        if n_val < 1 or n_rows - n_val < 2:
+            return np.arange(n_rows), None
+        order = rng.permutation(n_rows)
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def _train(self, z, c, rng, device):
+        model = self.model_
+        generator = torch.Generator(device=device)
+        generator.manual_seed(_torch_seed(rng))
+        train_index, val_index = self._split(len(z), rng)
+
+        def tensor(array):
+            return torch.as_tensor(array, dtype=torch.float32, device=device)
+
+        z_train = tensor(z[train_index])
+        c_train = None if c is None else tensor(c[train_index])
+        validation = None
+        if val_index is not None:
+            repeats = max(1, math.ceil(VALIDATION_DRAWS / len(val_index)))
+            z_val = np.repeat(z[val_index], repeats, axis=0)
+            x0_val = rng.standard_normal(z_val.shape)
+            t_val = rng.random(len(z_val))
+            c_val = None if c is None else tensor(np.repeat(c[val_index], repeats, axis=0))
+            x1_val = tensor(z_val)
+            x0_val = tensor(x0_val)
+            t_val = tensor(t_val)
+            xt_val = (1 - t_val[:, None]) * x0_val + t_val[:, None] * x1_val
+            validation = (xt_val, t_val, c_val, x1_val - x0_val)
+
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        n_train, batch = len(z_train), min(self.batch_size, len(z_train))
+        report_every = self._report_every()
+        best_loss, best_state, best_epoch, stale = math.inf, None, None, 0
+        history = self.history_
+        start = time.perf_counter()
+        for epoch in range(self.n_epochs):
+            epoch_start = time.perf_counter()
+            model.train()
+            order = torch.randperm(n_train, generator=generator, device=device)
+            total = torch.zeros((), device=device)
+            for first in range(0, n_train, batch):
+                index = order[first:first + batch]
+                x1 = z_train[index]
+                x0 = torch.randn(x1.shape, generator=generator, device=device)
+                t = torch.rand(len(x1), generator=generator, device=device)
+                xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+                predicted = model(xt, t, None if c_train is None else c_train[index])
+                loss = ((predicted - (x1 - x0)) ** 2).sum(dim=1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(index)
+            history["train_loss"].append(float(total) / n_train)
+            if validation is not None:
+                model.eval()
+                with torch.no_grad():
+                    xt_val, t_val, c_val, target = validation
+                    val_loss = float(((model(xt_val, t_val, c_val) - target) ** 2).sum(dim=1).mean())
+                history["val_loss"].append(val_loss)
+                if val_loss < best_loss:
+                    best_loss, best_epoch, stale = val_loss, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+            else:
+                history["val_loss"].append(float("nan"))
+                best_epoch = epoch
+            history["epoch_seconds"].append(time.perf_counter() - epoch_start)
+            if report_every and ((epoch + 1) % report_every == 0 or epoch == 0):
+                print(f"[{_OWNER}] epoch {epoch + 1}/{self.n_epochs}  train {history['train_loss'][-1]:.4f}  "
+                      f"val {history['val_loss'][-1]:.4f}  best epoch {None if best_epoch is None else best_epoch + 1}"
+                      f"  {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr, flush=True)
+            if self.patience is not None and validation is not None and stale >= self.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        history["best_epoch"] = best_epoch
+
+    def _report_every(self):
+        if self.verbose is True:
+            return max(1, self.n_epochs // 10)
+        return int(self.verbose)
+
+    # ------------------------------------------------------------------ inference
+
+    def _batches(self, n_rows, batch_size):
+        batch_size = self.sample_batch_size if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        return [(first, min(first + batch_size, n_rows)) for first in range(0, n_rows, batch_size)]
+
+    def _standard_condition(self, condition, device):
+        if condition is None:
+            return None
+        return torch.as_tensor((condition - self.condition_mean_) / self.condition_scale_, dtype=torch.float32,
+                               device=device)
+
+    def sample(self, n_samples=None, condition=None, random_state=None, *, n_steps=None, solver=None,
+               batch_size=None):
+        """Draw samples by integrating dx/dt = v(x, t [, c]) from x_0 ~ N(0, I) at t = 0 to t = 1.
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Number of samples. For a conditional flow it defaults to (and
+            must equal) the number of condition rows.
+        condition : array-like of shape (n_samples, condition_dim), optional
+            One condition per sample (conditional flows only).
+        random_state : None, int or numpy.random.Generator
+            x_0 is drawn with NumPy from this generator, so the same seed
+            gives the same samples on any device and after save/load.
+        n_steps : int, optional
+            Fixed ODE steps; default the estimator's ``n_steps``.
+        solver : {"midpoint", "euler", "rk4"}, optional
+            Default the estimator's ``solver``.
+        batch_size : int, optional
+            Rows per torch call (default ``sample_batch_size``): 1e6 samples
+            are drawn batch by batch in bounded memory.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, dim), float64
+        """
+        self._check_fitted()
+        solver = self.solver if solver is None else solver
+        n_steps = check_solver(solver, self.n_steps if n_steps is None else n_steps)
+        if self.condition_dim_ and n_samples is None and condition is not None:
+            n_samples = len(np.asarray(condition))
+        if n_samples is None:
+            raise ValueError("Give n_samples, the number of samples to draw.")
+        n_samples = check_int(n_samples, "n_samples", minimum=1, owner=f"{_OWNER}.sample")
+        condition = self._check_condition(condition, n_samples)
+        rng = check_random_state(random_state)
+        out = np.empty((n_samples, self.dim_))
+        out[:] = self.mean_
+        if self.model_ is None:
+            return out
+        with torch_threads(self.n_threads):
+            self._sample_batches(out, condition, rng, n_steps, solver, batch_size)
+        return out
+
+    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size):
+        free = self.free_
+        n_free = int(free.sum())
+        device = next(self.model_.parameters()).device
+        h = 1.0 / n_steps
+        for first, last in self._batches(len(out), batch_size):
+            x0 = rng.standard_normal((last - first, n_free)).astype(np.float32)
+            state = (torch.as_tensor(x0, device=device),)
+            c = self._standard_condition(None if condition is None else condition[first:last], device)
+
+            def derivative(state_, t, c=c):
+                return (self.model_(state_[0], t, c),)
+
+            with torch.no_grad():
+                for k in range(n_steps):
+                    state = _ode_step(derivative, state, k * h, h, solver)
+            z = state[0].double().cpu().numpy()
+            out[first:last, free] = self.mean_[free] + self.scale_[free] * z
+
+    def log_prob(self, x, condition=None, *, n_steps=None, solver=None, batch_size=None):
+        """log p(x) (or log p(x | c)) by a reverse ODE solve with the exact divergence.
+
+        ::
+
+            log p(x) = log N(z_0; 0, I) - int_0^1 div v(z_t, t) dt - sum_j log scale_j
+
+        with z_1 = (x - mean) / scale on the modelled coordinates, solved back
+        to t = 0 with the fixed-step solver. Constant coordinates contribute
+        nothing where x equals the constant and make log p = -inf elsewhere
+        (the density is taken over the modelled coordinates).
+
+        Parameters
+        ----------
+        x : array-like of shape (n_rows, dim)
+        condition : array-like of shape (n_rows, condition_dim), optional
+        n_steps, solver, batch_size
+            As in :meth:`sample`. More steps than for sampling can make the
+            divergence integral more accurate.
+
+        Returns
+        -------
+        ndarray of shape (n_rows,)
+        """
+        self._check_fitted()
+        solver = self.solver if solver is None else solver
+        n_steps = check_solver(solver, self.n_steps if n_steps is None else n_steps)
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"x must have shape (n_rows, {self.dim_}). Got shape {x.shape}.")
+        x = check_array(x, "x", ndim=2, dtype=np.float64, shape=(None, self.dim_))
+        condition = self._check_condition(condition, len(x))
+        free = self.free_
+        off_support = np.any(x[:, ~free] != self.mean_[~free], axis=1)
+        result = np.zeros(len(x))
+        if self.model_ is not None:
+            with torch_threads(self.n_threads):
+                result += self._log_prob_batches(x, condition, n_steps, solver, batch_size)
+        result[off_support] = -np.inf
+        return result
+
+    def _log_prob_batches(self, x, condition, n_steps, solver, batch_size):
+        free = self.free_
+        n_free = int(free.sum())
+        device = next(self.model_.parameters()).device
+        z = (x[:, free] - self.mean_[free]) / self.scale_[free]
+        h = -1.0 / n_steps
+        result = np.empty(len(x))
+        for first, last in self._batches(len(x), batch_size):
+            c = self._standard_condition(None if condition is None else condition[first:last], device)
+
+            def derivative(state_, t, c=c):
+                return self._velocity_and_divergence(state_[0], t, c)
+
+            state = (torch.as_tensor(z[first:last], dtype=torch.float32, device=device),
+                     torch.zeros(last - first, dtype=torch.float32, device=device))
+            for k in range(n_steps):
+                state = _ode_step(derivative, state, 1.0 + k * h, h, solver)
+            z0 = state[0].double().cpu().numpy()
+            # state[1] = int_1^0 div dt = -int_0^1 div dt.
+            result[first:last] = (-0.5 * (z0**2).sum(axis=1) - 0.5 * n_free * math.log(2 * math.pi)
+                                  + state[1].double().cpu().numpy())
+        return result - np.log(self.scale_[free]).sum()
+
+    def _velocity_and_divergence(self, x, t, condition):
+        """v(x, t) and its exact divergence sum_i dv_i/dx_i, by autograd (one pass per dimension)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            velocity = self.model_(x, t, condition)
+            divergence = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+            for i in range(x.shape[1]):
+                (gradient,) = torch.autograd.grad(velocity[:, i].sum(), x, retain_graph=i < x.shape[1] - 1)
+                divergence = divergence + gradient[:, i]
+        return velocity.detach(), divergence.detach()
+
+    # ------------------------------------------------------------------ persistence
+
+    _PARAMS = ("hidden", "n_layers", "n_epochs", "batch_size", "learning_rate", "weight_decay",
+               "validation_fraction", "patience", "n_steps", "solver", "verbose", "sample_batch_size", "n_threads")
+
+    def get_state(self):
+        """The fitted flow as (JSON-able config, dict of tensors); see :meth:`from_state`."""
+        self._check_fitted()
+        config = {name: getattr(self, name) for name in self._PARAMS}
+        config.update(dim=self.dim_, condition_dim=self.condition_dim_, has_model=self.model_ is not None,
+                      history={k: v for k, v in self.history_.items()})
+        tensors = {
+            "mean": torch.as_tensor(self.mean_), "scale": torch.as_tensor(self.scale_),
+            "free": torch.as_tensor(self.free_),
+            "condition_mean": torch.as_tensor(self.condition_mean_),
+            "condition_scale": torch.as_tensor(self.condition_scale_),
+        }
+        if self.model_ is not None:
+            tensors.update({f"model.{k}": v.detach().cpu() for k, v in self.model_.state_dict().items()})
+        return _json_safe(config), tensors
+
+    @classmethod
+    def from_state(cls, config, tensors, device="auto"):
+        """Rebuild a fitted flow from :meth:`get_state` output (no training data needed)."""
+        params = {name: config[name] for name in cls._PARAMS}
+        flow = cls(device=device, **params)
+        device = resolve_device(device)
+        flow.dim_, flow.condition_dim_ = int(config["dim"]), int(config["condition_dim"])
+        flow.mean_ = tensors["mean"].numpy().astype(np.float64)
+        flow.scale_ = tensors["scale"].numpy().astype(np.float64)
+        flow.free_ = tensors["free"].numpy().astype(bool)
+        flow.condition_mean_ = tensors["condition_mean"].numpy().astype(np.float64)
+        flow.condition_scale_ = tensors["condition_scale"].numpy().astype(np.float64)
+        flow.history_ = dict(config.get("history", {}))
+        flow.device_ = device
+        flow.model_ = None
+        if config["has_model"]:
+            model = VelocityMLP(int(flow.free_.sum()), flow.condition_dim_, int(config["hidden"]),
+                                int(config["n_layers"]))
+            state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            model.load_state_dict(state)
+            flow.model_ = model.to(device).eval()
+        return flow
+
+    def save(self, path):
+        """Write the fitted flow to the folder ``path`` (config.json + weights.pt), atomically."""
+        config, tensors = self.get_state()
+        save_bundle(path, {"kind": _OWNER, "flow": config}, tensors)
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Read a flow written by :meth:`save`; loads weights with ``torch.load(weights_only=True)``."""
+        config, tensors = load_bundle(path, _OWNER)
+        return cls.from_state(config["flow"], tensors, device=device)
+
+
+def _json_safe(value):
+    """Convert NumPy scalars and arrays (and nested containers) to JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        # JSON has no NaN or infinity: write them as null.
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+# ---------------------------------------------------------------------- files
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path, data):
+    """Write bytes to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def save_bundle(path, config, tensors):
+    """Write ``tensors`` (torch.save of a dict of tensors) and ``config`` (JSON) into the folder ``path``.
+
+    The weights are written first and the config, which records the
+    weights' SHA-256, last: a reader never pairs a config with other
+    weights, and an interrupted save leaves the previous pair (or nothing).
+    """
+    os.makedirs(path, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, buffer)
+    weights = buffer.getvalue()
+    _atomic_write(os.path.join(path, WEIGHTS_FILE), weights)
+    config = dict(config, format_version=FORMAT_VERSION, weights_sha256=hashlib.sha256(weights).hexdigest(),
+                  torch_version=torch.__version__)
+    _atomic_write(os.path.join(path, CONFIG_FILE), json.dumps(_json_safe(config), indent=1).encode())
+
+
+def load_bundle(path, kind):
+    """Read a folder written by :func:`save_bundle`; checks its kind and the weights' checksum."""
+    config_path, weights_path = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
+    for required in (config_path, weights_path):
+        if not os.path.isfile(required):
+            raise FileNotFoundError(f"{required} does not exist: {path!r} is not a folder written by save().")
+    with open(config_path, "rb") as stream:
+        config = json.loads(stream.read().decode())
+    if config.get("kind") != kind:
+        raise ValueError(f"{path!r} holds a {config.get('kind')!r}, not a {kind}.")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path!r} has format version {config.get('format_version')!r}; this version of "
+                         f"connector_sim reads version {FORMAT_VERSION}.")
+    with open(weights_path, "rb") as stream:
+        weights = stream.read()
+    if hashlib.sha256(weights).hexdigest() != config.get("weights_sha256"):
+        raise ValueError(f"{weights_path} does not match its config (SHA-256 differs): the folder was modified "
+                         "or a save was interrupted. Save the model again.")
+    tensors = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    return config, tensors
+
+
+__all__ = ["FlowMatchingCNF", "VelocityMLP", "SOLVERS", "resolve_device"]

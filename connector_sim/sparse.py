@@ -1,0 +1,469 @@
+"""Sparse low-rank networks (SPEC section 5; Herbert & Ostojic).
+
+A sparse low-rank network keeps a random subset of the connections of a
+low-rank one::
+
+    P_ij = w X_ij m_i . n_j,     w = 1 / N ("1/N", SPEC's scaling)  or  w = 1 ("1", high-sparsity scaling)
+
+with the mask X either Bernoulli(1 - s) per entry or exactly C nonzeros per
+row (s = 1 - C / N). The recurrent input of neuron i is then::
+
+    sum_j P_ij phi(x_j) = w m_i . (sum over the columns j of row i of n_j phi(x_j))
+
+so a simulation gathers R numbers per connection and never forms a weight.
+The mask is counter-based (``_kernels/sparse_mask.py``): it is stored as CSR
+(int32 column indices, 4 bytes per connection) or regenerated inside the
+kernels from (seed, row, k) at no memory cost; both give the same network.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _backends
+from ._kernels import sparse_mask as _spec
+from ._validation import check_int
+from .network import LowRankRNN
+
+REPRESENTATIONS = ("implicit", "stored")
+SCALINGS = ("1/N", "1")
+#: Dense matrices (connectivity(), dense random parts) are refused above this many bytes.
+_DENSE_LIMIT_FRACTION = 0.5
+
+
+def _available_memory():
+    from .simulate import _available_memory as available
+
+    return available()
+
+
+def _check_dense_fits(n_neurons, what, itemsize=8, copies=1):
+    """Raise before allocating a dense N x N array that would not fit in memory."""
+    needed = copies * itemsize * float(n_neurons) ** 2
+    limit = _DENSE_LIMIT_FRACTION * _available_memory()
+    if needed > limit:
+        raise ValueError(
+            f"{what} needs a dense {n_neurons} x {n_neurons} matrix ({needed / 1e9:.1f} GB), more than "
+            f"half the available memory ({limit / 1e9:.1f} GB). Use a smaller network (N <= "
+            f"{int(math.sqrt(limit / (copies * itemsize)))} here), or the sparse network with an implicit "
+            "mask, which needs no N x N storage."
+        )
+
+
+def _check_seed(seed, owner):
+    if seed is None:
+        return int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"The 'seed' parameter of {owner} must be an int or None. Got {seed!r} instead.")
+    return int(seed) & 0xFFFFFFFFFFFFFFFF
+
+
+class SparseMask:
+    """A random connectivity mask X (N x N), counter-based.
+
+    Give exactly one of ``n_connections`` (exactly C nonzeros per row) and
+    ``sparsity`` (X_ij ~ Bernoulli(1 - s) independently). Row i holds the
+    presynaptic neurons j of neuron i (X_ij = 1), sorted.
+
+    Parameters
+    ----------
+    n_neurons : int
+        N, 1 <= N < 2**31.
+    n_connections : int, optional
+        C, 1 <= C <= N: each row has exactly C distinct columns, one drawn
+        uniformly in each of the C strata [floor(k N / C), floor((k + 1) N / C))
+        (see ``connector_sim/_kernels/sparse_mask.py``); P(X_ij = 1) = C / N.
+    sparsity : float, optional
+        s in [0, 1): each X_ij is 1 with probability 1 - s, independently.
+    seed : int, optional
+        Key of the mask; drawn at random when None (and stored).
+    representation : {"implicit", "stored"}, default="implicit"
+        "stored" holds the CSR arrays (4 bytes per connection); "implicit"
+        holds nothing and regenerates rows when needed.
+
+    Attributes
+    ----------
+    kind : {"fixed", "bernoulli"}
+    density : float
+        1 - s = C / N or P(X_ij = 1).
+    """
+
+    def __init__(self, n_neurons, *, n_connections=None, sparsity=None, seed=None, representation="implicit"):
+        owner = "SparseMask"
+        self.n_neurons = check_int(n_neurons, "n_neurons", minimum=1, maximum=_spec.MAX_NEURONS, owner=owner)
+        if (n_connections is None) == (sparsity is None):
+            raise ValueError(
+                "Give exactly one of n_connections (exactly C connections per row) and sparsity (each "
+                f"connection kept with probability 1 - s). Got n_connections={n_connections!r}, "
+                f"sparsity={sparsity!r}."
+            )
+        if n_connections is not None:
+            if isinstance(n_connections, bool) or not isinstance(n_connections, numbers.Integral):
+                raise TypeError(
+                    f"The 'n_connections' parameter of {owner} must be an int in [1, n_neurons = "
+                    f"{self.n_neurons}]. Got {n_connections!r} instead."
+                )
+            if not 1 <= n_connections <= self.n_neurons:
+                raise ValueError(
+                    f"The 'n_connections' parameter of {owner} must be an int in [1, n_neurons = "
+                    f"{self.n_neurons}] (C connections per row out of N neurons). Got {n_connections} instead."
+                )
+            self.kind = "fixed"
+            self.n_connections = int(n_connections)
+            self.density = self.n_connections / self.n_neurons
+        else:
+            if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
+                raise TypeError(f"The 'sparsity' parameter of {owner} must be a number in [0, 1). Got {sparsity!r}.")
+            if not 0.0 <= sparsity < 1.0:
+                raise ValueError(
+                    f"The 'sparsity' parameter of {owner} must be a number in [0, 1) (the fraction of "
+                    f"connections removed; s = 1 would remove all). Got {sparsity} instead."
+                )
+            self.kind = "bernoulli"
+            self.n_connections = None
+            self.density = 1.0 - float(sparsity)
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"The 'representation' parameter of {owner} must be one of {list(REPRESENTATIONS)}. "
+                f"Got {representation!r} instead."
+            )
+        self.seed = _check_seed(seed, owner)
+        self.representation = representation
+        self._csr = None
+        if representation == "stored":
+            self._csr = self._build_csr()
+
+    # --- description -----------------------------------------------------------
+
+    @property
+    def sparsity(self):
+        """s = 1 - density."""
+        return 1.0 - self.density
+
+    @property
+    def log_q(self):
+        """log1p(-p) of the Bernoulli scheme (-inf when p = 1); None for "fixed"."""
+        if self.kind != "bernoulli":
+            return None
+        return -math.inf if self.density == 1.0 else math.log1p(-self.density)
+
+    @property
+    def expected_nnz(self):
+        """Expected number of connections, N * N * density (exact for "fixed")."""
+        return self.n_neurons * self.n_connections if self.kind == "fixed" else self.n_neurons**2 * self.density
+
+    @property
+    def nnz(self):
+        """Number of connections (builds the mask if implicit and Bernoulli)."""
+        if self.kind == "fixed":
+            return self.n_neurons * self.n_connections
+        return int(self.csr()[0][-1])
+
+    @property
+    def nbytes(self):
+        """Bytes held by the mask (0 when implicit)."""
+        return 0 if self._csr is None else self._csr[0].nbytes + self._csr[1].nbytes
+
+    def strata(self):
+        """lo_k = floor(k N / C), k = 0 .. C, of the "fixed" scheme (int64)."""
+        if self.kind != "fixed":
+            raise ValueError("strata() exists for masks with a fixed number of connections per row only.")
+        return _spec.strata(self.n_neurons, self.n_connections)
+
+    # --- rows and CSR ----------------------------------------------------------------
+
+    def _build_csr(self):
+        N = self.n_neurons
+        itemsize = 4
+        needed = itemsize * self.expected_nnz * (1 + 1e-3) + 8 * (N + 1)
+        if needed > _DENSE_LIMIT_FRACTION * _available_memory():
+            raise ValueError(
+                f"Storing this mask needs {needed / 1e9:.2f} GB (4 bytes per connection, "
+                f"{self.expected_nnz:.3g} connections), more than half the available memory. "
+                "Use representation='implicit', which regenerates the columns and needs no storage."
+            )
+        built = _backends.extension_built("_sparse_mask")
+        if self.kind == "fixed":
+            C = self.n_connections
+            indptr = np.arange(N + 1, dtype=np.int64) * C
+            if built:
+                indices = _backends.load_extension("_sparse_mask").fixed_indices(self.seed, N, C, self.strata())
+            else:
+                indices = _spec.csr_reference(self.seed, N, n_connections=C)[1]
+            return indptr, indices
+        if built:
+            return _backends.load_extension("_sparse_mask").bernoulli_csr(self.seed, N, self.log_q)
+        return _spec.csr_reference(self.seed, N, log_q=self.log_q)
+
+    def csr(self):
+        """(indptr, indices): int64 (N + 1,) and int32 (nnz,); built now if implicit (not kept)."""
+        return self._csr if self._csr is not None else self._build_csr()
+
+    def columns(self, row):
+        """The sorted columns j with X_ij = 1 of one row i (int64)."""
+        row = check_int(row, "row", minimum=0, maximum=self.n_neurons - 1, owner="SparseMask.columns")
+        if self._csr is not None:
+            indptr, indices = self._csr
+            return indices[indptr[row]:indptr[row + 1]].astype(np.int64)
+        if self.kind == "fixed":
+            return _spec.fixed_columns(self.seed, self.n_neurons, self.n_connections, [row])[0]
+        return _spec.bernoulli_row(self.seed, self.n_neurons, self.log_q, row)
+
+    def degrees(self):
+        """Number of connections of every row, shape (N,)."""
+        if self.kind == "fixed":
+            return np.full(self.n_neurons, self.n_connections, np.int64)
+        return np.diff(self.csr()[0])
+
+    def stored(self):
+        """The same mask with its CSR arrays stored."""
+        if self.representation == "stored":
+            return self
+        return self._copy("stored")
+
+    def implicit(self):
+        """The same mask, regenerated on demand (no storage)."""
+        if self.representation == "implicit":
+            return self
+        return self._copy("implicit")
+
+    def _copy(self, representation):
+        if self.kind == "fixed":
+            return SparseMask(self.n_neurons, n_connections=self.n_connections, seed=self.seed,
+                              representation=representation)
+        return SparseMask(self.n_neurons, sparsity=self.sparsity, seed=self.seed, representation=representation)
+
+    def to_dense(self):
+        """X as a dense (N, N) bool array; only for small N."""
+        _check_dense_fits(self.n_neurons, "SparseMask.to_dense()", itemsize=1)
+        indptr, indices = self.csr()
+        dense = np.zeros((self.n_neurons, self.n_neurons), bool)
+        rows = np.repeat(np.arange(self.n_neurons), np.diff(indptr))
+        dense[rows, indices] = True
+        return dense
+
+    def _kernel_args(self):
+        """The mask as the sparse kernels take it (``_kernels.simulate_sparse.MaskArgs``)."""
+        from ._kernels.simulate_sparse import mask_args
+
+        return mask_args(self)
+
+    def __repr__(self):
+        size = f"n_connections={self.n_connections}" if self.kind == "fixed" else f"sparsity={self.sparsity:.6g}"
+        return (f"SparseMask(n_neurons={self.n_neurons}, {size}, seed={self.seed}, "
+                f"representation={self.representation!r})")
+
+
+class SparseLowRankRNN:
+    """A low-rank RNN whose connections are kept by a random mask.
+
+    ::
+
+        tau dx/dt = -x + P phi(x) + I u(t) + b,   P_ij = w X_ij m_i . n_j
+
+    with w = 1 / N (``scaling="1/N"``, SPEC section 5) or w = 1
+    (``scaling="1"``, the high-sparsity scaling with C fixed). For s = 0 and
+    w = 1 / N it is the dense :class:`LowRankRNN`.
+
+    Parameters
+    ----------
+    network : LowRankRNN
+        The loadings m, n, I, b, tau, activation and dtype.
+    mask : SparseMask
+        X; its n_neurons must equal network.n_neurons.
+    scaling : {"1/N", "1"}, default="1/N"
+
+    Attributes
+    ----------
+    weight : float
+        w.
+    gain : float
+        w N (1 - s): the mean-field recurrent gain. For i.i.d. rows,
+        sum_j P_ij phi(x_j) ~= gain m_i . (n^T phi(x) / N) (Herbert & Ostojic
+        eq. 26), so the latent kappa of a simulation is the low-pass
+        filtered gain * n^T phi(x) / N, and x ~= m kappa + I v + b.
+    """
+
+    def __init__(self, network, mask, *, scaling="1/N"):
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+        if not isinstance(mask, SparseMask):
+            raise TypeError(f"mask must be a SparseMask. Got {type(mask).__name__}.")
+        if mask.n_neurons != network.n_neurons:
+            raise ValueError(
+                f"The mask is for {mask.n_neurons} neurons but the network has {network.n_neurons}. "
+                "Build the mask with SparseMask(network.n_neurons, ...)."
+            )
+        if scaling not in SCALINGS:
+            raise ValueError(
+                f"The 'scaling' parameter of SparseLowRankRNN must be '1/N' (P_ij = X_ij m_i n_j / N) or '1' "
+                f"(P_ij = X_ij m_i n_j, high-sparsity scaling). Got {scaling!r} instead."
+            )
+        self.dense = network
+        self.mask = mask
+        self.scaling = scaling
+
+    # The loadings and settings of the underlying low-rank network.
+    m_T = property(lambda self: self.dense.m_T)
+    n_T = property(lambda self: self.dense.n_T)
+    I_T = property(lambda self: self.dense.I_T)
+    b = property(lambda self: self.dense.b)
+    m = property(lambda self: self.dense.m)
+    n = property(lambda self: self.dense.n)
+    I = property(lambda self: self.dense.I)  # noqa: E743
+    tau = property(lambda self: self.dense.tau)
+    activation = property(lambda self: self.dense.activation)
+    dtype = property(lambda self: self.dense.dtype)
+    n_neurons = property(lambda self: self.dense.n_neurons)
+    rank = property(lambda self: self.dense.rank)
+    n_inputs = property(lambda self: self.dense.n_inputs)
+
+    @property
+    def weight(self):
+        return 1.0 / self.n_neurons if self.scaling == "1/N" else 1.0
+
+    @property
+    def gain(self):
+        return self.weight * self.n_neurons * self.mask.density
+
+    @property
+    def sparsity(self):
+        return self.mask.sparsity
+
+    @property
+    def nbytes(self):
+        """Bytes held by the loadings and the mask (0 for an implicit mask)."""
+        return self.dense.nbytes + self.mask.nbytes
+
+    def astype(self, dtype):
+        """A copy with the loadings in ``dtype`` (same mask)."""
+        return SparseLowRankRNN(self.dense.astype(dtype), self.mask, scaling=self.scaling)
+
+    def with_representation(self, representation):
+        """The same network with its mask "stored" or "implicit"."""
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {list(REPRESENTATIONS)}. Got {representation!r}.")
+        mask = self.mask.stored() if representation == "stored" else self.mask.implicit()
+        return SparseLowRankRNN(self.dense, mask, scaling=self.scaling)
+
+    def connectivity(self):
+        """The dense N x N matrix P (float64); only where it fits in memory."""
+        _check_dense_fits(self.n_neurons, "connectivity()")
+        low_rank = self.m.astype(np.float64) @ self.n.T.astype(np.float64)
+        low_rank *= self.weight
+        low_rank[~self.mask.to_dense()] = 0.0
+        return low_rank
+
+    def to_scipy(self, dtype=None):
+        """P as a ``scipy.sparse.csr_matrix`` with stored weights (dtype of the loadings by default)."""
+        import scipy.sparse
+
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        indptr, indices = self.mask.csr()
+        data = np.empty(len(indices), dtype)
+        m64, n64 = self.m.astype(np.float64), self.n.astype(np.float64)
+        step = max(1, (1 << 22) // max(1, int(self.mask.expected_nnz // self.n_neurons)))
+        for start in range(0, self.n_neurons, step):
+            stop = min(start + step, self.n_neurons)
+            window = slice(indptr[start], indptr[stop])
+            rows = np.repeat(np.arange(start, stop), np.diff(indptr[start:stop + 1]))
+            data[window] = self.weight * np.einsum("kr,kr->k", m64[rows], n64[indices[window]])
+        return scipy.sparse.csr_matrix((data, indices, indptr), shape=(self.n_neurons, self.n_neurons))
+
+    def __repr__(self):
+        return f"SparseLowRankRNN({self.dense!r}, {self.mask!r}, scaling={self.scaling!r})"
+
+
+def sparsify(network, *, n_connections=None, sparsity=None, seed=None, representation="implicit",
+             scaling="1/N"):
+    """Keep a random subset of the connections of a low-rank network.
+
+    ::
+
+        P_ij = w X_ij m_i . n_j,   X_ij ~ Bernoulli(1 - s)  or  exactly C per row
+
+    Parameters
+    ----------
+    network : LowRankRNN
+    n_connections : int, optional
+        C in [1, N]: exactly C connections per row (s = 1 - C / N).
+    sparsity : float, optional
+        s in [0, 1): each connection removed with probability s.
+    seed : int, optional
+        Key of the mask.
+    representation : {"implicit", "stored"}, default="implicit"
+    scaling : {"1/N", "1"}, default="1/N"
+        w = 1 / N (SPEC section 5) or w = 1 (high-sparsity scaling).
+
+    Returns
+    -------
+    SparseLowRankRNN
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(1000, 0)
+    >>> sparse = sparsify(dense, n_connections=100, seed=1)
+    >>> sparse.mask.columns(0).shape, sparse.gain
+    ((100,), 0.1)
+    """
+    if not isinstance(network, LowRankRNN):
+        raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+    mask = SparseMask(network.n_neurons, n_connections=n_connections, sparsity=sparsity, seed=seed,
+                      representation=representation)
+    return SparseLowRankRNN(network, mask, scaling=scaling)
+
+
+def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_inputs=0, input_overlap=0.0,
+                      dtype=np.float64, tau=1.0, activation="tanh"):
+    """A rank-one network with Gaussian (m_i, n_i) (Herbert & Ostojic eq. 4).
+
+    m_i, n_i ~ N(0, sigma^2) with cov(m_i, n_i) = sigma_mn; with ``n_inputs = 1``
+    an input loading I_i ~ N(0, 1) with cov(n_i, I_i) = sigma_nI and
+    independent of m_i.
+
+    Parameters
+    ----------
+    n_neurons : int
+    variance : float
+        sigma^2 > 0.
+    covariance : float
+        sigma_mn, |sigma_mn| <= sigma^2.
+    random_state : None, int or numpy.random.Generator
+    n_inputs : {0, 1}, default=0
+    input_overlap : float, default=0
+        sigma_nI (needs n_inputs = 1).
+    dtype, tau, activation
+        As in :class:`LowRankRNN`.
+
+    Returns
+    -------
+    LowRankRNN
+    """
+    from ._validation import check_positive_scalar
+    from .distributions import Gaussian
+
+    variance = check_positive_scalar(variance, "variance", owner="rank_one_gaussian")
+    if isinstance(covariance, bool) or not isinstance(covariance, numbers.Real) or abs(covariance) > variance:
+        raise ValueError(
+            f"The 'covariance' parameter of rank_one_gaussian must be a number with |sigma_mn| <= sigma^2 = "
+            f"{variance}. Got {covariance!r} instead."
+        )
+    n_inputs = check_int(n_inputs, "n_inputs", minimum=0, maximum=1, owner="rank_one_gaussian")
+    cov = np.array([[variance, covariance], [covariance, variance]], dtype=np.float64)
+    if n_inputs:
+        cov = np.pad(cov, ((0, 1), (0, 1)))
+        cov[2, 2] = 1.0
+        cov[1, 2] = cov[2, 1] = input_overlap
+    elif input_overlap:
+        raise ValueError("input_overlap needs n_inputs=1.")
+    try:
+        distribution = Gaussian(np.zeros(len(cov)), cov, rank=1, n_inputs=n_inputs)
+    except ValueError as error:
+        raise ValueError(
+            f"The covariance of (m, n, I) is not positive semi-definite: sigma^2 = {variance}, sigma_mn = "
+            f"{covariance}, sigma_nI = {input_overlap} (need sigma_mn^2 + sigma^2 sigma_nI^2 <= sigma^4)."
+        ) from error
+    return distribution.sample(n_neurons, random_state, dtype=dtype, tau=tau, activation=activation)

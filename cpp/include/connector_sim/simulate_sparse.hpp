@@ -1,0 +1,400 @@
+// Sparse low-rank RNN time loop and matrix-vector product.
+//
+// Specification: full_path_reference and matvec_reference in
+// connector_sim/_kernels/simulate_sparse.py; the mask scheme in
+// connector_sim/_kernels/sparse_mask.py. Per step, P_ij = w X_ij m_i . n_j:
+//
+//   pass A (blocks of neurons):  rate = phi(x_t) (clamped)
+//                                y[j, b R + r] = rate[b, j] n[r, j]            (T)
+//                                partial[blk, b, r] = sum_j rate n             (float64)
+//   kappa = (1 - alpha) kappa + alpha gain sum(partial) / N                   (float64)
+//   pass B (rows):               s[w] = sum over row i's columns j of y[j, w]  (float64)
+//                                h = T(w sum_r m[r, i] s[b R + r])
+//                                x[b, i] += alpha ((h + u_t . I_i + b_i) - x[b, i]) [+ noise]
+//
+// Pass B is the hot loop: one random gather of B R contiguous values per
+// connection. Each connection of a row goes to accumulator lane k % 4 and the
+// lanes are added as (l0 + l1) + (l2 + l3): four independent float64 chains
+// hide the latency of the adds, and the order does not depend on the mask's
+// representation, so stored and implicit masks give bitwise identical runs.
+// Pass B is compiled for the baseline ISA on purpose: gcc's automatic AVX2
+// vector gathers of this loop were 1.6x slower than scalar loads on the
+// development machine (shared/research/performance.md, section 2.2).
+//
+// An implicit mask regenerates row i's columns from the counter hash: "fixed"
+// takes one column per stratum, two per 64-bit hash; "bernoulli" adds
+// geometric gaps floor(log(U) / log_q), with the C library's log.
+//
+// Rows are independent, so the results do not depend on the number of threads
+// (pass A reduces in fixed blocks as the dense kernels do).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/counter_rng.hpp"
+#include "connector_sim/simd_math.hpp"
+#include "connector_sim/simulate_dense.hpp"
+
+namespace connector_sim {
+
+// How the kernels read the mask (simulate_sparse.MASK_MODES).
+enum MaskMode : int { mask_csr = 0, mask_fixed = 1, mask_bernoulli = 2 };
+
+// Rows handed to one thread at a time in pass B.
+constexpr std::int64_t SPARSE_ROW_CHUNK = 512;
+
+struct SparseMaskView {
+  int mode;
+  std::int64_t N;
+  std::uint64_t key;             // sparse_mask.mask_key(seed)
+  const std::int64_t* strata;    // fixed: (C + 1,), strata[k] = floor(k N / C)
+  std::int64_t C;                // fixed: connections per row
+  double log_q;                  // bernoulli: log1p(-p) < 0
+  const std::int64_t* indptr;    // csr: (N + 1,)
+  const std::int32_t* indices;   // csr: (nnz,)
+};
+
+// Memory safety of a mask: every column the kernels can produce lies in [0, N).
+inline void check_mask(const SparseMaskView& mask) {
+  const std::int64_t N = mask.N;
+  if (mask.mode == mask_csr) {
+    if (mask.indptr[0] != 0) throw std::invalid_argument("indptr[0] must be 0");
+    for (std::int64_t i = 0; i < N; ++i) {
+      if (mask.indptr[i + 1] < mask.indptr[i]) throw std::invalid_argument("indptr must be non-decreasing");
+    }
+    const std::int64_t nnz = mask.indptr[N];
+    std::int32_t lo = 0, hi = 0;
+    for (std::int64_t k = 0; k < nnz; ++k) {
+      lo = std::min(lo, mask.indices[k]);
+      hi = std::max(hi, mask.indices[k]);
+    }
+    if (nnz > 0 && (lo < 0 || hi >= N)) {
+      throw std::invalid_argument("indices must lie in [0, " + std::to_string(N) + "), got values in [" +
+                                  std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+  } else if (mask.mode == mask_fixed) {
+    if (mask.C < 1 || mask.strata[0] != 0 || mask.strata[mask.C] != N) {
+      throw std::invalid_argument("strata must run from 0 to N = " + std::to_string(N));
+    }
+    for (std::int64_t k = 0; k < mask.C; ++k) {
+      if (mask.strata[k + 1] <= mask.strata[k]) throw std::invalid_argument("strata must be increasing");
+    }
+  } else if (mask.mode == mask_bernoulli) {
+    if (!(mask.log_q < 0.0)) throw std::invalid_argument("log_q must be negative (log1p(-p) for p in (0, 1])");
+  } else {
+    throw std::invalid_argument("unknown mask mode " + std::to_string(mask.mode) + " (0 csr, 1 fixed, 2 bernoulli)");
+  }
+}
+
+namespace detail {
+
+// lane[w] += y[column, w] for one connection.
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_add(double* __restrict lane, const T* __restrict y, std::int64_t column,
+                                            std::int64_t width) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  const T* __restrict row = y + column * W;
+  for (std::int64_t w = 0; w < W; ++w) lane[w] += static_cast<double>(row[w]);
+}
+
+// Four connections k .. k + 3 into lanes 0 .. 3.
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_add4(double* __restrict acc, const T* __restrict y, std::int64_t c0,
+                                             std::int64_t c1, std::int64_t c2, std::int64_t c3, std::int64_t width) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  gather_add<T, WC>(acc, y, c0, width);
+  gather_add<T, WC>(acc + W, y, c1, width);
+  gather_add<T, WC>(acc + 2 * W, y, c2, width);
+  gather_add<T, WC>(acc + 3 * W, y, c3, width);
+}
+
+// sparse_mask "fixed": column of connection k from its half of the hash.
+CONNECTOR_SIM_ALWAYS_INLINE std::int64_t stratum_column(const std::int64_t* strata, std::int64_t k,
+                                                        std::uint64_t u32) {
+  // col_k = lo_k + floor(u_k (lo_{k+1} - lo_k) / 2^32)
+  return strata[k] + static_cast<std::int64_t>((u32 * static_cast<std::uint64_t>(strata[k + 1] - strata[k])) >> 32);
+}
+
+// out[w] = sum over the columns j of row i of float64(y[j, w]); W = WC or width.
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_row(const SparseMaskView& mask, std::int64_t i, const T* __restrict y,
+                                            std::int64_t width, double* __restrict acc, double* __restrict out) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  for (std::int64_t l = 0; l < 4 * W; ++l) acc[l] = 0.0;
+  if (mask.mode == mask_csr) {
+    const std::int32_t* __restrict cols = mask.indices + mask.indptr[i];
+    const std::int64_t n = mask.indptr[i + 1] - mask.indptr[i];
+    std::int64_t k = 0;
+    for (; k + 4 <= n; k += 4) gather_add4<T, WC>(acc, y, cols[k], cols[k + 1], cols[k + 2], cols[k + 3], width);
+    for (; k < n; ++k) gather_add<T, WC>(acc + (k & 3) * W, y, cols[k], width);
+  } else if (mask.mode == mask_fixed) {
+    // row_key = mix64(key + GOLDEN (i + 1)); draw p = mix64(row_key + GOLDEN (p + 1)) gives
+    // connections 2p (high half) and 2p + 1 (low half).
+    const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
+    const std::int64_t C = mask.C;
+    std::int64_t k = 0;
+    for (; k + 4 <= C; k += 4) {
+      const std::uint64_t p = static_cast<std::uint64_t>(k >> 1);
+      const std::uint64_t a = mix64(row_key + GOLDEN * (p + 1u));
+      const std::uint64_t b = mix64(row_key + GOLDEN * (p + 2u));
+      gather_add4<T, WC>(acc, y, stratum_column(mask.strata, k, a >> 32),
+                         stratum_column(mask.strata, k + 1, a & 0xFFFFFFFFull),
+                         stratum_column(mask.strata, k + 2, b >> 32),
+                         stratum_column(mask.strata, k + 3, b & 0xFFFFFFFFull), width);
+    }
+    for (; k < C; ++k) {
+      const std::uint64_t bits = mix64(row_key + GOLDEN * (static_cast<std::uint64_t>(k >> 1) + 1u));
+      const std::uint64_t u32 = (k & 1) == 0 ? bits >> 32 : bits & 0xFFFFFFFFull;
+      gather_add<T, WC>(acc + (k & 3) * W, y, stratum_column(mask.strata, k, u32), width);
+    }
+  } else {
+    // position = -1; G_k = floor(log(U_k) / log_q); stop at G_k >= N - 1 - position
+    const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
+    std::int64_t position = -1;
+    for (std::uint64_t k = 0;; ++k) {
+      const std::uint64_t bits = mix64(row_key + GOLDEN * (k + 1u));
+      const double uniform = (static_cast<double>(bits >> 11) + 0.5) * 0x1p-53;
+      const double gap = std::floor(std::log(uniform) / mask.log_q);
+      if (gap >= static_cast<double>(mask.N - 1 - position)) break;
+      position += 1 + static_cast<std::int64_t>(gap);
+      gather_add<T, WC>(acc + (k & 3) * W, y, position, width);
+    }
+  }
+  for (std::int64_t w = 0; w < W; ++w) out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w]);
+}
+
+}  // namespace detail
+
+template <typename T>
+struct SparsePathArgs {
+  SparseMaskView mask;
+  DenseNetwork<T> net;
+  double weight, gain;
+  T* x;                            // (B, N): x_0, overwritten with x_T
+  const T* u;                      // (u_rows, n_steps, D)
+  std::int64_t u_rows;
+  double alpha, noise_scale;
+  std::uint64_t seed;
+  std::int64_t trial_offset;
+  const std::int64_t* record_idx;  // (K,)
+  std::int64_t K;
+  double* kappa;                   // (B, R): kappa_0, overwritten with kappa_T
+  double* kappa_out;               // (B, n_steps + 1, R)
+  T* record_out;                   // (B, n_steps + 1, K)
+  Clamp<T> clamp;
+  std::int64_t B, n_steps;
+};
+
+namespace detail {
+
+// Pass A over one block: y = n phi(x_t) (clamped at t) for every trial, and
+// partial[b, r] = sum over the block of float64(rate) float64(n).
+template <typename T, int activation>
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, std::int64_t block, std::int64_t t,
+                                                    T* __restrict y, double* lanes, double* partial) {
+  const DenseNetwork<T>& net = a.net;
+  const std::int64_t N = net.N, R = net.R, W = a.B * R;
+  const std::int64_t lo = block * BLOCK_SIZE, hi = std::min(lo + BLOCK_SIZE, N);
+  const bool clamp_rates = a.clamp.active(t);
+  alignas(64) T rate[CHUNK];
+  for (std::int64_t b = 0; b < a.B; ++b) {
+    const T* xb = a.x + b * N;
+    std::fill(lanes, lanes + R * LANES, 0.0);
+    for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+      const std::int64_t len = std::min(CHUNK, hi - c0);
+      // rate = phi(x); in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
+#pragma omp simd
+      for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(xb[c0 + j]);
+      if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
+      // y[j, b R + r] = rate[j] n[r, j]
+      for (std::int64_t r = 0; r < R; ++r) {
+        const T* __restrict n_row = net.n_T + r * N + c0;
+        T* __restrict y_col = y + c0 * W + b * R + r;
+        for (std::int64_t j = 0; j < len; ++j) y_col[j * W] = rate[j] * n_row[j];
+      }
+      accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+    }
+    sum_lanes(lanes, R, partial + b * R);
+  }
+}
+
+// Pass B over rows [lo, hi): x_t -> x_{t+1}.
+template <typename T, int WC>
+inline void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                               const T* __restrict y, const std::uint64_t* keys, double* acc, double* s) {
+  const DenseNetwork<T>& net = a.net;
+  const std::int64_t N = net.N, R = net.R, D = net.D, W = a.B * R;
+  const T alpha = static_cast<T>(a.alpha);
+  const T noise_scale = static_cast<T>(a.noise_scale);
+  const bool noisy = a.noise_scale != 0.0;
+  for (std::int64_t i = lo; i < hi; ++i) {
+    gather_row<T, WC>(a.mask, i, y, W, acc, s);
+    for (std::int64_t b = 0; b < a.B; ++b) {
+      // h = weight * sum_r m[r, i] s[b R + r] (float64), then T
+      double h = 0.0;
+      for (std::int64_t r = 0; r < R; ++r) h += static_cast<double>(net.m_T[r * N + i]) * s[b * R + r];
+      const T drive = static_cast<T>(a.weight * h);
+      // ui = u[b, t] @ I[:, i]
+      const T* u_bt = a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D;
+      T ui = T(0);
+      for (std::int64_t d = 0; d < D; ++d) ui += u_bt[d] * net.I_T[d * N + i];
+      // x += alpha ((h + ui + b) - x) [+ noise_scale xi]
+      T xi = a.x[b * N + i];
+      xi += alpha * ((drive + ui + net.b[i]) - xi);
+      if (noisy) xi += noise_scale * standard_normal_from_bits<T>(unit_bits(keys[b], i));
+      a.x[b * N + i] = xi;
+    }
+  }
+}
+
+}  // namespace detail
+
+// Pass A with runtime dispatch (the activation vectorises with AVX2).
+CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f32(const SparsePathArgs<float>& a, std::int64_t block,
+                                                               std::int64_t t, float* y, double* lanes,
+                                                               double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::sparse_rates_block<float, simd::tanh_code>(a, block, t, y, lanes, partial);
+    case simd::relu_code:
+      return detail::sparse_rates_block<float, simd::relu_code>(a, block, t, y, lanes, partial);
+    default:
+      return detail::sparse_rates_block<float, simd::identity_code>(a, block, t, y, lanes, partial);
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f64(const SparsePathArgs<double>& a, std::int64_t block,
+                                                               std::int64_t t, double* y, double* lanes,
+                                                               double* partial) {
+  switch (a.net.activation) {
+    case simd::tanh_code:
+      return detail::sparse_rates_block<double, simd::tanh_code>(a, block, t, y, lanes, partial);
+    case simd::relu_code:
+      return detail::sparse_rates_block<double, simd::relu_code>(a, block, t, y, lanes, partial);
+    default:
+      return detail::sparse_rates_block<double, simd::identity_code>(a, block, t, y, lanes, partial);
+  }
+}
+
+inline void sparse_rates_block(const SparsePathArgs<float>& a, std::int64_t block, std::int64_t t, float* y,
+                               double* lanes, double* partial) {
+  sparse_rates_block_f32(a, block, t, y, lanes, partial);
+}
+
+inline void sparse_rates_block(const SparsePathArgs<double>& a, std::int64_t block, std::int64_t t, double* y,
+                               double* lanes, double* partial) {
+  sparse_rates_block_f64(a, block, t, y, lanes, partial);
+}
+
+// Pass B, specialised for the common widths B R = 1 and 2.
+template <typename T>
+inline void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                               const T* y, const std::uint64_t* keys, double* acc, double* s) {
+  switch (a.B * a.net.R) {
+    case 1:
+      return detail::sparse_update_rows<T, 1>(a, lo, hi, t, y, keys, acc, s);
+    case 2:
+      return detail::sparse_update_rows<T, 2>(a, lo, hi, t, y, keys, acc, s);
+    default:
+      return detail::sparse_update_rows<T, 0>(a, lo, hi, t, y, keys, acc, s);
+  }
+}
+
+// full_path_reference of simulate_sparse.py: a.n_steps Euler steps of the B
+// trials; updates a.x and a.kappa in place, fills a.kappa_out and a.record_out.
+template <typename T>
+Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
+  check_threads_and_activation(n_threads, a.net.activation);
+  check_mask(a.mask);
+  for (std::int64_t k = 0; k < a.K; ++k) {
+    if (a.record_idx[k] < 0 || a.record_idx[k] >= a.net.N) {
+      throw std::invalid_argument("record_idx holds " + std::to_string(a.record_idx[k]) +
+                                  ", outside the neuron range [0, " + std::to_string(a.net.N) + ")");
+    }
+  }
+  const std::int64_t N = a.net.N, R = a.net.R, B = a.B, BR = B * R;
+  const std::int64_t n_blocks = n_blocks_of(N);
+  const std::int64_t n_times = a.n_steps + 1;
+  // kappa_out[:, 0] = kappa; record_out[:, 0] = x[:, record_idx]
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::copy(a.kappa + b * R, a.kappa + (b + 1) * R, a.kappa_out + b * n_times * R);
+    for (std::int64_t k = 0; k < a.K; ++k) a.record_out[b * n_times * a.K + k] = a.x[b * N + a.record_idx[k]];
+  }
+  std::vector<T> y(static_cast<std::size_t>(N * BR));
+  std::vector<double> partial(n_blocks * BR);
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
+    std::vector<double> krec(BR);
+    std::vector<double> lanes(R * LANES);
+    std::vector<double> acc(4 * BR), s(BR);
+    std::vector<std::uint64_t> keys(B);
+    for (std::int64_t t = 0; t < a.n_steps; ++t) {
+      // Pass A: y and the block sums of n^T phi(x_t)
+#pragma omp for schedule(static)
+      for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+        sparse_rates_block(a, blk, t, y.data(), lanes.data(), partial.data() + blk * BR);
+      }
+      // kappa = (1 - alpha) kappa + alpha gain n^T phi(x_t) / N (every thread, same order)
+      detail::sum_blocks(partial.data(), n_blocks, BR, N, krec.data());
+      for (std::int64_t i = 0; i < BR; ++i) kappa[i] = (1.0 - a.alpha) * kappa[i] + a.alpha * a.gain * krec[i];
+      for (std::int64_t b = 0; b < B; ++b) keys[b] = step_key(a.seed, a.trial_offset + b, t);
+      // Pass B: the rows, in chunks
+#pragma omp for schedule(static)
+      for (std::int64_t chunk = 0; chunk < (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK; ++chunk) {
+        const std::int64_t lo = chunk * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
+        sparse_update_rows(a, lo, hi, t, y.data(), keys.data(), acc.data(), s.data());
+      }
+#pragma omp master
+      {
+        for (std::int64_t b = 0; b < B; ++b) {
+          std::copy(kappa.begin() + b * R, kappa.begin() + (b + 1) * R, a.kappa_out + (b * n_times + t + 1) * R);
+          T* record_row = a.record_out + (b * n_times + t + 1) * a.K;
+          for (std::int64_t k = 0; k < a.K; ++k) record_row[k] = a.x[b * N + a.record_idx[k]];
+        }
+      }
+      // No further barrier: every thread read partial before pass B's barrier, and the master's
+      // recording only reads x, which the next pass A reads too.
+    }
+#pragma omp master
+    std::copy(kappa.begin(), kappa.end(), a.kappa);
+  }
+  return all_finite(a.kappa, BR) ? Status::ok : Status::non_finite;
+}
+
+// matvec_reference: out[i, c] = weight sum_r m[r, i] sum over row i's columns j of n[r, j] v[j, c],
+// v and out of shape (N, K), float64.
+inline void sparse_matvec(const SparseMaskView& mask, const double* m_T, const double* n_T, std::int64_t R,
+                          double weight, const double* v, std::int64_t K, double* out, int n_threads) {
+  check_mask(mask);
+  if (n_threads < 1) throw std::invalid_argument("n_threads must be at least 1, got " + std::to_string(n_threads));
+  const std::int64_t N = mask.N, W = R * K;
+  std::vector<double> y(static_cast<std::size_t>(N * W));
+#pragma omp parallel num_threads(n_threads)
+  {
+    // y[j, r K + c] = n[r, j] v[j, c]
+#pragma omp for schedule(static)
+    for (std::int64_t j = 0; j < N; ++j) {
+      for (std::int64_t r = 0; r < R; ++r) {
+        for (std::int64_t c = 0; c < K; ++c) y[j * W + r * K + c] = n_T[r * N + j] * v[j * K + c];
+      }
+    }
+    std::vector<double> acc(4 * W), s(W);
+#pragma omp for schedule(static, SPARSE_ROW_CHUNK)
+    for (std::int64_t i = 0; i < N; ++i) {
+      detail::gather_row<double, 0>(mask, i, y.data(), W, acc.data(), s.data());
+      for (std::int64_t c = 0; c < K; ++c) {
+        double total = 0.0;
+        for (std::int64_t r = 0; r < R; ++r) total += m_T[r * N + i] * s[r * K + c];
+        out[i * K + c] = weight * total;
+      }
+    }
+  }
+}
+
+}  // namespace connector_sim

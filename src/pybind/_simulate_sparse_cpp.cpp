@@ -1,0 +1,204 @@
+// connector_sim._ext._simulate_sparse_cpp: the "cpp" backend of sparse
+// low-rank networks (cpp/include/connector_sim/simulate_sparse.hpp).
+//
+// Converts nothing: every array must already have the dtype, C layout and
+// shape the kernel expects (connector_sim._kernels.simulate_sparse prepares
+// them); a mismatch raises ValueError, as does a mask whose columns could
+// fall outside [0, N). The GIL is released while a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/simulate_sparse.hpp"
+
+namespace py = pybind11;
+namespace cs = connector_sim;
+
+namespace {
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
+
+std::string shape_string(const std::vector<py::ssize_t>& shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    text += std::to_string(shape[i]);
+    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
+  }
+  return text + ")";
+}
+
+std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
+  if (a.ndim() != ndim) {
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
+                                shape_string(shape_of(a)));
+  }
+  return shape_of(a);
+}
+
+template <typename T>
+void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
+  if (!py::isinstance<py::array_t<T>>(a)) {
+    throw std::invalid_argument(std::string(name) + " must have dtype " +
+                                py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
+                                py::str(a.dtype()).cast<std::string>());
+  }
+  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if ((a.flags() & required) != required) {
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
+  }
+  if (shape_of(a) != shape) {
+    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
+                                shape_string(shape_of(a)));
+  }
+  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+}
+
+template <typename T>
+const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  check<T>(a, name, shape, false);
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+T* output(py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  check<T>(a, name, shape, true);
+  return static_cast<T*>(a.mutable_data());
+}
+
+// The mask arrays of one mode: strata (C + 1,) for "fixed", indptr (N + 1,)
+// and indices (nnz,) for "csr"; the others may be empty.
+cs::SparseMaskView mask_view(int mode, std::uint64_t key, const py::array& strata, double log_q,
+                             const py::array& indptr, const py::array& indices, py::ssize_t N) {
+  cs::SparseMaskView mask{mode, N, key, nullptr, 0, log_q, nullptr, nullptr};
+  if (mode == cs::mask_csr) {
+    mask.indptr = input<std::int64_t>(indptr, "indptr", {N + 1});
+    const py::ssize_t nnz = dims(indices, "indices", 1)[0];
+    mask.indices = input<std::int32_t>(indices, "indices", {nnz});
+    if (mask.indptr[N] != nnz) {
+      throw std::invalid_argument("indptr[N] = " + std::to_string(mask.indptr[N]) + " must equal len(indices) = " +
+                                  std::to_string(nnz));
+    }
+  } else if (mode == cs::mask_fixed) {
+    const py::ssize_t length = dims(strata, "strata", 1)[0];
+    if (length < 2) throw std::invalid_argument("strata must hold C + 1 >= 2 values");
+    mask.strata = input<std::int64_t>(strata, "strata", {length});
+    mask.C = length - 1;
+  }
+  return mask;
+}
+
+template <typename T>
+cs::Clamp<T> clamp(const py::array& mask, const py::array& value, std::int64_t start, std::int64_t stop,
+                   py::ssize_t N) {
+  const py::ssize_t length = dims(mask, "clamp_mask", 1)[0];
+  if (length != 0 && length != N) {
+    throw std::invalid_argument("clamp_mask must have shape (0,) (no clamping) or (" + std::to_string(N) +
+                                ",), got " + shape_string(shape_of(mask)));
+  }
+  const std::uint8_t* mask_data = input<std::uint8_t>(mask, "clamp_mask", {length});
+  const T* value_data = input<T>(value, "clamp_value", {length});
+  return {length == 0 ? nullptr : mask_data, value_data, start, stop};
+}
+
+template <typename T>
+int full_path_typed(int mode, std::uint64_t key, const py::array& strata, double log_q, const py::array& indptr,
+                    const py::array& indices, const py::array& m_T, const py::array& n_T, const py::array& I_T,
+                    const py::array& b, int activation, double weight, double gain, py::array& x, const py::array& u,
+                    double alpha, double noise_scale, std::uint64_t seed, std::int64_t trial_offset,
+                    const py::array& record_idx, py::array& kappa, py::array& kappa_out, py::array& record_out,
+                    const py::array& clamp_mask, const py::array& clamp_value, std::int64_t clamp_start,
+                    std::int64_t clamp_stop, int n_threads) {
+  cs::SparsePathArgs<T> args;
+  const auto m_shape = dims(m_T, "m_T", 2);
+  const py::ssize_t R = m_shape[0], N = m_shape[1];
+  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
+  args.net = {input<T>(m_T, "m_T", {R, N}), input<T>(n_T, "n_T", {R, N}), input<T>(I_T, "I_T", {D, N}),
+              input<T>(b, "b", {N}), N, R, D, activation};
+  args.mask = mask_view(mode, key, strata, log_q, indptr, indices, N);
+  const py::ssize_t B = dims(x, "x", 2)[0];
+  const auto u_shape = dims(u, "u", 3);
+  const py::ssize_t n_steps = u_shape[1];
+  if (u_shape[0] != 1 && u_shape[0] != B) {
+    throw std::invalid_argument("u must have 1 row (shared by all trials) or B = " + std::to_string(B) +
+                                " rows, got shape " + shape_string(u_shape));
+  }
+  const py::ssize_t K = dims(record_idx, "record_idx", 1)[0];
+  args.weight = weight;
+  args.gain = gain;
+  args.x = output<T>(x, "x", {B, N});
+  args.u = input<T>(u, "u", {u_shape[0], n_steps, D});
+  args.u_rows = u_shape[0];
+  args.alpha = alpha;
+  args.noise_scale = noise_scale;
+  args.seed = seed;
+  args.trial_offset = trial_offset;
+  args.record_idx = input<std::int64_t>(record_idx, "record_idx", {K});
+  args.K = K;
+  args.kappa = output<double>(kappa, "kappa", {B, R});
+  args.kappa_out = output<double>(kappa_out, "kappa_out", {B, n_steps + 1, R});
+  args.record_out = output<T>(record_out, "record_out", {B, n_steps + 1, K});
+  args.clamp = clamp<T>(clamp_mask, clamp_value, clamp_start, clamp_stop, N);
+  args.B = B;
+  args.n_steps = n_steps;
+  py::gil_scoped_release release;
+  return static_cast<int>(cs::sparse_full_path(args, n_threads));
+}
+
+int full_path(int mode, std::uint64_t key, py::array strata, double log_q, py::array indptr, py::array indices,
+              py::array m_T, py::array n_T, py::array I_T, py::array b, int activation, double weight, double gain,
+              py::array x, py::array u, double alpha, double noise_scale, std::uint64_t seed,
+              std::int64_t trial_offset, py::array record_idx, py::array kappa, py::array kappa_out,
+              py::array record_out, py::array clamp_mask, py::array clamp_value, std::int64_t clamp_start,
+              std::int64_t clamp_stop, int n_threads) {
+  if (py::isinstance<py::array_t<float>>(m_T)) {
+    return full_path_typed<float>(mode, key, strata, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight,
+                                  gain, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out,
+                                  record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+  }
+  if (py::isinstance<py::array_t<double>>(m_T)) {
+    return full_path_typed<double>(mode, key, strata, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight,
+                                   gain, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out,
+                                   record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+  }
+  throw std::invalid_argument("m_T must have dtype float32 or float64, got " + py::str(m_T.dtype()).cast<std::string>());
+}
+
+void matvec(int mode, std::uint64_t key, py::array strata, double log_q, py::array indptr, py::array indices,
+            py::array m_T, py::array n_T, double weight, py::array v, py::array out, int n_threads) {
+  const auto m_shape = dims(m_T, "m_T", 2);
+  const py::ssize_t R = m_shape[0], N = m_shape[1];
+  const py::ssize_t K = dims(v, "v", 2)[1];
+  const cs::SparseMaskView mask = mask_view(mode, key, strata, log_q, indptr, indices, N);
+  const double* m_data = input<double>(m_T, "m_T", {R, N});
+  const double* n_data = input<double>(n_T, "n_T", {R, N});
+  const double* v_data = input<double>(v, "v", {N, K});
+  double* out_data = output<double>(out, "out", {N, K});
+  py::gil_scoped_release release;
+  cs::sparse_matvec(mask, m_data, n_data, R, weight, v_data, K, out_data, n_threads);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_simulate_sparse_cpp, m) {
+  m.doc() = "C++ kernels of sparse low-rank networks (the 'cpp' backend); see "
+            "connector_sim._kernels.simulate_sparse for the NumPy reference they implement.";
+  m.def("full_path", &full_path,
+        "Sparse time loop (full_path_reference); updates x, kappa, kappa_out, record_out in place.\n"
+        "Returns a status: 0 ok, 1 kappa ended non-finite.",
+        py::arg("mode"), py::arg("key"), py::arg("strata").noconvert(), py::arg("log_q"),
+        py::arg("indptr").noconvert(), py::arg("indices").noconvert(), py::arg("m_T").noconvert(),
+        py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(), py::arg("activation"),
+        py::arg("weight"), py::arg("gain"), py::arg("x").noconvert(), py::arg("u").noconvert(), py::arg("alpha"),
+        py::arg("noise_scale"), py::arg("seed"), py::arg("trial_offset"), py::arg("record_idx").noconvert(),
+        py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(), py::arg("record_out").noconvert(),
+        py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
+        py::arg("clamp_stop"), py::arg("n_threads"));
+  m.def("matvec", &matvec, "out = P v (matvec_reference), v and out (N, K) float64.", py::arg("mode"),
+        py::arg("key"), py::arg("strata").noconvert(), py::arg("log_q"), py::arg("indptr").noconvert(),
+        py::arg("indices").noconvert(), py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("weight"),
+        py::arg("v").noconvert(), py::arg("out").noconvert(), py::arg("n_threads"));
+}
