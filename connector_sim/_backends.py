@@ -14,6 +14,7 @@ EXTENSIONS = {
     "_counter_rng": "the Cython counter-based noise generator",
     "_sparse_mask": "the Cython assembly of stored sparse masks (CSR)",
     "_simulate_sparse_cpp": "the 'cpp' backend of sparse low-rank networks (C++/pybind11)",
+    "_flow_field_cpp": "the 'cpp' backend of sampled networks' flow fields (C++/pybind11)",
 }
 
 #: Backends in order of preference for ``backend="auto"`` (fastest first;

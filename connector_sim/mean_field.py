@@ -180,9 +180,18 @@ class _GaussianTerms:
 
 
 class _SampleTerms:
-    """Averages of n phi(z) and of n over the neurons of each label (one group if unlabelled)."""
+    """Averages of n phi(z) and of n over the neurons of each label (one group if unlabelled).
 
-    def __init__(self, m_T, n_T, I_T, b, labels, owner):
+    The averages are the flow-field kernel of ``backend`` (see
+    :func:`connector_sim._kernels.flow_field.choose_backend`), run on float64
+    loadings: the compiled kernels compute in the dtype of the loadings, and a
+    float32 flow (rounding and tanh error ~1e-7) would defeat root finding to
+    |F| < 1e-9. Float32 loadings are converted once, here.
+    """
+
+    def __init__(self, m_T, n_T, I_T, b, labels, owner, activation, backend):
+        self.kernel = flow_field.kernel(flow_field.choose_backend(backend, activation))
+        m_T, n_T, I_T, b = (np.ascontiguousarray(a, dtype=np.float64) for a in (m_T, n_T, I_T, b))
         n_neurons = m_T.shape[1]
         if labels is None:
             groups = [np.arange(n_neurons)]
@@ -197,7 +206,8 @@ class _SampleTerms:
             self.keys = [int(label) for label in np.unique(labels)]
             groups = [np.flatnonzero(labels == label) for label in self.keys]
         whole = len(groups) == 1
-        self.loadings = [(m_T, n_T, I_T, b) if whole else (m_T[:, g], n_T[:, g], I_T[:, g], b[g]) for g in groups]
+        self.loadings = [(m_T, n_T, I_T, b) if whole else
+                         tuple(np.ascontiguousarray(a[..., g]) for a in (m_T, n_T, I_T, b)) for g in groups]
         self.weights = np.array([len(g) / n_neurons for g in groups])
         self.mean_n = np.stack([n.astype(np.float64).mean(axis=1) for _, n, _, _ in self.loadings])
 
@@ -205,7 +215,7 @@ class _SampleTerms:
         out = np.empty((len(which),) + kappa.shape)
         kappa, v = np.ascontiguousarray(kappa), np.ascontiguousarray(v)
         for slot, k in enumerate(which):
-            flow_field.kernel("numpy")(*self.loadings[k], activation, kappa, v, out[slot])
+            self.kernel(*self.loadings[k], activation, kappa, v, out[slot])
         return out
 
 
@@ -216,8 +226,9 @@ class _MeanField:
     names users give (component indices, or neuron label values).
     """
 
-    def __init__(self, source, *, activation, order, labels, component, clamp_components):
+    def __init__(self, source, *, activation, order, labels, component, clamp_components, backend="auto"):
         self.order = check_int(order, "order", minimum=2, owner="the mean field")
+        _check_backend_name(backend)
         if isinstance(source, (Gaussian, GaussianMixture)):
             if labels is not None:
                 raise ValueError(
@@ -234,17 +245,16 @@ class _MeanField:
             _check_closed_form(self.activation)
         elif isinstance(source, LowRankRNN):
             self.rank, self.n_inputs = source.rank, source.n_inputs
-            self.terms = _SampleTerms(source.m_T, source.n_T, source.I_T, source.b, labels, "network")
             self.activation = source.activation if activation is None else check_activation(activation)
+            self.terms = _SampleTerms(source.m_T, source.n_T, source.I_T, source.b, labels, "network",
+                                      self.activation, backend)
         elif isinstance(source, Empirical):
             layout, rows = source.layout, source.rows
             self.rank, self.n_inputs = layout.rank, layout.n_inputs
             b = rows[:, layout.b][:, 0] if layout.bias else np.zeros(len(rows))
-            self.terms = _SampleTerms(np.ascontiguousarray(rows[:, layout.m].T),
-                                      np.ascontiguousarray(rows[:, layout.n].T),
-                                      np.ascontiguousarray(rows[:, layout.I].T), b, labels,
-                                      "Empirical distribution")
             self.activation = "tanh" if activation is None else check_activation(activation)
+            self.terms = _SampleTerms(rows[:, layout.m].T, rows[:, layout.n].T, rows[:, layout.I].T, b, labels,
+                                      "Empirical distribution", self.activation, backend)
         else:
             raise TypeError(
                 "The mean field needs a Gaussian, GaussianMixture, Empirical or LowRankRNN. "
@@ -286,6 +296,14 @@ class _MeanField:
         return velocity
 
 
+def _check_backend_name(backend):
+    if not isinstance(backend, str) or backend not in ("auto",) + flow_field.BACKENDS:
+        raise ValueError(
+            f"backend must be 'auto' or one of {list(flow_field.BACKENDS)} (the kernel that averages over a "
+            f"sampled source's neurons). Got {backend!r}."
+        )
+
+
 def _check_clamp_value(value, key):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
         raise ValueError(f"clamp_components[{key!r}] must be a finite number (the clamped rate; 0 silences). Got {value!r}.")
@@ -325,7 +343,7 @@ def _check_inputs(v, leading_shape, n_inputs, name="v"):
 
 
 def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORDER, component=None,
-                    clamp_components=None, labels=None):
+                    clamp_components=None, labels=None, backend="auto"):
     """The mean-field latent velocity dkappa/dt at latent points (SPEC eq. 4).
 
     ::
@@ -359,6 +377,13 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
         Cell types whose rates are clamped, and the clamp values.
     labels : array-like of int of shape (n_neurons,), optional
         Cell type of each neuron (or row) of a sampled source.
+    backend : {"auto", "cpp", "numba", "numpy"}, default="auto"
+        Kernel of the sample average over a sampled source's neurons
+        (P x N evaluations of phi for P points): "auto" takes the fastest
+        available one that runs the activation. All of them agree to ~1e-15:
+        a float32 network's loadings are converted to float64 once, so that
+        root finders see a smooth flow. Ignored by the closed form of
+        Gaussians and mixtures.
 
     Returns
     -------
@@ -366,12 +391,12 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
         dkappa/dt, in latent units per unit of tau.
     """
     flow = latent_flow(source, v, activation=activation, order=order, component=component,
-                       clamp_components=clamp_components, labels=labels)
+                       clamp_components=clamp_components, labels=labels, backend=backend)
     return flow(kappa)
 
 
 def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, component=None, clamp_components=None,
-                labels=None):
+                labels=None, backend="auto"):
     """The function kappa -> dkappa/dt of :func:`latent_velocity`, prepared once.
 
     For repeated evaluation (root finding, integration): the source and
@@ -380,7 +405,7 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
 
     Parameters
     ----------
-    source, v, activation, order, component, clamp_components, labels
+    source, v, activation, order, component, clamp_components, labels, backend
         As in :func:`latent_velocity`.
 
     Returns
@@ -389,7 +414,7 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
         kappa of shape (..., R) -> dkappa/dt of the same shape.
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
-                      clamp_components=clamp_components)
+                      clamp_components=clamp_components, backend=backend)
 
     def velocity(kappa):
         kappa = _check_points(kappa, flow.rank)
@@ -400,7 +425,7 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
 
 
 def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=None, *, activation=None,
-                          order=DEFAULT_ORDER):
+                          order=DEFAULT_ORDER, backend="auto"):
     """Normalized difference index of two cell types' flows (SPEC section 2).
 
     ::
@@ -421,14 +446,14 @@ def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=Non
         Cell types (mixture components, or neuron labels of a sampled source).
     labels : array-like of int of shape (n_neurons,), optional
         Neuron labels, for a sampled source.
-    v, activation, order
+    v, activation, order, backend
         As in :func:`latent_velocity`.
 
     Returns
     -------
     ndarray of shape kappa_grid.shape[:-1], values in [-1, 1]
     """
-    options = dict(v=v, activation=activation, order=order, labels=labels)
+    options = dict(v=v, activation=activation, order=order, labels=labels, backend=backend)
     speed_a = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_a, **options), axis=-1)
     speed_b = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_b, **options), axis=-1)
     total = speed_a + speed_b
@@ -438,7 +463,7 @@ def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=Non
 
 def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None, v0=None, tau=None,
                           activation=None, order=DEFAULT_ORDER, component=None, clamp_components=None,
-                          labels=None):
+                          labels=None, backend="auto"):
     """Integrate the mean-field latent ODE with the simulator's Euler steps.
 
     ::
@@ -468,7 +493,7 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
         Initial filtered input. Default zero.
     tau : float, optional
         Time constant. Default: the network's, else 1.
-    activation, order, component, clamp_components, labels
+    activation, order, component, clamp_components, labels, backend
         As in :func:`latent_velocity`.
 
     Returns
@@ -477,7 +502,7 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
         Row 0 is kappa0 (n_trials = 1 for a 1-D kappa0).
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
-                      clamp_components=clamp_components)
+                      clamp_components=clamp_components, backend=backend)
     R, D = flow.rank, flow.n_inputs
     if tau is None:
         tau = source.tau if isinstance(source, LowRankRNN) else 1.0

@@ -7,8 +7,12 @@ at P latent points, for a network of N neurons::
     out[p, :] = sum_i n_i phi(z[p, i]) / N            # float64 sums
 
 so that ``dkappa/dt = -kappa + out`` is the flow of the sampled network, and
-its N -> infinity limit is the mean field E_p[n phi(z)]. A compiled kernel with
-the same arguments registers in :func:`kernel` under its backend name.
+its N -> infinity limit is the mean field E_p[n phi(z)]. Compiled kernels with
+the same arguments (plus ``n_threads``) register in :func:`kernel` under their
+backend names: "numba" (``_flow_field_numba.py``) and "cpp"
+(``cpp/include/connector_sim/flow_field.hpp`` through ``_ext._flow_field_cpp``).
+They compute z and phi(z) in the dtype of the loadings (the reference in
+float64) and sum over neurons in float64.
 
 Arrays are C-contiguous; loadings neuron-contiguous (``m_T`` is (R, N)).
 """
@@ -59,11 +63,80 @@ def flow_field_reference(m_T, n_T, I_T, b, activation, kappa_points, v, out):
         out[points] = total / n_neurons
 
 
-def kernel(backend):
-    """The flow-field function of a backend (same arguments as the reference).
+#: Backends of the flow field in order of preference for ``backend="auto"``
+#: (fastest first; measured in benchmarks/compare_flow_field.py).
+BACKENDS = ("cpp", "numba", "numpy")
 
-    Only the NumPy reference exists so far; compiled kernels are added here.
+
+def available_backends():
+    """The flow-field backends usable here, fastest first ("numpy" always)."""
+    from .._backends import _numba_importable, extension_built
+
+    built = {"cpp": extension_built("_flow_field_cpp"), "numba": _numba_importable(), "numpy": True}
+    return [name for name in BACKENDS if built[name]]
+
+
+def choose_backend(backend, activation):
+    """The backend that evaluates the flow with ``activation``: "auto" resolved, others checked.
+
+    "auto" is the fastest available backend that runs the activation: a
+    user-supplied (numba) activation runs on "numba", or on the slow NumPy
+    reference where numba is missing.
     """
+    available = available_backends()
+    builtin = isinstance(activation, str)
+    if backend == "auto":
+        if builtin:
+            return available[0]
+        return "numba" if "numba" in available else "numpy"
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}. Expected 'auto' or one of {list(BACKENDS)}.")
+    if backend not in available:
+        raise ValueError(
+            f"The {backend!r} flow-field backend is not available here. Available: {available}. "
+            "Use backend='auto' to pick the fastest one."
+        )
+    if not builtin and backend == "cpp":
+        raise ValueError(
+            "A user-supplied (numba) activation runs on the 'numba' and 'numpy' backends only; got "
+            "backend='cpp'. Use backend='numba' or 'auto'."
+        )
+    return backend
+
+
+def _no_threads(function):
+    def call(*args, n_threads=1):
+        return function(*args)
+
+    call.__name__ = function.__name__
+    return call
+
+
+def _cpp_kernel():
+    from .._ext import _flow_field_cpp as ext
+    from ..activations import activation_code
+
+    def flow_field_cpp(m_T, n_T, I_T, b, activation, kappa_points, v, out, n_threads=1):
+        ext.flow_field(m_T, n_T, I_T, b, activation_code(activation), kappa_points, v, out, int(n_threads))
+
+    return flow_field_cpp
+
+
+def kernel(backend):
+    """The flow-field function of a backend.
+
+    It takes the arguments of :func:`flow_field_reference` plus ``n_threads``
+    (which never changes the result); ``backend`` is one of "numpy", "numba",
+    "cpp", or "auto" for the fastest available one (see :func:`choose_backend`).
+    """
+    if backend == "auto":
+        backend = available_backends()[0]
     if backend == "numpy":
-        return flow_field_reference
-    raise ValueError(f"There is no {backend!r} flow-field kernel. Available: ['numpy'].")
+        return _no_threads(flow_field_reference)
+    if backend == "numba":
+        from ._flow_field_numba import flow_field_numba
+
+        return flow_field_numba
+    if backend == "cpp":
+        return _cpp_kernel()
+    raise ValueError(f"There is no {backend!r} flow-field kernel. Expected one of 'auto', {', '.join(map(repr, BACKENDS))}.")

@@ -8,12 +8,15 @@
 // The neuron-wise arithmetic (z and phi) runs in T, the dtype of the
 // loadings; kappa_p and v_p are cast to T as in the simulator's latent path.
 //
-// Cost. P * N evaluations of phi. For tanh the kernel is bound by the
-// throughput of the SIMD tanh, provided each load of the loadings serves many
-// points: points are taken POINT_BLOCK at a time, and for each point block
-// the neurons are walked in chunks of CHUNK whose loadings (and n converted
-// to float64 once per chunk) stay in L1 while the chunk is evaluated against
-// every point of the block. The neuron data is read once per point block.
+// Cost. P * N evaluations of phi, each with C = R + D multiply-adds in T
+// before it and R float64 multiply-adds after it. The loadings are read once
+// per block of POINT_BLOCK points: for each point block the neurons are
+// walked in chunks of CHUNK whose loadings (and n converted to float64 once
+// per chunk) stay in L1 while the chunk is evaluated against every point of
+// the block, in passes over L1 buffers (z in T, then phi(z) in float64, then
+// the float64 accumulation). With AVX2 the SIMD tanh alone is about 40% of
+// the time (benchmarks/compare_flow_field.py); the passes' loads and stores
+// and the float64 sums take the rest.
 //
 // Determinism. For each point, each block of BLOCK_SIZE neurons is summed
 // into LANES float64 partial sums per r (neuron i of the block into lane
@@ -45,7 +48,7 @@ constexpr std::int64_t CHUNK = 256;
 // Fixed float64 partial sums per block, point and r.
 constexpr int LANES = 16;
 // Points evaluated against one chunk of neurons while it sits in L1.
-constexpr std::int64_t POINT_BLOCK = 8;
+constexpr std::int64_t POINT_BLOCK = 16;
 static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0 && LANES % 4 == 0,
               "chunks must tile blocks, lanes must tile chunks, quads of lanes must tile lanes");
 
@@ -85,8 +88,9 @@ namespace detail {
 // rate[:len] = float64(phi(b + coef @ rows)) over the chunk, where rows are
 // the C = D + R loading rows [I_T; m_T] (row k at rows[k], already offset to
 // the chunk) and coef = [v_p, kappa_p] in T. The terms are added in row
-// order, b first; the last row is fused with phi so that a rank-R network
-// with D inputs costs C passes over the chunk, not C + 2.
+// order, b first; the last row is fused with phi (and, for C <= 2, all rows)
+// so that a rank-R network with D inputs costs max(1, C - 1) passes over the
+// chunk, not C + 2.
 template <typename T, int activation>
 CONNECTOR_SIM_ALWAYS_INLINE void rates_chunk(double* __restrict rate, T* __restrict z, const T* __restrict coef,
                                              const T* __restrict bias, const T* const* rows, std::int64_t C,
@@ -98,6 +102,16 @@ CONNECTOR_SIM_ALWAYS_INLINE void rates_chunk(double* __restrict rate, T* __restr
 #pragma omp simd
     for (std::int64_t j = 0; j < len; ++j) {
       rate[j] = static_cast<double>(simd::activation<activation>(bias[j] + c_last * last[j]));
+    }
+    return;
+  }
+  if (C == 2) {
+    // rate = phi((b + coef[0] * rows[0]) + coef[1] * rows[1])
+    const T c_first = coef[0];
+    const T* __restrict first = rows[0];
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j) {
+      rate[j] = static_cast<double>(simd::activation<activation>((bias[j] + c_first * first[j]) + c_last * last[j]));
     }
     return;
   }
@@ -117,71 +131,87 @@ CONNECTOR_SIM_ALWAYS_INLINE void rates_chunk(double* __restrict rate, T* __restr
   }
   // rate = phi(z + coef[-1] * rows[-1])
 #pragma omp simd
-  for (std::int64_t j = 0; j < len; ++j) rate[j] = static_cast<double>(simd::activation<activation>(z[j] + c_last * last[j]));
+  for (std::int64_t j = 0; j < len; ++j) {
+    rate[j] = static_cast<double>(simd::activation<activation>(z[j] + c_last * last[j]));
+  }
 }
 
 // Four float64 lanes as one value: gcc and clang map it to a ymm register
 // (two xmm registers in the baseline clone). The accumulation below is
 // written with it because the vectoriser, left to itself, either chains all
-// FMAs of a row through 4 registers (latency bound) or interleaves the rows
-// with shuffles.
+// FMAs of a row through few registers (latency bound) or interleaves the
+// rows with shuffles; named locals (not arrays) keep the accumulators in
+// registers.
 typedef double Double4 __attribute__((vector_size(32)));
-constexpr int QUADS = LANES / 4;
+static_assert(LANES == 16, "accumulate_chunk keeps LANES / 4 = 4 accumulators per row");
 
-// Unaligned loads and stores (by reference: returning a vector type by value
-// would depend on the AVX calling convention).
+// double4 from 4 consecutive values (unaligned; by reference: returning a
+// vector type by value would depend on the AVX calling convention).
 CONNECTOR_SIM_ALWAYS_INLINE void load4(Double4& v, const double* p) { std::memcpy(&v, p, sizeof v); }
 
 CONNECTOR_SIM_ALWAYS_INLINE void store4(double* p, const Double4& v) { std::memcpy(p, &v, sizeof v); }
 
+// acc[q] += x[q] * row[4 q : 4 q + 4], q < 4
+CONNECTOR_SIM_ALWAYS_INLINE void fma16(Double4& a0, Double4& a1, Double4& a2, Double4& a3, const Double4& x0,
+                                       const Double4& x1, const Double4& x2, const Double4& x3,
+                                       const double* __restrict row) {
+  Double4 y0, y1, y2, y3;
+  load4(y0, row);
+  load4(y1, row + 4);
+  load4(y2, row + 8);
+  load4(y3, row + 12);
+  a0 += x0 * y0;
+  a1 += x1 * y1;
+  a2 += x2 * y2;
+  a3 += x3 * y3;
+}
+
 // lanes[r, j % LANES] += rate[j] * n64[r, j] for the chunk (float64; the
 // chunk starts at a multiple of LANES from its block's start). Rows r are
-// taken two at a time: 2 x LANES / 4 independent accumulators hide the FMA
-// latency.
+// taken two at a time: 8 independent accumulators hide the FMA latency.
 CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, const double* __restrict rate,
                                                   const double* __restrict n64, std::int64_t R, std::int64_t len) {
   const std::int64_t full = len - len % LANES;
-  std::int64_t r = 0;
-  for (; r + 2 <= R; r += 2) {
+  for (std::int64_t r = 0; r < R; r += 2) {
+    const bool pair = r + 1 < R;
+    double* lane0 = lanes + r * LANES;
+    double* lane1 = lanes + (pair ? r + 1 : r) * LANES;
     const double* __restrict row0 = n64 + r * CHUNK;
-    const double* __restrict row1 = row0 + CHUNK;
-    Double4 acc0[QUADS], acc1[QUADS];
-    for (int q = 0; q < QUADS; ++q) {
-      load4(acc0[q], lanes + r * LANES + 4 * q);
-      load4(acc1[q], lanes + (r + 1) * LANES + 4 * q);
-    }
+    const double* __restrict row1 = n64 + (pair ? r + 1 : r) * CHUNK;
+    Double4 a0, a1, a2, a3, b0, b1, b2, b3;
+    load4(a0, lane0);
+    load4(a1, lane0 + 4);
+    load4(a2, lane0 + 8);
+    load4(a3, lane0 + 12);
+    load4(b0, lane1);
+    load4(b1, lane1 + 4);
+    load4(b2, lane1 + 8);
+    load4(b3, lane1 + 12);
     for (std::int64_t j = 0; j < full; j += LANES) {
-      for (int q = 0; q < QUADS; ++q) {
-        Double4 x, n0, n1;
-        load4(x, rate + j + 4 * q);
-        load4(n0, row0 + j + 4 * q);
-        load4(n1, row1 + j + 4 * q);
-        acc0[q] += x * n0;
-        acc1[q] += x * n1;
-      }
+      Double4 x0, x1, x2, x3;
+      load4(x0, rate + j);
+      load4(x1, rate + j + 4);
+      load4(x2, rate + j + 8);
+      load4(x3, rate + j + 12);
+      fma16(a0, a1, a2, a3, x0, x1, x2, x3, row0 + j);
+      if (pair) fma16(b0, b1, b2, b3, x0, x1, x2, x3, row1 + j);
     }
-    for (int q = 0; q < QUADS; ++q) {
-      store4(lanes + r * LANES + 4 * q, acc0[q]);
-      store4(lanes + (r + 1) * LANES + 4 * q, acc1[q]);
+    store4(lane0, a0);
+    store4(lane0 + 4, a1);
+    store4(lane0 + 8, a2);
+    store4(lane0 + 12, a3);
+    if (pair) {
+      store4(lane1, b0);
+      store4(lane1 + 4, b1);
+      store4(lane1 + 8, b2);
+      store4(lane1 + 12, b3);
     }
-  }
-  if (r < R) {
-    const double* __restrict row = n64 + r * CHUNK;
-    Double4 acc[QUADS];
-    for (int q = 0; q < QUADS; ++q) load4(acc[q], lanes + r * LANES + 4 * q);
-    for (std::int64_t j = 0; j < full; j += LANES) {
-      for (int q = 0; q < QUADS; ++q) {
-        Double4 x, n;
-        load4(x, rate + j + 4 * q);
-        load4(n, row + j + 4 * q);
-        acc[q] += x * n;
-      }
-    }
-    for (int q = 0; q < QUADS; ++q) store4(lanes + r * LANES + 4 * q, acc[q]);
   }
   // the last len % LANES neurons of the chunk (end of the network only)
-  for (r = 0; r < R; ++r) {
-    for (std::int64_t j = full; j < len; ++j) lanes[r * LANES + j % LANES] += rate[j] * n64[r * CHUNK + j];
+  for (std::int64_t r = 0; r < R; ++r) {
+    for (std::int64_t j = full; j < len; ++j) {
+      lanes[r * LANES + j % LANES] += rate[j] * n64[r * CHUNK + j];
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CONNECTOR_SIM_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -196,10 +197,19 @@ CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi(double u) {
   return y * horner(SIN_TAYLOR_F64, y * y);
 }
 
-// np.maximum(x, 0) (NaN stays NaN).
+// np.maximum(x, 0) (NaN and -0 stay as they are), by integer operations on
+// the bits for the reason given at clip_symmetric: x < 0 exactly when the
+// sign bit is set and 0 < |x| <= inf, and then all bits are cleared.
 template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE T relu(T x) {
-  return std::max(x, T(0));
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "relu of float or double");
+  using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+  constexpr int sign_shift = 8 * sizeof(T) - 1;
+  constexpr U infinity = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  const U bits = bit_cast<U>(x);
+  const U magnitude = bits & ~(U(1) << sign_shift);
+  const U negative = (bits >> sign_shift) & U(magnitude - 1 < infinity);
+  return bit_cast<T>(bits & (negative - 1));
 }
 
 // phi(x) of a built-in activation; `code` is a compile-time constant, so the

@@ -1,0 +1,157 @@
+// connector_sim._ext._flow_field_cpp: the "cpp" backend of the flow field of
+// a sampled low-rank RNN (cpp/include/connector_sim/flow_field.hpp).
+//
+// Converts nothing: every array must already have the dtype, C layout and
+// shape the kernel expects (connector_sim._kernels.flow_field prepares them);
+// a mismatch raises ValueError. The GIL is released while the kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/flow_field.hpp"
+#include "connector_sim/simd_math.hpp"
+
+namespace py = pybind11;
+namespace ff = connector_sim::flow_field;
+
+namespace {
+
+std::string shape_string(const std::vector<py::ssize_t>& shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    text += std::to_string(shape[i]);
+    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
+  }
+  return text + ")";
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
+
+// The shape of `a` after checking its number of dimensions.
+std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
+  if (a.ndim() != ndim) {
+    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
+                                shape_string(shape_of(a)));
+  }
+  return shape_of(a);
+}
+
+// Checks dtype, layout and shape of an array the kernel reads or writes.
+template <typename T>
+void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
+  if (!py::isinstance<py::array_t<T>>(a)) {
+    throw std::invalid_argument(std::string(name) + " must have dtype " +
+                                py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
+                                py::str(a.dtype()).cast<std::string>());
+  }
+  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if ((a.flags() & required) != required) {
+    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
+  }
+  if (shape_of(a) != shape) {
+    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
+                                shape_string(shape_of(a)));
+  }
+  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+}
+
+template <typename T>
+const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  check<T>(a, name, shape, false);
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+void flow_field_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                      int activation, const py::array& kappa, const py::array& v, py::array& out, int n_threads) {
+  const auto m_shape = dims(m_T, "m_T", 2);
+  const py::ssize_t R = m_shape[0], N = m_shape[1];
+  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
+  const py::ssize_t P = dims(kappa, "kappa", 2)[0];
+  ff::FlowFieldArgs<T> args;
+  args.m_T = input<T>(m_T, "m_T", {R, N});
+  args.n_T = input<T>(n_T, "n_T", {R, N});
+  args.I_T = input<T>(I_T, "I_T", {D, N});
+  args.b = input<T>(b, "b", {N});
+  args.N = N;
+  args.R = R;
+  args.D = D;
+  args.activation = activation;
+  args.kappa = input<double>(kappa, "kappa", {P, R});
+  args.v = input<double>(v, "v", {P, D});
+  check<double>(out, "out", {P, R}, true);
+  args.out = static_cast<double*>(out.mutable_data());
+  args.P = P;
+  py::gil_scoped_release release;
+  ff::flow_field(args, n_threads);
+}
+
+void flow_field(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation, py::array kappa,
+                py::array v, py::array out, int n_threads) {
+  if (py::isinstance<py::array_t<float>>(m_T)) {
+    return flow_field_typed<float>(m_T, n_T, I_T, b, activation, kappa, v, out, n_threads);
+  }
+  if (py::isinstance<py::array_t<double>>(m_T)) {
+    return flow_field_typed<double>(m_T, n_T, I_T, b, activation, kappa, v, out, n_threads);
+  }
+  throw std::invalid_argument("m_T must have dtype float32 or float64, got " + py::str(m_T.dtype()).cast<std::string>());
+}
+
+// Benchmark helper: out += phi(x), n_repeats times, with the kernel's inlined
+// activation (x and out stay in cache): the activation-only cost that bounds
+// the kernel (benchmarks/compare_flow_field.py).
+template <typename T, int activation>
+CONNECTOR_SIM_ALWAYS_INLINE void repeat_activation(const T* __restrict x, T* __restrict out, std::int64_t n,
+                                                   std::int64_t n_repeats) {
+  for (std::int64_t k = 0; k < n_repeats; ++k) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) out[i] += connector_sim::simd::activation<activation>(x[i]);
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES void repeat_tanh_f32(const float* x, float* out, std::int64_t n, std::int64_t n_repeats) {
+  repeat_activation<float, connector_sim::simd::tanh_code>(x, out, n, n_repeats);
+}
+
+CONNECTOR_SIM_TARGET_CLONES void repeat_tanh_f64(const double* x, double* out, std::int64_t n,
+                                                 std::int64_t n_repeats) {
+  repeat_activation<double, connector_sim::simd::tanh_code>(x, out, n, n_repeats);
+}
+
+void tanh_repeated(py::array x, py::array out, std::int64_t n_repeats) {
+  if (n_repeats < 0) throw std::invalid_argument("n_repeats must be >= 0, got " + std::to_string(n_repeats));
+  const auto shape = dims(x, "x", 1);
+  if (py::isinstance<py::array_t<float>>(x)) {
+    const float* in = input<float>(x, "x", shape);
+    check<float>(out, "out", shape, true);
+    py::gil_scoped_release release;
+    return repeat_tanh_f32(in, static_cast<float*>(out.mutable_data()), shape[0], n_repeats);
+  }
+  const double* in = input<double>(x, "x", shape);
+  check<double>(out, "out", shape, true);
+  py::gil_scoped_release release;
+  repeat_tanh_f64(in, static_cast<double*>(out.mutable_data()), shape[0], n_repeats);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_flow_field_cpp, m) {
+  m.doc() = "C++ kernel of the flow field of a sampled low-rank RNN (the 'cpp' backend); see "
+            "connector_sim._kernels.flow_field for the NumPy reference it implements.";
+  m.attr("BLOCK_SIZE") = ff::BLOCK_SIZE;
+  m.attr("POINT_BLOCK") = ff::POINT_BLOCK;
+  m.def("flow_field", &flow_field,
+        "out[p] = n^T phi(m kappa[p] + I v[p] + b) / N at P points (flow_field_reference); fills out in place.\n"
+        "Loadings float32 or float64 (the arithmetic runs in their dtype, sums in float64); kappa, v, out float64.",
+        py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
+        py::arg("activation"), py::arg("kappa").noconvert(), py::arg("v").noconvert(), py::arg("out").noconvert(),
+        py::arg("n_threads") = 1);
+  m.def("tanh_repeated", &tanh_repeated,
+        "out += tanh(x), n_repeats times, with the kernel's SIMD tanh (float32 or float64; x, out 1-D). "
+        "For benchmarks: the activation-only time of x.size * n_repeats evaluations.",
+        py::arg("x").noconvert(), py::arg("out").noconvert(), py::arg("n_repeats"));
+}
