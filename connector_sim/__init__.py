@@ -24,6 +24,7 @@ from .noise import private_noise
 from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
 from .plotting import plot_flow_field
 from .simulate import SimulationResult, simulate
+from .sparse import SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .synthetic import SyntheticNetwork, synthetic_network
 
 __version__ = "0.1.0"
@@ -42,6 +43,8 @@ __all__ = [
     "Ring",
     "RowLayout",
     "SimulationResult",
+    "SparseLowRankRNN",
+    "SparseMask",
     "SyntheticNetwork",
     "available_backends",
     "classify_dynamics",
@@ -59,7 +62,9 @@ __all__ = [
     "perturbed_flow",
     "plot_flow_field",
     "private_noise",
+    "rank_one_gaussian",
     "simulate",
+    "sparsify",
     "synthetic_network",
 ]
 

@@ -311,7 +311,7 @@ class SparseLowRankRNN:
     b = property(lambda self: self.dense.b)
     m = property(lambda self: self.dense.m)
     n = property(lambda self: self.dense.n)
-    I = property(lambda self: self.dense.I)  # noqa: E743
+    I = property(lambda self: self.dense.I)
     tau = property(lambda self: self.dense.tau)
     activation = property(lambda self: self.dense.activation)
     dtype = property(lambda self: self.dense.dtype)

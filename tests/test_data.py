@@ -67,7 +67,8 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "spikes, inputs, lengths, kind, message",
     [
-        ([np.ones((4, 3)), np.ones((4, 2))], None, None, "rates", r"spikes of trial 1 has 2 columns, but trial 0 has 3"),
+        ([np.ones((4, 3)), np.ones((4, 2))], None, None, "rates",
+         r"spikes of trial 1 has 2 columns, but trial 0 has 3"),
         (np.where(np.arange(24).reshape(2, 4, 3) == 17, np.nan, 1.0), None, None, "rates",
          r"spikes of trial 1 contains a non-finite value \(nan\) at time bin 1, column 2"),
         (np.where(np.arange(24).reshape(2, 4, 3) == 5, -1.0, 1.0), None, None, "counts",

@@ -42,9 +42,12 @@ _CSR, _FIXED, _BERNOULLI = MASK_MODES["csr"], MASK_MODES["fixed"], MASK_MODES["b
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
 
 _OPTIONS = dict(fastmath=True, error_model="numpy", cache=True)
+#: The gathered sums: no reassociation, so that every specialisation (int32
+#: CSR columns, int64 regenerated ones) adds in the same order.
+_IN_ORDER = dict(fastmath={"nnan", "ninf", "nsz", "arcp", "contract"}, error_model="numpy", cache=True)
 
 
-@njit(**_OPTIONS)
+@njit(**_IN_ORDER)
 def _add(acc, y, column, k, W):
     # acc[k % 4] += float64(y[column])
     base = (k & 3) * W
@@ -52,25 +55,60 @@ def _add(acc, y, column, k, W):
         acc[base + w] += np.float64(y[column, w])
 
 
-@njit(**_OPTIONS)
-def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, out):
-    """out[w] = sum over the columns j of ``row`` of float64(y[j, w]) (lanes k % 4)."""
+@njit(**_IN_ORDER)
+def _sum_columns(columns, y, acc, out):
+    """out[w] = sum_k float64(y[columns[k], w]), connection k in lane k % 4."""
     W = out.size
+    n = columns.size
+    if W == 1:
+        # Four scalar lanes (registers), the common single-trial rank-one case.
+        l0 = l1 = l2 = l3 = 0.0
+        k = 0
+        while k + 4 <= n:
+            l0 += np.float64(y[columns[k], 0])
+            l1 += np.float64(y[columns[k + 1], 0])
+            l2 += np.float64(y[columns[k + 2], 0])
+            l3 += np.float64(y[columns[k + 3], 0])
+            k += 4
+        if k < n:
+            l0 += np.float64(y[columns[k], 0])
+        if k + 1 < n:
+            l1 += np.float64(y[columns[k + 1], 0])
+        if k + 2 < n:
+            l2 += np.float64(y[columns[k + 2], 0])
+        out[0] = (l0 + l1) + (l2 + l3)
+        return
     acc[:] = 0.0
+    for k in range(n):
+        _add(acc, y, columns[k], k, W)
+    for w in range(W):
+        out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w])
+
+
+@njit(**_OPTIONS)
+def _fixed_columns(key, lo, width, row, columns):
+    """columns[k] = column k of ``row`` under the "fixed" scheme."""
+    row_key = _mix64(key + GOLDEN * (np.uint64(row) + _ONE_U64))
+    for k in range(width.size):
+        # u_k: high half of draw(k // 2) for even k, low half for odd k
+        bits = _mix64(row_key + GOLDEN * (np.uint64(k >> 1) + _ONE_U64))
+        u = bits >> _SHIFT32 if (k & 1) == 0 else bits & _LOW32
+        columns[k] = np.int64(lo[k] + ((u * width[k]) >> _SHIFT32))
+
+
+@njit(**_OPTIONS)
+def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, columns, out):
+    """out[w] = sum over the columns j of ``row`` of float64(y[j, w]) (lanes k % 4).
+
+    ``columns`` is a scratch array of C int64 for the "fixed" mode, N for "bernoulli".
+    """
     if mode == _CSR:
-        start = indptr[row]
-        for k in range(indptr[row + 1] - start):
-            _add(acc, y, indices[start + k], k, W)
+        _sum_columns(indices[indptr[row]:indptr[row + 1]], y, acc, out)
     elif mode == _FIXED:
-        row_key = _mix64(key + GOLDEN * (np.uint64(row) + _ONE_U64))
-        C = width.size
-        for k in range(C):
-            # u_k: high half of draw(k // 2) for even k, low half for odd k
-            bits = _mix64(row_key + GOLDEN * (np.uint64(k >> 1) + _ONE_U64))
-            u = bits >> _SHIFT32 if (k & 1) == 0 else bits & _LOW32
-            column = np.int64(lo[k] + ((u * width[k]) >> _SHIFT32))
-            _add(acc, y, column, k, W)
+        _fixed_columns(key, lo, width, row, columns)
+        _sum_columns(columns, y, acc, out)
     else:
+        # Bernoulli rows have no fixed length: ``columns`` holds N int64 here.
         row_key = _mix64(key + GOLDEN * (np.uint64(row) + _ONE_U64))
         position = -1
         k = 0
@@ -80,10 +118,9 @@ def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, ou
             if gap >= N - 1 - position:
                 break
             position += 1 + np.int64(gap)
-            _add(acc, y, position, k, W)
+            columns[k] = position
             k += 1
-    for w in range(W):
-        out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w])
+        _sum_columns(columns[:k], y, acc, out)
 
 
 def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight, gain, x, u,
@@ -140,13 +177,14 @@ def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, a
             stop = min(start + BLOCK_SIZE, N)
             acc = np.empty(_LANES * W)
             s = np.empty(W)
+            columns = np.empty(width.size if mode == _FIXED else (N if mode == _BERNOULLI else 0), np.int64)
             drive = np.empty(B, x.dtype)
             inputs = np.empty(B, x.dtype)
             noise = np.zeros((B, stop - start if noise_scale != 0.0 else 0), x.dtype)
             for trial in range(B):
                 _fill_noise(keys[trial], start, noise_scale, noise[trial])
             for i in range(start, stop):
-                _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, s)
+                _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, columns, s)
                 for trial in range(B):
                     # h = weight * sum_r m[i, r] s[b, r] (float64), then in dtype
                     h = 0.0
@@ -186,8 +224,9 @@ def _matvec(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, weight, v, o
     for block in prange(n_blocks):
         acc = np.empty(_LANES * W)
         s = np.empty(W)
+        columns = np.empty(width.size if mode == _FIXED else (N if mode == _BERNOULLI else 0), np.int64)
         for i in range(block * BLOCK_SIZE, min((block + 1) * BLOCK_SIZE, N)):
-            _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, s)
+            _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, columns, s)
             for c in range(K):
                 total = 0.0
                 for r in range(R):

@@ -21,6 +21,11 @@ _LAZY = {
     # dissimilarity.py: comparing connectivity distributions
     "dissimilarity": "dissimilarity",
     "effective_connectivity_dissimilarity": "dissimilarity",
+    # lint.py: fitting a low-rank RNN to rates by BPTT
+    "LINT": "lint",
+    # velocity_matching.py: distilling a latent flow into a low-rank RNN
+    "VelocityMatching": "velocity_matching",
+    "velocity_samples": "velocity_matching",
 }
 
 __all__ = sorted(_LAZY)

@@ -36,6 +36,7 @@ from .lint import (
     split_trials,
     torch,
     torch_activation,
+    torch_threads,
     train_loop,
 )
 
@@ -122,6 +123,8 @@ class VelocityMatching:
     tol : float, default=1e-4
     device : str, default="auto"
     dtype : {"float32", "float64"}, default="float32"
+    n_threads : int or None, default=1
+        torch intra-op threads during fit (see :class:`~connector_sim.inference.LINT`).
     verbose : int, default=0
     callback : callable, optional
         ``callback(estimator, epoch, {"train_loss", "val_loss"})``; True stops.
@@ -143,7 +146,7 @@ class VelocityMatching:
     def __init__(self, n_neurons=None, *, m=None, fit_m=None, activation="tanh", tau=1.0, fit_inputs=True,
                  fit_bias=True, bias_scale=1.0, ridge=1e-6, n_epochs=1000, batch_size=256, learning_rate=1e-2,
                  weight_decay=0.0, max_grad_norm=1.0, validation_fraction=0.1, patience=100, tol=1e-4,
-                 device="auto", dtype="float32", verbose=0, callback=None, random_state=None):
+                 device="auto", dtype="float32", n_threads=1, verbose=0, callback=None, random_state=None):
         self.n_neurons = n_neurons
         self.m = m
         self.fit_m = fit_m
@@ -163,6 +166,7 @@ class VelocityMatching:
         self.tol = tol
         self.device = device
         self.dtype = dtype
+        self.n_threads = n_threads
         self.verbose = verbose
         self.callback = callback
         self.random_state = random_state
@@ -185,10 +189,14 @@ class VelocityMatching:
             check_int(self.patience, "patience", minimum=1, owner=owner)
         check_nonnegative_scalar(self.tol, "tol", owner=owner)
         check_int(self.verbose, "verbose", minimum=0, owner=owner)
+        if self.n_threads is not None:
+            check_int(self.n_threads, "n_threads", minimum=1, owner=owner)
         check_callback(self.callback, owner)
         for flag in ("fit_inputs", "fit_bias"):
             if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(self, flag)!r} instead.")
+                raise TypeError(
+                    f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(self, flag)!r} instead."
+                )
         if self.m is None:
             if self.n_neurons is None:
                 raise ValueError(f"{owner} needs n_neurons (the size of the network to fit) or the loadings m.")
@@ -250,8 +258,12 @@ class VelocityMatching:
         self
         """
         kappa, target, v = self._targets(kappa, velocity, v)
+        N, m_given, fit_m = self._check_params(kappa.shape[1])
+        with torch_threads(self.n_threads):
+            return self._fit(kappa, target, v, N, m_given, fit_m)
+
+    def _fit(self, kappa, target, v, N, m_given, fit_m):
         P, R = kappa.shape
-        N, m_given, fit_m = self._check_params(R)
         owner = type(self).__name__
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device)
@@ -305,7 +317,9 @@ class VelocityMatching:
                                                  rng, owner)
         with torch.no_grad():
             self.relative_error_ = math.sqrt(float(((velocity_of(everything) - goal) ** 2).sum())) / norm
-        host = {name: value.detach().cpu().numpy().astype(np.float64) for name, value in p.items()}
+        # Fixed loadings are returned as given (float64), not through the training dtype.
+        host = {"m": m, "b": b, "I": I}
+        host.update({name: value.detach().cpu().numpy().astype(np.float64) for name, value in params.items()})
         self.network_ = LowRankRNN(host["m"], host["n"], host["I"], host["b"], tau=self.tau,
                                    activation=self.activation)
         self.history_, self.best_epoch_, self.n_epochs_ = history, best_epoch, epochs

@@ -120,52 +120,117 @@ CONNECTOR_SIM_ALWAYS_INLINE std::int64_t stratum_column(const std::int64_t* stra
   return strata[k] + static_cast<std::int64_t>((u32 * static_cast<std::uint64_t>(strata[k + 1] - strata[k])) >> 32);
 }
 
-// out[w] = sum over the columns j of row i of float64(y[j, w]); W = WC or width.
+// cols[k] = column k of row i under the "fixed" scheme (k < C), and a
+// prefetch of the y row it will gather (W values of T each), issued a row
+// ahead of the gathers so that the hash work does not fill the out-of-order
+// window that the gathers' cache misses need.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void fixed_columns(const SparseMaskView& mask, std::int64_t i, std::int32_t* __restrict cols,
+                                               const T* y, std::int64_t W) {
+  // row_key = mix64(key + GOLDEN (i + 1)); draw p = mix64(row_key + GOLDEN (p + 1)) gives
+  // connections 2p (high half) and 2p + 1 (low half).
+  const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
+  const std::int64_t* __restrict lo = mask.strata;
+  const std::int64_t C = mask.C;
+  std::uint64_t draw = row_key + GOLDEN;
+  std::int64_t k = 0;
+  for (; k + 2 <= C; k += 2) {
+    const std::uint64_t bits = mix64(draw);
+    draw += GOLDEN;
+    const std::int64_t c0 = stratum_column(lo, k, bits >> 32);
+    const std::int64_t c1 = stratum_column(lo, k + 1, bits & 0xFFFFFFFFull);
+    cols[k] = static_cast<std::int32_t>(c0);
+    cols[k + 1] = static_cast<std::int32_t>(c1);
+    __builtin_prefetch(y + c0 * W);
+    __builtin_prefetch(y + c1 * W);
+  }
+  if (k < C) {
+    const std::int64_t c0 = stratum_column(lo, k, mix64(draw) >> 32);
+    cols[k] = static_cast<std::int32_t>(c0);
+    __builtin_prefetch(y + c0 * W);
+  }
+}
+
+// out[w] = sum_k float64(y[cols[k], w]), connection k into lane k % 4, lanes
+// added as (l0 + l1) + (l2 + l3). With a compile-time width WC the lanes live
+// in registers; otherwise in `buffer` (4 W doubles).
 template <typename T, int WC>
-CONNECTOR_SIM_ALWAYS_INLINE void gather_row(const SparseMaskView& mask, std::int64_t i, const T* __restrict y,
-                                            std::int64_t width, double* __restrict acc, double* __restrict out) {
+CONNECTOR_SIM_ALWAYS_INLINE void gather_columns(const std::int32_t* __restrict cols, std::int64_t n,
+                                                const T* __restrict y, std::int64_t width, double* __restrict buffer,
+                                                double* __restrict out) {
   const std::int64_t W = WC > 0 ? WC : width;
+  double local[4 * (WC > 0 ? WC : 1)];
+  double* __restrict acc = WC > 0 ? local : buffer;
   for (std::int64_t l = 0; l < 4 * W; ++l) acc[l] = 0.0;
-  if (mask.mode == mask_csr) {
-    const std::int32_t* __restrict cols = mask.indices + mask.indptr[i];
-    const std::int64_t n = mask.indptr[i + 1] - mask.indptr[i];
-    std::int64_t k = 0;
-    for (; k + 4 <= n; k += 4) gather_add4<T, WC>(acc, y, cols[k], cols[k + 1], cols[k + 2], cols[k + 3], width);
-    for (; k < n; ++k) gather_add<T, WC>(acc + (k & 3) * W, y, cols[k], width);
-  } else if (mask.mode == mask_fixed) {
-    // row_key = mix64(key + GOLDEN (i + 1)); draw p = mix64(row_key + GOLDEN (p + 1)) gives
-    // connections 2p (high half) and 2p + 1 (low half).
-    const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
-    const std::int64_t C = mask.C;
-    std::int64_t k = 0;
-    for (; k + 4 <= C; k += 4) {
-      const std::uint64_t p = static_cast<std::uint64_t>(k >> 1);
-      const std::uint64_t a = mix64(row_key + GOLDEN * (p + 1u));
-      const std::uint64_t b = mix64(row_key + GOLDEN * (p + 2u));
-      gather_add4<T, WC>(acc, y, stratum_column(mask.strata, k, a >> 32),
-                         stratum_column(mask.strata, k + 1, a & 0xFFFFFFFFull),
-                         stratum_column(mask.strata, k + 2, b >> 32),
-                         stratum_column(mask.strata, k + 3, b & 0xFFFFFFFFull), width);
-    }
-    for (; k < C; ++k) {
-      const std::uint64_t bits = mix64(row_key + GOLDEN * (static_cast<std::uint64_t>(k >> 1) + 1u));
-      const std::uint64_t u32 = (k & 1) == 0 ? bits >> 32 : bits & 0xFFFFFFFFull;
-      gather_add<T, WC>(acc + (k & 3) * W, y, stratum_column(mask.strata, k, u32), width);
-    }
-  } else {
-    // position = -1; G_k = floor(log(U_k) / log_q); stop at G_k >= N - 1 - position
-    const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
-    std::int64_t position = -1;
-    for (std::uint64_t k = 0;; ++k) {
-      const std::uint64_t bits = mix64(row_key + GOLDEN * (k + 1u));
-      const double uniform = (static_cast<double>(bits >> 11) + 0.5) * 0x1p-53;
-      const double gap = std::floor(std::log(uniform) / mask.log_q);
-      if (gap >= static_cast<double>(mask.N - 1 - position)) break;
-      position += 1 + static_cast<std::int64_t>(gap);
-      gather_add<T, WC>(acc + (k & 3) * W, y, position, width);
-    }
+  std::int64_t k = 0;
+  for (; k + 4 <= n; k += 4) gather_add4<T, WC>(acc, y, cols[k], cols[k + 1], cols[k + 2], cols[k + 3], width);
+  for (; k < n; ++k) gather_add<T, WC>(acc + (k & 3) * W, y, cols[k], width);
+  for (std::int64_t w = 0; w < W; ++w) out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w]);
+}
+
+// The same sum over the columns of row i under the "bernoulli" scheme:
+// position = -1; G_k = floor(log(U_k) / log_q); stop at G_k >= N - 1 - position.
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_bernoulli(const SparseMaskView& mask, std::int64_t i, const T* __restrict y,
+                                                  std::int64_t width, double* __restrict buffer,
+                                                  double* __restrict out) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  double local[4 * (WC > 0 ? WC : 1)];
+  double* __restrict acc = WC > 0 ? local : buffer;
+  for (std::int64_t l = 0; l < 4 * W; ++l) acc[l] = 0.0;
+  const std::uint64_t row_key = mix64(mask.key + GOLDEN * (static_cast<std::uint64_t>(i) + 1u));
+  std::int64_t position = -1;
+  for (std::uint64_t k = 0;; ++k) {
+    const std::uint64_t bits = mix64(row_key + GOLDEN * (k + 1u));
+    const double uniform = (static_cast<double>(bits >> 11) + 0.5) * 0x1p-53;
+    const double gap = std::floor(std::log(uniform) / mask.log_q);
+    if (gap >= static_cast<double>(mask.N - 1 - position)) break;
+    position += 1 + static_cast<std::int64_t>(gap);
+    gather_add<T, WC>(acc + (k & 3) * W, y, position, width);
   }
   for (std::int64_t w = 0; w < W; ++w) out[w] = (acc[w] + acc[W + w]) + (acc[2 * W + w] + acc[3 * W + w]);
+}
+
+// Visits rows lo .. hi - 1 in order: s = the gathered sums of row i (W
+// doubles), then row_done(i, s). `buffer` holds 5 W doubles, `cols` 2 C
+// int32 for the "fixed" mode.
+template <typename T, int WC, typename RowDone>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_rows(const SparseMaskView& mask, std::int64_t lo, std::int64_t hi,
+                                             const T* __restrict y, std::int64_t width, double* buffer,
+                                             std::int32_t* cols, RowDone&& row_done) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  // The sums of one row: W doubles after the 4 W lanes of `buffer`.
+  double* s = buffer + 4 * W;
+  if (mask.mode == mask_csr) {
+    for (std::int64_t i = lo; i < hi; ++i) {
+      const std::int64_t start = mask.indptr[i], n = mask.indptr[i + 1] - start;
+      // Prefetch the y rows of row i + 1 (as the "fixed" mode does).
+      if (i + 1 < hi) {
+        const std::int32_t* __restrict ahead = mask.indices + mask.indptr[i + 1];
+        const std::int64_t n_ahead = mask.indptr[i + 2] - mask.indptr[i + 1];
+        for (std::int64_t k = 0; k < n_ahead; ++k) __builtin_prefetch(y + static_cast<std::int64_t>(ahead[k]) * W);
+      }
+      gather_columns<T, WC>(mask.indices + start, n, y, width, buffer, s);
+      row_done(i, s);
+    }
+  } else if (mask.mode == mask_fixed) {
+    // Software pipeline: the columns of row i + 1 are generated (and their y
+    // rows prefetched) before row i is gathered.
+    std::int32_t* current = cols;
+    std::int32_t* next = cols + mask.C;
+    if (lo < hi) fixed_columns(mask, lo, current, y, W);
+    for (std::int64_t i = lo; i < hi; ++i) {
+      if (i + 1 < hi) fixed_columns(mask, i + 1, next, y, W);
+      gather_columns<T, WC>(current, mask.C, y, width, buffer, s);
+      row_done(i, s);
+      std::swap(current, next);
+    }
+  } else {
+    for (std::int64_t i = lo; i < hi; ++i) {
+      gather_bernoulli<T, WC>(mask, i, y, width, buffer, s);
+      row_done(i, s);
+    }
+  }
 }
 
 }  // namespace detail
@@ -225,19 +290,25 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, 
 
 // Pass B over rows [lo, hi): x_t -> x_{t+1}.
 template <typename T, int WC>
-inline void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
-                               const T* __restrict y, const std::uint64_t* keys, double* acc, double* s) {
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
+                                                    std::int64_t t, const T* __restrict y, const std::uint64_t* keys,
+                                                    double* acc, double* s, std::int32_t* cols) {
   const DenseNetwork<T>& net = a.net;
   const std::int64_t N = net.N, R = net.R, D = net.D, W = a.B * R;
   const T alpha = static_cast<T>(a.alpha);
   const T noise_scale = static_cast<T>(a.noise_scale);
   const bool noisy = a.noise_scale != 0.0;
+  // s[(i - lo) W + w]: the gathered sums of the chunk's rows, then one update
+  // loop (a single copy of the update code, so every mask mode rounds alike).
+  gather_rows<T, WC>(a.mask, lo, hi, y, W, acc, cols, [&](std::int64_t i, const double* sums) {
+    for (std::int64_t w = 0; w < W; ++w) s[(i - lo) * W + w] = sums[w];
+  });
   for (std::int64_t i = lo; i < hi; ++i) {
-    gather_row<T, WC>(a.mask, i, y, W, acc, s);
+    const double* sums = s + (i - lo) * W;
     for (std::int64_t b = 0; b < a.B; ++b) {
       // h = weight * sum_r m[r, i] s[b R + r] (float64), then T
       double h = 0.0;
-      for (std::int64_t r = 0; r < R; ++r) h += static_cast<double>(net.m_T[r * N + i]) * s[b * R + r];
+      for (std::int64_t r = 0; r < R; ++r) h += static_cast<double>(net.m_T[r * N + i]) * sums[b * R + r];
       const T drive = static_cast<T>(a.weight * h);
       // ui = u[b, t] @ I[:, i]
       const T* u_bt = a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D;
@@ -291,18 +362,54 @@ inline void sparse_rates_block(const SparsePathArgs<double>& a, std::int64_t blo
   sparse_rates_block_f64(a, block, t, y, lanes, partial);
 }
 
-// Pass B, specialised for the common widths B R = 1 and 2.
+// Pass B, specialised for the common widths B R = 1 and 2. The AVX2 clone
+// gains BMI2's non-destructive shifts for the hash; vectorisation is off so
+// that the gathers stay scalar loads.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CONNECTOR_SIM_NO_TARGET_CLONES)
+#define CONNECTOR_SIM_SCALAR_CLONES \
+  __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("no-tree-vectorize")))
+#else
+#define CONNECTOR_SIM_SCALAR_CLONES
+#endif
+
 template <typename T>
-inline void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
-                               const T* y, const std::uint64_t* keys, double* acc, double* s) {
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows_any(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
+                                                        std::int64_t t, const T* y, const std::uint64_t* keys,
+                                                        double* acc, double* s, std::int32_t* cols) {
   switch (a.B * a.net.R) {
     case 1:
-      return detail::sparse_update_rows<T, 1>(a, lo, hi, t, y, keys, acc, s);
+      return detail::sparse_update_rows<T, 1>(a, lo, hi, t, y, keys, acc, s, cols);
     case 2:
-      return detail::sparse_update_rows<T, 2>(a, lo, hi, t, y, keys, acc, s);
+      return detail::sparse_update_rows<T, 2>(a, lo, hi, t, y, keys, acc, s, cols);
     default:
-      return detail::sparse_update_rows<T, 0>(a, lo, hi, t, y, keys, acc, s);
+      return detail::sparse_update_rows<T, 0>(a, lo, hi, t, y, keys, acc, s, cols);
   }
+}
+
+CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f32(const SparsePathArgs<float>& a, std::int64_t lo,
+                                                               std::int64_t hi, std::int64_t t, const float* y,
+                                                               const std::uint64_t* keys, double* acc, double* s,
+                                                               std::int32_t* cols) {
+  sparse_update_rows_any(a, lo, hi, t, y, keys, acc, s, cols);
+}
+
+CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f64(const SparsePathArgs<double>& a, std::int64_t lo,
+                                                               std::int64_t hi, std::int64_t t, const double* y,
+                                                               const std::uint64_t* keys, double* acc, double* s,
+                                                               std::int32_t* cols) {
+  sparse_update_rows_any(a, lo, hi, t, y, keys, acc, s, cols);
+}
+
+inline void sparse_update_rows(const SparsePathArgs<float>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                               const float* y, const std::uint64_t* keys, double* acc, double* s,
+                                                               std::int32_t* cols) {
+  sparse_update_rows_f32(a, lo, hi, t, y, keys, acc, s, cols);
+}
+
+inline void sparse_update_rows(const SparsePathArgs<double>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                               const double* y, const std::uint64_t* keys, double* acc, double* s,
+                                                               std::int32_t* cols) {
+  sparse_update_rows_f64(a, lo, hi, t, y, keys, acc, s, cols);
 }
 
 // full_path_reference of simulate_sparse.py: a.n_steps Euler steps of the B
@@ -332,7 +439,8 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
     std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
     std::vector<double> krec(BR);
     std::vector<double> lanes(R * LANES);
-    std::vector<double> acc(4 * BR), s(BR);
+    std::vector<double> acc(5 * BR), s(SPARSE_ROW_CHUNK * BR);
+    std::vector<std::int32_t> cols(2 * a.mask.C);
     std::vector<std::uint64_t> keys(B);
     for (std::int64_t t = 0; t < a.n_steps; ++t) {
       // Pass A: y and the block sums of n^T phi(x_t)
@@ -348,7 +456,7 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
 #pragma omp for schedule(static)
       for (std::int64_t chunk = 0; chunk < (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK; ++chunk) {
         const std::int64_t lo = chunk * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
-        sparse_update_rows(a, lo, hi, t, y.data(), keys.data(), acc.data(), s.data());
+        sparse_update_rows(a, lo, hi, t, y.data(), keys.data(), acc.data(), s.data(), cols.data());
       }
 #pragma omp master
       {
@@ -384,15 +492,19 @@ inline void sparse_matvec(const SparseMaskView& mask, const double* m_T, const d
         for (std::int64_t c = 0; c < K; ++c) y[j * W + r * K + c] = n_T[r * N + j] * v[j * K + c];
       }
     }
-    std::vector<double> acc(4 * W), s(W);
-#pragma omp for schedule(static, SPARSE_ROW_CHUNK)
-    for (std::int64_t i = 0; i < N; ++i) {
-      detail::gather_row<double, 0>(mask, i, y.data(), W, acc.data(), s.data());
-      for (std::int64_t c = 0; c < K; ++c) {
-        double total = 0.0;
-        for (std::int64_t r = 0; r < R; ++r) total += m_T[r * N + i] * s[r * K + c];
-        out[i * K + c] = weight * total;
-      }
+    std::vector<double> acc(5 * W);
+    std::vector<std::int32_t> cols(2 * mask.C);
+#pragma omp for schedule(static)
+    for (std::int64_t chunk = 0; chunk < (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK; ++chunk) {
+      const std::int64_t lo = chunk * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
+      detail::gather_rows<double, 0>(mask, lo, hi, y.data(), W, acc.data(), cols.data(),
+                                     [&](std::int64_t i, const double* sums) {
+                                       for (std::int64_t c = 0; c < K; ++c) {
+                                         double total = 0.0;
+                                         for (std::int64_t r = 0; r < R; ++r) total += m_T[r * N + i] * sums[r * K + c];
+                                         out[i * K + c] = weight * total;
+                                       }
+                                     });
     }
   }
 }

@@ -1,0 +1,146 @@
+"""Sparse low-rank simulation side by side with what a user would write instead.
+
+One Euler step of a rank-one network, float32, C connections per row, one
+thread, CPU time (``time.process_time``, median of repeats):
+
+- ours: the sparse kernels (cpp, numba) with a stored CSR mask and an implicit
+  (regenerated) one, timed inside their time loop (``STEPS`` steps per call);
+- scipy: ``J @ tanh(x)`` with J a ``scipy.sparse.csr_matrix`` holding float32
+  weights (8 bytes per connection), the step a user would write.
+
+Also reported: ns per connection (the random-gather limit of this machine is
+about 1.1 ns per lookup, shared/research/performance.md section 1.3) and the
+peak resident memory of ``simulate`` on the implicit mask, in a fresh process.
+
+Run: ``python benchmarks/compare_sparse.py`` (N = 1e6, C = 200) or
+``--quick`` (N = 1e5).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+STEPS = 5
+REPEATS = 3
+GATHER_LIMIT_NS = 1.1
+
+
+def _network(n_neurons, n_connections, representation):
+    from connector_sim import rank_one_gaussian, sparsify
+
+    dense = rank_one_gaussian(n_neurons, 1.0, 0.5, random_state=0, dtype=np.float32)
+    return sparsify(dense, n_connections=n_connections, seed=1, representation=representation)
+
+
+def time_kernel(network, backend):
+    """Median CPU seconds per step of the sparse kernel (warm-up call excluded)."""
+    from connector_sim._kernels import simulate_sparse
+
+    full_path, _ = simulate_sparse.kernels(backend)
+    N = network.n_neurons
+    x = np.random.default_rng(0).standard_normal((1, N)).astype(np.float32)
+    u = np.zeros((1, STEPS, 0), np.float32)
+    kappa = np.zeros((1, 1))
+    kappa_out = np.empty((1, STEPS + 1, 1))
+    record_out = np.empty((1, STEPS + 1, 0), np.float32)
+    args = (network.mask._kernel_args(), network.m_T, network.n_T, network.I_T, network.b, "tanh", network.weight,
+            network.gain, x, u, 0.1, 0.0, 0, 0, np.zeros(0, np.int64), kappa, kappa_out, record_out)
+    full_path(*args)
+    times = []
+    for _ in range(REPEATS):
+        start = time.process_time()
+        full_path(*args)
+        times.append((time.process_time() - start) / STEPS)
+    return float(np.median(times))
+
+
+def time_scipy(network):
+    """Median CPU seconds of one ``x += alpha (-x + J tanh(x))`` with stored float32 weights."""
+    J = network.to_scipy(np.float32)
+    x = np.random.default_rng(0).standard_normal(network.n_neurons).astype(np.float32)
+    alpha = np.float32(0.1)
+    times = []
+    for _ in range(REPEATS):
+        start = time.process_time()
+        for _ in range(STEPS):
+            x += alpha * (J @ np.tanh(x) - x)
+        times.append((time.process_time() - start) / STEPS)
+    return float(np.median(times))
+
+
+_PEAK_SCRIPT = """
+import sys
+import numpy as np
+from connector_sim import rank_one_gaussian, simulate, sparsify
+N, C = int(sys.argv[1]), int(sys.argv[2])
+network = sparsify(rank_one_gaussian(N, 1.0, 0.5, random_state=0, dtype=np.float32), n_connections=C, seed=1)
+simulate(network, n_steps=10, kappa0=[1.0], noise_std=0.1, seed=0, backend=sys.argv[3])
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork and exec.
+with open("/proc/self/status") as status:
+    print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def peak_memory(n_neurons, n_connections, backend):
+    """Peak RSS in bytes of a fresh process that samples and simulates an implicit network."""
+    output = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(n_neurons), str(n_connections), backend],
+                            check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    return int(output.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1e5 instead of 1e6")
+    parser.add_argument("--n-neurons", type=int, default=None)
+    parser.add_argument("--n-connections", type=int, default=200)
+    parser.add_argument("--backends", default="cpp,numba")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        import connector_sim  # noqa: F401
+        from connector_sim._backends import available_backends, extension_built
+
+    N = args.n_neurons or (100_000 if args.quick else 1_000_000)
+    C = args.n_connections
+    backends = [b for b in args.backends.split(",")
+                if b in available_backends() and (b != "cpp" or extension_built("_simulate_sparse_cpp"))]
+    results = {"n_neurons": N, "n_connections": C, "dtype": "float32", "threads": 1, "ms_per_step": {}}
+    stored = _network(N, C, "stored")
+    implicit = _network(N, C, "implicit")
+    scipy_time = time_scipy(stored)
+    results["ms_per_step"]["scipy_csr_f32_weights"] = 1e3 * scipy_time
+    print(f"N = {N}, C = {C}, float32, 1 thread, CPU ms per Euler step (median of {REPEATS} x {STEPS} steps)")
+    print(f"  scipy CSR, stored f32 weights   {1e3 * scipy_time:8.1f} ms")
+    for backend in backends:
+        t_stored = time_kernel(stored, backend)
+        t_implicit = time_kernel(implicit, backend)
+        results["ms_per_step"][f"{backend}_stored"] = 1e3 * t_stored
+        results["ms_per_step"][f"{backend}_implicit"] = 1e3 * t_implicit
+        for name, seconds in (("stored", t_stored), ("implicit", t_implicit)):
+            ns = seconds / (N * C) * 1e9
+            print(f"  {backend:5s} {name:8s} mask            {1e3 * seconds:8.1f} ms   {ns:5.2f} ns/connection "
+                  f"({ns / GATHER_LIMIT_NS:4.2f}x the {GATHER_LIMIT_NS} ns gather limit)   "
+                  f"{scipy_time / seconds:4.2f}x faster than scipy")
+        print(f"  {backend:5s} implicit / stored: {t_implicit / t_stored:4.2f} (target <= 1.2)")
+    del stored
+    if backends:
+        peak = peak_memory(N, C, backends[0])
+        results["peak_rss_bytes_implicit"] = peak
+        print(f"  peak RSS, sample + simulate(N = {N}, C = {C}, implicit, {backends[0]}): {peak / 1e9:.2f} GB "
+              "(target < 2 GB)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""Eigenvalue spectra of sparse low-rank networks and their theory (SPEC section 5).
+
+For P_ij = w X_ij m_i . n_j with P(X_ij = 1) = 1 - s (Herbert & Ostojic):
+
+- outliers: the eigenvalues of the R x R matrix ``gain n^T m / N`` with
+  gain = w N (1 - s); for rank one and Gaussian (m, n),
+  lambda_1 = (1 - s) sigma_mn (w = 1 / N) or C sigma_mn (w = 1);
+- bulk: a disk of radius R with R^2 = w^2 s (1 - s) rho(V), V_ij = (m_i . n_j)^2,
+  the circular law with a variance profile applied to P - E[P]. For rank one,
+  rho(V) = sum_i m_i^2 n_i^2 = N E[m^2 n^2]; the paper's
+  R = sigma^2 sqrt(s (1 - s) / N) (w = 1 / N), sqrt(C) sigma^2 sqrt((N - C) / N)
+  (w = 1) takes E[m^2 n^2] = sigma^4, which holds when m and n are
+  independent. Jointly Gaussian m, n with covariance sigma_mn give
+  E[m^2 n^2] = sigma^4 + 2 sigma_mn^2: the bulk grows with the overlap
+  (``correlated=True``).
+- a dense Gaussian matrix J_ij ~ N(0, g^2 / N), sparsified: radius g sqrt(1 - s).
+"""
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import check_int
+from .network import LowRankRNN
+from .sparse import SparseLowRankRNN, _check_dense_fits
+
+#: Largest N for which :func:`eigenvalues` builds the dense matrix.
+MAX_DENSE_EIGENVALUES = 8000
+
+
+def _density(owner, n_neurons, sparsity, n_connections):
+    if (sparsity is None) == (n_connections is None):
+        raise ValueError(f"{owner} needs exactly one of sparsity and n_connections. "
+                         f"Got sparsity={sparsity!r}, n_connections={n_connections!r}.")
+    if n_connections is not None:
+        if n_neurons is None:
+            raise ValueError(f"{owner} needs n_neurons with n_connections (s = 1 - C / N).")
+        N = check_int(n_neurons, "n_neurons", minimum=1, owner=owner)
+        C = check_int(n_connections, "n_connections", minimum=1, maximum=N, owner=owner)
+        return C / N
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"The 'sparsity' parameter of {owner} must be a number in [0, 1). Got {sparsity!r} instead.")
+    return 1.0 - float(sparsity)
+
+
+def _scaling_weight(owner, scaling, n_neurons):
+    if scaling == "1/N":
+        if n_neurons is None:
+            raise ValueError(f"{owner} with scaling='1/N' needs n_neurons.")
+        return 1.0 / n_neurons
+    if scaling == "1":
+        return 1.0
+    raise ValueError(f"The 'scaling' parameter of {owner} must be '1/N' or '1'. Got {scaling!r} instead.")
+
+
+def predicted_outlier(covariance, *, sparsity=None, n_connections=None, n_neurons=None, scaling="1/N"):
+    """The outlier of a sparse rank-one network with overlap sigma_mn.
+
+    ::
+
+        lambda_1 = w N (1 - s) sigma_mn = (1 - s) sigma_mn      (w = 1 / N)
+                                        = C sigma_mn            (w = 1, C = N (1 - s))
+
+    Parameters
+    ----------
+    covariance : float
+        sigma_mn = E[m n].
+    sparsity : float, optional
+        s in [0, 1). Give this or ``n_connections``.
+    n_connections : int, optional
+        C (s = 1 - C / N; needs ``n_neurons``).
+    n_neurons : int, optional
+        N; needed with ``n_connections`` or ``scaling="1"``.
+    scaling : {"1/N", "1"}, default="1/N"
+
+    Returns
+    -------
+    float
+    """
+    density = _density("predicted_outlier", n_neurons, sparsity, n_connections)
+    if scaling == "1":
+        if n_neurons is None:
+            raise ValueError("predicted_outlier with scaling='1' needs n_neurons (the outlier is C sigma_mn).")
+        return float(n_neurons * density * covariance)
+    _scaling_weight("predicted_outlier", scaling, 1)
+    return float(density * covariance)
+
+
+def predicted_bulk_radius(variance, *, sparsity=None, n_connections=None, n_neurons=None, scaling="1/N",
+                          covariance=0.0, correlated=False):
+    """Radius of the eigenvalue bulk of a sparse rank-one network.
+
+    ::
+
+        R^2 = w^2 N^2 s (1 - s) E[m^2 n^2] / N
+        R   = sigma^2 sqrt(s (1 - s) / N)              (w = 1 / N, E[m^2 n^2] = sigma^4)
+            = sqrt(C) sigma^2 sqrt((N - C) / N)        (w = 1)
+
+    Parameters
+    ----------
+    variance : float
+        sigma^2 = Var m = Var n.
+    sparsity, n_connections, n_neurons, scaling
+        As in :func:`predicted_outlier`; n_neurons is always needed.
+    covariance : float, default=0
+        sigma_mn; used only with ``correlated=True``.
+    correlated : bool, default=False
+        False: the paper's formula, E[m^2 n^2] = sigma^4 (m, n independent).
+        True: jointly Gaussian m, n, E[m^2 n^2] = sigma^4 + 2 sigma_mn^2.
+
+    Returns
+    -------
+    float
+    """
+    if n_neurons is None:
+        raise ValueError("predicted_bulk_radius needs n_neurons (the bulk shrinks like 1 / sqrt(N) for w = 1 / N).")
+    density = _density("predicted_bulk_radius", n_neurons, sparsity, n_connections)
+    w = _scaling_weight("predicted_bulk_radius", scaling, n_neurons)
+    moment = variance**2 + (2.0 * covariance**2 if correlated else 0.0)
+    return float(math.sqrt(w * w * n_neurons * density * (1.0 - density) * moment))
+
+
+def predicted_random_radius(g, *, sparsity=None, n_connections=None, n_neurons=None):
+    """Radius g sqrt(1 - s) of a sparsified dense Gaussian matrix J_ij ~ N(0, g^2 / N)."""
+    density = _density("predicted_random_radius", n_neurons, sparsity, n_connections)
+    return float(g * math.sqrt(density))
+
+
+@dataclass
+class SpectrumTheory:
+    """Predicted spectrum of one sampled network.
+
+    Attributes
+    ----------
+    outliers : ndarray of shape (rank,), complex
+        Eigenvalues of gain n^T m / N, largest real part first.
+    bulk_radius : float
+        sqrt(w^2 s (1 - s) rho(V)), V_ij = (m_i . n_j)^2 (sample moments).
+    """
+
+    outliers: np.ndarray
+    bulk_radius: float
+
+
+def network_theory(network):
+    """The predicted outliers and bulk radius of a sampled network.
+
+    Uses the network's own loadings (finite-N overlaps and moments), so it
+    holds for correlated m and n and any rank::
+
+        outliers = eig(gain n^T m / N),  gain = w N (1 - s)
+        R^2      = w^2 s (1 - s) rho(V),  V_ij = (m_i . n_j)^2
+                 = w^2 s (1 - s) rho(B^T A),  A_i,(r,q) = m_ir m_iq,  B_j,(r,q) = n_jr n_jq
+
+    Parameters
+    ----------
+    network : SparseLowRankRNN or LowRankRNN
+        A dense network is s = 0 (no bulk).
+
+    Returns
+    -------
+    SpectrumTheory
+    """
+    if isinstance(network, LowRankRNN):
+        gain, weight, density = 1.0, 1.0 / network.n_neurons, 1.0
+    elif isinstance(network, SparseLowRankRNN):
+        gain, weight, density = network.gain, network.weight, network.mask.density
+    else:
+        raise TypeError(f"network must be a SparseLowRankRNN or a LowRankRNN. Got {type(network).__name__}.")
+    m = network.m.astype(np.float64)
+    n = network.n.astype(np.float64)
+    N, R = m.shape
+    outliers = np.linalg.eigvals(gain * (n.T @ m) / N)
+    outliers = outliers[np.argsort(-outliers.real)]
+    A = np.einsum("ir,iq->irq", m, m).reshape(N, R * R)
+    B = np.einsum("jr,jq->jrq", n, n).reshape(N, R * R)
+    rho = float(np.max(np.abs(np.linalg.eigvals(B.T @ A))))
+    radius = math.sqrt(weight * weight * density * (1.0 - density) * rho)
+    return SpectrumTheory(outliers=outliers.astype(complex), bulk_radius=radius)
+
+
+def eigenvalues(network):
+    """All N eigenvalues of the connectivity, from the dense matrix.
+
+    Parameters
+    ----------
+    network : SparseLowRankRNN or LowRankRNN
+        N <= MAX_DENSE_EIGENVALUES (8000: the dense O(N^3) solver).
+
+    Returns
+    -------
+    ndarray of shape (N,), complex
+        Sorted by decreasing modulus.
+    """
+    if not isinstance(network, (SparseLowRankRNN, LowRankRNN)):
+        raise TypeError(f"network must be a SparseLowRankRNN or a LowRankRNN. Got {type(network).__name__}.")
+    if network.n_neurons > MAX_DENSE_EIGENVALUES:
+        raise ValueError(
+            f"eigenvalues() computes all N eigenvalues of the dense matrix, for N <= {MAX_DENSE_EIGENVALUES}; "
+            f"this network has N = {network.n_neurons}. Use leading_eigenvalues() for the outliers and the "
+            "edge of the bulk of large networks."
+        )
+    _check_dense_fits(network.n_neurons, "eigenvalues()", copies=3)
+    values = np.linalg.eigvals(network.connectivity())
+    return values[np.argsort(-np.abs(values))]
+
+
+def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_threads=1, tol=1e-8, random_state=0):
+    """A few eigenvalues of a large sparse network, matrix-free (ARPACK).
+
+    The operator v -> P v runs on the sparse kernels (the mask is never
+    expanded, and no N x N matrix is formed).
+
+    Parameters
+    ----------
+    network : SparseLowRankRNN
+    k : int, optional
+        Number of eigenvalues (default rank + 4).
+    which : {"LR", "LM"}, default="LR"
+        Largest real part (the outliers) or largest modulus (the edge of the bulk).
+    backend : {"auto", "cpp", "numba", "numpy"}
+    n_threads : int
+    tol : float
+        ARPACK's relative tolerance.
+    random_state : int
+        Seed of the starting vector.
+
+    Returns
+    -------
+    ndarray of shape (k,), complex
+        Sorted by decreasing real part ("LR") or modulus ("LM").
+    """
+    from scipy.sparse.linalg import LinearOperator, eigs
+
+    from . import _backends
+    from ._kernels import simulate_sparse
+
+    if not isinstance(network, SparseLowRankRNN):
+        raise TypeError(f"network must be a SparseLowRankRNN. Got {type(network).__name__}.")
+    N = network.n_neurons
+    k = network.rank + 4 if k is None else check_int(k, "k", minimum=1, maximum=N - 2, owner="leading_eigenvalues")
+    if which not in ("LR", "LM"):
+        raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
+    if backend == "auto":
+        backend = "cpp" if _backends.extension_built("_simulate_sparse_cpp") else (
+            "numba" if "numba" in _backends.available_backends() else "numpy")
+    _, matvec = simulate_sparse.kernels(backend)
+    mask = network.mask._kernel_args()
+    m64 = np.ascontiguousarray(network.m_T, np.float64)
+    n64 = np.ascontiguousarray(network.n_T, np.float64)
+    weight = network.weight
+
+    def apply(v):
+        return matvec(mask, m64, n64, weight, np.ascontiguousarray(np.real(v), np.float64), n_threads=n_threads)
+
+    operator = LinearOperator((N, N), matvec=apply, dtype=np.float64)
+    v0 = np.random.default_rng(random_state).standard_normal(N)
+    values = eigs(operator, k=k, which=which, tol=tol, v0=v0, return_eigenvectors=False)
+    key = -values.real if which == "LR" else -np.abs(values)
+    return values[np.argsort(key)]
+
+
+def measured_bulk_radius(values, n_outliers=0, *, quantile=0.99):
+    """A robust bulk radius: a high quantile of the moduli, outliers removed.
+
+    The largest modulus overshoots the radius of the limiting disk at finite
+    N; a high quantile of |lambda| does not. The ``n_outliers`` eigenvalues of
+    largest real part are dropped first (they belong to the low-rank
+    structure when they lie outside the bulk).
+
+    Parameters
+    ----------
+    values : array-like of complex, shape (N,)
+        All eigenvalues (see :func:`eigenvalues`).
+    n_outliers : int, default=0
+    quantile : float in (0, 1], default=0.99
+
+    Returns
+    -------
+    float
+        The ``quantile`` of |lambda| over the remaining eigenvalues.
+    """
+    values = np.asarray(values)
+    n_outliers = check_int(n_outliers, "n_outliers", minimum=0, maximum=max(0, len(values) - 1),
+                           owner="measured_bulk_radius")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1]. Got {quantile!r}.")
+    order = np.argsort(-values.real)
+    bulk = values[order[n_outliers:]]
+    return float(np.quantile(np.abs(bulk), quantile))
+
+
+def plot_spectrum(values, *, theory=None, ax=None, unit_circle=True):
+    """Eigenvalues in the complex plane, with the predicted outliers and bulk circle.
+
+    Parameters
+    ----------
+    values : array-like of complex
+    theory : SpectrumTheory, optional
+        Draws the outliers (crosses) and the bulk circle of radius R.
+    ax : matplotlib Axes, optional
+    unit_circle : bool, default=True
+        Draws |lambda| = 1, the instability of the origin.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(values)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(values.real, values.imag, s=4, color="0.3", label="eigenvalues")
+    angle = np.linspace(0.0, 2.0 * np.pi, 400)
+    if theory is not None:
+        ax.plot(theory.bulk_radius * np.cos(angle), theory.bulk_radius * np.sin(angle), color="C1",
+                label=f"bulk R = {theory.bulk_radius:.3g}")
+        ax.scatter(theory.outliers.real, theory.outliers.imag, marker="x", s=60, color="C3",
+                   label="predicted outlier")
+    if unit_circle:
+        ax.plot(np.cos(angle), np.sin(angle), color="0.6", linestyle="--", linewidth=0.8, label="|lambda| = 1")
+    ax.set_aspect("equal")
+    ax.set_xlabel("Re lambda")
+    ax.set_ylabel("Im lambda")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+#: The regimes of the autonomous dynamics (SPEC section 5).
+REGIMES = ("decaying", "structured", "chaotic")
+
+
+def predicted_regime(variance, covariance, *, n_connections=None, sparsity=None, n_neurons=None, scaling="1",
+                     correlated=False):
+    """Regime of the autonomous dynamics predicted from the spectrum (SPEC section 5).
+
+    With lambda_1 = :func:`predicted_outlier` and R = :func:`predicted_bulk_radius`::
+
+        decaying    if lambda_1 < 1 and R < 1
+        structured  if lambda_1 > 1 and lambda_1 > R   (static activity along m)
+        chaotic     if R > 1 and R > lambda_1          (fluctuating activity)
+
+    Parameters
+    ----------
+    variance, covariance : float
+        sigma^2 and sigma_mn.
+    n_connections, sparsity, n_neurons, scaling, correlated
+        As in :func:`predicted_bulk_radius` (default ``scaling="1"``, the
+        high-sparsity scaling of Herbert & Ostojic Fig. 5).
+
+    Returns
+    -------
+    str
+        One of REGIMES.
+    """
+    outlier = predicted_outlier(covariance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
+                                scaling=scaling)
+    radius = predicted_bulk_radius(variance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
+                                   scaling=scaling, covariance=covariance, correlated=correlated)
+    if outlier <= 1.0 and radius <= 1.0:
+        return "decaying"
+    return "structured" if outlier > radius else "chaotic"
+
+
+def regime_diagram(variances, covariances, **kwargs):
+    """:func:`predicted_regime` over a grid: an array of shape (len(covariances), len(variances)) of str."""
+    return np.array([[predicted_regime(v, c, **kwargs) for v in variances] for c in covariances])
