@@ -52,6 +52,19 @@ def write_json_atomic(path, payload):
         raise
 
 
+def write_text_atomic(path, text):
+    """Write text to ``path`` through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".txt")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        _publish(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
 def save_figure_atomic(figure, path, dpi=120):
     """Save a matplotlib figure as PNG through a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))

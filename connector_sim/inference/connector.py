@@ -1,0 +1,542 @@
+"""Connector: the maximum-entropy connectivity distribution of a fitted low-rank RNN (SPEC section 3).
+
+From the latents kappa_t and the loadings (m_i, I_i, b_i) of a fitted
+network (LINT, velocity matching, or a ground truth):
+
+1. the marginal p(m, I, b) is learned by a flow-matching CNF on the rows
+   (m_i, I_i, b_i) (:class:`~connector_sim.inference.flows.FlowMatchingCNF`);
+2. the conditional mean nbar(m, I, b) = E[n | m, I, b] comes from the ridge
+   regression of the latent increments on phi(m^T kappa_t + I^T v_t + b)
+   over rows sampled from the marginal (SPEC section 3.4,
+   :mod:`~connector_sim.inference.conditional_mean`);
+3. the conditional p(n | m, I, b) is the maximum-entropy N(nbar, Sigma) for
+   a given conditional covariance Sigma (default), or a conditional CNF
+   trained on samples of it (``conditional="cnf"``, as in the paper).
+
+Sampling (m, I, b) from the marginal and n from the conditional gives
+networks of any size with the fitted network's mean-field dynamics (SPEC
+eq. 4, which depends on p(n | m, I, b) only through nbar).
+"""
+
+import numbers
+
+import numpy as np
+
+from .._validation import check_array, check_int, check_positive_scalar, check_random_state
+from ..activations import BUILTIN_ACTIVATIONS
+from ..distributions import Empirical, RowLayout, _Distribution
+from ..network import LowRankRNN
+from .conditional_mean import (
+    ConditionalMean,
+    conditional_covariance,
+    fit_conditional_mean,
+    gaussian_log_prob,
+    regression_data,
+    sample_conditional,
+)
+from .flows import FlowMatchingCNF, load_bundle, save_bundle, torch
+
+_OWNER = "Connector"
+CONDITIONALS = ("closed_form", "cnf")
+
+
+class Connector(_Distribution):
+    """Learn a connectivity distribution p(m, n, I, b) from a fitted network's dynamics.
+
+    scikit-learn style: the constructor stores settings, :meth:`fit` returns
+    ``self``, learned attributes end in ``_``. The fitted estimator is a
+    connectivity distribution like :class:`~connector_sim.Gaussian`: it has
+    a ``layout`` (rows ``[m, n, I, b]``, the bias always included),
+    :meth:`sample_rows` and :meth:`sample` (a :class:`~connector_sim.LowRankRNN`
+    of any size). For the mean field, pass a sampled network or
+    :meth:`empirical` rows to :func:`connector_sim.latent_velocity`, or use
+    :meth:`latent_flow`.
+
+    Parameters
+    ----------
+    conditional : {"closed_form", "cnf"}, default="closed_form"
+        How n is drawn given (m, I, b): "closed_form" draws
+        n ~ N(nbar(m, I, b), Sigma) with the ridge conditional mean;
+        "cnf" trains a conditional CNF on such draws (the paper's route;
+        slower, and only as good as its training).
+    n_covariance : float, array-like of shape (R,) or (R, R), or "residual", default=1.0
+        Sigma, the conditional covariance of n given (m, I, b): a scalar
+        (Sigma = s I), a diagonal, a full matrix, or "residual" (the
+        covariance of n_i - nbar(m_i, I_i, b_i) over the fitted network's
+        rows; needs n). Dynamics do not determine it (SPEC section 3.2).
+    lambda_prior : float, default=1e-4
+        lambda_p of the ridge regression, lambda = lambda_p N^2 / alpha^2
+        (paper: 1e-4).
+    ridge : float, optional
+        lambda itself, overriding ``lambda_prior``.
+    n_regression_samples : int, default=1000
+        Rows sampled from the marginal for the ridge regression (paper: 1,000).
+    max_time_points : int or None, default=2000
+        The regression uses at most this many (trial, time) points, drawn at
+        random without replacement (None: all). Evaluating nbar costs
+        O(T R) per neuron, so T bounds the cost of sampling large networks.
+    n_conditional_samples : int, optional
+        Training rows of the conditional CNF (``conditional="cnf"``); default
+        the number of fitted rows.
+    hidden, n_layers, n_epochs, batch_size, learning_rate, weight_decay, validation_fraction, patience,
+    n_steps, solver, n_threads
+        Of the CNFs, see :class:`~connector_sim.inference.flows.FlowMatchingCNF`
+        (paper: 4 x 128, 1,000 epochs, batch 64, midpoint, 10 steps).
+    conditional_epochs : int, optional
+        Epochs of the conditional CNF; default ``n_epochs``.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    random_state : None, int or numpy.random.Generator
+        Seeds the CNFs, the regression samples and the time-point subset.
+    verbose : bool or int, default=False
+        Training progress of the CNFs (stderr).
+
+    Attributes
+    ----------
+    layout_ : RowLayout
+        Rank R, inputs D, bias True.
+    marginal_ : FlowMatchingCNF
+        p(m, I, b) over rows [m, I, b].
+    conditional_mean_ : ConditionalMean
+        nbar(m, I, b).
+    conditional_ : FlowMatchingCNF or None
+        p(n | m, I, b) when ``conditional="cnf"``.
+    n_covariance_ : ndarray of shape (R, R)
+    alpha_, tau_ : float
+    activation_ : str
+    n_rows_ : int
+        Rows of the fitted network.
+    """
+
+    def __init__(self, *, conditional="closed_form", n_covariance=1.0, lambda_prior=1e-4, ridge=None,
+                 n_regression_samples=1000, max_time_points=2000, n_conditional_samples=None, hidden=128,
+                 n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3, weight_decay=1e-4,
+                 validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint", conditional_epochs=None,
+                 device="auto", random_state=None, verbose=False, n_threads=1):
+        self.conditional = conditional
+        self.n_covariance = n_covariance
+        self.lambda_prior = lambda_prior
+        self.ridge = ridge
+        self.n_regression_samples = n_regression_samples
+        self.max_time_points = max_time_points
+        self.n_conditional_samples = n_conditional_samples
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.n_steps = n_steps
+        self.solver = solver
+        self.conditional_epochs = conditional_epochs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.n_threads = n_threads
+
+    _CNF_PARAMS = ("hidden", "n_layers", "batch_size", "learning_rate", "weight_decay", "validation_fraction",
+                   "patience", "n_steps", "solver", "device", "verbose", "n_threads")
+    _PARAMS = ("conditional", "n_covariance", "lambda_prior", "ridge", "n_regression_samples", "max_time_points",
+               "n_conditional_samples", "n_epochs", "conditional_epochs", "random_state") + _CNF_PARAMS
+
+    def get_params(self):
+        """The constructor parameters, as a dict (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def _cnf(self, n_epochs, seed):
+        return FlowMatchingCNF(n_epochs=n_epochs, random_state=seed,
+                               **{name: getattr(self, name) for name in self._CNF_PARAMS})
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, network, kappa=None, inputs=None, *, v=None, v0=None, alpha=0.1, kappa0=None, n_sim_steps=100):
+        """Fit from a network and its latent trajectories.
+
+        Parameters
+        ----------
+        network : LowRankRNN
+            The fitted network: its rows (m_i, I_i, b_i) are the samples of
+            the marginal, and its tau and activation are those of the
+            sampled networks.
+        kappa : array-like of shape (n_trials, T + 1, R) or (T + 1, R), optional
+            The network's noise-free latent trajectories. When omitted, the
+            network is simulated for ``n_sim_steps`` steps with
+            ``dt = alpha tau`` from ``kappa0`` (default: 400 random points in
+            the box |kappa_r| <= 1.2 mean |n_i|, which holds every fixed point).
+        inputs, v, v0
+            Inputs of the trajectories, see :meth:`fit_latents`.
+        alpha : float, default=0.1
+            dt / tau of the trajectories.
+        kappa0 : array-like of shape (n_trials, R), optional
+        n_sim_steps : int, default=100
+
+        Returns
+        -------
+        self
+        """
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"network must be a LowRankRNN (use fit_latents for raw arrays). Got "
+                            f"{type(network).__name__}.")
+        if kappa is None:
+            from ..simulate import simulate
+
+            alpha = check_positive_scalar(alpha, "alpha", owner=_OWNER)
+            if kappa0 is None:
+                extent = 1.2 * float(np.mean(np.linalg.norm(network.n, axis=1)))
+                rng = np.random.default_rng(0)
+                kappa0 = rng.uniform(-extent, extent, size=(400, network.rank))
+            n_sim_steps = check_int(n_sim_steps, "n_sim_steps", minimum=1, owner=_OWNER)
+            result = simulate(network, None if inputs is not None else n_sim_steps, dt=alpha * network.tau,
+                              kappa0=kappa0, inputs=inputs, v0=v0)
+            kappa, inputs, v, v0 = result.kappa, None, result.v, None
+        return self.fit_latents(kappa, network.m, I=network.I, b=network.b, n=network.n, inputs=inputs, v=v,
+                                v0=v0, alpha=alpha, tau=network.tau, activation=network.activation)
+
+    def fit_latents(self, kappa, m, *, I=None, b=None, n=None, inputs=None, v=None, v0=None, alpha=0.1, tau=1.0,
+                    activation="tanh"):
+        """Fit from latent trajectories and loadings given as arrays.
+
+        Parameters
+        ----------
+        kappa : array-like of shape (n_trials, T + 1, R) or (T + 1, R)
+            Latent trajectories; at least two time points.
+        m : array-like of shape (N, R)
+        I : array-like of shape (N, D), optional
+        b : array-like of shape (N,), optional (zero)
+        n : array-like of shape (N, R), optional
+            Only needed for ``n_covariance="residual"``.
+        inputs : array-like of shape (n_trials, T, D) or (T, D), optional
+            Raw inputs u_t of the trajectories.
+        v : array-like of shape (n_trials, T + 1, D) or (T + 1, D), optional
+            Filtered inputs instead of ``inputs``.
+        v0 : array-like, optional
+            Filtered input at t = 0 with ``inputs``.
+        alpha : float, default=0.1
+        tau : float, default=1.0
+            Time constant given to sampled networks.
+        activation : {"tanh", "relu", "identity"}, default="tanh"
+
+        Returns
+        -------
+        self
+        """
+        params = self._check_params()
+        alpha = check_positive_scalar(alpha, "alpha", owner=_OWNER)
+        if alpha > 1:
+            raise ValueError(f"alpha = dt / tau must be in (0, 1]. Got {alpha!r}.")
+        tau = check_positive_scalar(tau, "tau", owner=_OWNER)
+        if not isinstance(activation, str) or activation not in BUILTIN_ACTIVATIONS:
+            raise ValueError(f"{_OWNER} supports the activations {list(BUILTIN_ACTIVATIONS)}. Got {activation!r}.")
+        m, I, b, n = self._check_loadings(m, I, b, n)
+        N, R = m.shape
+        D = I.shape[1]
+        kappa_array = np.asarray(kappa)
+        if kappa_array.ndim in (2, 3) and kappa_array.shape[-1] != R:
+            raise ValueError(f"kappa and the loadings disagree on the rank: kappa has {kappa_array.shape[-1]} latent "
+                             f"dimension(s) (shape {kappa_array.shape}) but m has {R} column(s) (shape {m.shape}). "
+                             "kappa's last axis must have size R = m.shape[1].")
+        points, v_points, increments = regression_data(kappa, alpha, inputs=inputs, v=v, v0=v0)
+        if v_points.shape[1] != D:
+            raise ValueError(f"The inputs and the loadings disagree: I has {D} column(s) (shape {I.shape}) but the "
+                             f"inputs have {v_points.shape[1]} dimension(s). Give one input dimension per column "
+                             "of I (or no inputs when D = 0).")
+        mIb = np.hstack([m, I, b[:, None]])
+        dim = mIb.shape[1]
+        if N < dim + 1:
+            raise ValueError(f"{_OWNER} needs more neurons than dimensions of (m, I, b) to learn their density: "
+                             f"at least {dim + 1} rows for R + D + 1 = {dim}. Got {N}.")
+        rng = check_random_state(self.random_state)
+
+        self.layout_ = RowLayout(R, D, bias=True)
+        self.alpha_, self.tau_, self.activation_, self.n_rows_ = alpha, tau, activation, N
+        self.marginal_ = self._cnf(params["n_epochs"], rng).fit(mIb)
+
+        if params["max_time_points"] is not None and len(points) > params["max_time_points"]:
+            keep = np.sort(rng.choice(len(points), params["max_time_points"], replace=False))
+            points, v_points, increments = points[keep], v_points[keep], increments[keep]
+        regression_rows = self.marginal_.sample(params["n_regression_samples"], random_state=rng)
+        self.conditional_mean_ = fit_conditional_mean(
+            regression_rows[:, :R], points, increments, I=regression_rows[:, R:R + D], b=regression_rows[:, R + D],
+            v_points=v_points, alpha=alpha, lambda_prior=self.lambda_prior, ridge=self.ridge, activation=activation)
+
+        if isinstance(self.n_covariance, str):
+            if self.n_covariance != "residual":
+                raise ValueError(f"n_covariance must be a number, a vector, a matrix or 'residual'. "
+                                 f"Got {self.n_covariance!r}.")
+            if n is None:
+                raise ValueError("n_covariance='residual' needs the fitted network's left factors n.")
+            residual = n - self.conditional_mean_.from_rows(mIb)
+            sigma = np.atleast_2d(np.cov(residual, rowvar=False))
+        else:
+            sigma = self.n_covariance
+        self.n_covariance_, self._n_factor = conditional_covariance(sigma, R)
+
+        self.conditional_ = None
+        if self.conditional == "cnf":
+            count = N if self.n_conditional_samples is None else params["n_conditional_samples"]
+            condition = self.marginal_.sample(count, random_state=rng)
+            targets = sample_conditional(self.conditional_mean_.from_rows(condition), self._n_factor, rng)
+            epochs = params["n_epochs"] if self.conditional_epochs is None else params["conditional_epochs"]
+            self.conditional_ = self._cnf(epochs, rng).fit(targets, condition=condition)
+        return self
+
+    def _check_params(self):
+        if self.conditional not in CONDITIONALS:
+            raise ValueError(f"The 'conditional' parameter of {_OWNER} must be one of {list(CONDITIONALS)}. "
+                             f"Got {self.conditional!r} instead.")
+        params = {"n_epochs": check_int(self.n_epochs, "n_epochs", minimum=1, owner=_OWNER),
+                  "n_regression_samples": check_int(self.n_regression_samples, "n_regression_samples", minimum=2,
+                                                    owner=_OWNER)}
+        params["max_time_points"] = (None if self.max_time_points is None else
+                                     check_int(self.max_time_points, "max_time_points", minimum=1, owner=_OWNER))
+        if self.n_conditional_samples is not None:
+            params["n_conditional_samples"] = check_int(self.n_conditional_samples, "n_conditional_samples",
+                                                        minimum=2, owner=_OWNER)
+        if self.conditional_epochs is not None:
+            params["conditional_epochs"] = check_int(self.conditional_epochs, "conditional_epochs", minimum=1,
+                                                     owner=_OWNER)
+        return params
+
+    @staticmethod
+    def _check_loadings(m, I, b, n):
+        m = np.asarray(m)
+        if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+            raise ValueError(f"m must have shape (n_neurons, R) with R >= 1. Got shape {m.shape}.")
+        m = check_array(m, "m", ndim=2, dtype=np.float64)
+        N, R = m.shape
+        I = np.zeros((N, 0)) if I is None else check_array(I, "I", ndim=2, dtype=np.float64, shape=(N, None))
+        b = np.zeros(N) if b is None else check_array(b, "b", ndim=1, dtype=np.float64, shape=(N,))
+        if n is not None:
+            n = check_array(n, "n", ndim=2, dtype=np.float64, shape=(N, R))
+        return m, I, b, n
+
+    # ------------------------------------------------------------------ the distribution
+
+    def _check_fitted(self):
+        if not hasattr(self, "marginal_"):
+            raise RuntimeError(f"This {_OWNER} is not fitted yet. Call fit(network, kappa) or fit_latents(...) first.")
+
+    @property
+    def layout(self):
+        """Rows ``[m, n, I, b]`` (bias included), as for the other distributions."""
+        self._check_fitted()
+        return self.layout_
+
+    def _split(self, mIb):
+        R, D = self.layout_.rank, self.layout_.n_inputs
+        return mIb[:, :R], mIb[:, R:R + D], mIb[:, R + D]
+
+    def conditional_mean(self, mIb):
+        """nbar(m, I, b) = E[n | m, I, b] for rows [m, I, b] of shape (N, R + D + 1); returns (N, R)."""
+        self._check_fitted()
+        return self.conditional_mean_.from_rows(mIb)
+
+    def _rows(self, mIb, n):
+        m, I, b = self._split(mIb)
+        return np.hstack([m, n, I, b[:, None]])
+
+    def _draw(self, count, rng):
+        mIb = self.marginal_.sample(count, random_state=rng)
+        if self.conditional_ is None:
+            n = sample_conditional(self.conditional_mean_.from_rows(mIb), self._n_factor, rng)
+        else:
+            n = self.conditional_.sample(condition=mIb, random_state=rng)
+        return self._rows(mIb, n), np.zeros(count, np.int64)
+
+    def sample_rows(self, n_samples, random_state=None):
+        """Draw neuron rows [m, n, I, b]: (m, I, b) from the marginal CNF, then n given them.
+
+        Returns
+        -------
+        rows : ndarray of shape (n_samples, 2R + D + 1)
+        labels : ndarray of shape (n_samples,)
+            Zeros (a Connector is one population; cluster the rows with
+            :func:`connector_sim.find_cell_types` for cell types).
+        """
+        self._check_fitted()
+        return super().sample_rows(n_samples, random_state)
+
+    def sample(self, n_neurons, random_state=None, *, return_rows=False, return_labels=False, dtype=np.float64,
+               tau=None, activation=None):
+        """Sample a network of ``n_neurons`` neurons from the learned distribution.
+
+        Parameters
+        ----------
+        n_neurons : int
+            Any size (it need not be the fitted network's).
+        random_state : None, int or numpy.random.Generator
+            The same seed gives the same network (also after save/load).
+        return_rows : bool, default=False
+            Also return the rows [m, n, I, b] (float64).
+        return_labels : bool, default=False
+            Also return labels (zeros), as the other distributions do.
+        dtype : float32 or float64
+        tau, activation : optional
+            Default: those of the fitted network.
+
+        Returns
+        -------
+        network : LowRankRNN
+        rows : ndarray of shape (n_neurons, 2R + D + 1), only if ``return_rows``
+        labels : ndarray of shape (n_neurons,), only if ``return_labels``
+        """
+        self._check_fitted()
+        n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner=f"{_OWNER}.sample")
+        rows, labels = self._draw(n_neurons, check_random_state(random_state))
+        layout = self.layout_
+        network = LowRankRNN(rows[:, layout.m], rows[:, layout.n], rows[:, layout.I], rows[:, layout.b][:, 0],
+                             tau=self.tau_ if tau is None else tau,
+                             activation=self.activation_ if activation is None else activation, dtype=dtype)
+        out = (network,) + ((rows,) if return_rows else ()) + ((labels,) if return_labels else ())
+        return out[0] if len(out) == 1 else out
+
+    def empirical(self, n_samples=100_000, random_state=0, *, conditional_mean=False):
+        """An :class:`~connector_sim.Empirical` distribution of ``n_samples`` rows of this one.
+
+        With ``conditional_mean=True`` each row's n is nbar(m, I, b) rather
+        than a draw around it: the mean field (SPEC eq. 4) depends on
+        p(n | m, I, b) only through nbar, so this has the same mean field
+        with less sampling noise (but not the same per-neuron n).
+        """
+        self._check_fitted()
+        if conditional_mean:
+            n_samples = check_int(n_samples, "n_samples", minimum=1, owner=f"{_OWNER}.empirical")
+            mIb = self.marginal_.sample(n_samples, random_state=check_random_state(random_state))
+            rows = self._rows(mIb, self.conditional_mean_.from_rows(mIb))
+        else:
+            rows, _ = self.sample_rows(n_samples, random_state)
+        layout = self.layout_
+        return Empirical(rows, rank=layout.rank, n_inputs=layout.n_inputs, bias=True)
+
+    def latent_flow(self, v=None, *, n_samples=100_000, random_state=0, **options):
+        """The learned mean-field flow kappa -> dkappa/dt (SPEC eq. 4), by Monte Carlo.
+
+        ::
+
+            dkappa/dt = -kappa + E[ nbar(m, I, b) phi(m^T kappa + I^T v + b) ]
+
+        averaged over ``n_samples`` draws of (m, I, b) from the marginal (see
+        :meth:`empirical` with ``conditional_mean=True``); the other options
+        go to :func:`connector_sim.latent_flow`.
+        """
+        from ..mean_field import latent_flow
+
+        source = self.empirical(n_samples, random_state, conditional_mean=True)
+        options.setdefault("activation", self.activation_)
+        return latent_flow(source, v, **options)
+
+    def log_prob(self, rows, *, n_steps=None):
+        """log p(m, n, I, b) = log p(m, I, b) + log p(n | m, I, b) of neuron rows.
+
+        The marginal term is the CNF's (reverse ODE with the exact
+        divergence); the conditional term is log N(n; nbar, Sigma) (needs a
+        non-singular Sigma) or the conditional CNF's.
+
+        Parameters
+        ----------
+        rows : array-like of shape (n_rows, 2R + D + 1)
+            Rows [m, n, I, b] (for a network: ``network.rows()``).
+        n_steps : int, optional
+            ODE steps of the CNF densities.
+
+        Returns
+        -------
+        ndarray of shape (n_rows,)
+        """
+        self._check_fitted()
+        layout = self.layout_
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != layout.dim:
+            raise ValueError(f"rows must have shape (n_rows, {layout.dim}) = [m (R={layout.rank}), n, "
+                             f"I (D={layout.n_inputs}), b]. Got shape {rows.shape}.")
+        rows = check_array(rows, "rows", ndim=2, dtype=np.float64)
+        mIb = rows[:, layout.mIb]
+        n = rows[:, layout.n]
+        marginal = self.marginal_.log_prob(mIb, n_steps=n_steps)
+        if self.conditional_ is None:
+            return marginal + gaussian_log_prob(n, self.conditional_mean_.from_rows(mIb), self.n_covariance_)
+        return marginal + self.conditional_.log_prob(n, condition=mIb, n_steps=n_steps)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Write the fitted Connector to the folder ``path``.
+
+        ``config.json`` holds the parameters and fitted metadata;
+        ``weights.pt`` a dict of tensors (CNF state dicts, standardisation,
+        the regression's points and weights, Sigma), read back with
+        ``torch.load(weights_only=True)``: loading runs no pickled code.
+        Each file is written to a temporary file and moved into place
+        (``os.replace``), the config last.
+        """
+        self._check_fitted()
+        marginal_config, marginal_tensors = self.marginal_.get_state()
+        tensors = {f"marginal.{k}": v for k, v in marginal_tensors.items()}
+        config = {
+            "kind": _OWNER,
+            "params": _json_params(self.get_params()),
+            "rank": self.layout_.rank, "n_inputs": self.layout_.n_inputs,
+            "alpha": self.alpha_, "tau": self.tau_, "activation": self.activation_, "n_rows": self.n_rows_,
+            "marginal": marginal_config, "conditional": None,
+        }
+        if self.conditional_ is not None:
+            conditional_config, conditional_tensors = self.conditional_.get_state()
+            config["conditional"] = conditional_config
+            tensors.update({f"conditional.{k}": v for k, v in conditional_tensors.items()})
+        cm = self.conditional_mean_
+        tensors.update({"conditional_mean.points": torch.as_tensor(cm.points),
+                        "conditional_mean.v_points": torch.as_tensor(cm.v_points),
+                        "conditional_mean.weights": torch.as_tensor(cm.weights),
+                        "n_covariance": torch.as_tensor(self.n_covariance_)})
+        save_bundle(path, config, tensors)
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Read a Connector written by :meth:`save` (no training data or pickled code needed)."""
+        from .flows import FlowMatchingCNF as Flow
+
+        config, tensors = load_bundle(path, _OWNER)
+        params = dict(config["params"])
+        params["device"] = device
+        connector = cls(**params)
+
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        connector.layout_ = RowLayout(int(config["rank"]), int(config["n_inputs"]), bias=True)
+        connector.alpha_, connector.tau_ = float(config["alpha"]), float(config["tau"])
+        connector.activation_, connector.n_rows_ = config["activation"], int(config["n_rows"])
+        connector.marginal_ = Flow.from_state(config["marginal"], part("marginal."), device=device)
+        connector.conditional_ = (None if config["conditional"] is None else
+                                  Flow.from_state(config["conditional"], part("conditional."), device=device))
+        connector.conditional_mean_ = ConditionalMean(tensors["conditional_mean.points"].numpy(),
+                                                      tensors["conditional_mean.v_points"].numpy(),
+                                                      tensors["conditional_mean.weights"].numpy(),
+                                                      connector.activation_)
+        connector.n_covariance_, connector._n_factor = conditional_covariance(
+            tensors["n_covariance"].numpy().astype(np.float64), connector.layout_.rank)
+        return connector
+
+    def __repr__(self):
+        if not hasattr(self, "marginal_"):
+            return f"{_OWNER}(conditional={self.conditional!r}, unfitted)"
+        return (f"{_OWNER}(rank={self.layout_.rank}, n_inputs={self.layout_.n_inputs}, "
+                f"conditional={self.conditional!r}, fitted on {self.n_rows_} rows)")
+
+
+def _json_params(params):
+    """Parameters as JSON values; a Generator random_state cannot be stored and becomes None."""
+    out = {}
+    for name, value in params.items():
+        if name == "random_state" and not (value is None or isinstance(value, numbers.Integral)):
+            value = None
+        elif name == "device" and not isinstance(value, str):
+            value = str(value)
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        out[name] = value
+    return out
+
+
+__all__ = ["Connector"]

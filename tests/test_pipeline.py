@@ -1,0 +1,30 @@
+"""The Connector pipeline (paper section 6.1) end to end, in its quick version."""
+
+import json
+
+import numpy as np
+import pytest
+
+from connector_sim.cli import main
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_a_consistent_report(tmp_path):
+    assert main(["demo", "--quick", "--skip-simulation", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "connector.json").read_text())
+    for name in ("connector_flow_fields.png", "cell_types.png", "connector.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    # LINT on noise-free rates recovers the latents up to a linear map.
+    assert report["lint"]["latent_alignment_r2"] > 0.95
+    # The ground truth has its four attractors; so does the Connector sample's mean field.
+    assert report["n_stable_fixed_points"]["ground truth"] == 4
+    assert report["n_stable_fixed_points"]["Connector"] == 4
+    # Each ground truth is closest to the Connector fit of itself.
+    matrix = np.array(report["dissimilarity"]["matrix"])
+    assert matrix.shape == (4, 4)
+    assert all(report["dissimilarity"]["diagonal_is_row_minimum"])
+    assert np.all(matrix >= -1e-6)
+    # Silencing a cell type leaves at least one attractor per type, and the types cover all neurons.
+    fractions = [entry["fraction_of_neurons"] for entry in report["silencing"].values()]
+    assert sum(fractions) == pytest.approx(1.0)
+    assert all(entry["n_stable"] >= 1 for entry in report["silencing"].values())
