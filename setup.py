@@ -25,6 +25,7 @@ NATIVE = os.environ.get("CONNECTOR_SIM_NATIVE", "") not in ("", "0")
 OPTIONAL = not STRICT
 
 CPP_HEADERS = sorted(glob.glob("cpp/include/connector_sim/*.hpp"))
+PYBIND_HEADERS = sorted(glob.glob("src/pybind/*.hpp"))  # array_checks.hpp, shared by the bindings
 COMPILE_ARGS = ["-O3", "-fopenmp", "-fno-math-errno"] + (["-march=native"] if NATIVE else [])
 LINK_ARGS = ["-fopenmp"]
 
@@ -44,7 +45,7 @@ def pybind_extensions():
             f"connector_sim._ext.{stem}",
             [source],
             include_dirs=["cpp/include"],
-            depends=CPP_HEADERS,
+            depends=CPP_HEADERS + PYBIND_HEADERS,
             # An explicit standard: pybind11's automatic probe raises when
             # there is no compiler, before ``optional`` can apply.
             cxx_std=17,

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "array_checks.hpp"
 #include "connector_sim/flow_field.hpp"
 #include "connector_sim/simd_math.hpp"
 
@@ -20,50 +21,11 @@ namespace ff = connector_sim::flow_field;
 
 namespace {
 
-std::string shape_string(const std::vector<py::ssize_t>& shape) {
-  std::string text = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    text += std::to_string(shape[i]);
-    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
-  }
-  return text + ")";
-}
-
-std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
-
-// The shape of `a` after checking its number of dimensions.
-std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
-  if (a.ndim() != ndim) {
-    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
-                                shape_string(shape_of(a)));
-  }
-  return shape_of(a);
-}
-
-// Checks dtype, layout and shape of an array the kernel reads or writes.
-template <typename T>
-void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
-  if (!py::isinstance<py::array_t<T>>(a)) {
-    throw std::invalid_argument(std::string(name) + " must have dtype " +
-                                py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
-                                py::str(a.dtype()).cast<std::string>());
-  }
-  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-  if ((a.flags() & required) != required) {
-    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
-  }
-  if (shape_of(a) != shape) {
-    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
-                                shape_string(shape_of(a)));
-  }
-  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-}
-
-template <typename T>
-const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
-  check<T>(a, name, shape, false);
-  return static_cast<const T*>(a.data());
-}
+using array_checks::check;
+using array_checks::dims;
+using array_checks::input;
+using array_checks::shape_of;
+using array_checks::shape_string;
 
 template <typename T>
 void flow_field_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,

@@ -8,11 +8,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "array_checks.hpp"
 #include "connector_sim/counter_rng.hpp"
 #include "connector_sim/simd_math.hpp"
 #include "connector_sim/simulate_dense.hpp"
@@ -22,55 +24,12 @@ namespace cs = connector_sim;
 
 namespace {
 
-std::string shape_string(const std::vector<py::ssize_t>& shape) {
-  std::string text = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    text += std::to_string(shape[i]);
-    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
-  }
-  return text + ")";
-}
-
-std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
-
-// The shape of `a` after checking its number of dimensions.
-std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
-  if (a.ndim() != ndim) {
-    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
-                                shape_string(shape_of(a)));
-  }
-  return shape_of(a);
-}
-
-// Checks dtype, layout and shape of an array the kernel reads or writes in place.
-template <typename T>
-void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
-  if (!py::isinstance<py::array_t<T>>(a)) {
-    throw std::invalid_argument(std::string(name) + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
-                                ", got " + py::str(a.dtype()).cast<std::string>());
-  }
-  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-  if ((a.flags() & required) != required) {
-    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
-  }
-  if (shape_of(a) != shape) {
-    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
-                                shape_string(shape_of(a)));
-  }
-  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-}
-
-template <typename T>
-const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
-  check<T>(a, name, shape, false);
-  return static_cast<const T*>(a.data());
-}
-
-template <typename T>
-T* output(py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
-  check<T>(a, name, shape, true);
-  return static_cast<T*>(a.mutable_data());
-}
+using array_checks::check;
+using array_checks::dims;
+using array_checks::input;
+using array_checks::output;
+using array_checks::shape_of;
+using array_checks::shape_string;
 
 // The loadings m_T (R, N), n_T (R, N), I_T (D, N), b (N,).
 template <typename T>
@@ -220,14 +179,26 @@ CONNECTOR_SIM_TARGET_CLONES void tanh_f64(const double* x, double* out, std::int
   for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
 }
 
-CONNECTOR_SIM_TARGET_CLONES void normal_f32(std::uint64_t key, float* out, std::int64_t n) {
+// out[i] = standard_normal_from_bits(unit_bits(key, i)), chunk by chunk as
+// the full path draws its noise.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void normal_chunks(std::uint64_t key, T* out, std::int64_t n) {
+  const std::uint64_t* __restrict steps = cs::golden_steps<cs::CHUNK>.value;
+  for (std::int64_t c0 = 0; c0 < n; c0 += cs::CHUNK) {
+    const std::int64_t len = std::min(cs::CHUNK, n - c0);
+    const std::uint64_t counter = cs::unit_counter(key, c0);
+    T* __restrict chunk = out + c0;
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::standard_normal_from_bits<float>(cs::unit_bits(key, i));
+    for (std::int64_t j = 0; j < len; ++j) chunk[j] = cs::standard_normal_from_bits<T>(cs::mix64(counter + steps[j]));
+  }
+}
+
+CONNECTOR_SIM_TARGET_CLONES void normal_f32(std::uint64_t key, float* out, std::int64_t n) {
+  normal_chunks(key, out, n);
 }
 
 CONNECTOR_SIM_TARGET_CLONES void normal_f64(std::uint64_t key, double* out, std::int64_t n) {
-#pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) out[i] = cs::standard_normal_from_bits<double>(cs::unit_bits(key, i));
+  normal_chunks(key, out, n);
 }
 
 py::array simd_tanh(py::array x) {

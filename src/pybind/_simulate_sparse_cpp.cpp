@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "array_checks.hpp"
 #include "connector_sim/simulate_sparse.hpp"
 
 namespace py = pybind11;
@@ -20,54 +21,11 @@ namespace cs = connector_sim;
 
 namespace {
 
-std::vector<py::ssize_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
-
-std::string shape_string(const std::vector<py::ssize_t>& shape) {
-  std::string text = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    text += std::to_string(shape[i]);
-    text += (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
-  }
-  return text + ")";
-}
-
-std::vector<py::ssize_t> dims(const py::array& a, const char* name, py::ssize_t ndim) {
-  if (a.ndim() != ndim) {
-    throw std::invalid_argument(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got shape " +
-                                shape_string(shape_of(a)));
-  }
-  return shape_of(a);
-}
-
-template <typename T>
-void check(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape, bool output) {
-  if (!py::isinstance<py::array_t<T>>(a)) {
-    throw std::invalid_argument(std::string(name) + " must have dtype " +
-                                py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
-                                py::str(a.dtype()).cast<std::string>());
-  }
-  const int required = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-  if ((a.flags() & required) != required) {
-    throw std::invalid_argument(std::string(name) + " must be C-contiguous and aligned (np.ascontiguousarray)");
-  }
-  if (shape_of(a) != shape) {
-    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
-                                shape_string(shape_of(a)));
-  }
-  if (output && !a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
-}
-
-template <typename T>
-const T* input(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
-  check<T>(a, name, shape, false);
-  return static_cast<const T*>(a.data());
-}
-
-template <typename T>
-T* output(py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
-  check<T>(a, name, shape, true);
-  return static_cast<T*>(a.mutable_data());
-}
+using array_checks::dims;
+using array_checks::input;
+using array_checks::output;
+using array_checks::shape_of;
+using array_checks::shape_string;
 
 // The mask arrays of one mode: strata (C + 1,) for "fixed", indptr (N + 1,)
 // and indices (nnz,) for "csr"; the others may be empty.

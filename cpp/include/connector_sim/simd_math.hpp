@@ -19,8 +19,12 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CONNECTOR_SIM_ALWAYS_INLINE inline __attribute__((always_inline))
+#define CONNECTOR_SIM_LAMBDA_INLINE __attribute__((always_inline))
+#define CONNECTOR_SIM_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 3)
 #else
 #define CONNECTOR_SIM_ALWAYS_INLINE inline
+#define CONNECTOR_SIM_LAMBDA_INLINE
+#define CONNECTOR_SIM_PREFETCH_FOR_WRITE(address)
 #endif
 
 // Runtime dispatch: functions marked CONNECTOR_SIM_TARGET_CLONES get an
@@ -102,6 +106,20 @@ CONNECTOR_SIM_ALWAYS_INLINE T horner(const T (&c)[n], T y) {
   return p;
 }
 
+// cond ? a : b with both a and b already computed, by a bit mask: gcc does
+// not if-convert a floating-point `cond ? a : b` whose operands it would have
+// to compute speculatively (default -ftrapping-math), and a loop with a
+// branch stays scalar ("control flow in loop"); the mask makes it a blend.
+CONNECTOR_SIM_ALWAYS_INLINE float select(bool cond, float a, float b) {
+  const std::uint32_t mask = std::uint32_t{0} - static_cast<std::uint32_t>(cond);
+  return bit_cast<float>((bit_cast<std::uint32_t>(a) & mask) | (bit_cast<std::uint32_t>(b) & ~mask));
+}
+
+CONNECTOR_SIM_ALWAYS_INLINE double select(bool cond, double a, double b) {
+  const std::uint64_t mask = std::uint64_t{0} - static_cast<std::uint64_t>(cond);
+  return bit_cast<double>((bit_cast<std::uint64_t>(a) & mask) | (bit_cast<std::uint64_t>(b) & ~mask));
+}
+
 // np.clip(x, -c, c) for c > 0 (NaN stays NaN), by integer operations on the
 // bits: with gcc's default -ftrapping-math a floating-point select such as
 // std::min(std::max(x, -c), c) is turned into branches that the vectoriser
@@ -157,7 +175,7 @@ CONNECTOR_SIM_ALWAYS_INLINE float log_approx(float x, float x_minus_one) {
   const std::uint32_t bits = bit_cast<std::uint32_t>(x);
   const std::int32_t k = static_cast<std::int32_t>(bits - SQRT_HALF_BITS_F32) >> 23;
   const float m = bit_cast<float>(bits - (static_cast<std::uint32_t>(k) << 23));
-  const float f = k == 0 ? x_minus_one : m - 1.0f;
+  const float f = select(k == 0, x_minus_one, m - 1.0f);
   const float s = f / (2.0f + f);
   return static_cast<float>(k) * static_cast<float>(LN2) + 2.0f * s * horner(ATANH_TAYLOR_F32, s * s);
 }
@@ -171,7 +189,7 @@ CONNECTOR_SIM_ALWAYS_INLINE double log_approx(double x, double x_minus_one) {
   const std::uint64_t k_biased = (bits - SQRT_HALF_BITS_F64 + (std::uint64_t{1024} << 52)) >> 52;
   const double k = (bit_cast<double>(k_biased | bit_cast<std::uint64_t>(0x1p52)) - 0x1p52) - 1024.0;
   const double m = bit_cast<double>(bits - ((k_biased - 1024u) << 52));
-  const double f = k == 0.0 ? x_minus_one : m - 1.0;
+  const double f = select(k_biased == 1024u, x_minus_one, m - 1.0);
   const double s = f / (2.0 + f);
   return k * LN2_HI + (k * LN2_LO + 2.0 * s * horner(ATANH_TAYLOR_F64, s * s));
 }
@@ -182,19 +200,25 @@ CONNECTOR_SIM_ALWAYS_INLINE T log_approx(T x) {
   return log_approx(x, x - T(1));
 }
 
-// np.cos(2 pi u) for |u| < 2^22: cos(2 pi s) with s = u - round(u) in
-// [-1/2, 1/2] equals sin(2 pi c), c = 1/4 - |s| in [-1/4, 1/4], by an odd
-// Taylor polynomial on [-pi/2, pi/2].
-CONNECTOR_SIM_ALWAYS_INLINE float cos_2pi(float u) {
-  const float s = u - ((u + ROUND_SHIFT_F32) - ROUND_SHIFT_F32);
+// np.cos(2 pi s) for |s| <= 1/2: sin(2 pi c), c = 1/4 - |s| in [-1/4, 1/4],
+// by an odd Taylor polynomial on [-pi/2, pi/2].
+CONNECTOR_SIM_ALWAYS_INLINE float cos_2pi_reduced(float s) {
   const float y = static_cast<float>(TWO_PI) * (0.25f - std::fabs(s));
   return y * horner(SIN_TAYLOR_F32, y * y);
 }
 
-CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi(double u) {
-  const double s = u - ((u + ROUND_SHIFT_F64) - ROUND_SHIFT_F64);
+CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi_reduced(double s) {
   const double y = TWO_PI * (0.25 - std::fabs(s));
   return y * horner(SIN_TAYLOR_F64, y * y);
+}
+
+// np.cos(2 pi u) for |u| < 2^22: cos_2pi_reduced(u - round(u)).
+CONNECTOR_SIM_ALWAYS_INLINE float cos_2pi(float u) {
+  return cos_2pi_reduced(u - ((u + ROUND_SHIFT_F32) - ROUND_SHIFT_F32));
+}
+
+CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi(double u) {
+  return cos_2pi_reduced(u - ((u + ROUND_SHIFT_F64) - ROUND_SHIFT_F64));
 }
 
 // np.maximum(x, 0) (NaN and -0 stay as they are), by integer operations on

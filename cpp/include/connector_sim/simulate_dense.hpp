@@ -11,12 +11,18 @@
 //     z     = kappa @ m + v_t @ I + b [+ decay_t xperp]
 //     kappa = (1 - alpha) kappa + alpha n^T phi(z) / N
 //
-// Layout. Neurons are split into blocks of BLOCK_SIZE; a block is processed
-// for all B trials before the next one (its loadings stay in cache, so each
-// read of m, n, I, b serves B trials), in chunks of CHUNK neurons that stay
-// in L1 between the passes of a chunk. On the full path one pass over the
-// neurons per step both updates x_t -> x_{t+1} and sums n^T phi(x_{t+1}) for
-// the next step (a pre-pass sums n^T phi(x_0)).
+// Layout. Neurons are split into blocks of BLOCK_SIZE, and blocks into chunks
+// of CHUNK neurons. A chunk is processed for all B trials before the next one:
+// its loadings (and n in float64) stay in L1, so each read of m, n, I, b from
+// memory serves B trials, and the short passes over a chunk (drive, update,
+// rates, sums) run from L1. On the full path one sweep over the neurons per
+// step both updates x_t -> x_{t+1} and sums n^T phi(x_{t+1}) for the next step
+// (a pre-pass sums n^T phi(x_0)).
+//
+// Vectorisation. Every loop over neurons is a `#pragma omp simd` loop without
+// branches (see simd::select) and, for whole chunks, with a constant trip
+// count; the noise adds a table of counter increments instead of multiplying
+// 64-bit integers (golden_steps).
 //
 // Determinism. Every block sums its neurons into LANES float64 partial sums
 // (neuron i of the block into lane i % LANES), adds the lanes in order into
@@ -35,6 +41,7 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "connector_sim/counter_rng.hpp"
@@ -44,8 +51,9 @@ namespace connector_sim {
 
 // Neurons per reduction block; equals connector_sim._kernels.simulate_dense.BLOCK_SIZE.
 constexpr std::int64_t BLOCK_SIZE = 4096;
-// Neurons per L1-resident pass inside a block.
-constexpr std::int64_t CHUNK = 256;
+// Neurons per chunk: the L1-resident unit of work (128 measured faster than
+// 64 or 256 on the full and latent paths at N = 1e6).
+constexpr std::int64_t CHUNK = 128;
 // Fixed partial sums per block and (trial, r).
 constexpr int LANES = 16;
 static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0, "chunks must tile blocks, lanes must tile chunks");
@@ -150,20 +158,114 @@ inline void check_threads_and_activation(int n_threads, int activation) {
   }
 }
 
+// Per-thread work space of the block passes.
+template <typename T>
+class Scratch {
+ public:
+  Scratch(const DenseNetwork<T>& net, std::int64_t B)
+      : storage_(B * net.R * LANES + net.R * CHUNK + 8), keys_(B), rows_(net.R + net.D), coef_(B * (net.R + net.D)) {
+    // 64-byte aligned: both parts are whole numbers of cache lines.
+    const std::uintptr_t address = reinterpret_cast<std::uintptr_t>(storage_.data());
+    lanes = storage_.data() + ((64 - address % 64) % 64) / sizeof(double);
+    n64 = lanes + B * net.R * LANES;
+    keys = keys_.data();
+    // rows = [m_T[0], ..., m_T[R - 1], I_T[0], ..., I_T[D - 1]]
+    for (std::int64_t r = 0; r < net.R; ++r) rows_[r] = net.m_T + r * net.N;
+    for (std::int64_t d = 0; d < net.D; ++d) rows_[net.R + d] = net.I_T + d * net.N;
+    rows = rows_.data();
+    coef = coef_.data();
+  }
+  Scratch(const Scratch&) = delete;  // the pointers point into this object
+  Scratch& operator=(const Scratch&) = delete;
+  double* lanes;        // (B, R, LANES): partial sums of the current block
+  double* n64;          // (R, CHUNK): the current chunk of n_T in float64, zero-padded
+  std::uint64_t* keys;  // (B,): noise keys of the current step
+  const T* const* rows;  // (R + D,): the rows of m_T and I_T
+  T* coef;              // (B, R + D): their coefficients in the current step
+
+ private:
+  std::vector<double> storage_;
+  std::vector<std::uint64_t> keys_;
+  std::vector<const T*> rows_;
+  std::vector<T> coef_;
+};
+
 namespace detail {
 
-// out[:len] = (coef @ rows)[:len] for rows of shape (n_rows, stride), the
-// terms added in row order.
+// Asks for the cache lines of row[c0 + CHUNK : c0 + 2 CHUNK] (the next chunk
+// of the block), to be written, while this chunk is computed.
 template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void matvec_chunk(T* __restrict out, const T* __restrict coef, const T* __restrict rows,
-                                              std::int64_t n_rows, std::int64_t stride, std::int64_t len) {
+CONNECTOR_SIM_ALWAYS_INLINE void prefetch_next_chunk(const T* row, std::int64_t c0, std::int64_t hi) {
+  constexpr std::int64_t per_line = 64 / sizeof(T);
+  const std::int64_t stop = std::min(c0 + 2 * CHUNK, hi);
+  for (std::int64_t i = c0 + CHUNK; i < stop; i += per_line) CONNECTOR_SIM_PREFETCH_FOR_WRITE(row + i);
+}
+
+// Neurons of a chunk of len rounded up to whole lane groups.
+CONNECTOR_SIM_ALWAYS_INLINE std::int64_t padded_length(std::int64_t len) { return (len + LANES - 1) / LANES * LANES; }
+
+// n64[r, :len] = n_T[r, c0 : c0 + len].astype(float64); n64[r, len:padded] = 0
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void widen_chunk(double* __restrict n64, const T* __restrict n_rows, std::int64_t R,
+                                             std::int64_t stride, std::int64_t len) {
+  const std::int64_t padded = padded_length(len);
+  for (std::int64_t r = 0; r < R; ++r) {
+    const T* __restrict row = n_rows + r * stride;
+    double* __restrict out = n64 + r * CHUNK;
 #pragma omp simd
-  for (std::int64_t j = 0; j < len; ++j) out[j] = T(0);
-  for (std::int64_t r = 0; r < n_rows; ++r) {
-    const T c = coef[r];
-    const T* __restrict row = rows + r * stride;
+    for (std::int64_t j = 0; j < len; ++j) out[j] = static_cast<double>(row[j]);
+    for (std::int64_t j = len; j < padded; ++j) out[j] = 0.0;
+  }
+}
+
+// z[:len] (+)= sum over k < n of coef[k] * rows[k][c0 : c0 + len], the
+// terms added in row order: one pass over z for n rows.
+template <int n, bool add, typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void matvec_rows(T* __restrict z, const T* coef, const T* const* rows, std::int64_t c0,
+                                             std::int64_t len) {
+  const T* row[n];
+  T c[n];
+  for (int k = 0; k < n; ++k) {
+    row[k] = rows[k] + c0;
+    c[k] = coef[k];
+  }
 #pragma omp simd
-    for (std::int64_t j = 0; j < len; ++j) out[j] += c * row[j];
+  for (std::int64_t j = 0; j < len; ++j) {
+    T s = add ? z[j] + c[0] * row[0][j] : c[0] * row[0][j];
+    for (int k = 1; k < n; ++k) s += c[k] * row[k][j];
+    z[j] = s;
+  }
+}
+
+// z[:len] = (coef @ rows[:, c0 : c0 + len]) for the K rows (z = 0 if K = 0),
+// the terms added in row order, up to four rows per pass over z.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void matvec_chunk(T* __restrict z, const T* coef, const T* const* rows, std::int64_t K,
+                                              std::int64_t c0, std::int64_t len) {
+  switch (K) {
+    case 0:
+      std::fill(z, z + len, T(0));
+      return;
+    case 1:
+      return matvec_rows<1, false>(z, coef, rows, c0, len);
+    case 2:
+      return matvec_rows<2, false>(z, coef, rows, c0, len);
+    case 3:
+      return matvec_rows<3, false>(z, coef, rows, c0, len);
+    default:
+      matvec_rows<4, false>(z, coef, rows, c0, len);
+  }
+  std::int64_t k = 4;
+  for (; k + 4 <= K; k += 4) matvec_rows<4, true>(z, coef + k, rows + k, c0, len);
+  switch (K - k) {
+    case 1:
+      return matvec_rows<1, true>(z, coef + k, rows + k, c0, len);
+    case 2:
+      return matvec_rows<2, true>(z, coef + k, rows + k, c0, len);
+    case 3:
+      return matvec_rows<3, true>(z, coef + k, rows + k, c0, len);
+    default:
+      return;
   }
 }
 
@@ -172,11 +274,21 @@ template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE void clamp_chunk(T* __restrict rate, const std::uint8_t* __restrict mask,
                                              const T* __restrict value, std::int64_t len) {
 #pragma omp simd
-  for (std::int64_t j = 0; j < len; ++j) rate[j] = mask[j] ? value[j] : rate[j];
+  for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::select(mask[j] != 0, value[j], rate[j]);
+}
+
+// In the clamp window rate = np.where(clamp_mask, clamp_value, rate) (this
+// chunk); then rate[len:padded] = 0.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void clamp_and_pad_chunk(T* __restrict rate, const Clamp<T>& clamp, bool active,
+                                                     std::int64_t c0, std::int64_t len) {
+  if (active) clamp_chunk(rate, clamp.mask + c0, clamp.value + c0, len);
+  for (std::int64_t j = len; j < padded_length(len); ++j) rate[j] = T(0);
 }
 
 // lanes[r, j % LANES] += float64(rate[j]) * float64(n_rows[r, j]) for the
-// chunk (it starts at a multiple of LANES from its block's start).
+// chunk (it starts at a multiple of LANES from its block's start), rates and
+// n in the dtype of the loadings (used by simulate_sparse.hpp).
 template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, const T* __restrict rate,
                                                   const T* __restrict n_rows, std::int64_t R, std::int64_t stride,
@@ -193,6 +305,50 @@ CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, cons
       for (int l = 0; l < LANES; ++l) acc[l] += static_cast<double>(rate[j + l]) * static_cast<double>(row[j + l]);
     }
     for (; j < len; ++j) acc[j % LANES] += static_cast<double>(rate[j]) * static_cast<double>(row[j]);
+    for (int l = 0; l < LANES; ++l) lanes[r * LANES + l] = acc[l];
+  }
+}
+
+// lanes[r, j % LANES] += float64(rate[j]) * n64[r, j] for j < padded (the
+// chunk starts at a multiple of LANES from its block's start; the padding adds
+// 0 * 0), two rows per pass so that each rate is widened once per pair.
+template <typename T, typename U>
+CONNECTOR_SIM_ALWAYS_INLINE void accumulate_rows(double* __restrict lanes, const T* __restrict rate,
+                                                  const U* __restrict n64, std::int64_t stride, std::int64_t R,
+                                                  std::int64_t len) {
+  const std::int64_t padded = padded_length(len);
+  std::int64_t r = 0;
+  for (; r + 2 <= R; r += 2) {
+    const U* __restrict row0 = n64 + r * stride;
+    const U* __restrict row1 = n64 + (r + 1) * stride;
+    double acc0[LANES], acc1[LANES];
+    for (int l = 0; l < LANES; ++l) {
+      acc0[l] = lanes[r * LANES + l];
+      acc1[l] = lanes[(r + 1) * LANES + l];
+    }
+    for (std::int64_t j = 0; j < padded; j += LANES) {
+      // One vector FMA per lane group and row: without the pragma gcc's SLP
+      // pass leaves this as scalar FMAs.
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) {
+        const double rate_jl = static_cast<double>(rate[j + l]);
+        acc0[l] += rate_jl * static_cast<double>(row0[j + l]);
+        acc1[l] += rate_jl * static_cast<double>(row1[j + l]);
+      }
+    }
+    for (int l = 0; l < LANES; ++l) {
+      lanes[r * LANES + l] = acc0[l];
+      lanes[(r + 1) * LANES + l] = acc1[l];
+    }
+  }
+  if (r < R) {
+    const U* __restrict row = n64 + r * stride;
+    double acc[LANES];
+    for (int l = 0; l < LANES; ++l) acc[l] = lanes[r * LANES + l];
+    for (std::int64_t j = 0; j < padded; j += LANES) {
+#pragma omp simd
+      for (int l = 0; l < LANES; ++l) acc[l] += static_cast<double>(rate[j + l]) * static_cast<double>(row[j + l]);
+    }
     for (int l = 0; l < LANES; ++l) lanes[r * LANES + l] = acc[l];
   }
 }
@@ -219,58 +375,88 @@ inline void sum_blocks(const double* partial, std::int64_t n_blocks, std::int64_
 // (krec of shape (B, R) is krec_t in T) and record x_{t+1}. With accumulate:
 // partial[b, r] = sum over the block of n[r, i] phi(x[b, i]) (the rates of
 // step t + 1, clamped by the window at t + 1). t = -1 is the pre-pass over x_0.
+// Chunk by chunk, each chunk's loadings serve all B trials from L1.
 template <typename T, int activation>
 CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const RecordPlan& records,
                                                  std::int64_t block, std::int64_t t, const T* krec, bool accumulate,
-                                                 double* lanes, double* partial) {
+                                                 Scratch<T>& scratch, double* partial) {
   const DenseNetwork<T>& net = a.net;
-  const std::int64_t N = net.N, R = net.R, D = net.D;
+  const std::int64_t N = net.N, R = net.R, D = net.D, B = a.B;
   const std::int64_t lo = block * BLOCK_SIZE, hi = std::min(lo + BLOCK_SIZE, N);
   const bool update = t >= 0;
   const bool noisy = update && a.noise_scale != 0.0;
   const bool clamp_rates = a.clamp.active(t + 1);
   const T alpha = static_cast<T>(a.alpha);
   const T noise_scale = static_cast<T>(a.noise_scale);
-  alignas(64) T km[CHUNK];
-  alignas(64) T ui[CHUNK];
+  const std::uint64_t* __restrict steps = golden_steps<CHUNK>.value;
+  alignas(64) T drive[CHUNK];
   alignas(64) T rate[CHUNK];
-  for (std::int64_t b = 0; b < a.B; ++b) {
-    T* xb = a.x + b * N;
-    const T* krec_b = krec + b * R;
-    const T* u_bt = update ? a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D : nullptr;
-    const std::uint64_t key = noisy ? step_key(a.seed, a.trial_offset + b, t) : 0;
-    std::fill(lanes, lanes + R * LANES, 0.0);
-    for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
-      const std::int64_t len = std::min(CHUNK, hi - c0);
-      T* __restrict xc = xb + c0;
+  if (accumulate) std::fill(scratch.lanes, scratch.lanes + B * R * LANES, 0.0);
+  const std::int64_t K = R + D;
+  for (std::int64_t b = 0; b < B && update; ++b) {
+    // coef[b] = [krec[b], u[b, t]]
+    const T* u_bt = a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D;
+    std::copy(krec + b * R, krec + (b + 1) * R, scratch.coef + b * K);
+    std::copy(u_bt, u_bt + D, scratch.coef + b * K + R);
+    if (noisy) scratch.keys[b] = step_key(a.seed, a.trial_offset + b, t);
+  }
+  // The passes over one chunk; whole chunks get a constant length (loops
+  // without remainder handling), the last chunk of the last block its own.
+  const auto chunk = [&](std::int64_t c0, auto len) CONNECTOR_SIM_LAMBDA_INLINE {
+    // n64 = n_T[:, chunk].astype(float64), unless a single trial reads the
+    // rows of a whole chunk once, converting as it goes
+    const bool direct = B == 1 && !std::is_same<decltype(len), std::int64_t>::value;
+    if (accumulate && !direct) widen_chunk(scratch.n64, net.n_T + c0, R, N, len);
+    for (std::int64_t b = 0; b < B; ++b) {
+      T* __restrict xc = a.x + b * N + c0;
+      // B interleaved streams of x are more than the hardware prefetcher follows
+      if (B > 1) prefetch_next_chunk(a.x + b * N, c0, hi);
       if (update) {
-        // km = krec[b].astype(T) @ m_T, ui = u[b, t] @ I_T (this chunk)
-        matvec_chunk(km, krec_b, net.m_T + c0, R, N, len);
-        matvec_chunk(ui, u_bt, net.I_T + c0, D, N, len);
-        // x += alpha * ((km + ui + b) - x)
+        // drive = krec[b].astype(T) @ m_T + u[b, t] @ I_T (this chunk)
+        matvec_chunk(drive, scratch.coef + b * K, scratch.rows, K, c0, len);
         const T* __restrict bias = net.b + c0;
-#pragma omp simd
-        for (std::int64_t j = 0; j < len; ++j) xc[j] += alpha * ((km[j] + ui[j] + bias[j]) - xc[j]);
         if (noisy) {
-          // x += noise_scale * counter_rng.standard_normal(seed, trial_offset + b, t, N)[c0 + j]
+          // x += alpha * ((drive + b) - x); then
+          // x += noise_scale * counter_rng.standard_normal(seed, trial_offset + b, t, N)[chunk]
+          const std::uint64_t counter = unit_counter(scratch.keys[b], c0);
 #pragma omp simd
           for (std::int64_t j = 0; j < len; ++j) {
-            xc[j] += noise_scale * standard_normal_from_bits<T>(unit_bits(key, c0 + j));
+            const T updated = xc[j] + alpha * ((drive[j] + bias[j]) - xc[j]);
+            xc[j] = updated + noise_scale * standard_normal_from_bits<T>(mix64(counter + steps[j]));
           }
+        } else {
+          // x += alpha * ((drive + b) - x)
+#pragma omp simd
+          for (std::int64_t j = 0; j < len; ++j) xc[j] += alpha * ((drive[j] + bias[j]) - xc[j]);
         }
       }
       if (accumulate) {
-        // rate = phi(x); in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
+        // rate = phi(x); in the clamp window
+        // rate = np.where(clamp_mask, clamp_value, rate)
 #pragma omp simd
         for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(xc[j]);
-        if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
-        // lanes += rate * n_T (float64)
-        accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+        clamp_and_pad_chunk(rate, a.clamp, clamp_rates, c0, len);
+        // lanes[b] += rate.astype(float64) * n64
+        if (direct) {
+          accumulate_rows(scratch.lanes, rate, net.n_T + c0, N, R, len);
+        } else {
+          accumulate_rows(scratch.lanes + b * R * LANES, rate, scratch.n64, CHUNK, R, len);
+        }
       }
     }
-    if (accumulate) sum_lanes(lanes, R, partial + b * R);
+  };
+  for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+    if (hi - c0 >= CHUNK) {
+      chunk(c0, std::integral_constant<std::int64_t, CHUNK>{});
+    } else {
+      chunk(c0, hi - c0);
+    }
+  }
+  for (std::int64_t b = 0; b < B; ++b) {
+    if (accumulate) sum_lanes(scratch.lanes + b * R * LANES, R, partial + b * R);
     if (update) {
       // record_out[b, t + 1, k] = x[b, record_idx[k]] for the recorded units of this block
+      const T* xb = a.x + b * N;
       T* record_row = a.record_out + (b * (a.n_steps + 1) + t + 1) * a.K;
       for (std::int64_t e = records.block_start[block]; e < records.block_start[block + 1]; ++e) {
         const std::int64_t k = records.order[e];
@@ -282,45 +468,67 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
 
 // One block of neurons for all trials, latent path at step t:
 // partial[b, r] = sum over the block of n[r, i] phi(z[b, i]), with kappa (B, R)
-// and v (B, D) of step t in T.
+// and v (B, D) of step t in T. Chunk by chunk, as full_path_block.
 template <typename T, int activation>
 CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, std::int64_t block, std::int64_t t,
-                                                   const T* kappa, const T* v, T decay, double* lanes,
+                                                   const T* kappa, const T* v, T decay, Scratch<T>& scratch,
                                                    double* partial) {
   const DenseNetwork<T>& net = a.net;
-  const std::int64_t N = net.N, R = net.R, D = net.D;
+  const std::int64_t N = net.N, R = net.R, D = net.D, B = a.B;
   const std::int64_t lo = block * BLOCK_SIZE, hi = std::min(lo + BLOCK_SIZE, N);
   const bool clamp_rates = a.clamp.active(t);
-  alignas(64) T km[CHUNK];
-  alignas(64) T vi[CHUNK];
+  alignas(64) T z[CHUNK];
   alignas(64) T rate[CHUNK];
-  for (std::int64_t b = 0; b < a.B; ++b) {
-    std::fill(lanes, lanes + R * LANES, 0.0);
-    for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
-      const std::int64_t len = std::min(CHUNK, hi - c0);
-      // km = kappa[b].astype(T) @ m_T, vi = v[b, t].astype(T) @ I_T (this chunk)
-      matvec_chunk(km, kappa + b * R, net.m_T + c0, R, N, len);
-      matvec_chunk(vi, v + b * D, net.I_T + c0, D, N, len);
-      const T* __restrict bias = net.b + c0;
+  const std::int64_t K = R + D;
+  std::fill(scratch.lanes, scratch.lanes + B * R * LANES, 0.0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    // coef[b] = [kappa[b], v[b]]
+    std::copy(kappa + b * R, kappa + (b + 1) * R, scratch.coef + b * K);
+    std::copy(v + b * D, v + (b + 1) * D, scratch.coef + b * K + R);
+  }
+  // The passes over one chunk; whole chunks get a constant length (loops
+  // without remainder handling), the last chunk of the last block its own.
+  const auto chunk = [&](std::int64_t c0, auto len) CONNECTOR_SIM_LAMBDA_INLINE {
+    // n64 = n_T[:, chunk].astype(float64), unless a single trial reads the
+    // rows of a whole chunk once, converting as it goes
+    const bool direct = B == 1 && !std::is_same<decltype(len), std::int64_t>::value;
+    if (!direct) widen_chunk(scratch.n64, net.n_T + c0, R, N, len);
+    const T* __restrict bias = net.b + c0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      // z = kappa[b].astype(T) @ m_T + v[b, t].astype(T) @ I_T (this chunk)
+      matvec_chunk(z, scratch.coef + b * K, scratch.rows, K, c0, len);
       if (a.xperp != nullptr) {
-        // rate = phi(km + vi + b + decay[t] * xperp[b])
+        // rate = phi((z + b) + decay[t] * xperp[b])
         const T* __restrict xperp = a.xperp + b * N + c0;
 #pragma omp simd
         for (std::int64_t j = 0; j < len; ++j) {
-          rate[j] = simd::activation<activation>((km[j] + vi[j] + bias[j]) + decay * xperp[j]);
+          rate[j] = simd::activation<activation>((z[j] + bias[j]) + decay * xperp[j]);
         }
       } else {
-        // rate = phi(km + vi + b)
+        // rate = phi(z + b)
 #pragma omp simd
-        for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(km[j] + vi[j] + bias[j]);
+        for (std::int64_t j = 0; j < len; ++j) {
+          rate[j] = simd::activation<activation>(z[j] + bias[j]);
+        }
       }
       // in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
-      if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
-      // lanes += rate * n_T (float64)
-      accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+      clamp_and_pad_chunk(rate, a.clamp, clamp_rates, c0, len);
+      // lanes[b] += rate.astype(float64) * n64
+      if (direct) {
+        accumulate_rows(scratch.lanes, rate, net.n_T + c0, N, R, len);
+      } else {
+        accumulate_rows(scratch.lanes + b * R * LANES, rate, scratch.n64, CHUNK, R, len);
+      }
     }
-    sum_lanes(lanes, R, partial + b * R);
+  };
+  for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+    if (hi - c0 >= CHUNK) {
+      chunk(c0, std::integral_constant<std::int64_t, CHUNK>{});
+    } else {
+      chunk(c0, hi - c0);
+    }
   }
+  for (std::int64_t b = 0; b < B; ++b) sum_lanes(scratch.lanes + b * R * LANES, R, partial + b * R);
 }
 
 }  // namespace detail
@@ -329,76 +537,76 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
 // has it); each instantiates one loop nest per activation.
 CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f32(const FullPathArgs<float>& a, const RecordPlan& records,
                                                             std::int64_t block, std::int64_t t, const float* krec,
-                                                            bool accumulate, double* lanes, double* partial) {
+                                                            bool accumulate, Scratch<float>& scratch, double* partial) {
   switch (a.net.activation) {
     case simd::tanh_code:
-      return detail::full_path_block<float, simd::tanh_code>(a, records, block, t, krec, accumulate, lanes, partial);
+      return detail::full_path_block<float, simd::tanh_code>(a, records, block, t, krec, accumulate, scratch, partial);
     case simd::relu_code:
-      return detail::full_path_block<float, simd::relu_code>(a, records, block, t, krec, accumulate, lanes, partial);
+      return detail::full_path_block<float, simd::relu_code>(a, records, block, t, krec, accumulate, scratch, partial);
     default:
-      return detail::full_path_block<float, simd::identity_code>(a, records, block, t, krec, accumulate, lanes,
+      return detail::full_path_block<float, simd::identity_code>(a, records, block, t, krec, accumulate, scratch,
                                                                  partial);
   }
 }
 
 CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f64(const FullPathArgs<double>& a, const RecordPlan& records,
                                                             std::int64_t block, std::int64_t t, const double* krec,
-                                                            bool accumulate, double* lanes, double* partial) {
+                                                            bool accumulate, Scratch<double>& scratch, double* partial) {
   switch (a.net.activation) {
     case simd::tanh_code:
-      return detail::full_path_block<double, simd::tanh_code>(a, records, block, t, krec, accumulate, lanes, partial);
+      return detail::full_path_block<double, simd::tanh_code>(a, records, block, t, krec, accumulate, scratch, partial);
     case simd::relu_code:
-      return detail::full_path_block<double, simd::relu_code>(a, records, block, t, krec, accumulate, lanes, partial);
+      return detail::full_path_block<double, simd::relu_code>(a, records, block, t, krec, accumulate, scratch, partial);
     default:
-      return detail::full_path_block<double, simd::identity_code>(a, records, block, t, krec, accumulate, lanes,
+      return detail::full_path_block<double, simd::identity_code>(a, records, block, t, krec, accumulate, scratch,
                                                                   partial);
   }
 }
 
 CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f32(const LatentPathArgs<float>& a, std::int64_t block,
                                                               std::int64_t t, const float* kappa, const float* v,
-                                                              float decay, double* lanes, double* partial) {
+                                                              float decay, Scratch<float>& scratch, double* partial) {
   switch (a.net.activation) {
     case simd::tanh_code:
-      return detail::latent_path_block<float, simd::tanh_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<float, simd::tanh_code>(a, block, t, kappa, v, decay, scratch, partial);
     case simd::relu_code:
-      return detail::latent_path_block<float, simd::relu_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<float, simd::relu_code>(a, block, t, kappa, v, decay, scratch, partial);
     default:
-      return detail::latent_path_block<float, simd::identity_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<float, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }
 }
 
 CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f64(const LatentPathArgs<double>& a, std::int64_t block,
                                                               std::int64_t t, const double* kappa, const double* v,
-                                                              double decay, double* lanes, double* partial) {
+                                                              double decay, Scratch<double>& scratch, double* partial) {
   switch (a.net.activation) {
     case simd::tanh_code:
-      return detail::latent_path_block<double, simd::tanh_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<double, simd::tanh_code>(a, block, t, kappa, v, decay, scratch, partial);
     case simd::relu_code:
-      return detail::latent_path_block<double, simd::relu_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<double, simd::relu_code>(a, block, t, kappa, v, decay, scratch, partial);
     default:
-      return detail::latent_path_block<double, simd::identity_code>(a, block, t, kappa, v, decay, lanes, partial);
+      return detail::latent_path_block<double, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }
 }
 
 inline void full_path_block(const FullPathArgs<float>& a, const RecordPlan& records, std::int64_t block,
-                            std::int64_t t, const float* krec, bool accumulate, double* lanes, double* partial) {
-  full_path_block_f32(a, records, block, t, krec, accumulate, lanes, partial);
+                            std::int64_t t, const float* krec, bool accumulate, Scratch<float>& scratch, double* partial) {
+  full_path_block_f32(a, records, block, t, krec, accumulate, scratch, partial);
 }
 
 inline void full_path_block(const FullPathArgs<double>& a, const RecordPlan& records, std::int64_t block,
-                            std::int64_t t, const double* krec, bool accumulate, double* lanes, double* partial) {
-  full_path_block_f64(a, records, block, t, krec, accumulate, lanes, partial);
+                            std::int64_t t, const double* krec, bool accumulate, Scratch<double>& scratch, double* partial) {
+  full_path_block_f64(a, records, block, t, krec, accumulate, scratch, partial);
 }
 
 inline void latent_path_block(const LatentPathArgs<float>& a, std::int64_t block, std::int64_t t, const float* kappa,
-                              const float* v, float decay, double* lanes, double* partial) {
-  latent_path_block_f32(a, block, t, kappa, v, decay, lanes, partial);
+                              const float* v, float decay, Scratch<float>& scratch, double* partial) {
+  latent_path_block_f32(a, block, t, kappa, v, decay, scratch, partial);
 }
 
 inline void latent_path_block(const LatentPathArgs<double>& a, std::int64_t block, std::int64_t t,
-                              const double* kappa, const double* v, double decay, double* lanes, double* partial) {
-  latent_path_block_f64(a, block, t, kappa, v, decay, lanes, partial);
+                              const double* kappa, const double* v, double decay, Scratch<double>& scratch, double* partial) {
+  latent_path_block_f64(a, block, t, kappa, v, decay, scratch, partial);
 }
 
 // kappa_out[:, 0] as a (B, R) array.
@@ -444,11 +652,11 @@ Status full_path(const FullPathArgs<T>& a, int n_threads) {
     std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
     std::vector<double> krec(BR);
     std::vector<T> krec_T(BR);
-    std::vector<double> lanes(R * LANES);
+    Scratch<T> scratch(a.net, B);
     // partial[0] = block sums of n^T phi(x_0)
 #pragma omp for schedule(static)
     for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
-      full_path_block(a, records, blk, -1, krec_T.data(), true, lanes.data(), partial.data() + blk * BR);
+      full_path_block(a, records, blk, -1, krec_T.data(), true, scratch, partial.data() + blk * BR);
     }
     for (std::int64_t t = 0; t < a.n_steps; ++t) {
       const double* sums = partial.data() + (t % 2) * n_blocks * BR;
@@ -466,7 +674,7 @@ Status full_path(const FullPathArgs<T>& a, int n_threads) {
       // x_t -> x_{t+1}, and the block sums of n^T phi(x_{t+1}) unless t is the last step
 #pragma omp for schedule(static)
       for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
-        full_path_block(a, records, blk, t, krec_T.data(), t + 1 < a.n_steps, lanes.data(), next + blk * BR);
+        full_path_block(a, records, blk, t, krec_T.data(), t + 1 < a.n_steps, scratch, next + blk * BR);
       }
     }
 #pragma omp master
@@ -496,7 +704,7 @@ Status latent_path(const LatentPathArgs<T>& a, int n_threads) {
     std::vector<double> krec(BR);
     std::vector<T> kappa_T(BR);
     std::vector<T> v_T(B * D);
-    std::vector<double> lanes(R * LANES);
+    Scratch<T> scratch(a.net, B);
     for (std::int64_t t = 0; t < a.n_steps; ++t) {
       // kappa.astype(T), v[:, t].astype(T), decay[t] in T
       for (std::int64_t i = 0; i < BR; ++i) kappa_T[i] = static_cast<T>(kappa[i]);
@@ -508,7 +716,7 @@ Status latent_path(const LatentPathArgs<T>& a, int n_threads) {
       double* sums = partial.data() + (t % 2) * n_blocks * BR;
 #pragma omp for schedule(static)
       for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
-        latent_path_block(a, blk, t, kappa_T.data(), v_T.data(), decay, lanes.data(), sums + blk * BR);
+        latent_path_block(a, blk, t, kappa_T.data(), v_T.data(), decay, scratch, sums + blk * BR);
       }
       // kappa = (1 - alpha) kappa + alpha n^T phi(z_t) / N
       detail::sum_blocks(sums, n_blocks, BR, N, krec.data());
