@@ -70,19 +70,18 @@ _OWNER = "FlowMatchingCNF"
 
 
 def resolve_device(device):
-    """``"auto"`` -> CUDA when available, else CPU; any other value -> ``torch.device(device)``."""
+    """The torch device for ``device``: "auto" is CUDA when available, else the CPU."""
     if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or a torch.device. Got {device!r}.")
-    if device == "auto":
+        resolved = device
+    elif device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"The 'device' parameter must be 'auto', 'cpu' or 'cuda[:k]'. Got {device!r}.") from exc
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'. Got {device!r}.") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available here. Use device='auto' or 'cpu'.")
+        raise ValueError(f"device={device!r} asks for CUDA, which is not available here. Use device='auto' or 'cpu'.")
     return resolved
 
 

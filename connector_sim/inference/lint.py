@@ -19,7 +19,6 @@ torch is imported when this module is imported; ``import connector_sim``
 does not import it.
 """
 
-import contextlib
 import math
 import numbers
 import time
@@ -30,6 +29,7 @@ from .._validation import check_int, check_nonnegative_scalar, check_positive_sc
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
+from .flows import resolve_device, torch_threads  # noqa: F401 (re-exported for the tests)
 
 try:
     import torch
@@ -48,34 +48,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RATE_CLIP = 1e-2
 
 
-def resolve_device(device):
-    """The torch device for ``device`` ("auto": CUDA when available, else the CPU)."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'. Got {device!r}.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asks for CUDA, which is not available here. Use device='auto' or 'cpu'.")
-    return resolved
-
-
-@contextlib.contextmanager
-def torch_threads(n_threads):
-    """Run the block with ``n_threads`` torch intra-op threads (None: leave torch's setting); restore after."""
-    if n_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+# resolve_device and torch_threads are shared with the CNFs (imported above).
 
 
 def torch_activation(name):
