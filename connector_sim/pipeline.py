@@ -107,7 +107,9 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
     """
     import os
 
-    from .inference import LINT, Connector, dissimilarity
+    from .inference.connector import Connector
+    from .inference.dissimilarity import dissimilarity  # the function: the package attribute can be the module
+    from .inference.lint import LINT
     from .latents import align_latents, transform_network
 
     settings = SETTINGS["quick" if quick else "full"]

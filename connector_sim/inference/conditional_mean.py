@@ -227,7 +227,8 @@ class ConditionalMean:
         mIb = np.asarray(mIb)
         R, D = self.rank, self.n_inputs
         if mIb.ndim != 2 or mIb.shape[1] != R + D + 1:
-            raise ValueError(f"mIb must have shape (N, {R + D + 1}) = [m (R={R}), I (D={D}), b]. Got shape {mIb.shape}.")
+            raise ValueError(f"mIb must have shape (N, {R + D + 1}) = [m (R={R}), I (D={D}), b]. "
+                             f"Got shape {mIb.shape}.")
         return self(mIb[:, :R], mIb[:, R:R + D], mIb[:, R + D])
 
 

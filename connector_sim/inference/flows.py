@@ -382,7 +382,7 @@ class FlowMatchingCNF:
         return self
 
     def _split(self, n_rows, rng):
-        n_val = int(round(self.validation_fraction * n_rows))
+        n_val = round(self.validation_fraction * n_rows)
         if n_val < 1 or n_rows - n_val < 2:
             return np.arange(n_rows), None
         order = rng.permutation(n_rows)
@@ -773,4 +773,4 @@ def load_bundle(path, kind):
     return config, tensors
 
 
-__all__ = ["FlowMatchingCNF", "VelocityMLP", "SOLVERS", "resolve_device"]
+__all__ = ["SOLVERS", "FlowMatchingCNF", "VelocityMLP", "resolve_device"]

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from connector_sim.inference.flows import FlowMatchingCNF, VelocityMLP, resolve_device  # noqa: E402
+from connector_sim.inference.flows import FlowMatchingCNF, VelocityMLP, resolve_device
 
 # --------------------------------------------------------------------------- exact velocity field
 
