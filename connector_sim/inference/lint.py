@@ -29,7 +29,7 @@ from .._validation import check_int, check_nonnegative_scalar, check_positive_sc
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
-from .flows import resolve_device, torch_threads  # noqa: F401 (re-exported for the tests)
+from .flows import resolve_device, torch_threads
 
 try:
     import torch
@@ -96,6 +96,29 @@ def check_callback(callback, owner):
     if callback is not None and not callable(callback):
         raise TypeError(f"The 'callback' parameter of {owner} must be callable or None. Got {callback!r} instead.")
     return callback
+
+
+def check_training_params(estimator, owner):
+    """Check the training parameters LINT and VelocityMatching share (epochs, Adam, early stopping, flags)."""
+    check_int(estimator.n_epochs, "n_epochs", minimum=0, owner=owner)
+    check_int(estimator.batch_size, "batch_size", minimum=1, owner=owner)
+    check_positive_scalar(estimator.learning_rate, "learning_rate", owner=owner)
+    check_nonnegative_scalar(estimator.weight_decay, "weight_decay", owner=owner)
+    if estimator.max_grad_norm is not None:
+        check_positive_scalar(estimator.max_grad_norm, "max_grad_norm", owner=owner)
+    check_fraction(estimator.validation_fraction, "validation_fraction", owner)
+    if estimator.patience is not None:
+        check_int(estimator.patience, "patience", minimum=1, owner=owner)
+    check_nonnegative_scalar(estimator.tol, "tol", owner=owner)
+    check_int(estimator.verbose, "verbose", minimum=0, owner=owner)
+    if estimator.n_threads is not None:
+        check_int(estimator.n_threads, "n_threads", minimum=1, owner=owner)
+    check_callback(estimator.callback, owner)
+    for flag in ("fit_inputs", "fit_bias"):
+        if not isinstance(getattr(estimator, flag), bool):
+            raise TypeError(
+                f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(estimator, flag)!r} instead."
+            )
 
 
 def split_trials(n_trials, validation_fraction, rng, owner):
@@ -354,25 +377,7 @@ class LINT:
         check_choice(self.init, "init", INITS, owner)
         check_choice(self.dtype, "dtype", tuple(DTYPES), owner)
         check_nonnegative_scalar(self.ridge, "ridge", owner=owner)
-        check_int(self.n_epochs, "n_epochs", minimum=0, owner=owner)
-        check_int(self.batch_size, "batch_size", minimum=1, owner=owner)
-        check_positive_scalar(self.learning_rate, "learning_rate", owner=owner)
-        check_nonnegative_scalar(self.weight_decay, "weight_decay", owner=owner)
-        if self.max_grad_norm is not None:
-            check_positive_scalar(self.max_grad_norm, "max_grad_norm", owner=owner)
-        check_fraction(self.validation_fraction, "validation_fraction", owner)
-        if self.patience is not None:
-            check_int(self.patience, "patience", minimum=1, owner=owner)
-        check_nonnegative_scalar(self.tol, "tol", owner=owner)
-        check_int(self.verbose, "verbose", minimum=0, owner=owner)
-        if self.n_threads is not None:
-            check_int(self.n_threads, "n_threads", minimum=1, owner=owner)
-        check_callback(self.callback, owner)
-        for flag in ("fit_inputs", "fit_bias"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(
-                    f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(self, flag)!r} instead."
-                )
+        check_training_params(self, owner)
         alpha = self.dt / self.tau
         if alpha > 1:
             raise ValueError(

@@ -29,9 +29,8 @@ from ..network import LowRankRNN
 from .lint import (
     ACTIVATIONS,
     DTYPES,
-    check_callback,
     check_choice,
-    check_fraction,
+    check_training_params,
     resolve_device,
     split_trials,
     torch,
@@ -178,25 +177,7 @@ class VelocityMatching:
         check_positive_scalar(self.tau, "tau", owner=owner)
         check_nonnegative_scalar(self.bias_scale, "bias_scale", owner=owner)
         check_nonnegative_scalar(self.ridge, "ridge", owner=owner)
-        check_int(self.n_epochs, "n_epochs", minimum=0, owner=owner)
-        check_int(self.batch_size, "batch_size", minimum=1, owner=owner)
-        check_positive_scalar(self.learning_rate, "learning_rate", owner=owner)
-        check_nonnegative_scalar(self.weight_decay, "weight_decay", owner=owner)
-        if self.max_grad_norm is not None:
-            check_positive_scalar(self.max_grad_norm, "max_grad_norm", owner=owner)
-        check_fraction(self.validation_fraction, "validation_fraction", owner)
-        if self.patience is not None:
-            check_int(self.patience, "patience", minimum=1, owner=owner)
-        check_nonnegative_scalar(self.tol, "tol", owner=owner)
-        check_int(self.verbose, "verbose", minimum=0, owner=owner)
-        if self.n_threads is not None:
-            check_int(self.n_threads, "n_threads", minimum=1, owner=owner)
-        check_callback(self.callback, owner)
-        for flag in ("fit_inputs", "fit_bias"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(
-                    f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(self, flag)!r} instead."
-                )
+        check_training_params(self, owner)
         if self.m is None:
             if self.n_neurons is None:
                 raise ValueError(f"{owner} needs n_neurons (the size of the network to fit) or the loadings m.")
