@@ -22,6 +22,7 @@ namespace ff = connector_sim::flow_field;
 namespace {
 
 using array_checks::check;
+using array_checks::dense_network;
 using array_checks::dims;
 using array_checks::input;
 using array_checks::shape_of;
@@ -30,19 +31,10 @@ using array_checks::shape_string;
 template <typename T>
 void flow_field_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
                       int activation, const py::array& kappa, const py::array& v, py::array& out, int n_threads) {
-  const auto m_shape = dims(m_T, "m_T", 2);
-  const py::ssize_t R = m_shape[0], N = m_shape[1];
-  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
-  const py::ssize_t P = dims(kappa, "kappa", 2)[0];
   ff::FlowFieldArgs<T> args;
-  args.m_T = input<T>(m_T, "m_T", {R, N});
-  args.n_T = input<T>(n_T, "n_T", {R, N});
-  args.I_T = input<T>(I_T, "I_T", {D, N});
-  args.b = input<T>(b, "b", {N});
-  args.N = N;
-  args.R = R;
-  args.D = D;
-  args.activation = activation;
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t R = args.net.R, D = args.net.D;
+  const py::ssize_t P = dims(kappa, "kappa", 2)[0];
   args.kappa = input<double>(kappa, "kappa", {P, R});
   args.v = input<double>(v, "v", {P, D});
   check<double>(out, "out", {P, R}, true);

@@ -27,23 +27,10 @@ namespace {
 using array_checks::check;
 using array_checks::dims;
 using array_checks::input;
+using array_checks::dense_network;
 using array_checks::output;
 using array_checks::shape_of;
 using array_checks::shape_string;
-
-// The loadings m_T (R, N), n_T (R, N), I_T (D, N), b (N,).
-template <typename T>
-cs::DenseNetwork<T> network(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
-                            int activation) {
-  const auto m_shape = dims(m_T, "m_T", 2);
-  const py::ssize_t R = m_shape[0], N = m_shape[1];
-  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
-  return {input<T>(m_T, "m_T", {R, N}), input<T>(n_T, "n_T", {R, N}), input<T>(I_T, "I_T", {D, N}),
-          input<T>(b, "b", {N}),        N,
-          R,
-          D,
-          activation};
-}
 
 // clamp_mask (N,) uint8 and clamp_value (N,), or both of length 0: no clamping.
 template <typename T>
@@ -66,7 +53,7 @@ int full_path_typed(const py::array& m_T, const py::array& n_T, const py::array&
                     py::array& kappa_out, py::array& record_out, const py::array& clamp_mask,
                     const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
   cs::FullPathArgs<T> args;
-  args.net = network<T>(m_T, n_T, I_T, b, activation);
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
   const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
   const py::ssize_t B = dims(x, "x", 2)[0];
   const auto u_shape = dims(u, "u", 3);
@@ -102,7 +89,7 @@ int latent_path_typed(const py::array& m_T, const py::array& n_T, const py::arra
                       const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop,
                       int n_threads) {
   cs::LatentPathArgs<T> args;
-  args.net = network<T>(m_T, n_T, I_T, b, activation);
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
   const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
   const py::ssize_t B = dims(kappa, "kappa", 2)[0];
   const auto v_shape = dims(v, "v", 3);

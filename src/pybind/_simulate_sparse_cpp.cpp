@@ -21,6 +21,7 @@ namespace cs = connector_sim;
 
 namespace {
 
+using array_checks::dense_network;
 using array_checks::dims;
 using array_checks::input;
 using array_checks::output;
@@ -71,11 +72,8 @@ int full_path_typed(int mode, std::uint64_t key, const py::array& strata, double
                     const py::array& clamp_mask, const py::array& clamp_value, std::int64_t clamp_start,
                     std::int64_t clamp_stop, int n_threads) {
   cs::SparsePathArgs<T> args;
-  const auto m_shape = dims(m_T, "m_T", 2);
-  const py::ssize_t R = m_shape[0], N = m_shape[1];
-  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
-  args.net = {input<T>(m_T, "m_T", {R, N}), input<T>(n_T, "n_T", {R, N}), input<T>(I_T, "I_T", {D, N}),
-              input<T>(b, "b", {N}), N, R, D, activation};
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t R = args.net.R, N = args.net.N, D = args.net.D;
   args.mask = mask_view(mode, key, strata, log_q, indptr, indices, N);
   const py::ssize_t B = dims(x, "x", 2)[0];
   const auto u_shape = dims(u, "u", 3);

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "connector_sim/dense_network.hpp"
+
 namespace array_checks {
 
 namespace py = pybind11;
@@ -71,6 +73,17 @@ template <typename T>
 T* output(py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
   check<T>(a, name, shape, true);
   return static_cast<T*>(a.mutable_data());
+}
+
+// The loadings m_T (R, N), n_T (R, N), I_T (D, N), b (N,), checked.
+template <typename T>
+connector_sim::DenseNetwork<T> dense_network(const py::array& m_T, const py::array& n_T, const py::array& I_T,
+                                             const py::array& b, int activation) {
+  const auto m_shape = dims(m_T, "m_T", 2);
+  const py::ssize_t R = m_shape[0], N = m_shape[1];
+  const py::ssize_t D = dims(I_T, "I_T", 2)[0];
+  return {input<T>(m_T, "m_T", {R, N}), input<T>(n_T, "n_T", {R, N}), input<T>(I_T, "I_T", {D, N}),
+          input<T>(b, "b", {N}), N, R, D, activation};
 }
 
 }  // namespace array_checks

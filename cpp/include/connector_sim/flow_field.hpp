@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "connector_sim/dense_network.hpp"
 #include "connector_sim/simd_math.hpp"
 
 namespace connector_sim {
@@ -55,12 +56,7 @@ static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0 && LANES % 4 == 0,
 // Loadings (neuron-contiguous), points and output of one call.
 template <typename T>
 struct FlowFieldArgs {
-  const T* m_T;  // (R, N)
-  const T* n_T;  // (R, N)
-  const T* I_T;  // (D, N)
-  const T* b;    // (N,)
-  std::int64_t N, R, D;
-  int activation;        // simd::Activation code
+  DenseNetwork<T> net;
   const double* kappa;   // (P, R)
   const double* v;       // (P, D)
   double* out;           // (P, R)
@@ -219,7 +215,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, cons
 template <typename T, int activation>
 CONNECTOR_SIM_ALWAYS_INLINE void point_block(const FlowFieldArgs<T>& a, std::int64_t p0, std::int64_t count,
                                              Workspace<T>& w) {
-  const std::int64_t N = a.N, R = a.R, D = a.D, C = D + R;
+  const std::int64_t N = a.net.N, R = a.net.R, D = a.net.D, C = D + R;
   // coef[p] = np.concatenate([v[p0 + p], kappa[p0 + p]]).astype(T)
   for (std::int64_t p = 0; p < count; ++p) {
     for (std::int64_t d = 0; d < D; ++d) w.coef[p * C + d] = static_cast<T>(a.v[(p0 + p) * D + d]);
@@ -232,18 +228,18 @@ CONNECTOR_SIM_ALWAYS_INLINE void point_block(const FlowFieldArgs<T>& a, std::int
     for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
       const std::int64_t len = std::min(CHUNK, hi - c0);
       // rows = [I_T[:, chunk], m_T[:, chunk]]
-      for (std::int64_t d = 0; d < D; ++d) w.rows[d] = a.I_T + d * N + c0;
-      for (std::int64_t r = 0; r < R; ++r) w.rows[D + r] = a.m_T + r * N + c0;
+      for (std::int64_t d = 0; d < D; ++d) w.rows[d] = a.net.I_T + d * N + c0;
+      for (std::int64_t r = 0; r < R; ++r) w.rows[D + r] = a.net.m_T + r * N + c0;
       // n64 = n_T[:, chunk].astype(float64), shared by the points of the block
       for (std::int64_t r = 0; r < R; ++r) {
-        const T* __restrict row = a.n_T + r * N + c0;
+        const T* __restrict row = a.net.n_T + r * N + c0;
         double* __restrict dst = w.n64.data() + r * CHUNK;
 #pragma omp simd
         for (std::int64_t j = 0; j < len; ++j) dst[j] = static_cast<double>(row[j]);
       }
       for (std::int64_t p = 0; p < count; ++p) {
         // rate = phi(v[p] @ I_T[:, chunk] + kappa[p] @ m_T[:, chunk] + b[chunk])   (in T, stored as float64)
-        rates_chunk<T, activation>(w.rate.data(), w.z.data(), w.coef.data() + p * C, a.b + c0, w.rows.data(), C,
+        rates_chunk<T, activation>(w.rate.data(), w.z.data(), w.coef.data() + p * C, a.net.b + c0, w.rows.data(), C,
                                    len);
         // lanes[p] += rate * n64
         accumulate_chunk(w.lanes.data() + p * R * LANES, w.rate.data(), w.n64.data(), R, len);
@@ -271,7 +267,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void point_block(const FlowFieldArgs<T>& a, std::int
 // it); one loop nest per activation.
 CONNECTOR_SIM_TARGET_CLONES inline void point_block_f32(const FlowFieldArgs<float>& a, std::int64_t p0,
                                                         std::int64_t count, Workspace<float>& w) {
-  switch (a.activation) {
+  switch (a.net.activation) {
     case simd::tanh_code:
       return detail::point_block<float, simd::tanh_code>(a, p0, count, w);
     case simd::relu_code:
@@ -283,7 +279,7 @@ CONNECTOR_SIM_TARGET_CLONES inline void point_block_f32(const FlowFieldArgs<floa
 
 CONNECTOR_SIM_TARGET_CLONES inline void point_block_f64(const FlowFieldArgs<double>& a, std::int64_t p0,
                                                         std::int64_t count, Workspace<double>& w) {
-  switch (a.activation) {
+  switch (a.net.activation) {
     case simd::tanh_code:
       return detail::point_block<double, simd::tanh_code>(a, p0, count, w);
     case simd::relu_code:
@@ -321,11 +317,11 @@ inline void check_arguments(std::int64_t N, std::int64_t R, std::int64_t D, std:
 // flow_field_reference: fills a.out (P, R). Results do not depend on n_threads.
 template <typename T>
 void flow_field(const FlowFieldArgs<T>& a, int n_threads = 1) {
-  check_arguments(a.N, a.R, a.D, a.P, a.activation, n_threads);
+  check_arguments(a.net.N, a.net.R, a.net.D, a.P, a.net.activation, n_threads);
   const std::int64_t n_point_blocks = (a.P + POINT_BLOCK - 1) / POINT_BLOCK;
 #pragma omp parallel num_threads(n_threads)
   {
-    Workspace<T> w(a.R, a.D);
+    Workspace<T> w(a.net.R, a.net.D);
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t pb = 0; pb < n_point_blocks; ++pb) {
       const std::int64_t p0 = pb * POINT_BLOCK;

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "connector_sim/counter_rng.hpp"
+#include "connector_sim/dense_network.hpp"
 #include "connector_sim/simd_math.hpp"
 
 namespace connector_sim {
@@ -62,17 +63,6 @@ static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0, "chunks must tile b
 enum class Status : int {
   ok = 0,
   non_finite = 1,  // kappa ended non-finite: the state blew up
-};
-
-// Loadings, neuron-contiguous.
-template <typename T>
-struct DenseNetwork {
-  const T* m_T;  // (R, N)
-  const T* n_T;  // (R, N)
-  const T* I_T;  // (D, N)
-  const T* b;    // (N,)
-  std::int64_t N, R, D;
-  int activation;  // simd::Activation code
 };
 
 // phi(x_i) is replaced by value[i] where mask[i], at clamp_start <= t < clamp_stop.
