@@ -5,6 +5,8 @@ import numpy.typing as npt
 
 BLOCK_SIZE: int
 POINT_BLOCK: int
+CHUNK: int
+LANES: int
 
 def flow_field(
     m_T: npt.NDArray[np.float32] | npt.NDArray[np.float64],

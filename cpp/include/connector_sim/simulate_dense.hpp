@@ -24,10 +24,12 @@
 // count; the noise adds a table of counter increments instead of multiplying
 // 64-bit integers (golden_steps).
 //
-// Determinism. Every block sums its neurons into LANES float64 partial sums
-// (neuron i of the block into lane i % LANES), adds the lanes in order into
-// one partial per (trial, r), and the partials are added in block order; the
-// compiler's vectorisation choices and the number of threads change nothing.
+// Sums and determinism. Every block sums its neurons into LANES float64
+// partial sums (neuron i of the block into lane i % LANES; each chunk's
+// products are first summed per lane in T, at most CHUNK / LANES = 8 terms,
+// see lane_sums.hpp), adds the lanes in order into one partial per (trial,
+// r), and the partials are added in block order; the compiler's
+// vectorisation choices and the number of threads change nothing.
 //
 // Dispatch. OpenMP outlines a parallel region into its own function before
 // gcc makes target clones, so the clones (AVX2+FMA and baseline) are placed
@@ -46,6 +48,7 @@
 
 #include "connector_sim/counter_rng.hpp"
 #include "connector_sim/dense_network.hpp"
+#include "connector_sim/lane_sums.hpp"
 #include "connector_sim/simd_math.hpp"
 
 namespace connector_sim {
@@ -55,8 +58,8 @@ constexpr std::int64_t BLOCK_SIZE = 4096;
 // Neurons per chunk: the L1-resident unit of work (128 measured faster than
 // 64 or 256 on the full and latent paths at N = 1e6).
 constexpr std::int64_t CHUNK = 128;
-// Fixed partial sums per block and (trial, r).
-constexpr int LANES = 16;
+// Fixed float64 partial sums per block and (trial, r).
+using lane_sums::LANES;
 static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0, "chunks must tile blocks, lanes must tile chunks");
 
 // Numerical outcome of a time loop (memory-safety problems throw instead).
@@ -153,11 +156,10 @@ template <typename T>
 class Scratch {
  public:
   Scratch(const DenseNetwork<T>& net, std::int64_t B)
-      : storage_(B * net.R * LANES + net.R * CHUNK + 8), keys_(B), rows_(net.R + net.D), coef_(B * (net.R + net.D)) {
-    // 64-byte aligned: both parts are whole numbers of cache lines.
+      : storage_(B * net.R * LANES + 8), keys_(B), rows_(net.R + net.D), coef_(B * (net.R + net.D)) {
+    // 64-byte aligned: whole numbers of cache lines.
     const std::uintptr_t address = reinterpret_cast<std::uintptr_t>(storage_.data());
     lanes = storage_.data() + ((64 - address % 64) % 64) / sizeof(double);
-    n64 = lanes + B * net.R * LANES;
     keys = keys_.data();
     // rows = [m_T[0], ..., m_T[R - 1], I_T[0], ..., I_T[D - 1]]
     for (std::int64_t r = 0; r < net.R; ++r) rows_[r] = net.m_T + r * net.N;
@@ -168,7 +170,6 @@ class Scratch {
   Scratch(const Scratch&) = delete;  // the pointers point into this object
   Scratch& operator=(const Scratch&) = delete;
   double* lanes;        // (B, R, LANES): partial sums of the current block
-  double* n64;          // (R, CHUNK): the current chunk of n_T in float64, zero-padded
   std::uint64_t* keys;  // (B,): noise keys of the current step
   const T* const* rows;  // (R + D,): the rows of m_T and I_T
   T* coef;              // (B, R + D): their coefficients in the current step
@@ -189,23 +190,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void prefetch_next_chunk(const T* row, std::int64_t 
   constexpr std::int64_t per_line = 64 / sizeof(T);
   const std::int64_t stop = std::min(c0 + 2 * CHUNK, hi);
   for (std::int64_t i = c0 + CHUNK; i < stop; i += per_line) CONNECTOR_SIM_PREFETCH_FOR_WRITE(row + i);
-}
-
-// Neurons of a chunk of len rounded up to whole lane groups.
-CONNECTOR_SIM_ALWAYS_INLINE std::int64_t padded_length(std::int64_t len) { return (len + LANES - 1) / LANES * LANES; }
-
-// n64[r, :len] = n_T[r, c0 : c0 + len].astype(float64); n64[r, len:padded] = 0
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void widen_chunk(double* __restrict n64, const T* __restrict n_rows, std::int64_t R,
-                                             std::int64_t stride, std::int64_t len) {
-  const std::int64_t padded = padded_length(len);
-  for (std::int64_t r = 0; r < R; ++r) {
-    const T* __restrict row = n_rows + r * stride;
-    double* __restrict out = n64 + r * CHUNK;
-#pragma omp simd
-    for (std::int64_t j = 0; j < len; ++j) out[j] = static_cast<double>(row[j]);
-    for (std::int64_t j = len; j < padded; ++j) out[j] = 0.0;
-  }
 }
 
 // z[:len] (+)= sum over k < n of coef[k] * rows[k][c0 : c0 + len], the
@@ -267,82 +251,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void clamp_chunk(T* __restrict rate, const std::uint
   for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::select(mask[j] != 0, value[j], rate[j]);
 }
 
-// In the clamp window rate = np.where(clamp_mask, clamp_value, rate) (this
-// chunk); then rate[len:padded] = 0.
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void clamp_and_pad_chunk(T* __restrict rate, const Clamp<T>& clamp, bool active,
-                                                     std::int64_t c0, std::int64_t len) {
-  if (active) clamp_chunk(rate, clamp.mask + c0, clamp.value + c0, len);
-  for (std::int64_t j = len; j < padded_length(len); ++j) rate[j] = T(0);
-}
-
-// lanes[r, j % LANES] += float64(rate[j]) * float64(n_rows[r, j]) for the
-// chunk (it starts at a multiple of LANES from its block's start), rates and
-// n in the dtype of the loadings (used by simulate_sparse.hpp).
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, const T* __restrict rate,
-                                                  const T* __restrict n_rows, std::int64_t R, std::int64_t stride,
-                                                  std::int64_t len) {
-  for (std::int64_t r = 0; r < R; ++r) {
-    const T* __restrict row = n_rows + r * stride;
-    double acc[LANES];
-    for (int l = 0; l < LANES; ++l) acc[l] = lanes[r * LANES + l];
-    std::int64_t j = 0;
-    for (; j + LANES <= len; j += LANES) {
-      // One vector FMA per lane group: without the pragma gcc's SLP pass
-      // leaves this as scalar converts and FMAs (3x slower per step).
-#pragma omp simd
-      for (int l = 0; l < LANES; ++l) acc[l] += static_cast<double>(rate[j + l]) * static_cast<double>(row[j + l]);
-    }
-    for (; j < len; ++j) acc[j % LANES] += static_cast<double>(rate[j]) * static_cast<double>(row[j]);
-    for (int l = 0; l < LANES; ++l) lanes[r * LANES + l] = acc[l];
-  }
-}
-
-// lanes[r, j % LANES] += float64(rate[j]) * n64[r, j] for j < padded (the
-// chunk starts at a multiple of LANES from its block's start; the padding adds
-// 0 * 0), two rows per pass so that each rate is widened once per pair.
-template <typename T, typename U>
-CONNECTOR_SIM_ALWAYS_INLINE void accumulate_rows(double* __restrict lanes, const T* __restrict rate,
-                                                  const U* __restrict n64, std::int64_t stride, std::int64_t R,
-                                                  std::int64_t len) {
-  const std::int64_t padded = padded_length(len);
-  std::int64_t r = 0;
-  for (; r + 2 <= R; r += 2) {
-    const U* __restrict row0 = n64 + r * stride;
-    const U* __restrict row1 = n64 + (r + 1) * stride;
-    double acc0[LANES], acc1[LANES];
-    for (int l = 0; l < LANES; ++l) {
-      acc0[l] = lanes[r * LANES + l];
-      acc1[l] = lanes[(r + 1) * LANES + l];
-    }
-    for (std::int64_t j = 0; j < padded; j += LANES) {
-      // One vector FMA per lane group and row: without the pragma gcc's SLP
-      // pass leaves this as scalar FMAs.
-#pragma omp simd
-      for (int l = 0; l < LANES; ++l) {
-        const double rate_jl = static_cast<double>(rate[j + l]);
-        acc0[l] += rate_jl * static_cast<double>(row0[j + l]);
-        acc1[l] += rate_jl * static_cast<double>(row1[j + l]);
-      }
-    }
-    for (int l = 0; l < LANES; ++l) {
-      lanes[r * LANES + l] = acc0[l];
-      lanes[(r + 1) * LANES + l] = acc1[l];
-    }
-  }
-  if (r < R) {
-    const U* __restrict row = n64 + r * stride;
-    double acc[LANES];
-    for (int l = 0; l < LANES; ++l) acc[l] = lanes[r * LANES + l];
-    for (std::int64_t j = 0; j < padded; j += LANES) {
-#pragma omp simd
-      for (int l = 0; l < LANES; ++l) acc[l] += static_cast<double>(rate[j + l]) * static_cast<double>(row[j + l]);
-    }
-    for (int l = 0; l < LANES; ++l) lanes[r * LANES + l] = acc[l];
-  }
-}
-
 // partial[r] = lanes[r].sum(), lanes added in order
 CONNECTOR_SIM_ALWAYS_INLINE void sum_lanes(const double* lanes, std::int64_t R, double* partial) {
   for (std::int64_t r = 0; r < R; ++r) {
@@ -393,10 +301,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
   // The passes over one chunk; whole chunks get a constant length (loops
   // without remainder handling), the last chunk of the last block its own.
   const auto chunk = [&](std::int64_t c0, auto len) CONNECTOR_SIM_LAMBDA_INLINE {
-    // n64 = n_T[:, chunk].astype(float64), unless a single trial reads the
-    // rows of a whole chunk once, converting as it goes
-    const bool direct = B == 1 && !std::is_same<decltype(len), std::int64_t>::value;
-    if (accumulate && !direct) widen_chunk(scratch.n64, net.n_T + c0, R, N, len);
     for (std::int64_t b = 0; b < B; ++b) {
       T* __restrict xc = a.x + b * N + c0;
       // B interleaved streams of x are more than the hardware prefetcher follows
@@ -425,13 +329,9 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
         // rate = np.where(clamp_mask, clamp_value, rate)
 #pragma omp simd
         for (std::int64_t j = 0; j < len; ++j) rate[j] = simd::activation<activation>(xc[j]);
-        clamp_and_pad_chunk(rate, a.clamp, clamp_rates, c0, len);
-        // lanes[b] += rate.astype(float64) * n64
-        if (direct) {
-          accumulate_rows(scratch.lanes, rate, net.n_T + c0, N, R, len);
-        } else {
-          accumulate_rows(scratch.lanes + b * R * LANES, rate, scratch.n64, CHUNK, R, len);
-        }
+        if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
+        // lanes[b] += rate * n (this chunk)
+        lane_sums::accumulate_chunk(scratch.lanes + b * R * LANES, rate, net.n_T + c0, N, R, len);
       }
     }
   };
@@ -479,10 +379,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
   // The passes over one chunk; whole chunks get a constant length (loops
   // without remainder handling), the last chunk of the last block its own.
   const auto chunk = [&](std::int64_t c0, auto len) CONNECTOR_SIM_LAMBDA_INLINE {
-    // n64 = n_T[:, chunk].astype(float64), unless a single trial reads the
-    // rows of a whole chunk once, converting as it goes
-    const bool direct = B == 1 && !std::is_same<decltype(len), std::int64_t>::value;
-    if (!direct) widen_chunk(scratch.n64, net.n_T + c0, R, N, len);
     const T* __restrict bias = net.b + c0;
     for (std::int64_t b = 0; b < B; ++b) {
       // z = kappa[b].astype(T) @ m_T + v[b, t].astype(T) @ I_T (this chunk)
@@ -502,13 +398,9 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
         }
       }
       // in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
-      clamp_and_pad_chunk(rate, a.clamp, clamp_rates, c0, len);
-      // lanes[b] += rate.astype(float64) * n64
-      if (direct) {
-        accumulate_rows(scratch.lanes, rate, net.n_T + c0, N, R, len);
-      } else {
-        accumulate_rows(scratch.lanes + b * R * LANES, rate, scratch.n64, CHUNK, R, len);
-      }
+      if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
+      // lanes[b] += rate * n (this chunk)
+      lane_sums::accumulate_chunk(scratch.lanes + b * R * LANES, rate, net.n_T + c0, N, R, len);
     }
   };
   for (std::int64_t c0 = lo; c0 < hi; c0 += CHUNK) {

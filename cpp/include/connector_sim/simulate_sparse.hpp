@@ -258,7 +258,7 @@ struct SparsePathArgs {
 namespace detail {
 
 // Pass A over one block: y = n phi(x_t) (clamped at t) for every trial, and
-// partial[b, r] = sum over the block of float64(rate) float64(n).
+// partial[b, r] = sum over the block of rate n (lane sums, lane_sums.hpp).
 template <typename T, int activation>
 CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, std::int64_t block, std::int64_t t,
                                                     T* __restrict y, double* lanes, double* partial) {
@@ -282,7 +282,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, 
         T* __restrict y_col = y + c0 * W + b * R + r;
         for (std::int64_t j = 0; j < len; ++j) y_col[j * W] = rate[j] * n_row[j];
       }
-      accumulate_chunk(lanes, rate, net.n_T + c0, R, N, len);
+      lane_sums::accumulate_chunk(lanes, rate, net.n_T + c0, N, R, len);
     }
     sum_lanes(lanes, R, partial + b * R);
   }
