@@ -24,7 +24,7 @@ from .noise import private_noise
 from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
 from .plotting import plot_flow_field
 from .simulate import SimulationResult, simulate
-from .sparse import SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
+from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .synthetic import SyntheticNetwork, synthetic_network
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "LimitCycle",
+    "LowRankPlusRandomRNN",
     "LowRankRNN",
     "Perturbation",
     "PerturbationTable",

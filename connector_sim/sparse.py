@@ -38,16 +38,20 @@ def _available_memory():
     return available()
 
 
-def _check_dense_fits(n_neurons, what, itemsize=8, copies=1):
-    """Raise before allocating a dense N x N array that would not fit in memory."""
+def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
+    """Raise before allocating a dense N x N array that would not fit in memory.
+
+    ``fix`` replaces the default advice (use the sparse network with an implicit mask).
+    """
     needed = copies * itemsize * float(n_neurons) ** 2
     limit = _DENSE_LIMIT_FRACTION * _available_memory()
     if needed > limit:
+        advice = fix if fix is not None else (
+            "the sparse network with an implicit mask, which needs no N x N storage.")
         raise ValueError(
             f"{what} needs a dense {n_neurons} x {n_neurons} matrix ({needed / 1e9:.1f} GB), more than "
             f"half the available memory ({limit / 1e9:.1f} GB). Use a smaller network (N <= "
-            f"{int(math.sqrt(limit / (copies * itemsize)))} here), or the sparse network with an implicit "
-            "mask, which needs no N x N storage."
+            f"{int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}"
         )
 
 
@@ -467,3 +471,85 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
             f"{covariance}, sigma_nI = {input_overlap} (need sigma_mn^2 + sigma^2 sigma_nI^2 <= sigma^4)."
         ) from error
     return distribution.sample(n_neurons, random_state, dtype=dtype, tau=tau, activation=activation)
+
+
+class LowRankPlusRandomRNN:
+    """A dense low-rank network plus a random full-rank part (the comparison model).
+
+    ::
+
+        tau dx/dt = -x + J phi(x) + I u(t) + b,   J = m n^T / N + g chi,   chi_ij ~ N(0, 1 / N)
+
+    (Mastrogiuseppe & Ostojic 2018; Herbert & Ostojic Fig. 4, top row). Its
+    spectrum has the outliers of m n^T / N (for rank one, n^T m / N ->
+    sigma_mn) and a disk of radius g (circular law): the same two components
+    as a sparse low-rank network, whose bulk plays the role of g chi. The
+    N x N random part is stored (in the dtype of the loadings), so this model
+    is meant for N up to a few thousand; construction refuses, before any
+    allocation, an N whose matrix would not fit in half the available memory.
+
+    Parameters
+    ----------
+    network : LowRankRNN
+        The low-rank part m, n and the inputs I, biases b, tau, activation, dtype.
+    g : float
+        Strength g >= 0 of the random part.
+    seed : int, optional
+        Seed of chi (``numpy.random.default_rng(seed)``); drawn at random when None (and stored).
+
+    Attributes
+    ----------
+    random_part : ndarray of shape (N, N)
+        g chi, in the dtype of the loadings.
+    gain : float
+        1: the latent kappa of a simulation is the low-pass filtered n^T phi(x) / N.
+    """
+
+    def __init__(self, network, g, *, seed=None):
+        from ._validation import check_nonnegative_scalar
+
+        owner = "LowRankPlusRandomRNN"
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"network must be a LowRankRNN (the low-rank part). Got {type(network).__name__}.")
+        self.g = check_nonnegative_scalar(g, "g", owner=owner)
+        self.seed = _check_seed(seed, owner)
+        self.dense = network
+        N = network.n_neurons
+        _check_dense_fits(
+            N, f"{owner} (the random part g chi)", itemsize=network.dtype.itemsize,
+            fix="a sparse network (sparsify(...), whose bulk plays the role of g chi) with an implicit mask, "
+                "which needs no N x N storage.")
+        chi = np.random.default_rng(self.seed).standard_normal((N, N), dtype=network.dtype)
+        chi *= network.dtype.type(self.g / math.sqrt(N))
+        self.random_part = chi
+
+    m_T = property(lambda self: self.dense.m_T)
+    n_T = property(lambda self: self.dense.n_T)
+    I_T = property(lambda self: self.dense.I_T)
+    b = property(lambda self: self.dense.b)
+    m = property(lambda self: self.dense.m)
+    n = property(lambda self: self.dense.n)
+    I = property(lambda self: self.dense.I)
+    tau = property(lambda self: self.dense.tau)
+    activation = property(lambda self: self.dense.activation)
+    dtype = property(lambda self: self.dense.dtype)
+    n_neurons = property(lambda self: self.dense.n_neurons)
+    rank = property(lambda self: self.dense.rank)
+    n_inputs = property(lambda self: self.dense.n_inputs)
+    gain = property(lambda self: 1.0)
+
+    @property
+    def nbytes(self):
+        """Bytes held by the loadings and the random part."""
+        return self.dense.nbytes + self.random_part.nbytes
+
+    def connectivity(self):
+        """The dense N x N matrix J = m n^T / N + g chi (float64)."""
+        _check_dense_fits(self.n_neurons, "connectivity()", copies=2)
+        J = self.m.astype(np.float64) @ self.n.T.astype(np.float64)
+        J /= self.n_neurons
+        J += self.random_part
+        return J
+
+    def __repr__(self):
+        return f"LowRankPlusRandomRNN({self.dense!r}, g={self.g:.6g}, seed={self.seed})"

@@ -14,6 +14,8 @@ For P_ij = w X_ij m_i . n_j with P(X_ij = 1) = 1 - s (Herbert & Ostojic):
   E[m^2 n^2] = sigma^4 + 2 sigma_mn^2: the bulk grows with the overlap
   (``correlated=True``).
 - a dense Gaussian matrix J_ij ~ N(0, g^2 / N), sparsified: radius g sqrt(1 - s).
+- the comparison model J = m n^T / N + g chi (:class:`~connector_sim.sparse.LowRankPlusRandomRNN`):
+  the outliers of m n^T / N (where they lie outside the disk) and a disk of radius g.
 """
 
 import math
@@ -24,7 +26,7 @@ import numpy as np
 
 from ._validation import check_int
 from .network import LowRankRNN
-from .sparse import SparseLowRankRNN, _check_dense_fits
+from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
 
 #: Largest N for which :func:`eigenvalues` builds the dense matrix.
 MAX_DENSE_EIGENVALUES = 8000
@@ -154,9 +156,12 @@ def network_theory(network):
         R^2      = w^2 s (1 - s) rho(V),  V_ij = (m_i . n_j)^2
                  = w^2 s (1 - s) rho(B^T A),  A_i,(r,q) = m_ir m_iq,  B_j,(r,q) = n_jr n_jq
 
+    For a :class:`LowRankPlusRandomRNN` (J = m n^T / N + g chi) the outliers
+    are those of m n^T / N and R = g (circular law of g chi).
+
     Parameters
     ----------
-    network : SparseLowRankRNN or LowRankRNN
+    network : SparseLowRankRNN, LowRankRNN or LowRankPlusRandomRNN
         A dense network is s = 0 (no bulk).
 
     Returns
@@ -165,10 +170,15 @@ def network_theory(network):
     """
     if isinstance(network, LowRankRNN):
         gain, weight, density = 1.0, 1.0 / network.n_neurons, 1.0
+    elif isinstance(network, LowRankPlusRandomRNN):
+        m, n = network.m.astype(np.float64), network.n.astype(np.float64)
+        outliers = np.linalg.eigvals(n.T @ m / network.n_neurons)
+        return SpectrumTheory(outliers=outliers[np.argsort(-outliers.real)].astype(complex), bulk_radius=network.g)
     elif isinstance(network, SparseLowRankRNN):
         gain, weight, density = network.gain, network.weight, network.mask.density
     else:
-        raise TypeError(f"network must be a SparseLowRankRNN or a LowRankRNN. Got {type(network).__name__}.")
+        raise TypeError(f"network must be a SparseLowRankRNN, a LowRankRNN or a LowRankPlusRandomRNN. "
+                        f"Got {type(network).__name__}.")
     m = network.m.astype(np.float64)
     n = network.n.astype(np.float64)
     N, R = m.shape
@@ -186,7 +196,7 @@ def eigenvalues(network):
 
     Parameters
     ----------
-    network : SparseLowRankRNN or LowRankRNN
+    network : SparseLowRankRNN, LowRankRNN or LowRankPlusRandomRNN
         N <= MAX_DENSE_EIGENVALUES (8000: the dense O(N^3) solver).
 
     Returns
@@ -194,8 +204,9 @@ def eigenvalues(network):
     ndarray of shape (N,), complex
         Sorted by decreasing modulus.
     """
-    if not isinstance(network, (SparseLowRankRNN, LowRankRNN)):
-        raise TypeError(f"network must be a SparseLowRankRNN or a LowRankRNN. Got {type(network).__name__}.")
+    if not isinstance(network, (SparseLowRankRNN, LowRankRNN, LowRankPlusRandomRNN)):
+        raise TypeError(f"network must be a SparseLowRankRNN, a LowRankRNN or a LowRankPlusRandomRNN. "
+                        f"Got {type(network).__name__}.")
     if network.n_neurons > MAX_DENSE_EIGENVALUES:
         raise ValueError(
             f"eigenvalues() computes all N eigenvalues of the dense matrix, for N <= {MAX_DENSE_EIGENVALUES}; "
