@@ -1,12 +1,479 @@
-"""Command line: ``connector-sim <subcommand>``."""
+"""Command line: ``connector-sim <subcommand>``.
+
+The Connector workflow (SPEC section 3), one file per step::
+
+    connector-sim simulate quadstable --n-neurons 500 --trials 64 --record-units all --out sim.npz
+    connector-sim fit sim.npz --rank 2 --out lint.npz          # also writes lint_latents.npz
+    connector-sim infer lint.npz --out connector_model          # a Connector folder
+    connector-sim perturb connector_model --silence all --out perturb   # perturb.csv, perturb.json
+
+and ``demo`` (the embedded quadstable report) and ``backends`` (the built
+simulation backends). Bad input (a missing file, a wrong key or shape)
+ends the command with a one-line message on stderr and exit status 2.
+"""
 
 import argparse
+import math
+import os
 import sys
+import time
+
+#: Exit status of a command stopped by bad input.
+BAD_INPUT = 2
+
+
+class CommandError(Exception):
+    """Bad input found by a command; main prints the message and exits with :data:`BAD_INPUT`."""
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _stem(path):
+    """``path`` without a trailing ``.npz``."""
+    return os.fspath(path).removesuffix(".npz")
+
+
+def _npz_path(path, option):
+    if not os.fspath(path).endswith(".npz"):
+        raise CommandError(f"{option} must name an .npz file. Got {path!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{option}: the folder {folder!r} does not exist. Create it first.")
+    return path
+
+
+def _default_latents_path(network_path):
+    return _stem(network_path) + "_latents.npz"
+
+
+def _load_network_argument(value, n_neurons, seed):
+    """(network, labels or None, description, latent extent) of a synthetic name or a network file."""
+    import numpy as np
+
+    from .data import load_network
+    from .synthetic import SYNTHETIC_NETWORKS, gaussian_network_distribution, quadstable_network
+
+    if value in SYNTHETIC_NETWORKS:
+        # Not synthetic_network(): it also simulates 400 reference trajectories, which large N does not need.
+        if value == "quadstable":
+            network, labels = quadstable_network(n_neurons, random_state=seed)
+        else:
+            network = gaussian_network_distribution(value).sample(n_neurons, random_state=seed)
+            labels = np.zeros(n_neurons, np.int64)
+        return network, labels, f"{value} (N = {n_neurons}, seed {seed})", 2.4
+    if not value.endswith(".npz"):
+        raise CommandError(f"network must be one of {list(SYNTHETIC_NETWORKS)} or a network .npz file (written by "
+                           f"`connector-sim fit` or connector_sim.data.save_network). Got {value!r}.")
+    network, extra = load_network(value, return_extra=True)
+    labels = extra.get("labels")
+    if labels is not None and labels.shape != (network.n_neurons,):
+        raise CommandError(f"{value!r}: 'labels' must hold one cell type per neuron, shape ({network.n_neurons},). "
+                           f"Got shape {labels.shape}.")
+    return network, labels, f"{value} (N = {network.n_neurons}, rank {network.rank})", _latent_extent(network)
+
+
+def _latent_extent(network):
+    """Half-width of a box holding a network's fixed points: 1.2 mean |n_i| (as Connector.fit uses)."""
+    import numpy as np
+
+    return 1.2 * float(np.mean(np.linalg.norm(network.n, axis=1)))
+
+
+def _initial_latents(n_trials, rank, extent, init, seed):
+    """kappa_0 of shape (n_trials, rank): evenly spaced points of a square grid (rank 2) or uniform draws."""
+    import numpy as np
+
+    from .synthetic import latent_grid
+
+    if init == "grid":
+        if rank != 2:
+            raise CommandError(f"--init grid needs a rank-2 network; this one has rank {rank}. Use --init random.")
+        per_axis = math.ceil(math.sqrt(n_trials))
+        grid = latent_grid(per_axis, extent)
+        return grid[np.round(np.linspace(0, len(grid) - 1, n_trials)).astype(int)]
+    return np.random.default_rng(seed).uniform(-extent, extent, size=(n_trials, rank))
+
+
+def _record_units(value, n_neurons):
+    import numpy as np
+
+    if value is None or value == "none":
+        return None
+    if value == "all":
+        return "all"
+    try:
+        count = int(value)
+    except ValueError:
+        raise CommandError(f"--record-units must be 'none', 'all' or a number of units. Got {value!r}.") from None
+    if count < 1:
+        raise CommandError(f"--record-units must be at least 1. Got {count}.")
+    return np.arange(min(count, n_neurons))
+
+
+def _distinct_rows(points, decimals=1):
+    import numpy as np
+
+    return np.unique(np.round(points, decimals) + 0.0, axis=0)
+
+
+def _format_points(points):
+    return "[" + ", ".join("(" + ", ".join(f"{x:.2f}" for x in point) + ")" for point in points) + "]"
+
+
+def _r2(target, prediction):
+    import numpy as np
+
+    residual = np.sum((target - prediction) ** 2)
+    total = np.sum((target - target.mean(axis=0)) ** 2)
+    return float(1 - residual / total) if total > 0 else float("nan")
+
+
+def _json_safe(value):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+def _simulate(arguments):
+    """Simulate a synthetic or saved network from a set of initial latents; write its latents (and rates)."""
+    from .data import save_arrays, save_network
+    from .simulate import simulate
+
+    out = _npz_path(arguments.out, "--out")
+    if arguments.network_out is not None:
+        _npz_path(arguments.network_out, "--network-out")
+    for name in ("n_neurons", "trials", "n_steps"):
+        if getattr(arguments, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
+    network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
+                                                                   arguments.seed)
+    extent = extent if arguments.extent is None else arguments.extent
+    init = arguments.init or ("grid" if network.rank == 2 else "random")
+    kappa0 = _initial_latents(arguments.trials, network.rank, extent, init, arguments.seed)
+    dt = 0.1 * network.tau if arguments.dt is None else arguments.dt
+    record = _record_units(arguments.record_units, network.n_neurons)
+    result = simulate(network, arguments.n_steps, dt=dt, kappa0=kappa0, noise_std=arguments.noise_std,
+                      seed=arguments.seed, record_units=record, backend=arguments.backend,
+                      n_threads=arguments.threads)
+    arrays = dict(kappa=result.kappa, v=result.v, time=result.time, kappa0=kappa0, dt=dt, tau=network.tau,
+                  alpha=result.alpha, seed=arguments.seed, noise_std=arguments.noise_std, n_neurons=network.n_neurons,
+                  backend=result.backend, path=result.path)
+    if result.units is not None:
+        arrays.update(units=result.units, rates=result.rates)
+        if labels is not None:
+            arrays["unit_labels"] = labels[result.units]
+    save_arrays(out, **arrays)
+    if arguments.network_out is not None:
+        save_network(arguments.network_out, network, **({} if labels is None else {"labels": labels}))
+    ends = _distinct_rows(result.kappa[:, -1])
+    recorded = "no units recorded" if result.units is None else f"{len(result.units)} units recorded"
+    print(f"simulate: {description}, {arguments.trials} trials x {arguments.n_steps} steps (dt {dt:g}, noise "
+          f"{arguments.noise_std:g}) on {result.backend}/{result.path} in {result.wall_time:.2f} s; {recorded}; "
+          f"{len(ends)} distinct end states{' ' + _format_points(ends) if len(ends) <= 8 else ''} -> {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _read_neural_data(path):
+    """rates (n_trials, n_times, N), inputs or None, lengths or None, kappa or None, dt, tau of a data file."""
+    import numpy as np
+
+    from .data import load_arrays
+
+    arrays = load_arrays(path, what="neural data ('rates' of shape (n_trials, n_times, n_neurons), optional "
+                                    "'inputs' (n_trials, n_times, D), 'lengths', 'kappa')")
+    key = "rates" if "rates" in arrays else "spikes" if "spikes" in arrays else None
+    if key is None:
+        hint = (" It looks like a simulation without recorded units: simulate again with --record-units all."
+                if "kappa" in arrays else "")
+        raise CommandError(f"{path!r} has no 'rates' (or 'spikes') array of shape (n_trials, n_times, n_neurons). "
+                           f"Found {sorted(arrays)}.{hint}")
+    rates = arrays[key]
+    if rates.ndim != 3:
+        raise CommandError(f"{path!r}: '{key}' must have shape (n_trials, n_times, n_neurons). Got shape "
+                           f"{rates.shape}.")
+    inputs = arrays.get("inputs", arrays.get("externalinputs"))
+    if inputs is not None and inputs.size == 0:
+        inputs = None
+    kappa = arrays.get("kappa")
+    if kappa is not None and (kappa.ndim != 3 or kappa.shape[:2] != rates.shape[:2]):
+        raise CommandError(f"{path!r}: 'kappa' must hold latents of the same trials and bins as '{key}', shape "
+                           f"({rates.shape[0]}, {rates.shape[1]}, R). Got shape {kappa.shape}.")
+    dt = float(arrays["dt"]) if "dt" in arrays else None
+    tau = float(arrays["tau"]) if "tau" in arrays else None
+    lengths = arrays.get("lengths")
+    return np.asarray(rates, np.float64), inputs, lengths, kappa, dt, tau
+
+
+def _fit(arguments):
+    """Fit a low-rank RNN to neural data (LINT, or velocity matching on given latents)."""
+    import numpy as np
+
+    from .data import save_arrays, save_network
+
+    out = _npz_path(arguments.out, "--out")
+    latents_out = _npz_path(arguments.latents_out or _default_latents_path(out), "--latents-out")
+    rates, inputs, lengths, kappa, file_dt, file_tau = _read_neural_data(arguments.data)
+    tau = arguments.tau if arguments.tau is not None else file_tau if file_tau is not None else 1.0
+    dt = arguments.dt if arguments.dt is not None else file_dt if file_dt is not None else 0.1 * tau
+    rank = arguments.rank if arguments.rank is not None else None if kappa is None else kappa.shape[2]
+    if rank is None:
+        raise CommandError("Give --rank (the data file has no 'kappa' latents to take it from).")
+    if arguments.epochs < 1:
+        raise CommandError(f"--epochs must be at least 1. Got {arguments.epochs}.")
+    n_trials, n_times, n_neurons = rates.shape
+    started = time.perf_counter()
+    if arguments.method == "lint":
+        from .inference.lint import LINT
+        from .latents import align_latents
+
+        lint = LINT(rank=rank, dt=dt, tau=tau, n_epochs=arguments.epochs, random_state=arguments.seed)
+        lint.fit(rates, inputs, lengths)
+        network, latents = lint.network_, lint.latents_
+        message = (f"LINT rank {rank} on {n_trials} trials x {n_times} bins x {n_neurons} neurons, "
+                   f"{lint.n_epochs_} epochs (best {lint.best_epoch_}): rate R^2 = "
+                   f"{lint.score(rates, inputs, lengths):.4f}")
+        if kappa is not None and kappa.shape[2] == rank:
+            # The data's own latents (a simulation's): write the fit in their coordinates.
+            alignment = align_latents(latents, kappa)
+            network, latents = alignment.transform_network(network), alignment.transform(latents)
+            message += f"; latents aligned to the data's kappa, R^2 = {alignment.r2:.4f}"
+    else:
+        from .inference.velocity_matching import VelocityMatching, velocity_samples
+
+        if kappa is None:
+            raise CommandError(f"--method velocity matches the latent velocity of given trajectories: "
+                               f"{arguments.data!r} needs a 'kappa' array (n_trials, n_times, R), e.g. from "
+                               "`connector-sim simulate`. Use --method lint for rates alone.")
+        if arguments.rank is not None and arguments.rank != kappa.shape[2]:
+            raise CommandError(f"--rank {arguments.rank} disagrees with the data's latents, which have "
+                               f"{kappa.shape[2]} dimension(s).")
+        if lengths is not None and np.any(np.asarray(lengths) != n_times):
+            raise CommandError("--method velocity needs trials of equal length (the data has 'lengths' below "
+                               f"{n_times}). Use --method lint.")
+        points, velocity, v = velocity_samples(kappa, dt, tau=tau, inputs=inputs)
+        matcher = VelocityMatching(n_neurons=arguments.n_neurons or n_neurons, tau=tau, n_epochs=arguments.epochs,
+                                   random_state=arguments.seed)
+        matcher.fit(points, velocity, v)
+        network, latents = matcher.network_, np.asarray(kappa, np.float64)
+        message = (f"velocity matching, N = {network.n_neurons}, rank {rank}, on {len(points)} latent points, "
+                   f"{matcher.n_epochs_} epochs (best {matcher.best_epoch_}): velocity R^2 = "
+                   f"{_r2(velocity, matcher.predict(points, v)):.4f}")
+    extra = {} if inputs is None else {"inputs": inputs}
+    if lengths is not None:
+        extra["lengths"] = lengths
+    save_network(out, network)
+    save_arrays(latents_out, kappa=latents, alpha=dt / tau, dt=dt, tau=tau, method=arguments.method, **extra)
+    print(f"fit: {message} ({time.perf_counter() - started:.1f} s) -> {out}, {latents_out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- infer
+
+
+def _infer(arguments):
+    """Fit Connector to a fitted network and its latents; save the model folder."""
+    import numpy as np
+
+    from .data import load_arrays, load_network
+    from .mean_field import latent_velocity
+
+    network = load_network(arguments.network)
+    latents_path = arguments.latents or _default_latents_path(arguments.network)
+    latents = load_arrays(latents_path, ("kappa", "alpha"),
+                          what="latents ('kappa' (n_trials, n_times, R) and 'alpha'; written by `connector-sim fit`)")
+    kappa = latents["kappa"]
+    if kappa.ndim != 3 or kappa.shape[2] != network.rank or kappa.shape[1] < 2:
+        raise CommandError(f"{latents_path!r}: 'kappa' must have shape (n_trials, n_times >= 2, {network.rank}) for "
+                           f"the rank-{network.rank} network {arguments.network!r}. Got shape {kappa.shape}.")
+    inputs = latents.get("inputs")
+    if inputs is not None and inputs.size == 0:
+        inputs = None
+    if (inputs is not None) != (network.n_inputs > 0) or (inputs is not None and inputs.shape[2] != network.n_inputs):
+        raise CommandError(f"The network has {network.n_inputs} input(s) but the latents file has "
+                           f"{0 if inputs is None else inputs.shape[2]} input channel(s): give the latents written "
+                           "with this network.")
+    if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
+        raise CommandError(f"--out must be a folder; {arguments.out!r} is a file.")
+    if arguments.epochs < 1:
+        raise CommandError(f"--epochs must be at least 1. Got {arguments.epochs}.")
+    from .inference.connector import Connector
+
+    alpha = float(latents["alpha"])
+    started = time.perf_counter()
+    connector = Connector(n_epochs=arguments.epochs, hidden=arguments.hidden, n_layers=arguments.layers,
+                          n_covariance=arguments.n_covariance, random_state=arguments.seed)
+    connector.fit(network, kappa, inputs=None if inputs is None else inputs[:, :kappa.shape[1] - 1], alpha=alpha)
+    connector.save(arguments.out)
+    history = connector.marginal_.history_
+    best = history.get("best_epoch")
+    validation = history["val_loss"][best] if best is not None and history.get("val_loss") else float("nan")
+    # Does the learned distribution have the fitted network's dynamics? Mean-field velocity (SPEC eq. 4)
+    # against the network's own: at latent points drawn uniformly over the box the latents span (the
+    # trajectories themselves sit mostly near fixed points, where both velocities are small), or at the
+    # trajectory points with their filtered inputs when there are inputs.
+    rng = np.random.default_rng(arguments.seed)
+    visited = kappa.reshape(-1, network.rank)
+    if inputs is None:
+        points = rng.uniform(visited.min(axis=0), visited.max(axis=0), size=(1000, network.rank))
+        v_points = None
+    else:
+        from .latents import filtered_inputs
+
+        v = filtered_inputs(inputs, alpha)  # v_t on the latents' frames
+        keep = rng.permutation(kappa.shape[0] * kappa.shape[1])[:1000]
+        points, v_points = visited[keep], v.reshape(-1, network.n_inputs)[keep]
+    source = connector.empirical(arguments.flow_samples, arguments.seed, conditional_mean=True)
+    flow_r2 = _r2(latent_velocity(network, points, v_points), latent_velocity(source, points, v_points))
+    print(f"infer: Connector on {network.n_neurons} rows (rank {network.rank}, {network.n_inputs} inputs), "
+          f"{len(history['train_loss'])} epochs in {time.perf_counter() - started:.1f} s; marginal CNF held-out "
+          f"flow-matching loss {validation:.4f} (best epoch {None if best is None else best + 1}); mean-field "
+          f"velocity R^2 against the network's at {len(points)} latent points = {flow_r2:.4f} -> {arguments.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- perturb
+
+
+def _parse_units(text, n_neurons):
+    """Unit indices from '0:10,15,20:25' (Python slices, stop excluded)."""
+    import numpy as np
+
+    index = []
+    try:
+        for part in text.split(","):
+            if ":" in part:
+                start, stop = part.split(":")
+                index.extend(range(int(start), int(stop)))
+            else:
+                index.append(int(part))
+    except ValueError:
+        raise CommandError(f"--silence-units takes indices and ranges like '0:10,15'. Got {text!r}.") from None
+    index = np.unique(index)
+    if len(index) == 0 or index.min() < 0 or index.max() >= n_neurons:
+        raise CommandError(f"--silence-units must name units in [0, {n_neurons - 1}]. Got {text!r}.")
+    return index
+
+
+def _perturbation_source(arguments):
+    """(network, labels or None, description, extent, cell-type summary or None)."""
+    import numpy as np
+
+    from .cell_types import find_cell_types
+
+    source = arguments.source
+    if os.path.isdir(source):
+        from .inference.connector import Connector
+
+        try:
+            connector = Connector.load(source)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise CommandError(f"{source!r} is not a Connector folder (written by `connector-sim infer`): {exc}")
+        network, rows = connector.sample(arguments.n_neurons, arguments.seed, return_rows=True)
+        layout = connector.layout_
+        features = rows[:, layout.m.start:layout.n.stop]  # [m, n]
+        labels, description = None, f"Connector {source!r} sampled at N = {arguments.n_neurons}"
+    elif os.path.isfile(source) or source.endswith(".npz"):
+        network, labels, description, _ = _load_network_argument(source, None, arguments.seed)
+        features = np.hstack([network.m, network.n])
+    else:
+        raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
+    summary = None
+    if labels is None or arguments.cluster:
+        subset = features[np.random.default_rng(arguments.seed).permutation(len(features))[:arguments.cell_type_samples]]
+        found = find_cell_types(subset, k_range=range(1, arguments.k_max + 1), random_state=arguments.seed)
+        labels = found.model.predict(features).astype(np.int64)
+        summary = {"n_types": found.n_types, "criterion": found.criterion,
+                   "scores": {key: np.asarray(value).tolist() for key, value in found.scores.items()}}
+    return network, np.asarray(labels, np.int64), description, _latent_extent(network), summary
+
+
+def _perturb(arguments):
+    """Silence cell types or units of a Connector sample or a network; tabulate where the runs end."""
+    import numpy as np
+
+    from .demo import write_json_atomic
+    from .perturbations import Perturbation, perturbation_study
+
+    out = _stem(arguments.out)
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CommandError(f"--out: the folder {folder!r} does not exist. Create it first.")
+    if not arguments.silence and not arguments.silence_units:
+        raise CommandError("Say what to silence: --silence TYPE [TYPE ...] (cell types, or 'all') and/or "
+                           "--silence-units '0:10,15'.")
+    for name in ("n_neurons", "n_steps", "grid", "cell_type_samples", "k_max"):
+        if getattr(arguments, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
+    network, labels, description, extent, summary = _perturbation_source(arguments)
+    types = np.unique(labels).tolist()
+    perturbations = [Perturbation(name="control")]
+    requested = []
+    for value in arguments.silence or ():
+        if value == "all":
+            requested.extend(types)
+            continue
+        try:
+            requested.append(int(value))
+        except ValueError:
+            raise CommandError(f"--silence takes cell-type labels (ints) or 'all'. Got {value!r}.") from None
+    for k in dict.fromkeys(requested):
+        if k not in types:
+            raise CommandError(f"--silence {k}: no such cell type. The cell types here are {types}.")
+        perturbations.append(Perturbation.silence(cell_types=[k], name=f"silence type {k}"))
+    if arguments.silence_units:
+        units = _parse_units(arguments.silence_units, network.n_neurons)
+        perturbations.append(Perturbation.silence(units, name=f"silence units {arguments.silence_units}"))
+    extent = extent if arguments.extent is None else arguments.extent
+    kappa0 = _initial_latents(arguments.grid ** network.rank if network.rank == 2 else arguments.grid,
+                              network.rank, 0.9 * extent, "grid" if network.rank == 2 else "random", arguments.seed)
+    box = np.array([[-extent, extent]] * network.rank)
+    table = perturbation_study(network, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
+                               labels=labels, box=box, backend=arguments.backend)
+    table.to_csv(out + ".csv")
+    fractions = {str(k): float(np.mean(labels == k)) for k in types}
+    fixed_points = {f"{system} (seed {seed})" if seed >= 0 else system:
+                    [{"kappa": point.position, "stability": point.stability} for point in points]
+                    for (system, seed), points in table.fixed_points.items()}
+    write_json_atomic(out + ".json", _json_safe({
+        "source": description, "cell_types": summary, "type_fractions": fractions,
+        "perturbations": [p.name for p in perturbations], "rows": table.rows, "fixed_points": fixed_points}))
+    print(f"perturb: {description}, cell types {types} (fractions "
+          + ", ".join(f"{k}: {fraction:.0%}" for k, fraction in fractions.items())
+          + f"), {len(kappa0)} initial latents x {arguments.n_steps} steps")
+    for perturbation in perturbations:
+        rows = table.select(perturbation=perturbation.name)
+        stable = [p.position for p in table.fixed_points_of(rows.rows[0]) if p.stability.startswith("stable")]
+        ends, counts = np.unique(rows.vectors("attractor"), axis=0, return_counts=True)
+        reached = ", ".join(f"{_format_points([end])[1:-1]} x {count}" for end, count in zip(ends, counts))
+        print(f"  {perturbation.name}: {len(stable)} stable fixed point(s) {_format_points(stable)}; "
+              f"{int(np.sum(rows.column('settled')))}/{len(rows)} runs settled; end states by nearest attractor: "
+              f"{reached}")
+    print(f"wrote {out}.csv, {out}.json")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo, backends
 
 
 def _demo(arguments):
     from .demo import run_demo
-
     from .pipeline import run_connector_pipeline
 
     if not arguments.skip_simulation:
@@ -25,26 +492,110 @@ def _backends(arguments):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="connector-sim", description=__doc__)
+BACKENDS = ["auto", "cpp", "numba", "numpy"]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="connector-sim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="the embedded quadstable network: large-N simulation, then LINT -> Connector pipeline; writes a report folder")
+
+    simulate = commands.add_parser("simulate", help="simulate a synthetic or saved network; write its latents (.npz)")
+    simulate.add_argument("network", help="quadstable, bistable, limit_cycle, ring, or a network .npz file")
+    simulate.add_argument("--out", required=True, help="output .npz (kappa, v, time, ...; rates with --record-units)")
+    simulate.add_argument("--n-neurons", type=int, default=1000, help="size of a synthetic network (default 1000)")
+    simulate.add_argument("--seed", type=int, default=0, help="network sampling, random initial latents, noise")
+    simulate.add_argument("--n-steps", type=int, default=100)
+    simulate.add_argument("--dt", type=float, default=None, help="default tau / 10")
+    simulate.add_argument("--noise-std", type=float, default=0.0, help="private noise sigma (default 0)")
+    simulate.add_argument("--backend", default="auto", choices=BACKENDS)
+    simulate.add_argument("--threads", type=int, default=1)
+    simulate.add_argument("--trials", type=int, default=400, help="initial conditions (default 400)")
+    simulate.add_argument("--init", choices=["grid", "random"], default=None,
+                          help="initial latents on a square grid (rank 2, the default) or uniform at random")
+    simulate.add_argument("--extent", type=float, default=None,
+                          help="initial latents in [-extent, extent] (default 2.4 for the synthetic networks, "
+                               "1.2 mean |n_i| for a file)")
+    simulate.add_argument("--record-units", default=None, help="'all', or a number K (units 0..K-1): their rates")
+    simulate.add_argument("--network-out", default=None, help="also write the simulated network (.npz, with cell "
+                                                              "types as 'labels' for the synthetic ones)")
+    simulate.set_defaults(run=_simulate)
+
+    fit = commands.add_parser("fit", help="fit a low-rank RNN to rates (LINT) or to latents (velocity matching)")
+    fit.add_argument("data", help=".npz with 'rates' (n_trials, n_times, N) [+ 'inputs', 'lengths', 'kappa'], e.g. "
+                                  "from `simulate --record-units all`")
+    fit.add_argument("--out", required=True, help="the fitted network (.npz)")
+    fit.add_argument("--latents-out", default=None, help="its latents (.npz; default <out>_latents.npz)")
+    fit.add_argument("--method", choices=["lint", "velocity"], default="lint")
+    fit.add_argument("--rank", type=int, default=None, help="default: the data's kappa dimension")
+    fit.add_argument("--epochs", type=int, default=100)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--dt", type=float, default=None, help="bin width (default: the file's dt, else tau / 10)")
+    fit.add_argument("--tau", type=float, default=None, help="time constant (default: the file's tau, else 1)")
+    fit.add_argument("--n-neurons", type=int, default=None,
+                     help="network size for --method velocity (default: the data's neuron count)")
+    fit.set_defaults(run=_fit)
+
+    infer = commands.add_parser("infer", help="fit Connector to a fitted network and its latents")
+    infer.add_argument("network", help="network .npz (from `fit`)")
+    infer.add_argument("--latents", default=None, help="latents .npz (default <network>_latents.npz)")
+    infer.add_argument("--out", required=True, help="Connector model folder")
+    infer.add_argument("--epochs", type=int, default=300)
+    infer.add_argument("--hidden", type=int, default=128)
+    infer.add_argument("--layers", type=int, default=4)
+    infer.add_argument("--n-covariance", type=float, default=1.0, help="Sigma = s I, the conditional covariance "
+                                                                        "of n given (m, I, b)")
+    infer.add_argument("--flow-samples", type=int, default=20_000,
+                       help="samples of the mean-field check (default 20000)")
+    infer.add_argument("--seed", type=int, default=0)
+    infer.set_defaults(run=_infer)
+
+    perturb = commands.add_parser("perturb", help="silence cell types or units; tabulate fixed points and end states")
+    perturb.add_argument("source", help="Connector folder (from `infer`) or network .npz")
+    perturb.add_argument("--silence", nargs="+", default=None, metavar="TYPE",
+                         help="cell types to silence, one at a time ('all': each type)")
+    perturb.add_argument("--silence-units", default=None, help="units silenced together, e.g. '0:10,15'")
+    perturb.add_argument("--out", required=True, help="output prefix: <out>.csv and <out>.json")
+    perturb.add_argument("--n-neurons", type=int, default=5000, help="network sampled from a Connector")
+    perturb.add_argument("--cluster", action="store_true",
+                         help="cluster a network file's neurons even when it has 'labels'")
+    perturb.add_argument("--cell-type-samples", type=int, default=2000, help="rows clustered into cell types")
+    perturb.add_argument("--k-max", type=int, default=8)
+    perturb.add_argument("--grid", type=int, default=4, help="initial latents per axis (rank 2), else their number")
+    perturb.add_argument("--extent", type=float, default=None, help="fixed-point box half-width (default 1.2 "
+                                                                   "mean |n_i|)")
+    perturb.add_argument("--n-steps", type=int, default=400)
+    perturb.add_argument("--backend", default="auto", choices=BACKENDS)
+    perturb.add_argument("--seed", type=int, default=0)
+    perturb.set_defaults(run=_perturb)
+
+    demo = commands.add_parser("demo", help="the embedded quadstable network: large-N simulation, then LINT -> "
+                                            "Connector pipeline; writes a report folder")
     demo.add_argument("--out", default="report", help="report folder (default: report)")
     demo.add_argument("--large-n", type=int, default=1_000_000, help="size of the large sampled network")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
+    demo.add_argument("--backend", default="auto", choices=BACKENDS)
     demo.add_argument("--quick", action="store_true", help="small sizes and few epochs (under two minutes)")
     demo.add_argument("--skip-simulation", action="store_true",
                       help="only the Connector pipeline, not the large-N simulation report")
     demo.set_defaults(run=_demo)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
     backends.set_defaults(run=_backends)
-    arguments = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    """Run ``connector-sim`` with ``argv`` (default: the process arguments); return the exit status."""
+    arguments = _parser().parse_args(argv)
     try:
         return arguments.run(arguments)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (CommandError, FileNotFoundError, ValueError, TypeError) as exc:
+        # Library validation raises these with messages that say what to fix: no traceback for bad input.
+        print(f"connector-sim {arguments.command}: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
 
 
 if __name__ == "__main__":

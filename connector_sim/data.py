@@ -10,6 +10,11 @@ the network state of the next frame (the simulator's convention).
 ``lengths`` (n_trials,), the layout the FINDR toolkit reads for the rat
 frontal-cortex recordings.
 
+Networks (:func:`save_network` / :func:`load_network`) and any other named
+arrays (:func:`save_arrays` / :func:`load_arrays`: latents, simulation
+results) are stored in ``.npz`` files as well, written atomically and read
+without pickle.
+
 NWB files are read with pynwb (an optional dependency, ``pip install
 connector-sim[nwb]``), imported only by :func:`read_nwb`.
 
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import check_positive_scalar
+from .activations import BUILTIN_ACTIVATIONS
+from .network import LowRankRNN
 
 KINDS = ("rates", "counts")
 
@@ -265,20 +272,142 @@ def save_npz(path, data):
     """
     if not isinstance(data, TrialData):
         raise TypeError(f"data must be a TrialData (see as_trial_data). Got {type(data).__name__}.")
+    inputs = data.inputs if data.inputs is not None else np.zeros(data.spikes.shape[:2] + (0,))
+    save_arrays(path, spikes=data.spikes, externalinputs=inputs, lengths=data.lengths)
+
+
+def save_arrays(path, /, **arrays):
+    """Write named arrays to ``path`` (``.npz``) atomically.
+
+    The archive is written to a temporary file in the same folder and moved
+    into place with ``os.replace``, so a reader never sees a half-written
+    file and an interrupted write leaves the previous file. Object arrays
+    are refused: every file must load with ``allow_pickle=False``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Must end in ``.npz``.
+    **arrays : array-like
+        Numeric, bool or string arrays (scalars are stored as 0-d arrays).
+    """
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"path must end in '.npz'. Got {path!r}.")
-    inputs = data.inputs if data.inputs is not None else np.zeros(data.spikes.shape[:2] + (0,))
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    for name, value in arrays.items():
+        if value.dtype.hasobject:
+            raise TypeError(f"Array {name!r} has dtype object, which only loads with pickle. Give a numeric, bool "
+                            "or string array.")
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
+    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, spikes=data.spikes, externalinputs=inputs, lengths=data.lengths)
+            np.savez(stream, **arrays)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def load_arrays(path, required=(), *, what="arrays"):
+    """Read every array of an ``.npz`` file (without pickle), checking that the required keys are there.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    required : sequence of str
+        Keys that must be present.
+    what : str
+        What the file should hold, for the error messages.
+
+    Returns
+    -------
+    dict of str to ndarray
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When it is not an ``.npz`` archive, needs pickle, or lacks a required key.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist (expected an .npz file of {what}).")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("it holds a single array, not named arrays")
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path!r} is not a readable .npz archive of {what} ({exc}). Write it with "
+                         "numpy.savez or connector_sim.data.save_arrays; object arrays (pickle) are not read.") from exc
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{path!r} lacks the key(s) {missing} of {what}. Found {sorted(arrays)}.")
+    return arrays
+
+
+#: Keys of a network file (see :func:`save_network`).
+NETWORK_KEYS = ("kind", "m", "n", "I", "b", "tau", "activation")
+
+
+def save_network(path, network, /, **extra):
+    """Write a :class:`~connector_sim.LowRankRNN` to ``path`` (``.npz``) atomically.
+
+    Keys: ``m`` (N, R), ``n`` (N, R), ``I`` (N, D), ``b`` (N,) in the
+    network's dtype, ``tau`` and ``activation`` (0-d), ``kind`` =
+    "LowRankRNN", plus any ``extra`` arrays (e.g. ``labels``, cell types).
+    :func:`load_network` reads it back without pickle.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    network : LowRankRNN
+        With a built-in activation (a numba function cannot be stored).
+    **extra : array-like
+    """
+    if not isinstance(network, LowRankRNN):
+        raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+    if not isinstance(network.activation, str):
+        raise TypeError(f"Only networks with a built-in activation {list(BUILTIN_ACTIVATIONS)} can be saved; this "
+                        f"one has the user function {network.activation!r}.")
+    reserved = sorted(set(extra) & set(NETWORK_KEYS))
+    if reserved:
+        raise ValueError(f"Extra arrays may not use the network's own keys {reserved}.")
+    save_arrays(path, kind="LowRankRNN", m=network.m, n=network.n, I=network.I, b=network.b, tau=network.tau,
+                activation=network.activation, **extra)
+
+
+def load_network(path, *, return_extra=False):
+    """Read a network written by :func:`save_network`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    return_extra : bool, default=False
+        Also return the file's other arrays (a dict).
+
+    Returns
+    -------
+    network : LowRankRNN
+        In the dtype it was saved in.
+    extra : dict of str to ndarray, only if ``return_extra``
+    """
+    arrays = load_arrays(path, ("m", "n", "tau", "activation"),
+                         what="a low-rank network (m, n, I, b, tau, activation; see save_network)")
+    m = arrays["m"]
+    dtype = m.dtype if m.dtype in (np.float32, np.float64) else np.float64
+    try:
+        network = LowRankRNN(m, arrays["n"], arrays.get("I"), arrays.get("b"), tau=float(arrays["tau"]),
+                             activation=str(arrays["activation"]), dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} does not hold a valid network: {exc}") from exc
+    if not return_extra:
+        return network
+    return network, {key: value for key, value in arrays.items() if key not in NETWORK_KEYS}
 
 
 def load_npz(path, *, kind="rates", dt=None):

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from connector_sim import GaussianMixture, RowLayout, find_cell_types, latent_velocity, mixture_from_labels
+from connector_sim import GaussianMixture, RowLayout, choose_k, find_cell_types, latent_velocity, mixture_from_labels
 from connector_sim.synthetic import latent_grid, quadstable_mixture
 
 N_SAMPLES = 2000
@@ -47,6 +47,49 @@ def test_held_out_likelihood_stops_rising_at_four(quadstable_rows):
     # four types gain less than one.
     assert np.all(gains[:2] > 10 * table["log_likelihood_se"][1:3])
     assert gains[2] < table["log_likelihood_se"][2]
+
+
+def warped_mixture(n_samples, seed):
+    """Four equal clusters in 4-D, each a Gaussian bent into a banana and squashed by tanh along one axis."""
+    rng = np.random.default_rng(seed)
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=float)
+    centres = 1.5 * np.hstack([signs, signs[:, ::-1]])
+    labels = rng.integers(0, 4, n_samples)
+    z = rng.standard_normal((n_samples, 4))
+    shape = z.copy()
+    shape[:, 0] = np.tanh(1.5 * z[:, 0]) / 1.5
+    shape[:, 1] = z[:, 1] + 0.75 * (z[:, 0] ** 2 - 1)
+    return centres[labels] + 0.5 * shape, labels
+
+
+def test_non_gaussian_clusters_are_counted_as_clusters():
+    rows, true_labels = warped_mixture(2000, seed=1)
+    types = find_cell_types(rows)
+    assert types.criterion == "completed_log_likelihood"
+    assert types.n_types == 4
+    table = types.scores
+    assert np.argmax(table["completed_log_likelihood"]) == 3
+    # The completed log-likelihood is the plain one minus the mean assignment entropy (>= 0, 0 for k = 1).
+    assert table["completed_log_likelihood"][0] == pytest.approx(table["log_likelihood"][0])
+    assert np.all(table["completed_log_likelihood"] <= table["log_likelihood"] + 1e-12)
+    assert np.all(table["completed_log_likelihood_se"] > 0)
+    mapping = match_components(types.labels, true_labels)
+    assert sorted(mapping.values()) == [0, 1, 2, 3]
+    # The plain held-out log-likelihood keeps rising as extra components fit each cluster's shape,
+    # which is why it is not the default.
+    plain = find_cell_types(rows, criterion="log_likelihood")
+    assert plain.criterion == "log_likelihood" and plain.n_types > 4
+    np.testing.assert_array_equal(plain.scores["log_likelihood"], table["log_likelihood"])
+    assert find_cell_types(rows, criterion="silhouette").n_types == 4
+    # choose_k applies each rule to the same table.
+    assert choose_k(table) == 4
+    assert choose_k(table, "log_likelihood") == plain.n_types
+
+
+def test_one_gaussian_is_one_type():
+    rows = np.random.default_rng(2).multivariate_normal(np.zeros(4), np.eye(4) + 0.5, size=1500)
+    assert find_cell_types(rows, k_range=range(1, 6)).n_types == 1
+    assert find_cell_types(rows, k_range=range(1, 6), criterion="log_likelihood").n_types == 1
 
 
 def test_a_subset_of_columns_is_enough(quadstable_rows):
@@ -110,6 +153,17 @@ def test_bad_inputs_say_what_was_expected(quadstable_rows):
         find_cell_types(rows[:, 0])
     with pytest.raises(ValueError, match=r"'method' parameter of find_cell_types must be one of \['gmm', 'kmeans'\]"):
         find_cell_types(rows, method="dbscan")
+    with pytest.raises(ValueError, match=r"'criterion' parameter of find_cell_types must be one of "
+                                         r"\['completed_log_likelihood', 'log_likelihood', 'silhouette'\]. Got 'bic'"):
+        find_cell_types(rows, criterion="bic")
+    with pytest.raises(ValueError, match=r"criterion='log_likelihood' needs the held-out likelihoods of Gaussian "
+                                         r"mixtures: use method='gmm'"):
+        find_cell_types(rows, method="kmeans", criterion="log_likelihood")
+    kmeans_table = find_cell_types(rows[:200], k_range=[1, 2], method="kmeans").scores
+    with pytest.raises(ValueError, match=r"The table has no log_likelihood scores \(k-means fits have none\)"):
+        choose_k(kmeans_table, "log_likelihood")
+    with pytest.raises(ValueError, match=r"'criterion' parameter of choose_k must be one of"):
+        choose_k(kmeans_table, "aic")
     with pytest.raises(ValueError, match=r"samples must have layout.dim = 5 columns"):
         mixture_from_labels(rows, np.zeros(len(rows), int), RowLayout(rank=2, bias=True))
     with pytest.raises(ValueError, match=r"labels must be one integer cluster per sample"):

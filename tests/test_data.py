@@ -163,3 +163,58 @@ def test_nwb_round_trip(tmp_path):
     subset = read_nwb(path, units=[2], trials=[1], smoothing=None, bin_width=0.05)
     assert subset.spikes.shape == (1, 15, 1)
     assert subset.spikes.sum() == ((spikes[2] >= 1.5) & (spikes[2] < 2.25)).sum()
+
+
+# --------------------------------------------------------------------------- networks and named arrays
+
+
+def test_network_file_round_trip(tmp_path):
+    from connector_sim import LowRankRNN
+    from connector_sim.data import load_network, save_network
+
+    rng = np.random.default_rng(0)
+    network = LowRankRNN(rng.standard_normal((30, 2)), rng.standard_normal((30, 2)), I=rng.standard_normal((30, 3)),
+                         b=rng.standard_normal(30), tau=0.5, activation="relu", dtype=np.float32)
+    labels = rng.integers(0, 3, 30)
+    save_network(tmp_path / "net.npz", network, labels=labels)
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]  # no temporary file left behind
+    loaded, extra = load_network(tmp_path / "net.npz", return_extra=True)
+    for name in ("m", "n", "I", "b"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(network, name))
+    assert loaded.dtype == np.float32 and loaded.tau == 0.5 and loaded.activation == "relu"
+    assert set(extra) == {"labels"}
+    np.testing.assert_array_equal(extra["labels"], labels)
+    # Plain NumPy reads it without pickle.
+    with np.load(tmp_path / "net.npz", allow_pickle=False) as archive:
+        assert str(archive["kind"]) == "LowRankRNN"
+    # Overwriting replaces the file whole.
+    save_network(tmp_path / "net.npz", LowRankRNN(np.ones((4, 1)), np.ones((4, 1))))
+    assert load_network(tmp_path / "net.npz").n_neurons == 4
+
+
+def test_network_and_array_files_refuse_bad_input(tmp_path):
+    from connector_sim import LowRankRNN
+    from connector_sim.data import load_arrays, load_network, save_arrays, save_network
+
+    network = LowRankRNN(np.ones((4, 1)), np.ones((4, 1)))
+    with pytest.raises(ValueError, match=r"path must end in '.npz'. Got '.*net.txt'"):
+        save_network(tmp_path / "net.txt", network)
+    with pytest.raises(TypeError, match=r"network must be a LowRankRNN. Got ndarray"):
+        save_network(tmp_path / "net.npz", np.ones(3))
+    with pytest.raises(ValueError, match=r"may not use the network's own keys \['tau'\]"):
+        save_network(tmp_path / "net.npz", network, tau=2.0)
+    with pytest.raises(TypeError, match=r"Array 'ragged' has dtype object, which only loads with pickle"):
+        save_arrays(tmp_path / "a.npz", ragged=np.array([np.ones(2), np.ones(3)], dtype=object))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match=r"missing.npz' does not exist \(expected an .npz file of a low-rank"):
+        load_network(tmp_path / "missing.npz")
+    save_arrays(tmp_path / "latents.npz", kappa=np.zeros((2, 3, 2)))
+    with pytest.raises(ValueError, match=r"lacks the key\(s\) \['m', 'n', 'tau', 'activation'\] of a low-rank network.*"
+                                         r"Found \['kappa'\]"):
+        load_network(tmp_path / "latents.npz")
+    save_arrays(tmp_path / "bad.npz", m=np.ones((4, 2)), n=np.ones((4, 3)), tau=1.0, activation="tanh")
+    with pytest.raises(ValueError, match=r"bad.npz' does not hold a valid network: m and n must have the same rank"):
+        load_network(tmp_path / "bad.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match=r"text.npz' is not a readable .npz archive of arrays"):
+        load_arrays(tmp_path / "text.npz")

@@ -24,6 +24,18 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
     assert matrix.shape == (4, 4)
     assert all(report["dissimilarity"]["diagonal_is_row_minimum"])
     assert np.all(matrix >= -1e-6)
+    # Every section of the full report is there (the quick run is a smoke run of the same code).
+    assert set(report) == {"settings", "lint", "connector", "fixed_points", "n_stable_fixed_points", "cell_types",
+                           "silencing", "dissimilarity", "seconds"}
+    # Cell types: the k chosen is the best held-out completed log-likelihood; each rule's k is in its table.
+    for found in report["cell_types"].values():
+        scores = found["scores"]
+        assert found["criterion"] == "completed_log_likelihood"
+        assert scores["k"] == list(range(1, report["settings"]["k_max"] + 1))
+        assert found["k"] == scores["k"][int(np.argmax(scores["completed_log_likelihood"]))]
+        assert found["k_by_silhouette"] == scores["k"][int(np.nanargmax(np.array(scores["silhouette"], float)))]
+        assert found["k_by_log_likelihood"] in scores["k"]
+    assert len(report["silencing"]) == report["cell_types"]["Connector"]["k"]
     # Silencing a cell type leaves at least one attractor per type, and the types cover all neurons.
     fractions = [entry["fraction_of_neurons"] for entry in report["silencing"].values()]
     assert sum(fractions) == pytest.approx(1.0)

@@ -18,9 +18,10 @@ _LAZY = {
     "fit_conditional_mean": "conditional_mean",
     # connector.py: the estimator
     "Connector": "connector",
-    # dissimilarity.py: comparing connectivity distributions
-    "dissimilarity": "dissimilarity",
-    "effective_connectivity_dissimilarity": "dissimilarity",
+    # distances.py: comparing connectivity distributions (not named after its function, so that
+    # ``connector_sim.inference.dissimilarity`` is always the function, never a submodule)
+    "dissimilarity": "distances",
+    "effective_connectivity_dissimilarity": "distances",
     # lint.py: fitting a low-rank RNN to rates by BPTT
     "LINT": "lint",
     # velocity_matching.py: distilling a latent flow into a low-rank RNN

@@ -34,7 +34,7 @@ from .conditional_mean import (
     regression_data,
     sample_conditional,
 )
-from .flows import FlowMatchingCNF, load_bundle, save_bundle, torch
+from .flows import FlowMatchingCNF, load_bundle, save_bundle, torch, torch_threads
 
 _OWNER = "Connector"
 CONDITIONALS = ("closed_form", "cnf")
@@ -90,7 +90,8 @@ class Connector(_Distribution):
     hidden, n_layers, n_epochs, batch_size, learning_rate, weight_decay, validation_fraction, patience,
     n_steps, solver, n_threads
         Of the CNFs, see :class:`~connector_sim.inference.flows.FlowMatchingCNF`
-        (paper: 4 x 128, 1,000 epochs, batch 64, midpoint, 10 steps).
+        (paper: 4 x 128, 1,000 epochs, batch 64, midpoint, 10 steps);
+        ``n_threads`` also limits the BLAS threads of the ridge regressions.
     conditional_epochs : int, optional
         Epochs of the conditional CNF; default ``n_epochs``.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -232,6 +233,10 @@ class Connector(_Distribution):
         -------
         self
         """
+        with torch_threads(self.n_threads):  # the ridge regressions' BLAS calls too
+            return self._fit_latents(kappa, m, I, b, n, inputs, v, v0, alpha, tau, activation)
+
+    def _fit_latents(self, kappa, m, I, b, n, inputs, v, v0, alpha, tau, activation):
         params = self._check_params()
         alpha = check_positive_scalar(alpha, "alpha", owner=_OWNER)
         if alpha > 1:
@@ -401,7 +406,9 @@ class Connector(_Distribution):
         n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner=f"{_OWNER}.sample")
         rows, labels = self._draw(n_neurons, check_random_state(random_state))
         layout = self.layout_
-        network = LowRankRNN(rows[:, layout.m], rows[:, layout.n], rows[:, layout.I], rows[:, layout.b][:, 0],
+        # A column of rows is a strided view: the compiled kernels need a contiguous b.
+        network = LowRankRNN(rows[:, layout.m], rows[:, layout.n], rows[:, layout.I],
+                             np.ascontiguousarray(rows[:, layout.b][:, 0]),
                              tau=self.tau_ if tau is None else tau,
                              activation=self.activation_ if activation is None else activation, dtype=dtype)
         out = (network,) + ((rows,) if return_rows else ()) + ((labels,) if return_labels else ())

@@ -290,11 +290,13 @@ class LINT:
         "auto" runs on CUDA when available, else on the CPU.
     dtype : {"float32", "float64"}, default="float32"
     n_threads : int or None, default=1
-        torch intra-op threads during fit and predict (restored afterwards;
-        None leaves torch's setting). The recurrent loop is many small
+        torch intra-op and NumPy BLAS threads during fit and predict
+        (restored afterwards; None leaves them as they are; see
+        ``flows.torch_threads``). The recurrent loop is many small
         operations, for which more threads mostly add synchronisation: 30
         epochs of 12 trials x 30 bins x 200 neurons took 0.9 s with 1 thread
-        and 68 s with 2 on a loaded 2-core machine. Raise it for large N.
+        and 68 s with 2 on a loaded 2-core machine, and the initialisation's
+        SVDs were 10x slower with two BLAS threads. Raise it for large N.
     verbose : int, default=0
         Print the losses every ``verbose`` epochs (0: silent).
     callback : callable, optional

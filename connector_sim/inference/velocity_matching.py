@@ -123,7 +123,7 @@ class VelocityMatching:
     device : str, default="auto"
     dtype : {"float32", "float64"}, default="float32"
     n_threads : int or None, default=1
-        torch intra-op threads during fit (see :class:`~connector_sim.inference.LINT`).
+        torch intra-op and NumPy BLAS threads during fit (see :class:`~connector_sim.inference.LINT`).
     verbose : int, default=0
     callback : callable, optional
         ``callback(estimator, epoch, {"train_loss", "val_loss"})``; True stops.

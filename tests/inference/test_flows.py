@@ -251,7 +251,7 @@ def mixture_flow():
 
 @pytest.mark.slow
 def test_cnf_samples_match_a_gaussian_mixture(mixture_flow):
-    from connector_sim.inference.dissimilarity import sinkhorn_divergence
+    from connector_sim.inference.distances import sinkhorn_divergence
 
     samples = mixture_flow.sample(3000, random_state=1)
     # Component weights of the samples (most likely component): 0.05 is the

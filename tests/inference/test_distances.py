@@ -7,7 +7,7 @@ pytest.importorskip("torch")
 pytest.importorskip("geomloss")
 
 from connector_sim import Gaussian, GaussianMixture, LowRankRNN
-from connector_sim.inference.dissimilarity import (
+from connector_sim.inference.distances import (
     conditional_mean_of,
     dissimilarity,
     effective_connectivity_dissimilarity,
@@ -16,6 +16,30 @@ from connector_sim.inference.dissimilarity import (
 from connector_sim.synthetic import gaussian_network_distribution, quadstable_mixture
 
 NAMES = ("bistable", "limit_cycle", "ring")
+
+
+# --------------------------------------------------------------------------- the public names
+
+
+def test_package_attributes_are_the_functions_not_submodules():
+    import importlib
+    import inspect
+    import pkgutil
+
+    from connector_sim import inference
+
+    # Import every submodule first: importing a submodule binds its name on the package, which would
+    # shadow a lazily exported function of the same name.
+    for module in pkgutil.iter_modules(inference.__path__):
+        importlib.import_module(f"connector_sim.inference.{module.name}")
+    assert inference.dissimilarity is dissimilarity
+    assert inspect.isfunction(inference.dissimilarity)
+    assert inference.effective_connectivity_dissimilarity is effective_connectivity_dissimilarity
+    from connector_sim.inference import dissimilarity as imported
+
+    assert imported is dissimilarity
+    for name in inference.__all__:
+        assert not inspect.ismodule(getattr(inference, name)), name
 
 
 # --------------------------------------------------------------------------- Sinkhorn divergence

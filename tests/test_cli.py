@@ -1,0 +1,261 @@
+"""The command line: simulate -> fit -> infer -> perturb on tiny networks, and its bad-input messages."""
+
+import contextlib
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+
+from connector_sim import LowRankRNN, latent_velocity, simulate
+from connector_sim.cli import main
+from connector_sim.data import load_arrays, load_network, save_arrays, save_network
+from connector_sim.synthetic import latent_grid, quadstable_network
+
+pytest.importorskip("torch")
+
+N_NEURONS, N_TRIALS, N_STEPS = 200, 16, 50
+
+
+def run(argv):
+    """main(argv) with its stdout and stderr captured: (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def number_after(text, label):
+    return float(re.search(re.escape(label) + r"\s*=\s*(-?[0-9.]+)", text).group(1))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """simulate (quadstable, N = 120, a 4 x 4 grid of initial latents, rates of every unit), then fit (LINT)."""
+    folder = tmp_path_factory.mktemp("cli")
+    outputs = {}
+    outputs["simulate"] = run(["simulate", "quadstable", "--n-neurons", N_NEURONS, "--trials", N_TRIALS,
+                               "--n-steps", N_STEPS, "--record-units", "all", "--out", folder / "sim.npz",
+                               "--network-out", folder / "truth.npz"])
+    outputs["fit"] = run(["fit", folder / "sim.npz", "--epochs", 3, "--out", folder / "lint.npz"])
+    return folder, outputs
+
+
+def test_simulate_writes_latents_and_the_rates_of_the_recorded_units(chain):
+    folder, outputs = chain
+    status, out, err = outputs["simulate"]
+    assert status == 0, err
+    assert f"quadstable (N = {N_NEURONS}, seed 0), {N_TRIALS} trials x {N_STEPS} steps" in out
+    assert f"{N_NEURONS} units recorded" in out
+    sim = load_arrays(folder / "sim.npz")
+    network, labels = quadstable_network(N_NEURONS, random_state=0)
+    # 16 trials: the full 4 x 4 grid of initial latents over [-2.4, 2.4]^2.
+    np.testing.assert_array_equal(sim["kappa0"], latent_grid(4, 2.4))
+    assert sim["kappa"].shape == (N_TRIALS, N_STEPS + 1, 2)
+    np.testing.assert_array_equal(sim["kappa"][:, 0], sim["kappa0"])
+    assert float(sim["alpha"]) == pytest.approx(0.1) and float(sim["dt"]) == pytest.approx(0.1)
+    # Noise-free and started on the latent subspace: rates = tanh(m kappa_t), to rounding.
+    assert sim["rates"].shape == (N_TRIALS, N_STEPS + 1, N_NEURONS)
+    np.testing.assert_allclose(sim["rates"], np.tanh(sim["kappa"] @ network.m.T), atol=1e-10)
+    np.testing.assert_array_equal(sim["unit_labels"], labels)
+    # The same run through the library gives the same latents.
+    reference = simulate(network, N_STEPS, dt=0.1, kappa0=latent_grid(4, 2.4), backend="numpy")
+    np.testing.assert_allclose(sim["kappa"], reference.kappa, rtol=0, atol=1e-10)
+    # The network file holds the simulated network and its cell types.
+    saved, extra = load_network(folder / "truth.npz", return_extra=True)
+    np.testing.assert_array_equal(saved.m, network.m)
+    np.testing.assert_array_equal(saved.n, network.n)
+    np.testing.assert_array_equal(extra["labels"], labels)
+    assert saved.activation == "tanh" and saved.tau == 1.0
+
+
+def test_simulate_a_network_file_with_noise_random_starts_and_a_few_units(tmp_path):
+    rng = np.random.default_rng(3)
+    network = LowRankRNN(rng.standard_normal((50, 3)), 2 * rng.standard_normal((50, 3)), b=0.1 * rng.standard_normal(50),
+                         tau=2.0, dtype=np.float32)
+    save_network(tmp_path / "net.npz", network)
+    argv = ["simulate", tmp_path / "net.npz", "--trials", 5, "--n-steps", 20, "--noise-std", 0.3,
+            "--record-units", 4, "--extent", 1.5, "--seed", 7, "--out", tmp_path / "a.npz"]
+    status, _, err = run(argv)
+    assert status == 0, err
+    first = load_arrays(tmp_path / "a.npz")
+    # Rank 3: random initial latents in the box; dt defaults to tau / 10; noise needs the full path.
+    assert first["kappa"].shape == (5, 21, 3)
+    assert np.all(np.abs(first["kappa0"]) <= 1.5)
+    assert float(first["dt"]) == pytest.approx(0.2) and str(first["path"]) == "full"
+    assert first["rates"].shape == (5, 21, 4) and first["rates"].dtype == np.float32
+    np.testing.assert_array_equal(first["units"], np.arange(4))
+    # The seed fixes initial latents and noise: the same command gives the same file, another seed another.
+    assert run(argv[:-1] + [tmp_path / "b.npz"])[0] == 0
+    np.testing.assert_array_equal(load_arrays(tmp_path / "b.npz")["kappa"], first["kappa"])
+    assert run(argv[:-4] + ["--seed", 8, "--out", tmp_path / "c.npz"])[0] == 0
+    assert not np.allclose(load_arrays(tmp_path / "c.npz")["kappa"], first["kappa"])
+
+
+def test_fit_lint_writes_a_network_whose_latents_are_the_data_s(chain):
+    folder, outputs = chain
+    status, out, err = outputs["fit"]
+    assert status == 0, err
+    assert number_after(out, "rate R^2") > 0.95
+    assert number_after(out, "R^2") > 0.95
+    network = load_network(folder / "lint.npz")
+    latents = load_arrays(folder / "lint_latents.npz")
+    assert network.n_neurons == N_NEURONS and network.rank == 2
+    assert latents["kappa"].shape == (N_TRIALS, N_STEPS + 1, 2)
+    assert float(latents["alpha"]) == pytest.approx(0.1) and str(latents["method"]) == "lint"
+    # Aligned to the simulation's latents (the file had them) ...
+    truth = load_arrays(folder / "sim.npz")["kappa"]
+    residual = np.sum((latents["kappa"] - truth) ** 2) / np.sum((truth - truth.mean(axis=(0, 1))) ** 2)
+    assert residual < 0.05
+    # ... and the written network is written in those coordinates: simulated from the first latents, it
+    # runs through all of them (LINT trains in float32: 1e-3).
+    rerun = simulate(network, N_STEPS, dt=0.1, kappa0=latents["kappa"][:, 0], backend="numpy").kappa
+    np.testing.assert_allclose(rerun, latents["kappa"], atol=1e-3)
+
+
+def test_fit_velocity_matching_on_the_simulated_latents(chain, tmp_path):
+    folder, _ = chain
+    status, out, err = run(["fit", folder / "sim.npz", "--method", "velocity", "--n-neurons", 60, "--epochs", 20,
+                            "--out", tmp_path / "vm.npz", "--latents-out", tmp_path / "vm_kappa.npz"])
+    assert status == 0, err
+    network = load_network(tmp_path / "vm.npz")
+    latents = load_arrays(tmp_path / "vm_kappa.npz")
+    assert network.n_neurons == 60 and network.rank == 2
+    # Velocity matching keeps the given latents; its network's latent velocity matches theirs.
+    kappa = load_arrays(folder / "sim.npz")["kappa"]
+    np.testing.assert_array_equal(latents["kappa"], kappa)
+    target = ((kappa[:, 1:] - kappa[:, :-1]) / 0.1).reshape(-1, 2)
+    fitted = latent_velocity(network, kappa[:, :-1].reshape(-1, 2))
+    r2 = 1 - np.sum((fitted - target) ** 2) / np.sum((target - target.mean(axis=0)) ** 2)
+    assert r2 > 0.9
+    assert number_after(out, "velocity R^2") == pytest.approx(r2, abs=1e-3)
+
+
+def test_infer_then_perturb_the_connector(chain, tmp_path):
+    from connector_sim.inference import Connector
+
+    folder, _ = chain
+    status, out, err = run(["infer", folder / "lint.npz", "--out", tmp_path / "model", "--epochs", 30,
+                            "--hidden", 32, "--layers", 2, "--flow-samples", 5000])
+    assert status == 0, err
+    connector = Connector.load(tmp_path / "model")
+    assert connector.n_rows_ == N_NEURONS and connector.layout_.rank == 2 and connector.alpha_ == pytest.approx(0.1)
+    assert np.isfinite(number_after(out, "points"))  # the mean-field check's R^2
+    assert number_after(out, "points") > 0.5
+
+    status, out, err = run(["perturb", tmp_path / "model", "--silence", "all", "--n-neurons", 1000, "--grid", 3,
+                            "--n-steps", 200, "--k-max", 4, "--cell-type-samples", 400, "--out", tmp_path / "p"])
+    assert status == 0, err
+    summary = json.loads((tmp_path / "p.json").read_text())
+    n_types = summary["cell_types"]["n_types"]
+    assert summary["perturbations"] == ["control"] + [f"silence type {k}" for k in range(n_types)]
+    assert sum(summary["type_fractions"].values()) == pytest.approx(1.0)
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(summary["rows"]) == (1 + n_types) * 9
+    for written, row in zip(rows, summary["rows"]):
+        assert written["perturbation"] == row["perturbation"]
+        assert float(written["kappa_end_0"]) == pytest.approx(row["kappa_end_0"], rel=1e-12)
+    for perturbation in summary["perturbations"]:
+        assert f"  {perturbation}: " in out
+
+
+def test_perturb_the_ground_truth_network_silencing_each_type_leaves_two_attractors(chain, tmp_path):
+    folder, _ = chain
+    status, out, err = run(["perturb", folder / "truth.npz", "--silence", "all", "--silence-units", "0:50",
+                            "--out", tmp_path / "truth"])
+    assert status == 0, err
+    summary = json.loads((tmp_path / "truth.json").read_text())
+    assert summary["cell_types"] is None  # the file's own labels
+    assert summary["type_fractions"] == {str(k): 0.25 for k in range(4)}
+
+    def stable(system):
+        return [p["kappa"] for p in summary["fixed_points"][system] if p["stability"].startswith("stable")]
+
+    # The quadstable network has four attractors; silencing any one of its four cell types leaves a bistable
+    # network (paper, Figure 3A). Units 0-49 are type 0: the same perturbation by index.
+    assert len(stable("unperturbed")) == 4
+    for k in range(4):
+        assert len(stable(f"silence type {k}")) == 2
+    np.testing.assert_allclose(sorted(stable("silence units 0:50")), sorted(stable("silence type 0")), atol=1e-6)
+    # Every run settles onto a stable fixed point of the system in force (16 initial latents per perturbation).
+    assert len(summary["rows"]) == 6 * 16
+    assert all(row["settled"] and row["attractor_stability"].startswith("stable") for row in summary["rows"])
+    assert "control: 4 stable fixed point(s)" in out and "silence type 2: 2 stable fixed point(s)" in out
+
+
+def test_a_network_with_inputs_goes_through_fit_and_infer(tmp_path):
+    from connector_sim.inference import Connector
+
+    rng = np.random.default_rng(0)
+    network = LowRankRNN(rng.standard_normal((80, 1)), 2 * rng.standard_normal((80, 1)),
+                         I=rng.standard_normal((80, 1)))
+    inputs = np.zeros((6, 40, 1))
+    inputs[:, 5:15, 0] = np.linspace(-1, 1, 6)[:, None]
+    result = simulate(network, dt=0.1, inputs=inputs, record_units="all")
+    # LINT's convention: inputs on the rates' bins (u_t acts on bin t + 1).
+    padded = np.concatenate([inputs, np.zeros((6, 1, 1))], axis=1)
+    save_arrays(tmp_path / "data.npz", rates=result.rates, inputs=padded)
+    status, _, err = run(["fit", tmp_path / "data.npz", "--rank", 1, "--epochs", 2, "--out", tmp_path / "net.npz"])
+    assert status == 0, err
+    fitted = load_network(tmp_path / "net.npz")
+    assert fitted.n_inputs == 1 and fitted.rank == 1
+    np.testing.assert_array_equal(load_arrays(tmp_path / "net_latents.npz")["inputs"], padded)
+    status, _, err = run(["infer", tmp_path / "net.npz", "--out", tmp_path / "model", "--epochs", 3,
+                            "--hidden", 16, "--layers", 2, "--flow-samples", 2000])
+    assert status == 0, err
+    assert Connector.load(tmp_path / "model").layout_.n_inputs == 1
+
+
+def test_bad_input_ends_with_a_message_and_status_2(chain, tmp_path):
+    folder, _ = chain
+    save_network(tmp_path / "rank3.npz", LowRankRNN(np.ones((10, 3)), np.ones((10, 3))))
+    assert run(["simulate", "quadstable", "--n-neurons", 40, "--trials", 4, "--n-steps", 5,
+                "--out", tmp_path / "no_rates.npz"])[0] == 0
+    save_arrays(tmp_path / "flat.npz", rates=np.zeros((20, 5)))
+    save_arrays(tmp_path / "rates_only.npz", rates=np.zeros((2, 5, 10)))
+    save_arrays(tmp_path / "no_alpha.npz", kappa=np.zeros((2, 5, 2)))
+    save_arrays(tmp_path / "rank1.npz", kappa=np.zeros((2, 5, 1)), alpha=0.1)
+    (tmp_path / "text.npz").write_text("not an archive")
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (["simulate", "foo", "--out", tmp_path / "x.npz"],
+         r"network must be one of \['quadstable', 'bistable', 'limit_cycle', 'ring'\] or a network .npz file"),
+        (["simulate", "ring", "--out", tmp_path / "x.txt"], r"--out must name an .npz file. Got '.*x.txt'"),
+        (["simulate", tmp_path / "missing.npz", "--out", tmp_path / "x.npz"], r"missing.npz' does not exist"),
+        (["simulate", tmp_path / "rank3.npz", "--init", "grid", "--out", tmp_path / "x.npz"],
+         r"--init grid needs a rank-2 network; this one has rank 3. Use --init random"),
+        (["simulate", "ring", "--trials", 0, "--out", tmp_path / "x.npz"], r"--trials must be at least 1. Got 0"),
+        (["simulate", tmp_path / "text.npz", "--out", tmp_path / "x.npz"], r"text.npz' is not a readable .npz archive"),
+        (["fit", tmp_path / "no_rates.npz", "--out", tmp_path / "f.npz"],
+         r"has no 'rates' .* simulate again with --record-units all"),
+        (["fit", tmp_path / "flat.npz", "--rank", 2, "--out", tmp_path / "f.npz"],
+         r"'rates' must have shape \(n_trials, n_times, n_neurons\). Got shape \(20, 5\)"),
+        (["fit", tmp_path / "rates_only.npz", "--out", tmp_path / "f.npz"],
+         r"Give --rank \(the data file has no 'kappa' latents to take it from\)"),
+        (["fit", folder / "lint_latents.npz", "--method", "velocity", "--out", tmp_path / "f.npz"], r"has no 'rates'"),
+        (["infer", folder / "lint.npz", "--latents", tmp_path / "no_alpha.npz", "--out", tmp_path / "m"],
+         r"lacks the key\(s\) \['alpha'\]"),
+        (["infer", folder / "lint.npz", "--latents", tmp_path / "rank1.npz", "--out", tmp_path / "m"],
+         r"'kappa' must have shape \(n_trials, n_times >= 2, 2\) for the rank-2 network"),
+        (["infer", folder / "lint.npz", "--out", tmp_path / "a_file"], r"--out must be a folder"),
+        (["perturb", folder / "truth.npz", "--silence", 9, "--out", tmp_path / "p"],
+         r"--silence 9: no such cell type. The cell types here are \[0, 1, 2, 3\]"),
+        (["perturb", folder / "truth.npz", "--out", tmp_path / "p"], r"Say what to silence"),
+        (["perturb", folder / "truth.npz", "--silence-units", "150:250", "--out", tmp_path / "p"],
+         rf"--silence-units must name units in \[0, {N_NEURONS - 1}\]"),
+        (["perturb", tmp_path / "nowhere", "--silence", "all", "--out", tmp_path / "p"],
+         r"source must be a Connector folder or a network .npz file. '.*nowhere' does not exist"),
+        (["perturb", tmp_path, "--silence", "all", "--out", tmp_path / "p"], r"is not a Connector folder"),
+    ]
+    for argv, message in cases:
+        status, out, err = run(argv)
+        assert status == 2, (argv, out, err)
+        assert re.search(message, err), (argv, err)
+        assert err.startswith(f"connector-sim {argv[0]}: error: ") and "Traceback" not in err
+    # Velocity matching needs latents in the data file.
+    status, _, err = run(["fit", tmp_path / "rates_only.npz", "--method", "velocity", "--rank", 2,
+                          "--out", tmp_path / "f.npz"])
+    assert status == 2 and "needs a 'kappa' array (n_trials, n_times, R)" in err
