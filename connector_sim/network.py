@@ -69,7 +69,8 @@ class LowRankRNN:
         self.m_T = np.ascontiguousarray(m.T)
         self.n_T = np.ascontiguousarray(n.T)
         self.I_T = np.ascontiguousarray(I.T)
-        self.b = b
+        # Contiguous like the loadings (a column of a larger array is strided).
+        self.b = np.ascontiguousarray(b)
 
     @property
     def m(self):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from connector_sim import LowRankRNN
+from connector_sim import LowRankRNN, simulate
 
 
 def test_loadings_round_trip_and_layout():
@@ -57,3 +57,15 @@ def test_connectivity_refuses_huge_networks():
     network = LowRankRNN(np.ones((30_000, 1)), np.ones((30_000, 1)), dtype=np.float32)
     with pytest.raises(ValueError, match="dense 30000 x 30000 matrix"):
         network.connectivity()
+
+
+def test_strided_bias_is_stored_contiguous_and_simulates():
+    # A bias taken as a column of a larger array is strided; the compiled
+    # kernels need contiguous arrays, so the network stores a contiguous copy.
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((50, 3))
+    network = LowRankRNN(table[:, :1], table[:, 1:2], b=table[:, 2])
+    assert network.b.flags.c_contiguous
+    np.testing.assert_array_equal(network.b, table[:, 2])
+    result = simulate(network, 5, dt=0.1, kappa0=np.ones(1))
+    assert np.all(np.isfinite(result.kappa))
