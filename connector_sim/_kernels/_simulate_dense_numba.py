@@ -33,7 +33,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..activations import activation_code
-from .counter_rng import GOLDEN, _MIX1, _MIX2
+from .counter_rng import _MIX1, _MIX2, GOLDEN, PAIR_BLOCK, PAIR_HALF
 from .fast_math import TANH_F32_CLAMP, TANH_F32_P, TANH_F32_Q
 from .simulate_dense import BLOCK_SIZE
 
@@ -55,6 +55,8 @@ _SHIFT32 = np.uint64(32)
 _SHIFT52 = np.uint64(52)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _ONE_U64 = np.uint64(1)
+_PAIR_BLOCK = PAIR_BLOCK
+_PAIR_HALF = PAIR_HALF
 
 # Bit tricks in place of int <-> float64 conversions, which AVX2 lacks for
 # 64-bit integers: OR-ing an integer below 2**52 into the mantissa of 2**52
@@ -202,8 +204,8 @@ def _log_uniform(hi):
 
 
 @njit(**_ELEMENTWISE)
-def _cos_two_pi_uniform(lo):
-    """cos(2 pi (lo + 0.5) 2**-32) for an integer 0 <= lo < 2**32 (error ~1e-16)."""
+def _sincos_two_pi_uniform(lo):
+    """cos and sin of 2 pi (lo + 0.5) 2**-32 for an integer 0 <= lo < 2**32 (error ~1e-16)."""
     quarters = (_u64_to_f64(lo) + 0.5) * 2.0**-30  # 4 u2 in (0, 4)
     q = np.floor(quarters + 0.5)
     w = quarters - q  # in [-1/2, 1/2], exact
@@ -212,24 +214,56 @@ def _cos_two_pi_uniform(lo):
     c = ((((((((_C8 * z + _C7) * z + _C6) * z + _C5) * z + _C4) * z + _C3) * z + _C2) * z + _C1) * z + _C0)
     s = theta * ((((((((_S8 * z + _S7) * z + _S6) * z + _S5) * z + _S4) * z + _S3) * z + _S2) * z + _S1) * z
                  + _S0)
-    # cos(theta + q pi / 2), q in {0, 1, 2, 3, 4}
-    result = -s if q == 1.0 else c
-    result = -c if q == 2.0 else result
-    return s if q == 3.0 else result
+    # cos and sin of theta + q pi / 2, q in {0, 1, 2, 3, 4}
+    cosine = -s if q == 1.0 else c
+    cosine = -c if q == 2.0 else cosine
+    cosine = s if q == 3.0 else cosine
+    sine = c if q == 1.0 else s
+    sine = -s if q == 2.0 else sine
+    sine = -c if q == 3.0 else sine
+    return cosine, sine
 
 
 @njit(**_ELEMENTWISE)
 def _fill_noise(key, lo, scale, out):
     """out[i] = scale * xi of unit lo + i under a step key (counter_rng.standard_normal).
 
-    Box-Muller on the halves of mix64(key + GOLDEN (unit + 1)), with the
-    vectorisable log and cos above (libm's are scalar calls, 4x slower here);
-    xi agrees with the reference to 3e-15.
+    Unit i of pair block i // 128, position k = i % 128, takes Box-Muller's
+    cosine (k < 64) or sine (k >= 64) of the draw mix64(key + GOLDEN (p + 1)),
+    p = (i // 128) * 64 + k % 64; one pass over the 64 pairs of each block the
+    range touches writes both of its halves. Uses the vectorisable log and
+    cos/sin above (libm's are scalar calls, 4x slower here); xi agrees with
+    the reference to 3e-15.
     """
-    for i in range(out.size):
-        bits = _mix64(key + GOLDEN * (np.uint64(lo + i) + _ONE_U64))
-        radius = math.sqrt(-2.0 * _log_uniform(bits >> _SHIFT32))
-        out[i] = scale * (radius * _cos_two_pi_uniform(bits & _LOW32))
+    n = out.size
+    for block in range(lo // _PAIR_BLOCK, (lo + n + _PAIR_BLOCK - 1) // _PAIR_BLOCK):
+        base = block * _PAIR_BLOCK - lo  # index in out of the block's first unit
+        counter = key + GOLDEN * (np.uint64(block * _PAIR_HALF) + _ONE_U64)
+        if base >= 0 and base + _PAIR_BLOCK <= n:
+            # Whole block: out[base + k] = cosine of pair k, out[base + 64 + k] = its sine.
+            first = out[base:base + _PAIR_HALF]
+            second = out[base + _PAIR_HALF:base + _PAIR_BLOCK]
+            for k in range(_PAIR_HALF):
+                bits = _mix64(counter + GOLDEN * np.uint64(k))
+                radius = math.sqrt(-2.0 * _log_uniform(bits >> _SHIFT32))
+                cosine, sine = _sincos_two_pi_uniform(bits & _LOW32)
+                first[k] = scale * (radius * cosine)
+                second[k] = scale * (radius * sine)
+        else:
+            # A block cut by either end of the range: the units it has.
+            for k in range(_PAIR_HALF):
+                i0 = base + k
+                i1 = i0 + _PAIR_HALF
+                keep0 = 0 <= i0 < n
+                keep1 = 0 <= i1 < n
+                if keep0 or keep1:
+                    bits = _mix64(counter + GOLDEN * np.uint64(k))
+                    radius = math.sqrt(-2.0 * _log_uniform(bits >> _SHIFT32))
+                    cosine, sine = _sincos_two_pi_uniform(bits & _LOW32)
+                    if keep0:
+                        out[i0] = scale * (radius * cosine)
+                    if keep1:
+                        out[i1] = scale * (radius * sine)
 
 
 # --- block passes --------------------------------------------------------------

@@ -180,6 +180,8 @@ def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, a
             columns = np.empty(width.size if mode == _FIXED else (N if mode == _BERNOULLI else 0), np.int64)
             drive = np.empty(B, x.dtype)
             inputs = np.empty(B, x.dtype)
+            # noise[trial] = noise_scale * counter_rng.standard_normal(seed, trial_offset + trial, t, N)[start:stop]
+            # (start is a multiple of BLOCK_SIZE, so the block is made of whole pair blocks of the noise)
             noise = np.zeros((B, stop - start if noise_scale != 0.0 else 0), x.dtype)
             for trial in range(B):
                 _fill_noise(keys[trial], start, noise_scale, noise[trial])

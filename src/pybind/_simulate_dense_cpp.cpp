@@ -166,28 +166,6 @@ CONNECTOR_SIM_TARGET_CLONES void tanh_f64(const double* x, double* out, std::int
   for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
 }
 
-// out[i] = standard_normal_from_bits(unit_bits(key, i)), chunk by chunk as
-// the full path draws its noise.
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void normal_chunks(std::uint64_t key, T* out, std::int64_t n) {
-  const std::uint64_t* __restrict steps = cs::golden_steps<cs::CHUNK>.value;
-  for (std::int64_t c0 = 0; c0 < n; c0 += cs::CHUNK) {
-    const std::int64_t len = std::min(cs::CHUNK, n - c0);
-    const std::uint64_t counter = cs::unit_counter(key, c0);
-    T* __restrict chunk = out + c0;
-#pragma omp simd
-    for (std::int64_t j = 0; j < len; ++j) chunk[j] = cs::standard_normal_from_bits<T>(cs::mix64(counter + steps[j]));
-  }
-}
-
-CONNECTOR_SIM_TARGET_CLONES void normal_f32(std::uint64_t key, float* out, std::int64_t n) {
-  normal_chunks(key, out, n);
-}
-
-CONNECTOR_SIM_TARGET_CLONES void normal_f64(std::uint64_t key, double* out, std::int64_t n) {
-  normal_chunks(key, out, n);
-}
-
 py::array simd_tanh(py::array x) {
   if (is_float32(x, "x")) {
     const auto in = py::array_t<float, py::array::c_style>::ensure(x);
@@ -208,12 +186,12 @@ py::array standard_normal(std::uint64_t seed, std::int64_t trial, std::int64_t s
   const std::uint64_t key = cs::step_key(seed, trial, step);
   if (resolved.normalized_num() == py::dtype::num_of<float>()) {
     py::array_t<float> out(n_units);
-    normal_f32(key, out.mutable_data(), n_units);
+    cs::fill_standard_normal_dispatch(key, 0, n_units, out.mutable_data());
     return out;
   }
   if (resolved.normalized_num() == py::dtype::num_of<double>()) {
     py::array_t<double> out(n_units);
-    normal_f64(key, out.mutable_data(), n_units);
+    cs::fill_standard_normal_dispatch(key, 0, n_units, out.mutable_data());
     return out;
   }
   throw std::invalid_argument("dtype must be float32 or float64, got " + py::str(resolved).cast<std::string>());

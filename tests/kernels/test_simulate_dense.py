@@ -236,7 +236,7 @@ def test_cpp_tanh_float64_error(cpp_module):
 def test_cpp_noise_matches_counter_rng(cpp_module, seed, trial, step):
     desired = counter_rng.standard_normal(seed, trial, step, 200_000)
     # float64: the reference rounds 2 pi u2 (up to 2 pi) to ~4e-16, times the
-    # radius (<= 6.7); the kernels' log and cos are within a few ulps.
+    # radius (<= 6.7); the kernels' log, cos and sin are within a few ulps.
     actual = cpp_module.standard_normal(seed, trial, step, 200_000, np.float64)
     np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-14)
     # float32: both halves and the result rounded to float32 (6e-8 relative),

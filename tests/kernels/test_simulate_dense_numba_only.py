@@ -33,6 +33,12 @@ def _map(function, x, out):
 
 
 @numba.njit
+def _map_pair(function, x, first, second):
+    for i in range(x.size):
+        first[i], second[i] = function(x[i])
+
+
+@numba.njit
 def _fill(fill_noise, key, lo, out):
     fill_noise(key, lo, 1.0, out)
 
@@ -97,21 +103,28 @@ def test_vectorised_box_muller_matches_counter_rng(numba_kernels, seed, trial, s
     out = np.empty(10007)
     _fill(numba_kernels._fill_noise, np.uint64(key), 0, out)
     expected = counter_rng.standard_normal(seed, trial, step, 10007)
-    # Own log and cos (vectorisable) instead of libm's: a few ulp.
+    # Own log, cos and sin (vectorisable) instead of libm's: a few ulp.
     np.testing.assert_allclose(out, expected, rtol=0, atol=3e-15)
-    tail = np.empty(7)
-    _fill(numba_kernels._fill_noise, np.uint64(key), 10000, tail)
-    np.testing.assert_allclose(tail, expected[10000:], rtol=0, atol=3e-15)
+    # Ranges cut inside pair blocks: the tail, the middle of one block (across
+    # its cosine / sine halves), and partial blocks on both ends of whole ones.
+    for lo, n in [(10000, 7), (60, 10), (100, 300), (127, 2)]:
+        part = np.empty(n)
+        _fill(numba_kernels._fill_noise, np.uint64(key), lo, part)
+        np.testing.assert_allclose(part, expected[lo:lo + n], rtol=0, atol=3e-15)
 
 
-def test_log_and_cos_at_the_ends_of_the_32_bit_range(numba_kernels):
-    halves = np.array([0, 1, 2, 3, 2**30, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1], dtype=np.uint64)
+def test_log_cos_and_sin_at_the_ends_of_the_32_bit_range(numba_kernels):
+    # The ends, the quadrant boundaries (2**30 k) and their neighbours.
+    quadrants = np.array([2**30, 2**31, 3 * 2**30], dtype=np.int64)
+    halves = np.concatenate([[0, 1, 2, 3, 2**32 - 2, 2**32 - 1], quadrants - 1, quadrants, quadrants + 1])
+    halves = halves.astype(np.uint64)
     uniform = (halves.astype(np.float64) + 0.5) * 2.0**-32
-    logs, cosines = np.empty(halves.size), np.empty(halves.size)
+    logs, cosines, sines = np.empty(halves.size), np.empty(halves.size), np.empty(halves.size)
     _map(numba_kernels._log_uniform, halves, logs)
-    _map(numba_kernels._cos_two_pi_uniform, halves, cosines)
+    _map_pair(numba_kernels._sincos_two_pi_uniform, halves, cosines, sines)
     np.testing.assert_allclose(logs, np.log(uniform), rtol=1e-15, atol=0)
     np.testing.assert_allclose(cosines, np.cos(2 * np.pi * uniform), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(sines, np.sin(2 * np.pi * uniform), rtol=0, atol=1e-15)
 
 
 def test_thread_count_is_capped_and_restored(numba_kernels):

@@ -22,7 +22,10 @@
 // Vectorisation. Every loop over neurons is a `#pragma omp simd` loop without
 // branches (see simd::select) and, for whole chunks, with a constant trip
 // count; the noise adds a table of counter increments instead of multiplying
-// 64-bit integers (golden_steps).
+// 64-bit integers (golden_steps), and a chunk is one pair block of the noise
+// (counter_rng.hpp PairBlock): after two short passes that hash the 64 pairs
+// and compute their radii, one loop over the pairs updates units j (cosine)
+// and j + 64 (sine).
 //
 // Sums and determinism. Every block sums its neurons into LANES float64
 // partial sums (neuron i of the block into lane i % LANES; each chunk's
@@ -61,6 +64,7 @@ constexpr std::int64_t CHUNK = 128;
 // Fixed float64 partial sums per block and (trial, r).
 using lane_sums::LANES;
 static_assert(BLOCK_SIZE % CHUNK == 0 && CHUNK % LANES == 0, "chunks must tile blocks, lanes must tile chunks");
+static_assert(CHUNK == PAIR_BLOCK, "a chunk is one pair block of the noise (counter_rng.hpp)");
 
 // Numerical outcome of a time loop (memory-safety problems throw instead).
 enum class Status : int {
@@ -286,7 +290,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
   const bool clamp_rates = a.clamp.active(t + 1);
   const T alpha = static_cast<T>(a.alpha);
   const T noise_scale = static_cast<T>(a.noise_scale);
-  const std::uint64_t* __restrict steps = golden_steps<CHUNK>.value;
   alignas(64) T drive[CHUNK];
   alignas(64) T rate[CHUNK];
   if (accumulate) std::fill(scratch.lanes, scratch.lanes + B * R * LANES, 0.0);
@@ -312,11 +315,28 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
         if (noisy) {
           // x += alpha * ((drive + b) - x); then
           // x += noise_scale * counter_rng.standard_normal(seed, trial_offset + b, t, N)[chunk]
-          const std::uint64_t counter = unit_counter(scratch.keys[b], c0);
+          // The chunk is one pair block (c0 is a multiple of CHUNK = PAIR_BLOCK): pair j
+          // gives unit c0 + j its cosine and unit c0 + 64 + j its sine.
+          PairBlock<T> pairs;
+          pairs.draw(block_counter(scratch.keys[b], c0));
+          if constexpr (std::is_same_v<decltype(len), std::integral_constant<std::int64_t, CHUNK>>) {
 #pragma omp simd
-          for (std::int64_t j = 0; j < len; ++j) {
-            const T updated = xc[j] + alpha * ((drive[j] + bias[j]) - xc[j]);
-            xc[j] = updated + noise_scale * standard_normal_from_bits<T>(mix64(counter + steps[j]));
+            for (std::int64_t j = 0; j < PAIR_HALF; ++j) {
+              const T x0 = xc[j], x1 = xc[j + PAIR_HALF];
+              const T updated0 = x0 + alpha * ((drive[j] + bias[j]) - x0);
+              const T updated1 = x1 + alpha * ((drive[j + PAIR_HALF] + bias[j + PAIR_HALF]) - x1);
+              xc[j] = updated0 + noise_scale * pairs.cosine(j);
+              xc[j + PAIR_HALF] = updated1 + noise_scale * pairs.sine(j);
+            }
+          } else {
+            // The network's last, partial chunk: the block's normals, then its units.
+            alignas(64) T noise[CHUNK];
+            pairs.normals(noise);
+#pragma omp simd
+            for (std::int64_t j = 0; j < len; ++j) {
+              const T updated = xc[j] + alpha * ((drive[j] + bias[j]) - xc[j]);
+              xc[j] = updated + noise_scale * noise[j];
+            }
           }
         } else {
           // x += alpha * ((drive + b) - x)

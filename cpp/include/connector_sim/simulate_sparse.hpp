@@ -47,6 +47,7 @@ enum MaskMode : int { mask_csr = 0, mask_fixed = 1, mask_bernoulli = 2 };
 
 // Rows handed to one thread at a time in pass B.
 constexpr std::int64_t SPARSE_ROW_CHUNK = 512;
+static_assert(SPARSE_ROW_CHUNK % PAIR_BLOCK == 0, "row chunks must start on pair blocks of the noise");
 
 struct SparseMaskView {
   int mode;
@@ -288,10 +289,11 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, 
   }
 }
 
-// Pass B over rows [lo, hi): x_t -> x_{t+1}.
+// Pass B over rows [lo, hi): x_t -> x_{t+1}. noise[b * SPARSE_ROW_CHUNK + i - lo] =
+// counter_rng.standard_normal(seed, trial_offset + b, t, N)[i] (read only if noise_scale != 0).
 template <typename T, int WC>
 CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
-                                                    std::int64_t t, const T* __restrict y, const std::uint64_t* keys,
+                                                    std::int64_t t, const T* __restrict y, const T* noise,
                                                     double* acc, double* s, std::int32_t* cols) {
   const DenseNetwork<T>& net = a.net;
   const std::int64_t N = net.N, R = net.R, D = net.D, W = a.B * R;
@@ -317,7 +319,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, 
       // x += alpha ((h + ui + b) - x) [+ noise_scale xi]
       T xi = a.x[b * N + i];
       xi += alpha * ((drive + ui + net.b[i]) - xi);
-      if (noisy) xi += noise_scale * standard_normal_from_bits<T>(unit_bits(keys[b], i));
+      if (noisy) xi += noise_scale * noise[b * SPARSE_ROW_CHUNK + (i - lo)];
       a.x[b * N + i] = xi;
     }
   }
@@ -374,42 +376,42 @@ inline void sparse_rates_block(const SparsePathArgs<double>& a, std::int64_t blo
 
 template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows_any(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
-                                                        std::int64_t t, const T* y, const std::uint64_t* keys,
+                                                        std::int64_t t, const T* y, const T* noise,
                                                         double* acc, double* s, std::int32_t* cols) {
   switch (a.B * a.net.R) {
     case 1:
-      return detail::sparse_update_rows<T, 1>(a, lo, hi, t, y, keys, acc, s, cols);
+      return detail::sparse_update_rows<T, 1>(a, lo, hi, t, y, noise, acc, s, cols);
     case 2:
-      return detail::sparse_update_rows<T, 2>(a, lo, hi, t, y, keys, acc, s, cols);
+      return detail::sparse_update_rows<T, 2>(a, lo, hi, t, y, noise, acc, s, cols);
     default:
-      return detail::sparse_update_rows<T, 0>(a, lo, hi, t, y, keys, acc, s, cols);
+      return detail::sparse_update_rows<T, 0>(a, lo, hi, t, y, noise, acc, s, cols);
   }
 }
 
 CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f32(const SparsePathArgs<float>& a, std::int64_t lo,
                                                                std::int64_t hi, std::int64_t t, const float* y,
-                                                               const std::uint64_t* keys, double* acc, double* s,
+                                                               const float* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
-  sparse_update_rows_any(a, lo, hi, t, y, keys, acc, s, cols);
+  sparse_update_rows_any(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
 CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f64(const SparsePathArgs<double>& a, std::int64_t lo,
                                                                std::int64_t hi, std::int64_t t, const double* y,
-                                                               const std::uint64_t* keys, double* acc, double* s,
+                                                               const double* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
-  sparse_update_rows_any(a, lo, hi, t, y, keys, acc, s, cols);
+  sparse_update_rows_any(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
 inline void sparse_update_rows(const SparsePathArgs<float>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
-                               const float* y, const std::uint64_t* keys, double* acc, double* s,
+                               const float* y, const float* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
-  sparse_update_rows_f32(a, lo, hi, t, y, keys, acc, s, cols);
+  sparse_update_rows_f32(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
 inline void sparse_update_rows(const SparsePathArgs<double>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
-                               const double* y, const std::uint64_t* keys, double* acc, double* s,
+                               const double* y, const double* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
-  sparse_update_rows_f64(a, lo, hi, t, y, keys, acc, s, cols);
+  sparse_update_rows_f64(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
 // full_path_reference of simulate_sparse.py: a.n_steps Euler steps of the B
@@ -434,6 +436,7 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
   }
   std::vector<T> y(static_cast<std::size_t>(N * BR));
   std::vector<double> partial(n_blocks * BR);
+  const bool noisy = a.noise_scale != 0.0;
 #pragma omp parallel num_threads(n_threads)
   {
     std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
@@ -442,6 +445,7 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
     std::vector<double> acc(5 * BR), s(SPARSE_ROW_CHUNK * BR);
     std::vector<std::int32_t> cols(2 * a.mask.C);
     std::vector<std::uint64_t> keys(B);
+    std::vector<T> noise(noisy ? B * SPARSE_ROW_CHUNK : 0);
     for (std::int64_t t = 0; t < a.n_steps; ++t) {
       // Pass A: y and the block sums of n^T phi(x_t)
 #pragma omp for schedule(static)
@@ -456,7 +460,12 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
 #pragma omp for schedule(static)
       for (std::int64_t chunk = 0; chunk < (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK; ++chunk) {
         const std::int64_t lo = chunk * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
-        sparse_update_rows(a, lo, hi, t, y.data(), keys.data(), acc.data(), s.data(), cols.data());
+        // noise[b] = counter_rng.standard_normal(seed, trial_offset + b, t, N)[lo:hi] (lo is a
+        // multiple of PAIR_BLOCK: four whole pair blocks, or the network's last rows)
+        for (std::int64_t b = 0; b < B && noisy; ++b) {
+          fill_standard_normal_dispatch(keys[b], lo, hi - lo, noise.data() + b * SPARSE_ROW_CHUNK);
+        }
+        sparse_update_rows(a, lo, hi, t, y.data(), noise.data(), acc.data(), s.data(), cols.data());
       }
 #pragma omp master
       {
