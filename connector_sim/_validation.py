@@ -127,6 +127,15 @@ def check_int(value, name, *, minimum=None, maximum=None, owner=None):
     return value
 
 
+def check_seed(seed, owner):
+    """A 64-bit seed for the counter-based generators: ``seed`` as uint64, or fresh entropy for None."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"The 'seed' parameter of {owner} must be an int or None. Got {seed!r} instead.")
+    return int(seed) & 0xFFFFFFFFFFFFFFFF
+
+
 def check_random_state(random_state):
     """Turn None, an int or a Generator into a ``numpy.random.Generator``."""
     if isinstance(random_state, np.random.Generator):

@@ -14,7 +14,14 @@ import numpy as np
 
 from . import _backends
 from ._kernels import simulate_dense
-from ._validation import check_array, check_dtype, check_int, check_nonnegative_scalar, check_positive_scalar
+from ._validation import (
+    check_array,
+    check_dtype,
+    check_int,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+    check_seed,
+)
 from .activations import apply_activation
 from .network import LowRankRNN
 from .sparse import SparseLowRankRNN
@@ -219,6 +226,35 @@ def _check_clamp(clamp, n_neurons, n_steps, dtype):
     return mask, values, start, stop
 
 
+def _inputs_and_steps(inputs, n_steps, D, owner):
+    """Validated inputs ((T, D) or (n_trials, T, D), float64, or None) and the number of steps T they fix."""
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        if inputs.ndim not in (2, 3):
+            raise ValueError(
+                f"inputs must have shape (T, D) or (n_trials, T, D) with D = {D}. Got shape {inputs.shape}."
+            )
+        inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
+                             shape=(None,) * (inputs.ndim - 1) + (D,))
+        T = inputs.shape[-2]
+        if n_steps is not None and check_int(n_steps, "n_steps", minimum=1, owner=owner) != T:
+            raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {T} time steps.")
+        return inputs, T
+    if n_steps is None:
+        raise ValueError("Give n_steps (or inputs, whose length sets it).")
+    return None, check_int(n_steps, "n_steps", minimum=1, owner=owner)
+
+
+def _optional_state(value, name, size):
+    """An optional initial state of shape (size,) or (n_trials, size), as float64."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    if value.ndim not in (1, 2):
+        raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
+    return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
+
+
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
              n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
              path="auto", backend="auto", n_threads=1, max_record_bytes=None):
@@ -316,42 +352,14 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     backend = _choose_backend(backend, network.activation, sparse)
     if n_trials is not None:
         n_trials = check_int(n_trials, "n_trials", minimum=1, owner="simulate")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int or None. Got {seed!r}.")
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    seed = check_seed(seed, "simulate")
 
-    # Inputs fix the number of steps.
-    if inputs is not None:
-        inputs = np.asarray(inputs)
-        if inputs.ndim not in (2, 3):
-            raise ValueError(
-                f"inputs must have shape (T, D) or (n_trials, T, D) with D = {D}. Got shape {inputs.shape}."
-            )
-        inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
-                             shape=(None,) * (inputs.ndim - 1) + (D,))
-        T = inputs.shape[-2]
-        if n_steps is not None and check_int(n_steps, "n_steps", minimum=1) != T:
-            raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {T} time steps.")
-    else:
-        if n_steps is None:
-            raise ValueError("Give n_steps (or inputs, whose length sets it).")
-        T = check_int(n_steps, "n_steps", minimum=1, owner="simulate")
+    inputs, T = _inputs_and_steps(inputs, n_steps, D, "simulate")
     if x0 is not None and kappa0 is not None:
         raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + I v0 + b), not both.")
-
-    def optional(value, name, size):
-        if value is None:
-            return None
-        value = np.asarray(value)
-        if value.ndim not in (1, 2):
-            raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
-        return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
-
-    x0 = optional(x0, "x0", N)
-    kappa0 = optional(kappa0, "kappa0", R)
-    v0 = optional(v0, "v0", D)
+    x0 = _optional_state(x0, "x0", N)
+    kappa0 = _optional_state(kappa0, "kappa0", R)
+    v0 = _optional_state(v0, "v0", D)
     x0, x0_batched = _leading(x0, 2)
     kappa0, kappa0_batched = _leading(kappa0, 2)
     v0, v0_batched = _leading(v0, 2)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _backends
 from ._kernels import sparse_mask as _spec
-from ._validation import check_int
+from ._validation import check_int, check_seed
 from .network import LowRankRNN
 
 REPRESENTATIONS = ("implicit", "stored")
@@ -55,12 +55,22 @@ def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
         )
 
 
-def _check_seed(seed, owner):
-    if seed is None:
-        return int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"The 'seed' parameter of {owner} must be an int or None. Got {seed!r} instead.")
-    return int(seed) & 0xFFFFFFFFFFFFFFFF
+class _DenseLoadings:
+    """The loadings and settings of the low-rank network ``self.dense`` that a wrapper builds on."""
+
+    m_T = property(lambda self: self.dense.m_T)
+    n_T = property(lambda self: self.dense.n_T)
+    I_T = property(lambda self: self.dense.I_T)
+    b = property(lambda self: self.dense.b)
+    m = property(lambda self: self.dense.m)
+    n = property(lambda self: self.dense.n)
+    I = property(lambda self: self.dense.I)
+    tau = property(lambda self: self.dense.tau)
+    activation = property(lambda self: self.dense.activation)
+    dtype = property(lambda self: self.dense.dtype)
+    n_neurons = property(lambda self: self.dense.n_neurons)
+    rank = property(lambda self: self.dense.rank)
+    n_inputs = property(lambda self: self.dense.n_inputs)
 
 
 class SparseMask:
@@ -132,7 +142,7 @@ class SparseMask:
                 f"The 'representation' parameter of {owner} must be one of {list(REPRESENTATIONS)}. "
                 f"Got {representation!r} instead."
             )
-        self.seed = _check_seed(seed, owner)
+        self.seed = check_seed(seed, owner)
         self.representation = representation
         self._csr = None
         if representation == "stored":
@@ -259,7 +269,7 @@ class SparseMask:
                 f"representation={self.representation!r})")
 
 
-class SparseLowRankRNN:
+class SparseLowRankRNN(_DenseLoadings):
     """A low-rank RNN whose connections are kept by a random mask.
 
     ::
@@ -308,20 +318,6 @@ class SparseLowRankRNN:
         self.mask = mask
         self.scaling = scaling
 
-    # The loadings and settings of the underlying low-rank network.
-    m_T = property(lambda self: self.dense.m_T)
-    n_T = property(lambda self: self.dense.n_T)
-    I_T = property(lambda self: self.dense.I_T)
-    b = property(lambda self: self.dense.b)
-    m = property(lambda self: self.dense.m)
-    n = property(lambda self: self.dense.n)
-    I = property(lambda self: self.dense.I)
-    tau = property(lambda self: self.dense.tau)
-    activation = property(lambda self: self.dense.activation)
-    dtype = property(lambda self: self.dense.dtype)
-    n_neurons = property(lambda self: self.dense.n_neurons)
-    rank = property(lambda self: self.dense.rank)
-    n_inputs = property(lambda self: self.dense.n_inputs)
 
     @property
     def weight(self):
@@ -473,7 +469,7 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
     return distribution.sample(n_neurons, random_state, dtype=dtype, tau=tau, activation=activation)
 
 
-class LowRankPlusRandomRNN:
+class LowRankPlusRandomRNN(_DenseLoadings):
     """A dense low-rank network plus a random full-rank part (the comparison model).
 
     ::
@@ -512,7 +508,7 @@ class LowRankPlusRandomRNN:
         if not isinstance(network, LowRankRNN):
             raise TypeError(f"network must be a LowRankRNN (the low-rank part). Got {type(network).__name__}.")
         self.g = check_nonnegative_scalar(g, "g", owner=owner)
-        self.seed = _check_seed(seed, owner)
+        self.seed = check_seed(seed, owner)
         self.dense = network
         N = network.n_neurons
         _check_dense_fits(
@@ -523,19 +519,6 @@ class LowRankPlusRandomRNN:
         chi *= network.dtype.type(self.g / math.sqrt(N))
         self.random_part = chi
 
-    m_T = property(lambda self: self.dense.m_T)
-    n_T = property(lambda self: self.dense.n_T)
-    I_T = property(lambda self: self.dense.I_T)
-    b = property(lambda self: self.dense.b)
-    m = property(lambda self: self.dense.m)
-    n = property(lambda self: self.dense.n)
-    I = property(lambda self: self.dense.I)
-    tau = property(lambda self: self.dense.tau)
-    activation = property(lambda self: self.dense.activation)
-    dtype = property(lambda self: self.dense.dtype)
-    n_neurons = property(lambda self: self.dense.n_neurons)
-    rank = property(lambda self: self.dense.rank)
-    n_inputs = property(lambda self: self.dense.n_inputs)
     gain = property(lambda self: 1.0)
 
     @property

@@ -57,6 +57,7 @@ from ._validation import (
     check_nonnegative_scalar,
     check_positive_scalar,
     check_random_state,
+    check_seed,
 )
 from .activations import apply_activation
 from .network import LowRankRNN
@@ -134,7 +135,9 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
         SimulationResult,
         _batch_size,
         _check_memory,
+        _inputs_and_steps,
         _leading,
+        _optional_state,
         _record_indices,
     )
 
@@ -146,39 +149,15 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
     dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner=owner)
     alpha = dt / tau
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner=owner)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
-    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"The 'seed' parameter of {owner} must be an int or None. Got {seed!r} instead.")
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    seed = check_seed(seed, owner)
     if n_trials is not None:
         n_trials = check_int(n_trials, "n_trials", minimum=1, owner=owner)
-    if inputs is not None:
-        inputs = np.asarray(inputs)
-        if inputs.ndim not in (2, 3):
-            raise ValueError(f"inputs must have shape (T, {D}) or (n_trials, T, {D}). Got shape {inputs.shape}.")
-        inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
-                             shape=(None,) * (inputs.ndim - 1) + (D,))
-        T = inputs.shape[-2]
-        if n_steps is not None and check_int(n_steps, "n_steps", minimum=1, owner=owner) != T:
-            raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {T} time steps.")
-    else:
-        if n_steps is None:
-            raise ValueError("Give n_steps (or inputs, whose length sets it).")
-        T = check_int(n_steps, "n_steps", minimum=1, owner=owner)
+    inputs, T = _inputs_and_steps(inputs, n_steps, D, owner)
     if x0 is not None and kappa0 is not None:
         raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + b), not both.")
 
-    def optional(value, name, size):
-        if value is None:
-            return None
-        value = np.asarray(value)
-        if value.ndim not in (1, 2):
-            raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
-        return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
-
-    x0, x0_batched = _leading(optional(x0, "x0", N), 2)
-    kappa0, kappa0_batched = _leading(optional(kappa0, "kappa0", R), 2)
+    x0, x0_batched = _leading(_optional_state(x0, "x0", N), 2)
+    kappa0, kappa0_batched = _leading(_optional_state(kappa0, "kappa0", R), 2)
     inputs, inputs_batched = _leading(inputs, 3)
     B = _batch_size([("x0", x0 if x0_batched else None), ("kappa0", kappa0 if kappa0_batched else None),
                           ("inputs", inputs if inputs_batched else None)], n_trials)

@@ -192,7 +192,7 @@ BAD_CALLS = [
     (dict(n_steps=5, clamp={"units": [1000]}), ValueError, r"indices in \[0, 299\]"),
     (dict(n_steps=5, clamp={"neurons": [1]}), TypeError, "clamp must be a dict like"),
     (dict(n_steps=5, n_threads=0), ValueError, "'n_threads' parameter of simulate must be an int"),
-    (dict(n_steps=5, seed=1.5), TypeError, "seed must be an int or None"),
+    (dict(n_steps=5, seed=1.5), TypeError, "seed. parameter of simulate must be an int or None"),
     (dict(n_steps=1000, record_units="all", max_record_bytes=1000), ValueError,
      r"Recording 300 units over 1001 time points and 1 trial\(s\) needs 0.00 GB.*record fewer units"),
 ]
