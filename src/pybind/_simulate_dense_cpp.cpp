@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "array_checks.hpp"
+#include "full_path_args.hpp"
 #include "connector_sim/counter_rng.hpp"
 #include "connector_sim/simd_math.hpp"
 #include "connector_sim/simulate_dense.hpp"
@@ -25,26 +26,14 @@ namespace cs = connector_sim;
 namespace {
 
 using array_checks::check;
+using array_checks::clamp;
 using array_checks::dims;
+using array_checks::fill_full_path_args;
 using array_checks::input;
 using array_checks::dense_network;
 using array_checks::output;
 using array_checks::shape_of;
 using array_checks::shape_string;
-
-// clamp_mask (N,) uint8 and clamp_value (N,), or both of length 0: no clamping.
-template <typename T>
-cs::Clamp<T> clamp(const py::array& mask, const py::array& value, std::int64_t start, std::int64_t stop,
-                   py::ssize_t N) {
-  const py::ssize_t length = dims(mask, "clamp_mask", 1)[0];
-  if (length != 0 && length != N) {
-    throw std::invalid_argument("clamp_mask must have shape (0,) (no clamping) or (" + std::to_string(N) +
-                                ",), got " + shape_string(shape_of(mask)));
-  }
-  const std::uint8_t* mask_data = input<std::uint8_t>(mask, "clamp_mask", {length});
-  const T* value_data = input<T>(value, "clamp_value", {length});
-  return {length == 0 ? nullptr : mask_data, value_data, start, stop};
-}
 
 template <typename T>
 int full_path_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
@@ -54,30 +43,8 @@ int full_path_typed(const py::array& m_T, const py::array& n_T, const py::array&
                     const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
   cs::FullPathArgs<T> args;
   args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
-  const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
-  const py::ssize_t B = dims(x, "x", 2)[0];
-  const auto u_shape = dims(u, "u", 3);
-  const py::ssize_t n_steps = u_shape[1];
-  if (u_shape[0] != 1 && u_shape[0] != B) {
-    throw std::invalid_argument("u must have 1 row (shared by all trials) or B = " + std::to_string(B) +
-                                " rows, got shape " + shape_string(u_shape));
-  }
-  const py::ssize_t K = dims(record_idx, "record_idx", 1)[0];
-  args.x = output<T>(x, "x", {B, N});
-  args.u = input<T>(u, "u", {u_shape[0], n_steps, D});
-  args.u_rows = u_shape[0];
-  args.alpha = alpha;
-  args.noise_scale = noise_scale;
-  args.seed = seed;
-  args.trial_offset = trial_offset;
-  args.record_idx = input<std::int64_t>(record_idx, "record_idx", {K});
-  args.K = K;
-  args.kappa = output<double>(kappa, "kappa", {B, R});
-  args.kappa_out = output<double>(kappa_out, "kappa_out", {B, n_steps + 1, R});
-  args.record_out = output<T>(record_out, "record_out", {B, n_steps + 1, K});
-  args.clamp = clamp<T>(clamp_mask, clamp_value, clamp_start, clamp_stop, N);
-  args.B = B;
-  args.n_steps = n_steps;
+  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out, record_out,
+                      clamp_mask, clamp_value, clamp_start, clamp_stop);
   py::gil_scoped_release release;
   return static_cast<int>(cs::full_path(args, n_threads));
 }

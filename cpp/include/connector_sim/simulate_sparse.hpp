@@ -236,24 +236,13 @@ CONNECTOR_SIM_ALWAYS_INLINE void gather_rows(const SparseMaskView& mask, std::in
 
 }  // namespace detail
 
+// The arguments of the dense full path (x, inputs, noise, recording, clamp,
+// trials, steps) plus the mask and the scaling P_ij = weight X_ij m_i . n_j,
+// with kappa's gain.
 template <typename T>
-struct SparsePathArgs {
+struct SparsePathArgs : FullPathArgs<T> {
   SparseMaskView mask;
-  DenseNetwork<T> net;
   double weight, gain;
-  T* x;                            // (B, N): x_0, overwritten with x_T
-  const T* u;                      // (u_rows, n_steps, D)
-  std::int64_t u_rows;
-  double alpha, noise_scale;
-  std::uint64_t seed;
-  std::int64_t trial_offset;
-  const std::int64_t* record_idx;  // (K,)
-  std::int64_t K;
-  double* kappa;                   // (B, R): kappa_0, overwritten with kappa_T
-  double* kappa_out;               // (B, n_steps + 1, R)
-  T* record_out;                   // (B, n_steps + 1, K)
-  Clamp<T> clamp;
-  std::int64_t B, n_steps;
 };
 
 namespace detail {
