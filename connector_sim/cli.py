@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from ._files import json_safe
+
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
 
@@ -127,22 +129,6 @@ def _r2(target, prediction):
     residual = np.sum((target - prediction) ** 2)
     total = np.sum((target - target.mean(axis=0)) ** 2)
     return float(1 - residual / total) if total > 0 else float("nan")
-
-
-def _json_safe(value):
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --------------------------------------------------------------------------- simulate
@@ -451,7 +437,7 @@ def _perturb(arguments):
     fixed_points = {f"{system} (seed {seed})" if seed >= 0 else system:
                     [{"kappa": point.position, "stability": point.stability} for point in points]
                     for (system, seed), points in table.fixed_points.items()}
-    write_json_atomic(out + ".json", _json_safe({
+    write_json_atomic(out + ".json", json_safe({
         "source": description, "cell_types": summary, "type_fractions": fractions,
         "perturbations": [p.name for p in perturbations], "rows": table.rows, "fixed_points": fixed_points}))
     print(f"perturb: {description}, cell types {types} (fractions "

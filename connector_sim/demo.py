@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ._backends import available_backends
+from ._files import publish, write_atomic
 from .fixed_points import find_fixed_points
 from .mean_field import latent_flow
 from .simulate import simulate
@@ -31,38 +32,14 @@ def _attractors(end_points, decimals=1):
     return [{"kappa": point.tolist(), "n_trials": int(count)} for point, count in zip(points, counts)]
 
 
-def _publish(temporary, path):
-    """Rename ``temporary`` onto ``path`` with the usual file mode (mkstemp makes it 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(temporary, 0o666 & ~mask)
-    os.replace(temporary, path)
-
-
 def write_json_atomic(path, payload):
     """Write JSON to ``path`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        _publish(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, json.dumps(payload, indent=2).encode())
 
 
 def write_text_atomic(path, text):
     """Write text to ``path`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".txt")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        _publish(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, text.encode())
 
 
 def save_figure_atomic(figure, path, dpi=120):
@@ -72,7 +49,7 @@ def save_figure_atomic(figure, path, dpi=120):
     os.close(descriptor)
     try:
         figure.savefig(temporary, dpi=dpi, format="png")
-        _publish(temporary, path)
+        publish(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise

@@ -43,14 +43,20 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_array, check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+from .._files import json_safe, write_atomic
+from .._validation import (
+    check_array,
+    check_int,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+    check_random_state,
+)
 
 #: Fixed-step ODE solvers, by name.
 SOLVERS = ("euler", "midpoint", "rk4")
@@ -667,7 +673,7 @@ class FlowMatchingCNF:
         }
         if self.model_ is not None:
             tensors.update({f"model.{k}": v.detach().cpu() for k, v in self.model_.state_dict().items()})
-        return _json_safe(config), tensors
+        return json_safe(config), tensors
 
     @classmethod
     def from_state(cls, config, tensors, device="auto"):
@@ -704,45 +710,11 @@ class FlowMatchingCNF:
         return cls.from_state(config["flow"], tensors, device=device)
 
 
-def _json_safe(value):
-    """Convert NumPy scalars and arrays (and nested containers) to JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        # JSON has no NaN or infinity: write them as null.
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
-
-
 # ---------------------------------------------------------------------- files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
-
-
-def _atomic_write(path, data):
-    """Write bytes to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def save_bundle(path, config, tensors):
@@ -756,10 +728,10 @@ def save_bundle(path, config, tensors):
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, buffer)
     weights = buffer.getvalue()
-    _atomic_write(os.path.join(path, WEIGHTS_FILE), weights)
+    write_atomic(os.path.join(path, WEIGHTS_FILE), weights)
     config = dict(config, format_version=FORMAT_VERSION, weights_sha256=hashlib.sha256(weights).hexdigest(),
                   torch_version=torch.__version__)
-    _atomic_write(os.path.join(path, CONFIG_FILE), json.dumps(_json_safe(config), indent=1).encode())
+    write_atomic(os.path.join(path, CONFIG_FILE), json.dumps(json_safe(config), indent=1).encode())
 
 
 def load_bundle(path, kind):
