@@ -29,7 +29,7 @@ def json_safe(value):
     return value
 
 
-def publish(temporary, path):
+def _publish(temporary, path):
     """Rename ``temporary`` onto ``path`` with the usual file mode (mkstemp makes it 0600)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -38,18 +38,23 @@ def publish(temporary, path):
 
 
 def write_atomic(path, data):
-    """Write bytes to ``path`` through a synced temporary file in the same folder and a rename.
+    """Write ``data`` to ``path`` through a synced temporary file in the same folder and a rename.
 
-    A reader sees the old file or the whole new one, never half of it.
+    ``data`` is bytes, or a function that writes to the binary stream it is
+    given (``np.savez``, ``figure.savefig``). A reader sees the old file or
+    the whole new one, never half of it.
     """
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            if callable(data):
+                data(stream)
+            else:
+                stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        publish(temporary, path)
+        _publish(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)

@@ -23,11 +23,11 @@ Pure NumPy: importing this module does not import torch or pynwb.
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._files import write_atomic
 from ._validation import check_positive_scalar
 from .activations import BUILTIN_ACTIVATIONS
 from .network import LowRankRNN
@@ -299,16 +299,7 @@ def save_arrays(path, /, **arrays):
         if value.dtype.hasobject:
             raise TypeError(f"Array {name!r} has dtype object, which only loads with pickle. Give a numeric, bool "
                             "or string array.")
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomic(path, lambda stream: np.savez(stream, **arrays))
 
 
 def load_arrays(path, required=(), *, what="arrays"):

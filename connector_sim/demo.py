@@ -12,13 +12,12 @@ out, how long it took).
 import json
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
 
 from ._backends import available_backends
-from ._files import publish, write_atomic
+from ._files import write_atomic
 from .fixed_points import find_fixed_points
 from .mean_field import latent_flow
 from .simulate import simulate
@@ -44,15 +43,7 @@ def write_text_atomic(path, text):
 
 def save_figure_atomic(figure, path, dpi=120):
     """Save a matplotlib figure as PNG through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(descriptor)
-    try:
-        figure.savefig(temporary, dpi=dpi, format="png")
-        publish(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, lambda stream: figure.savefig(stream, dpi=dpi, format="png"))
 
 
 def plot_mean_field(path, trajectories, box=((-3.0, 3.0), (-3.0, 3.0))):

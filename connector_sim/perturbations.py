@@ -21,17 +21,22 @@ one call and returns a tidy :class:`PerturbationTable`, one row per run.
 """
 
 import csv
+import io
 import math
 import numbers
-import os
 import sys
-import tempfile
 import time
 import warnings
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_nonnegative_scalar, check_positive_scalar
+from ._files import write_atomic
+from ._validation import (
+    check_array,
+    check_int,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+)
 from .distributions import Gaussian, GaussianMixture
 from .fixed_points import _check_box, find_fixed_points
 from .mean_field import DEFAULT_ORDER, latent_flow
@@ -495,18 +500,12 @@ class PerturbationTable:
 
         Floats are written with repr (round-trip exact).
         """
-        folder = os.path.dirname(os.path.abspath(path))
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".csv")
-        try:
-            with os.fdopen(descriptor, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(self.columns)
-                for row in self.rows:
-                    writer.writerow([repr(float(value)) if isinstance(value, float) else value for value in row.values()])
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(self.columns)
+        for row in self.rows:
+            writer.writerow([repr(float(value)) if isinstance(value, float) else value for value in row.values()])
+        write_atomic(path, text.getvalue().encode())
 
 
 def _source_parts(source, n_neurons, labels):

@@ -31,7 +31,6 @@ The trial generator and data set are NumPy; only training imports torch.
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -172,22 +171,14 @@ class TrainedCDDM:
 
     def save(self, path):
         """Write the network, readout, task and accuracy to ``path`` (.npz, atomic)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(suffix=".npz", dir=folder)
+        from .data import save_arrays
+
         task = asdict(self.task)
         task["coherences"] = np.asarray(task["coherences"], float)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, m=self.network.m, n=self.network.n, I=self.network.I, b=self.network.b,
-                         readout=self.readout, accuracy=self.accuracy, train_time=self.train_time,
-                         loss=np.asarray(self.history.get("loss", []), float),
-                         **{f"task_{key}": value for key, value in task.items()})
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        save_arrays(os.fspath(path), m=self.network.m, n=self.network.n, I=self.network.I, b=self.network.b,
+                    readout=self.readout, accuracy=self.accuracy, train_time=self.train_time,
+                    loss=np.asarray(self.history.get("loss", []), float),
+                    **{f"task_{key}": value for key, value in task.items()})
 
     @classmethod
     def load(cls, path):
