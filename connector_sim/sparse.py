@@ -93,8 +93,11 @@ class SparseMask:
     seed : int, optional
         Key of the mask; drawn at random when None (and stored).
     representation : {"implicit", "stored"}, default="implicit"
-        "stored" holds the CSR arrays (4 bytes per connection); "implicit"
-        holds nothing and regenerates rows when needed.
+        "stored" holds the column indices, 4 bytes per connection: CSR
+        arrays for a Bernoulli mask, and for a fixed mask the columns in the
+        tile order the compiled kernels read fastest (:meth:`tiles`;
+        :meth:`csr` converts). "implicit" holds nothing and regenerates
+        the columns when needed.
 
     Attributes
     ----------
@@ -144,8 +147,11 @@ class SparseMask:
             )
         self.seed = check_seed(seed, owner)
         self.representation = representation
-        self._csr = None
-        if representation == "stored":
+        self._csr = None  # stored Bernoulli masks: (indptr, indices)
+        self._tiles = None  # stored fixed masks: the columns in tile order (sparse_mask.to_tiles)
+        if representation == "stored" and self.kind == "fixed":
+            self._tiles = self._build_columns(tiled=True)
+        elif representation == "stored":
             self._csr = self._build_csr()
 
     # --- description -----------------------------------------------------------
@@ -177,6 +183,8 @@ class SparseMask:
     @property
     def nbytes(self):
         """Bytes held by the mask (0 when implicit)."""
+        if self._tiles is not None:
+            return self._tiles.nbytes
         return 0 if self._csr is None else self._csr[0].nbytes + self._csr[1].nbytes
 
     def strata(self):
@@ -187,32 +195,57 @@ class SparseMask:
 
     # --- rows and CSR ----------------------------------------------------------------
 
-    def _build_csr(self):
-        N = self.n_neurons
-        itemsize = 4
-        needed = itemsize * self.expected_nnz * (1 + 1e-3) + 8 * (N + 1)
+    def _check_storage(self):
+        needed = 4 * self.expected_nnz * (1 + 1e-3) + 8 * (self.n_neurons + 1)
         if needed > _DENSE_LIMIT_FRACTION * _available_memory():
             raise ValueError(
                 f"Storing this mask needs {needed / 1e9:.2f} GB (4 bytes per connection, "
                 f"{self.expected_nnz:.3g} connections), more than half the available memory. "
                 "Use representation='implicit', which regenerates the columns and needs no storage."
             )
-        built = _backends.extension_built("_sparse_mask")
+
+    def _build_columns(self, tiled):
+        """The columns of a fixed mask (int32, N C), row by row or in tile order."""
+        self._check_storage()
+        N, C = self.n_neurons, self.n_connections
+        if _backends.extension_built("_sparse_mask"):
+            return _backends.load_extension("_sparse_mask").fixed_indices(
+                self.seed, N, C, self.strata(), _spec.TILE_ROWS if tiled else 0)
+        indices = _spec.csr_reference(self.seed, N, n_connections=C)[1]
+        return _spec.to_tiles(indices, N, C) if tiled else indices
+
+    def _build_csr(self):
+        N = self.n_neurons
         if self.kind == "fixed":
-            C = self.n_connections
-            indptr = np.arange(N + 1, dtype=np.int64) * C
-            if built:
-                indices = _backends.load_extension("_sparse_mask").fixed_indices(self.seed, N, C, self.strata())
-            else:
-                indices = _spec.csr_reference(self.seed, N, n_connections=C)[1]
-            return indptr, indices
-        if built:
+            indptr = np.arange(N + 1, dtype=np.int64) * self.n_connections
+            if self._tiles is not None:
+                return indptr, _spec.from_tiles(self._tiles, N, self.n_connections)
+            return indptr, self._build_columns(tiled=False)
+        self._check_storage()
+        if _backends.extension_built("_sparse_mask"):
             return _backends.load_extension("_sparse_mask").bernoulli_csr(self.seed, N, self.log_q)
         return _spec.csr_reference(self.seed, N, log_q=self.log_q)
 
     def csr(self):
-        """(indptr, indices): int64 (N + 1,) and int32 (nnz,); built now if implicit (not kept)."""
+        """(indptr, indices): int64 (N + 1,) and int32 (nnz,).
+
+        Kept for stored Bernoulli masks; built now (not kept) for implicit
+        masks and for stored fixed masks, which keep their columns in tile
+        order (:meth:`tiles`).
+        """
         return self._csr if self._csr is not None else self._build_csr()
+
+    def tiles(self):
+        """The columns of a fixed mask in the tile order of the compiled kernels (int32, N C).
+
+        Tile t holds the rows [t T, min(N, (t + 1) T)), n_t of them, T =
+        ``connector_sim._kernels.sparse_mask.TILE_ROWS``; column k of row
+        t T + r is at ``tiles()[t T C + k n_t + r]``. Kept when stored, built
+        now otherwise.
+        """
+        if self.kind != "fixed":
+            raise ValueError("tiles() exists for masks with a fixed number of connections per row only.")
+        return self._tiles if self._tiles is not None else self._build_columns(tiled=True)
 
     def columns(self, row):
         """The sorted columns j with X_ij = 1 of one row i (int64)."""
@@ -220,6 +253,11 @@ class SparseMask:
         if self._csr is not None:
             indptr, indices = self._csr
             return indices[indptr[row]:indptr[row + 1]].astype(np.int64)
+        if self._tiles is not None:
+            i0 = row - row % _spec.TILE_ROWS
+            n = min(_spec.TILE_ROWS, self.n_neurons - i0)
+            start = i0 * self.n_connections + (row - i0)
+            return self._tiles[start:start + n * self.n_connections:n].astype(np.int64)
         if self.kind == "fixed":
             return _spec.fixed_columns(self.seed, self.n_neurons, self.n_connections, [row])[0]
         return _spec.bernoulli_row(self.seed, self.n_neurons, self.log_q, row)
@@ -231,7 +269,7 @@ class SparseMask:
         return np.diff(self.csr()[0])
 
     def stored(self):
-        """The same mask with its CSR arrays stored."""
+        """The same mask with its columns stored."""
         if self.representation == "stored":
             return self
         return self._copy("stored")

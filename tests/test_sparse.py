@@ -56,14 +56,18 @@ def test_bernoulli_mask_has_the_right_rate():
 
 
 def test_stored_and_implicit_masks_are_the_same_network():
-    for kwargs in (dict(n_connections=50), dict(sparsity=0.7)):
-        implicit = SparseMask(500, seed=3, **kwargs)
+    for N, kwargs in ((500, dict(n_connections=50)), (500, dict(sparsity=0.7)), (20000, dict(n_connections=3))):
+        implicit = SparseMask(N, seed=3, **kwargs)
         stored = implicit.stored()
-        assert implicit.nbytes == 0 and stored.nbytes > 0
+        assert implicit.nbytes == 0 and stored.nbytes == 4 * stored.nnz + (0 if stored.kind == "fixed" else 8 * (N + 1))
         for a, b in zip(implicit.csr(), stored.csr()):
             np.testing.assert_array_equal(a, b)
-        for row in (0, 250, 499):
+        for row in (0, N // 2, N - 1):
             np.testing.assert_array_equal(implicit.columns(row), stored.columns(row))
+        if stored.kind == "fixed":
+            np.testing.assert_array_equal(implicit.tiles(), stored.tiles())
+    with pytest.raises(ValueError, match="tiles\\(\\) exists for masks with a fixed number"):
+        SparseMask(10, sparsity=0.5).tiles()
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -3,6 +3,8 @@
 import numpy as np
 import numpy.typing as npt
 
+TILE_ROWS: int
+
 def full_path(
     mode: int,
     key: int,

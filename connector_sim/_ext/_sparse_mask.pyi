@@ -4,7 +4,7 @@ import numpy as np
 import numpy.typing as npt
 
 def fixed_indices(
-    seed: int, n_neurons: int, n_connections: int, lo: npt.NDArray[np.int64]
+    seed: int, n_neurons: int, n_connections: int, lo: npt.NDArray[np.int64], tile_rows: int = 0
 ) -> npt.NDArray[np.int32]: ...
 def bernoulli_csr(
     seed: int, n_neurons: int, log_q: float

@@ -237,6 +237,12 @@ def _matvec(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, weight, v, o
 
 
 def _mask_arrays(mask):
+    if mask.mode == "tiled":
+        # Row by row here: the tiles are expanded to CSR (a copy of the columns).
+        from .simulate_sparse import expand_to_csr
+
+        indptr, indices = expand_to_csr(mask)
+        mask = mask._replace(mode="csr", strata=np.zeros(0, np.int64), indptr=indptr, indices=indices)
     lo = np.ascontiguousarray(mask.strata[:-1], np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64)
     width = (np.diff(mask.strata).astype(np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64))
     return (MASK_MODES[mask.mode], np.uint64(mask.key), lo, width, float(mask.log_q), mask.indptr, mask.indices)

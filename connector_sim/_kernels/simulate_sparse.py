@@ -28,14 +28,16 @@ import numpy as np
 from . import counter_rng, sparse_mask
 from .simulate_dense import _no_threads, _phi
 
-#: How the kernels read the mask: stored CSR, or regenerated rows.
-MASK_MODES = {"csr": 0, "fixed": 1, "bernoulli": 2}
+#: How the kernels read the mask: stored CSR (Bernoulli masks), stored tiles
+#: (fixed masks, ``sparse_mask.to_tiles``), or regenerated rows.
+MASK_MODES = {"csr": 0, "fixed": 1, "bernoulli": 2, "tiled": 3}
 
 #: The mask as the kernels take it. ``mode`` is a key of MASK_MODES; ``key``
 #: is sparse_mask.mask_key(seed) (uint64 as a Python int); ``strata`` the
-#: (C + 1,) int64 strata of "fixed" (else empty); ``log_q`` the float of
-#: "bernoulli"; ``indptr`` (N + 1,) int64 and ``indices`` (nnz,) int32 for
-#: "csr" (else empty).
+#: (C + 1,) int64 strata of a fixed mask ("fixed", "tiled"), else empty;
+#: ``log_q`` the float of "bernoulli"; ``indptr`` (N + 1,) int64 and
+#: ``indices`` (nnz,) int32 for "csr", ``indices`` (N C,) int32 in tile order
+#: for "tiled" (else empty).
 MaskArgs = namedtuple("MaskArgs", "mode n_neurons seed key strata log_q indptr indices")
 
 
@@ -43,6 +45,8 @@ def mask_args(mask):
     """The :class:`MaskArgs` of a :class:`connector_sim.SparseMask`."""
     empty64, empty32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
     key = int(sparse_mask.mask_key(mask.seed))
+    if mask.representation == "stored" and mask.kind == "fixed":
+        return MaskArgs("tiled", mask.n_neurons, mask.seed, key, mask.strata(), 0.0, empty64, mask.tiles())
     if mask.representation == "stored":
         indptr, indices = mask.csr()
         return MaskArgs("csr", mask.n_neurons, mask.seed, key, empty64, 0.0, indptr, indices)
@@ -55,6 +59,10 @@ def expand_to_csr(mask):
     """(indptr, indices) of a :class:`MaskArgs`, by the specification for implicit modes."""
     if mask.mode == "csr":
         return mask.indptr, mask.indices
+    if mask.mode == "tiled":
+        C = len(mask.strata) - 1
+        indptr = np.arange(mask.n_neurons + 1, dtype=np.int64) * C
+        return indptr, sparse_mask.from_tiles(mask.indices, mask.n_neurons, C)
     if mask.mode == "fixed":
         C = len(mask.strata) - 1
         return sparse_mask.csr_reference(mask.seed, mask.n_neurons, n_connections=C)

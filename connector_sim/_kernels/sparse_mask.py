@@ -53,6 +53,9 @@ _TWO_TO_MINUS_53 = 2.0**-53
 #: Largest N: column indices are stored as int32.
 MAX_NEURONS = 2**31 - 1
 
+#: Rows per tile of a stored "fixed" mask (the C++ kernels' SPARSE_TILE_ROWS).
+TILE_ROWS = 16384
+
 
 def _u64(value):
     return np.uint64(int(value) & 0xFFFFFFFFFFFFFFFF)
@@ -140,3 +143,36 @@ def csr_reference(seed, n_neurons, *, n_connections=None, log_q=None):
     indptr[1:] = np.cumsum([len(r) for r in rows])
     indices = np.concatenate(rows).astype(np.int32) if N else np.zeros(0, np.int32)
     return indptr, indices
+
+
+def tile_bounds(n_neurons):
+    """(first row, number of rows) of every tile of ``TILE_ROWS`` rows."""
+    return [(i0, min(TILE_ROWS, n_neurons - i0)) for i0 in range(0, n_neurons, TILE_ROWS)]
+
+
+def to_tiles(indices, n_neurons, n_connections):
+    """The columns of a "fixed" mask, row by row (N C,), in tile order.
+
+    A stored fixed mask keeps its columns tile by tile, stratum by stratum:
+    tile t holds the rows [t T, min(N, (t + 1) T)) (T = ``TILE_ROWS``), n_t
+    of them, and column k of row t T + r is at ``tiles[t T C + k n_t + r]``.
+    A stratum of a tile is then n_t consecutive values, which the compiled
+    kernels read in order while their gathers stay within one stratum of y.
+    """
+    C = int(n_connections)
+    rows = np.asarray(indices).reshape(n_neurons, C)
+    tiles = np.empty(n_neurons * C, rows.dtype)
+    for i0, n in tile_bounds(n_neurons):
+        tiles[i0 * C:(i0 + n) * C] = rows[i0:i0 + n].T.ravel()
+    return tiles
+
+
+def from_tiles(tiles, n_neurons, n_connections):
+    """The inverse of :func:`to_tiles`: the columns row by row, shape (N C,)."""
+    C = int(n_connections)
+    indices = np.empty(n_neurons * C, np.asarray(tiles).dtype)
+    rows = indices.reshape(n_neurons, C)
+    for i0, n in tile_bounds(n_neurons):
+        rows[i0:i0 + n] = tiles[i0 * C:(i0 + n) * C].reshape(C, n).T
+    return indices
+

@@ -57,8 +57,8 @@ cdef inline int64_t _bernoulli_row(uint64_t key, int64_t N, double log_q, int32_
         count += 1
 
 
-def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[::1] lo):
-    """Column indices of the "fixed" scheme, row after row.
+def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[::1] lo, int64_t tile_rows=0):
+    """Column indices of the "fixed" scheme, row after row or in tiles.
 
     Parameters
     ----------
@@ -67,21 +67,36 @@ def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[
         N and C (1 <= C <= N < 2**31).
     lo : ndarray of shape (C + 1,), int64
         The strata ``sparse_mask.strata(N, C)``.
+    tile_rows : int, default=0
+        0: row after row. T > 0: in tiles of T rows, stratum by stratum
+        (``sparse_mask.to_tiles`` with ``TILE_ROWS = T``).
 
     Returns
     -------
     indices : ndarray of shape (N * C,), int32
-        Row i's sorted columns at ``indices[i * C : (i + 1) * C]``.
+        Row i's sorted columns at ``indices[i * C : (i + 1) * C]``, or
+        column k of row t T + r of tile t (n_t rows) at ``indices[t T C + k n_t + r]``.
     """
     if lo.shape[0] != n_connections + 1:
         raise ValueError(f"lo must have shape ({n_connections + 1},). Got ({lo.shape[0]},).")
     cdef uint64_t key = _mask_key(seed)
     indices = np.empty(n_neurons * n_connections, np.int32)
     cdef int32_t[::1] out = indices
+    if tile_rows < 0:
+        raise ValueError(f"tile_rows must be >= 0. Got {tile_rows}.")
     cdef int64_t i, k, C = n_connections
+    cdef int64_t first = 0, column_stride = 1, tile_start, tile_size
     cdef uint64_t row, bits, u
     with nogil:
         for i in range(n_neurons):
+            if tile_rows > 0:
+                # column k of row i at tile_start C + k tile_size + (i - tile_start)
+                tile_start = i - i % tile_rows
+                tile_size = min(tile_rows, n_neurons - tile_start)
+                first = tile_start * C + (i - tile_start)
+                column_stride = tile_size
+            else:
+                first = i * C
             row = _row_key(key, i)
             bits = 0
             for k in range(C):
@@ -92,7 +107,7 @@ def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[
                 else:
                     u = bits & 0xFFFFFFFFULL
                 # col_k = lo_k + floor(u_k (lo_{k+1} - lo_k) / 2**32)
-                out[i * C + k] = <int32_t>(lo[k] + <int64_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32))
+                out[first + k * column_stride] = <int32_t>(lo[k] + <int64_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32))
     return indices
 
 

@@ -30,11 +30,18 @@ using array_checks::output;
 using array_checks::shape_of;
 using array_checks::shape_string;
 
-// The mask arrays of one mode: strata (C + 1,) for "fixed", indptr (N + 1,)
-// and indices (nnz,) for "csr"; the others may be empty.
+// The mask arrays of one mode: strata (C + 1,) for "fixed" and "tiled",
+// indptr (N + 1,) and indices (nnz,) for "csr", indices (N C,) for "tiled";
+// the others may be empty.
 cs::SparseMaskView mask_view(int mode, std::uint64_t key, const py::array& strata, double log_q,
                              const py::array& indptr, const py::array& indices, py::ssize_t N) {
   cs::SparseMaskView mask{mode, N, key, nullptr, 0, log_q, nullptr, nullptr};
+  if (mode == cs::mask_fixed || mode == cs::mask_tiled) {
+    const py::ssize_t length = dims(strata, "strata", 1)[0];
+    if (length < 2) throw std::invalid_argument("strata must hold C + 1 >= 2 values");
+    mask.strata = input<std::int64_t>(strata, "strata", {length});
+    mask.C = length - 1;
+  }
   if (mode == cs::mask_csr) {
     mask.indptr = input<std::int64_t>(indptr, "indptr", {N + 1});
     const py::ssize_t nnz = dims(indices, "indices", 1)[0];
@@ -43,11 +50,8 @@ cs::SparseMaskView mask_view(int mode, std::uint64_t key, const py::array& strat
       throw std::invalid_argument("indptr[N] = " + std::to_string(mask.indptr[N]) + " must equal len(indices) = " +
                                   std::to_string(nnz));
     }
-  } else if (mode == cs::mask_fixed) {
-    const py::ssize_t length = dims(strata, "strata", 1)[0];
-    if (length < 2) throw std::invalid_argument("strata must hold C + 1 >= 2 values");
-    mask.strata = input<std::int64_t>(strata, "strata", {length});
-    mask.C = length - 1;
+  } else if (mode == cs::mask_tiled) {
+    mask.indices = input<std::int32_t>(indices, "indices", {N * static_cast<py::ssize_t>(mask.C)});
   }
   return mask;
 }
@@ -109,6 +113,7 @@ void matvec(int mode, std::uint64_t key, py::array strata, double log_q, py::arr
 PYBIND11_MODULE(_simulate_sparse_cpp, m) {
   m.doc() = "C++ kernels of sparse low-rank networks (the 'cpp' backend); see "
             "connector_sim._kernels.simulate_sparse for the NumPy reference they implement.";
+  m.attr("TILE_ROWS") = cs::SPARSE_TILE_ROWS;  // sparse_mask.TILE_ROWS
   m.def("full_path", &full_path,
         "Sparse time loop (full_path_reference); updates x, kappa, kappa_out, record_out in place.\n"
         "Returns a status: 0 ok, 1 kappa ended non-finite.",

@@ -113,6 +113,41 @@ def test_stored_and_implicit_masks_are_bitwise_identical(fast_backend, dtype, ki
             np.testing.assert_array_equal(stored[name], implicit[name])
 
 
+def test_fixed_masks_over_several_tiles_and_subtiles(fast_backend):
+    # N spans two tiles of sparse_mask.TILE_ROWS rows (the second partial); C is odd (a
+    # last stratum without a pair); 20 trials of rank 2 (B R = 40) make the C++ kernel
+    # sum each tile in three subtiles.
+    require_sparse_backend(fast_backend)
+    N = sparse_mask.TILE_ROWS + 3616
+    for n_trials, rank in ((1, 1), (20, 2)):
+        case = make_case(np.float64, n_neurons=N, n_trials=n_trials, rank=rank)
+        case["u"] = np.ascontiguousarray(case["u"][:, :3])
+        masks = {representation: SparseMask(N, n_connections=9, seed=4, representation=representation)
+                 for representation in ("stored", "implicit")}
+        results = {}
+        for representation, mask in masks.items():
+            results[representation] = run3(fast_backend, case, mask._kernel_args())
+        reference = run3("numpy", case, masks["stored"]._kernel_args())
+        for name in results["stored"]:
+            np.testing.assert_array_equal(results["stored"][name], results["implicit"][name])
+        assert_close(results["stored"], reference, np.float64)
+
+
+def run3(backend, case, mask):
+    """Three noisy steps (``case["u"]`` of 3 steps)."""
+    full_path, _ = simulate_sparse.kernels(backend)
+    B, N = case["x0"].shape
+    R = case["m_T"].shape[0]
+    steps = case["u"].shape[1]
+    record_idx = np.array([0, N - 1, sparse_mask.TILE_ROWS, sparse_mask.TILE_ROWS - 1], np.int64)
+    x, kappa = case["x0"].copy(), case["kappa0"].copy()
+    kappa_out = np.empty((B, steps + 1, R))
+    record_out = np.empty((B, steps + 1, len(record_idx)), x.dtype)
+    full_path(mask, case["m_T"], case["n_T"], case["I_T"], case["b"], "tanh", 3.0 / N, 0.7, x, case["u"], ALPHA,
+              0.2, 17, 1, record_idx, kappa, kappa_out, record_out, NO_CLAMP, n_threads=1)
+    return dict(x=x, kappa=kappa, kappa_out=kappa_out, record_out=record_out)
+
+
 def test_results_do_not_depend_on_threads(fast_backend):
     require_sparse_backend(fast_backend)
     case = make_case(np.float64, n_neurons=9000, n_trials=1, rank=1)
@@ -175,6 +210,27 @@ def test_cython_fixed_mask_matches_reference(N, C):
     rows = indices.reshape(N, C)
     assert np.all(np.diff(rows, axis=1) > 0), "columns of a row must be distinct and sorted"
     assert rows.min() >= 0 and rows.max() < N
+
+
+@pytest.mark.parametrize("N, C", [(1, 1), (1000, 37), (16384, 3), (2 * 16384 + 5, 4)])
+def test_tile_order_of_stored_fixed_masks(N, C):
+    # Cython writes the tile order directly; it must be sparse_mask.to_tiles of the rows.
+    ext = require_mask_module()
+    rows = sparse_mask.csr_reference(9, N, n_connections=C)[1]
+    tiles = sparse_mask.to_tiles(rows, N, C)
+    np.testing.assert_array_equal(sparse_mask.from_tiles(tiles, N, C), rows)
+    np.testing.assert_array_equal(ext.fixed_indices(9, N, C, sparse_mask.strata(N, C), sparse_mask.TILE_ROWS), tiles)
+    # column k of row t T + r of a tile of n rows at t T C + k n + r
+    T = sparse_mask.TILE_ROWS
+    row = N - 1
+    i0, n = row - row % T, min(T, N - row + row % T)
+    k = C - 1
+    assert tiles[i0 * C + k * n + (row - i0)] == rows[row * C + k]
+
+
+def test_tile_size_is_shared_with_the_cpp_kernels():
+    require_sparse_backend("cpp")
+    assert load_extension("_simulate_sparse_cpp").TILE_ROWS == sparse_mask.TILE_ROWS
 
 
 @pytest.mark.parametrize("N, p", [(1, 0.5), (300, 1.0), (300, 0.5), (2000, 0.01)])

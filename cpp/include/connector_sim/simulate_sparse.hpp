@@ -13,17 +13,33 @@
 //                                x[b, i] += alpha ((h + u_t . I_i + b_i) - x[b, i]) [+ noise]
 //
 // Pass B is the hot loop: one random gather of B R contiguous values per
-// connection. Each connection of a row goes to accumulator lane k % 4 and the
-// lanes are added as (l0 + l1) + (l2 + l3): four independent float64 chains
-// hide the latency of the adds, and the order does not depend on the mask's
-// representation, so stored and implicit masks give bitwise identical runs.
-// Pass B is compiled for the baseline ISA on purpose: gcc's automatic AVX2
-// vector gathers of this loop were 1.6x slower than scalar loads on the
-// development machine (shared/research/performance.md, section 2.2).
+// connection. The gathers are scalar loads: gcc's automatic AVX2 vector
+// gathers were 1.6x slower on the development machine (shared/research/
+// performance.md, section 2.2), and AVX2's gather instruction was slower
+// than scalar loads in the tiled loop below too.
 //
-// An implicit mask regenerates row i's columns from the counter hash: "fixed"
-// takes one column per stratum, two per 64-bit hash; "bernoulli" adds
-// geometric gaps floor(log(U) / log_q), with the C library's log.
+// Masks with exactly C columns per row ("fixed", stored or implicit) are
+// summed in tiles, stratum by stratum. Column k of every row lies in stratum
+// k, [lo_k, lo_{k+1}), so a pass over stratum k of a tile of rows gathers
+// from N / C consecutive y rows only (20 KB at N = 1e6, C = 200, float32,
+// B R = 1): from L1 instead of the whole of y, which does not fit in L2. A
+// tile's columns are first written stratum-major into a buffer (transposed
+// from the CSR, or from the hash, vectorised across rows), then each row's
+// sum runs over k = 0 .. C - 1 in order in float64: the order of the NumPy
+// reference, whatever the representation. Row by row, the same gathers took
+// 1.7 ns per connection against the 4 MB y; tile by tile about 0.7 ns
+// (benchmarks/compare_sparse.py).
+//
+// Bernoulli masks (rows of different lengths, no strata) are summed row by
+// row: connection k of a row goes to accumulator lane k % 4 and the lanes are
+// added as (l0 + l1) + (l2 + l3), four float64 chains that hide the latency
+// of the adds, with the y rows of the next row prefetched.
+//
+// Either way the order does not depend on the mask's representation, so
+// stored and implicit masks give bitwise identical runs. An implicit mask
+// regenerates the columns from the counter hash: "fixed" takes one column per
+// stratum, two per 64-bit hash; "bernoulli" adds geometric gaps
+// floor(log(U) / log_q), with the C library's log.
 //
 // Rows are independent, so the results do not depend on the number of threads
 // (pass A reduces in fixed blocks as the dense kernels do).
@@ -43,21 +59,31 @@
 namespace connector_sim {
 
 // How the kernels read the mask (simulate_sparse.MASK_MODES).
-enum MaskMode : int { mask_csr = 0, mask_fixed = 1, mask_bernoulli = 2 };
+enum MaskMode : int { mask_csr = 0, mask_fixed = 1, mask_bernoulli = 2, mask_tiled = 3 };
 
 // Rows handed to one thread at a time in pass B.
 constexpr std::int64_t SPARSE_ROW_CHUNK = 512;
 static_assert(SPARSE_ROW_CHUNK % PAIR_BLOCK == 0, "row chunks must start on pair blocks of the noise");
 
+// Rows per tile of a fixed mask. A stored fixed mask keeps its columns tile
+// by tile (mode "tiled", sparse_mask.TILE_ROWS): tile t holds the rows
+// [t T, min(N, (t + 1) T)), n_t of them, and column k of row t T + r sits at
+// indices[t T C + k n_t + r], so a stratum of a tile is n_t consecutive
+// int32. At N = 1e6, C = 200 a stratum pass makes 16384 gathers into the 5000
+// y rows of its stratum: each cache line of y comes from L3 once and is then
+// hit about 50 times.
+constexpr std::int64_t SPARSE_TILE_ROWS = 16384;
+static_assert(SPARSE_TILE_ROWS % SPARSE_ROW_CHUNK == 0, "tiles must hold whole row chunks");
+
 struct SparseMaskView {
   int mode;
   std::int64_t N;
   std::uint64_t key;             // sparse_mask.mask_key(seed)
-  const std::int64_t* strata;    // fixed: (C + 1,), strata[k] = floor(k N / C)
-  std::int64_t C;                // fixed: connections per row
+  const std::int64_t* strata;    // fixed, tiled: (C + 1,), strata[k] = floor(k N / C)
+  std::int64_t C;                // fixed, tiled: connections per row (else 0)
   double log_q;                  // bernoulli: log1p(-p) < 0
   const std::int64_t* indptr;    // csr: (N + 1,)
-  const std::int32_t* indices;   // csr: (nnz,)
+  const std::int32_t* indices;   // csr: (nnz,); tiled: (N C,) in tiles (SPARSE_TILE_ROWS)
 };
 
 // Memory safety of a mask: every column the kernels can produce lies in [0, N).
@@ -78,17 +104,29 @@ inline void check_mask(const SparseMaskView& mask) {
       throw std::invalid_argument("indices must lie in [0, " + std::to_string(N) + "), got values in [" +
                                   std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }
-  } else if (mask.mode == mask_fixed) {
+  } else if (mask.mode == mask_fixed || mask.mode == mask_tiled) {
     if (mask.C < 1 || mask.strata[0] != 0 || mask.strata[mask.C] != N) {
       throw std::invalid_argument("strata must run from 0 to N = " + std::to_string(N));
     }
     for (std::int64_t k = 0; k < mask.C; ++k) {
       if (mask.strata[k + 1] <= mask.strata[k]) throw std::invalid_argument("strata must be increasing");
     }
+    if (mask.mode == mask_tiled) {
+      std::int32_t lo = 0, hi = 0;
+      for (std::int64_t k = 0; k < N * mask.C; ++k) {
+        lo = std::min(lo, mask.indices[k]);
+        hi = std::max(hi, mask.indices[k]);
+      }
+      if (lo < 0 || hi >= N) {
+        throw std::invalid_argument("indices must lie in [0, " + std::to_string(N) + "), got values in [" +
+                                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      }
+    }
   } else if (mask.mode == mask_bernoulli) {
     if (!(mask.log_q < 0.0)) throw std::invalid_argument("log_q must be negative (log1p(-p) for p in (0, 1])");
   } else {
-    throw std::invalid_argument("unknown mask mode " + std::to_string(mask.mode) + " (0 csr, 1 fixed, 2 bernoulli)");
+    throw std::invalid_argument("unknown mask mode " + std::to_string(mask.mode) +
+                                " (0 csr, 1 fixed, 2 bernoulli, 3 tiled)");
   }
 }
 
@@ -226,10 +264,82 @@ CONNECTOR_SIM_ALWAYS_INLINE void gather_rows(const SparseMaskView& mask, std::in
       row_done(i, s);
       std::swap(current, next);
     }
+  } else if (mask.mode == mask_tiled) {
+    // Row i's columns are strided in its tile: copied first.
+    for (std::int64_t i = lo; i < hi; ++i) {
+      const std::int64_t i0 = i / SPARSE_TILE_ROWS * SPARSE_TILE_ROWS, n = std::min(SPARSE_TILE_ROWS, mask.N - i0);
+      const std::int32_t* first = mask.indices + i0 * mask.C + (i - i0);
+      for (std::int64_t k = 0; k < mask.C; ++k) cols[k] = first[k * n];
+      gather_columns<T, WC>(cols, mask.C, y, width, buffer, s);
+      row_done(i, s);
+    }
   } else {
     for (std::int64_t i = lo; i < hi; ++i) {
       gather_bernoulli<T, WC>(mask, i, y, width, buffer, s);
       row_done(i, s);
+    }
+  }
+}
+
+// --- Tiles of the masks with C columns per row (see the top of the file) ---
+
+// Rows summed at a time within a tile, for B R = width values per connection:
+// their sums (rows x width float64) take at most 2 MB.
+inline std::int64_t subtile_rows(std::int64_t width) {
+  const std::int64_t rows = (std::int64_t(1) << 18) / std::max<std::int64_t>(width, 1);
+  return std::clamp(rows / SPARSE_ROW_CHUNK * SPARSE_ROW_CHUNK, SPARSE_ROW_CHUNK, SPARSE_TILE_ROWS);
+}
+
+// Columns k and k + 1 (k even, k + 1 < C if out1) of the rows whose row keys
+// are row_keys[0 .. n), by the "fixed" scheme: draw p = mix64(row_key +
+// GOLDEN (p + 1)), p = k / 2, gives stratum k its high half and k + 1 its low
+// half (as fixed_columns does row by row).
+CONNECTOR_SIM_ALWAYS_INLINE void hash_stratum_pair(const SparseMaskView& mask,
+                                                   const std::uint64_t* __restrict row_keys, std::int64_t n,
+                                                   std::int64_t k, std::int32_t* __restrict out0,
+                                                   std::int32_t* __restrict out1) {
+  const std::int64_t* lo = mask.strata;
+  const std::uint64_t counter = GOLDEN * (static_cast<std::uint64_t>(k / 2) + 1u);
+  const std::int32_t lo0 = static_cast<std::int32_t>(lo[k]);
+  const std::uint64_t width0 = static_cast<std::uint32_t>(lo[k + 1] - lo[k]);
+  if (out1 != nullptr) {
+    const std::int32_t lo1 = static_cast<std::int32_t>(lo[k + 1]);
+    const std::uint64_t width1 = static_cast<std::uint32_t>(lo[k + 2] - lo[k + 1]);
+#pragma omp simd
+    for (std::int64_t r = 0; r < n; ++r) {
+      const std::uint64_t bits = mix64(row_keys[r] + counter);
+      out0[r] = lo0 + static_cast<std::int32_t>((static_cast<std::uint32_t>(bits >> 32) * width0) >> 32);
+      out1[r] = lo1 + static_cast<std::int32_t>((static_cast<std::uint32_t>(bits) * width1) >> 32);
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t r = 0; r < n; ++r) {
+      const std::uint64_t bits = mix64(row_keys[r] + counter);
+      out0[r] = lo0 + static_cast<std::int32_t>((static_cast<std::uint32_t>(bits >> 32) * width0) >> 32);
+    }
+  }
+}
+
+// sums[r W + w] += y[c0[r] W + w], then += y[c1[r] W + w] (if c1), r < n:
+// two strata per pass over the sums halve their loads and stores.
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_stratum_pair(const std::int32_t* __restrict c0,
+                                                     const std::int32_t* __restrict c1, std::int64_t n,
+                                                     const T* __restrict y, std::int64_t width,
+                                                     double* __restrict sums) {
+  const std::int64_t W = WC > 0 ? WC : width;
+  if (c1 != nullptr) {
+    for (std::int64_t r = 0; r < n; ++r) {
+      const T* __restrict y0 = y + static_cast<std::int64_t>(c0[r]) * W;
+      const T* __restrict y1 = y + static_cast<std::int64_t>(c1[r]) * W;
+      double* __restrict s = sums + r * W;
+      for (std::int64_t w = 0; w < W; ++w) s[w] = (s[w] + static_cast<double>(y0[w])) + static_cast<double>(y1[w]);
+    }
+  } else {
+    for (std::int64_t r = 0; r < n; ++r) {
+      const T* __restrict y0 = y + static_cast<std::int64_t>(c0[r]) * W;
+      double* __restrict s = sums + r * W;
+      for (std::int64_t w = 0; w < W; ++w) s[w] += static_cast<double>(y0[w]);
     }
   }
 }
@@ -278,22 +388,18 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block(const SparsePathArgs<T>& a, 
   }
 }
 
-// Pass B over rows [lo, hi): x_t -> x_{t+1}. noise[b * SPARSE_ROW_CHUNK + i - lo] =
-// counter_rng.standard_normal(seed, trial_offset + b, t, N)[i] (read only if noise_scale != 0).
-template <typename T, int WC>
-CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
-                                                    std::int64_t t, const T* __restrict y, const T* noise,
-                                                    double* acc, double* s, std::int32_t* cols) {
+// Rows [lo, hi) from x_t to x_{t+1}, given s[(i - lo) B R + b R + r], the
+// gathered sums of row i (one copy of the update code, so every mask mode
+// rounds alike). noise[b * SPARSE_ROW_CHUNK + i - lo] = counter_rng.standard_normal(
+// seed, trial_offset + b, t, N)[i] (read only if noise_scale != 0).
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
+                                             std::int64_t t, const double* s, const T* noise) {
   const DenseNetwork<T>& net = a.net;
   const std::int64_t N = net.N, R = net.R, D = net.D, W = a.B * R;
   const T alpha = static_cast<T>(a.alpha);
   const T noise_scale = static_cast<T>(a.noise_scale);
   const bool noisy = a.noise_scale != 0.0;
-  // s[(i - lo) W + w]: the gathered sums of the chunk's rows, then one update
-  // loop (a single copy of the update code, so every mask mode rounds alike).
-  gather_rows<T, WC>(a.mask, lo, hi, y, W, acc, cols, [&](std::int64_t i, const double* sums) {
-    for (std::int64_t w = 0; w < W; ++w) s[(i - lo) * W + w] = sums[w];
-  });
   for (std::int64_t i = lo; i < hi; ++i) {
     const double* sums = s + (i - lo) * W;
     for (std::int64_t b = 0; b < a.B; ++b) {
@@ -312,6 +418,18 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, 
       a.x[b * N + i] = xi;
     }
   }
+}
+
+// Pass B over rows [lo, hi), row by row (Bernoulli masks).
+template <typename T, int WC>
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, std::int64_t lo, std::int64_t hi,
+                                                    std::int64_t t, const T* __restrict y, const T* noise,
+                                                    double* acc, double* s, std::int32_t* cols) {
+  const std::int64_t W = a.B * a.net.R;
+  gather_rows<T, WC>(a.mask, lo, hi, y, W, acc, cols, [&](std::int64_t i, const double* sums) {
+    for (std::int64_t w = 0; w < W; ++w) s[(i - lo) * W + w] = sums[w];
+  });
+  update_rows(a, lo, hi, t, s, noise);
 }
 
 }  // namespace detail
@@ -403,6 +521,104 @@ inline void sparse_update_rows(const SparsePathArgs<double>& a, std::int64_t lo,
   sparse_update_rows_f64(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
+// hash_stratum_pair, vectorised across rows.
+CONNECTOR_SIM_TARGET_CLONES inline void hash_stratum_pair(const SparseMaskView& mask, const std::uint64_t* row_keys,
+                                                          std::int64_t n, std::int64_t k, std::int32_t* out0,
+                                                          std::int32_t* out1) {
+  detail::hash_stratum_pair(mask, row_keys, n, k, out0, out1);
+}
+
+// row_keys[r] = mix64(key + GOLDEN (i0 + r + 1)), the row keys of the "fixed" scheme.
+CONNECTOR_SIM_TARGET_CLONES inline void fill_row_keys(std::uint64_t key, std::int64_t i0, std::int64_t n,
+                                                      std::uint64_t* row_keys) {
+#pragma omp simd
+  for (std::int64_t r = 0; r < n; ++r) row_keys[r] = mix64(key + GOLDEN * (static_cast<std::uint64_t>(i0 + r) + 1u));
+}
+
+// gather_stratum_pair with the widths B R = 1 and 2 specialised, scalar loads.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void gather_stratum_pair_any(const std::int32_t* c0, const std::int32_t* c1,
+                                                         std::int64_t n, const T* y, std::int64_t width,
+                                                         double* sums) {
+  switch (width) {
+    case 1:
+      return detail::gather_stratum_pair<T, 1>(c0, c1, n, y, width, sums);
+    case 2:
+      return detail::gather_stratum_pair<T, 2>(c0, c1, n, y, width, sums);
+    default:
+      return detail::gather_stratum_pair<T, 0>(c0, c1, n, y, width, sums);
+  }
+}
+
+CONNECTOR_SIM_SCALAR_CLONES inline void gather_stratum_pair(const std::int32_t* c0, const std::int32_t* c1,
+                                                            std::int64_t n, const float* y, std::int64_t width,
+                                                            double* sums) {
+  gather_stratum_pair_any(c0, c1, n, y, width, sums);
+}
+
+CONNECTOR_SIM_SCALAR_CLONES inline void gather_stratum_pair(const std::int32_t* c0, const std::int32_t* c1,
+                                                            std::int64_t n, const double* y, std::int64_t width,
+                                                            double* sums) {
+  gather_stratum_pair_any(c0, c1, n, y, width, sums);
+}
+
+// A thread's buffers for the tiles of a fixed mask: the sums of a subtile,
+// and for an implicit mask its row keys and the columns of one stratum pair
+// (2 x 64 KB at most, in L2).
+struct TileWorkspace {
+  std::int64_t rows = 0;
+  std::vector<double> sums;
+  std::vector<std::uint64_t> row_keys;
+  std::vector<std::int32_t> cols;
+
+  TileWorkspace(const SparseMaskView& mask, std::int64_t width) {
+    if (mask.C < 1) return;
+    rows = std::min(detail::subtile_rows(width), mask.N);
+    sums.resize(rows * width);
+    if (mask.mode == mask_fixed) {
+      row_keys.resize(rows);
+      cols.resize(2 * rows);
+    }
+  }
+};
+
+// Pass B over the rows [i0 + r0, i0 + r1) of the tile of n rows at i0: their
+// sums, stratum pair by stratum pair (k in order for every row), then the
+// update of each row chunk with its noise.
+template <typename T>
+void sparse_update_subtile(const SparsePathArgs<T>& a, std::int64_t i0, std::int64_t n, std::int64_t r0,
+                           std::int64_t r1, std::int64_t t, const T* y, const std::uint64_t* keys,
+                           TileWorkspace& ws, T* noise) {
+  const SparseMaskView& mask = a.mask;
+  const std::int64_t C = mask.C, W = a.B * a.net.R, m = r1 - r0;
+  double* sums = ws.sums.data();
+  std::fill(sums, sums + m * W, 0.0);
+  const bool hashed = mask.mode == mask_fixed;
+  if (hashed) fill_row_keys(mask.key, i0 + r0, m, ws.row_keys.data());
+  for (std::int64_t k = 0; k < C; k += 2) {
+    const bool pair = k + 1 < C;
+    const std::int32_t *c0, *c1;
+    if (hashed) {
+      std::int32_t* out0 = ws.cols.data();
+      std::int32_t* out1 = pair ? out0 + m : nullptr;
+      hash_stratum_pair(mask, ws.row_keys.data(), m, k, out0, out1);
+      c0 = out0;
+      c1 = out1;
+    } else {
+      c0 = mask.indices + i0 * C + k * n + r0;
+      c1 = pair ? c0 + n : nullptr;
+    }
+    gather_stratum_pair(c0, c1, m, y, W, sums);
+  }
+  for (std::int64_t lo = i0 + r0; lo < i0 + r1; lo += SPARSE_ROW_CHUNK) {
+    const std::int64_t hi = std::min(lo + SPARSE_ROW_CHUNK, i0 + r1);
+    for (std::int64_t b = 0; b < a.B && a.noise_scale != 0.0; ++b) {
+      fill_standard_normal_dispatch(keys[b], lo, hi - lo, noise + b * SPARSE_ROW_CHUNK);
+    }
+    detail::update_rows(a, lo, hi, t, sums + (lo - i0 - r0) * W, noise);
+  }
+}
+
 // full_path_reference of simulate_sparse.py: a.n_steps Euler steps of the B
 // trials; updates a.x and a.kappa in place, fills a.kappa_out and a.record_out.
 template <typename T>
@@ -426,6 +642,12 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
   std::vector<T> y(static_cast<std::size_t>(N * BR));
   std::vector<double> partial(n_blocks * BR);
   const bool noisy = a.noise_scale != 0.0;
+  // Fixed masks (stored or implicit) in subtiles of whole tiles, the others in row chunks.
+  const bool tiled = a.mask.C > 0;
+  const std::int64_t part_rows = tiled ? std::min(detail::subtile_rows(BR), N) : SPARSE_ROW_CHUNK;
+  const std::int64_t parts_per_tile = tiled ? (std::min(SPARSE_TILE_ROWS, N) + part_rows - 1) / part_rows : 1;
+  const std::int64_t n_tiles = tiled ? (N + SPARSE_TILE_ROWS - 1) / SPARSE_TILE_ROWS : 0;
+  const std::int64_t n_parts = tiled ? n_tiles * parts_per_tile : (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK;
 #pragma omp parallel num_threads(n_threads)
   {
     std::vector<double> kappa = initial_kappa(a.kappa_out, B, R, n_times);
@@ -435,6 +657,7 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
     std::vector<std::int32_t> cols(2 * a.mask.C);
     std::vector<std::uint64_t> keys(B);
     std::vector<T> noise(noisy ? B * SPARSE_ROW_CHUNK : 0);
+    TileWorkspace tile(a.mask, BR);
     for (std::int64_t t = 0; t < a.n_steps; ++t) {
       // Pass A: y and the block sums of n^T phi(x_t)
 #pragma omp for schedule(static)
@@ -445,10 +668,20 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
       detail::sum_blocks(partial.data(), n_blocks, BR, N, krec.data());
       for (std::int64_t i = 0; i < BR; ++i) kappa[i] = (1.0 - a.alpha) * kappa[i] + a.alpha * a.gain * krec[i];
       for (std::int64_t b = 0; b < B; ++b) keys[b] = step_key(a.seed, a.trial_offset + b, t);
-      // Pass B: the rows, in chunks
+      // Pass B: the rows, in tiles ("fixed" masks) or in chunks of SPARSE_ROW_CHUNK rows
 #pragma omp for schedule(static)
-      for (std::int64_t chunk = 0; chunk < (N + SPARSE_ROW_CHUNK - 1) / SPARSE_ROW_CHUNK; ++chunk) {
-        const std::int64_t lo = chunk * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
+      for (std::int64_t part = 0; part < n_parts; ++part) {
+        if (tiled) {
+          const std::int64_t i0 = (part / parts_per_tile) * SPARSE_TILE_ROWS;
+          const std::int64_t n = std::min(SPARSE_TILE_ROWS, N - i0);
+          const std::int64_t r0 = (part % parts_per_tile) * part_rows;
+          if (r0 < n) {
+            sparse_update_subtile(a, i0, n, r0, std::min(r0 + part_rows, n), t, y.data(), keys.data(), tile,
+                                  noise.data());
+          }
+          continue;
+        }
+        const std::int64_t lo = part * SPARSE_ROW_CHUNK, hi = std::min(lo + SPARSE_ROW_CHUNK, N);
         // noise[b] = counter_rng.standard_normal(seed, trial_offset + b, t, N)[lo:hi] (lo is a
         // multiple of PAIR_BLOCK: four whole pair blocks, or the network's last rows)
         for (std::int64_t b = 0; b < B && noisy; ++b) {
