@@ -6,13 +6,18 @@ passes::
 
     pass A, blocks of neurons:  y[j, b R + r] = n[j, r] phi(x[b, j])   (dtype)
                                 partial[block, b, r] = sum_j float64(n phi)
-    pass B, blocks of rows:     s = sum over row i's columns j of y[j]   (float64, 4 lanes)
+    pass B, blocks of rows:     s = sum over row i's columns j of y[j]   (float64)
                                 x[b, i] += alpha ((w m_i . s_b + I_i u_t + b_i) - x[b, i]) + noise
 
-The k-th connection of a row goes to accumulator lane k % 4 and the lanes
-are added as (l0 + l1) + (l2 + l3), whatever the mask's representation, so a
-stored and an implicit mask give bitwise identical runs. Rows of an implicit
-mask are regenerated from the counter hash (``sparse_mask.py``).
+Fixed masks (C per row, stored in tiles or implicit) are summed as the C++
+kernel sums them: tile by tile (``sparse_mask.TILE_ROWS`` rows), stratum by
+stratum, each row's sum in k order, so that the gathers of a stratum stay
+within N / C rows of y. Bernoulli masks are summed row by row: the k-th
+connection of a row goes to accumulator lane k % 4 and the lanes are added as
+(l0 + l1) + (l2 + l3). Either way the order does not depend on the mask's
+representation, so a stored and an implicit mask give bitwise identical runs.
+Columns of an implicit mask are regenerated from the counter hash
+(``sparse_mask.py``).
 """
 
 import numpy as np
@@ -33,12 +38,14 @@ from ._simulate_dense_numba import (
 from .counter_rng import GOLDEN
 from .simulate_dense import BLOCK_SIZE
 from .simulate_sparse import MASK_MODES
+from .sparse_mask import TILE_ROWS
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT11 = np.uint64(11)
 _TWO_TO_MINUS_53 = 2.0**-53
 _LANES = 4
-_CSR, _FIXED, _BERNOULLI = MASK_MODES["csr"], MASK_MODES["fixed"], MASK_MODES["bernoulli"]
+_CSR, _FIXED, _BERNOULLI, _TILED = (MASK_MODES["csr"], MASK_MODES["fixed"], MASK_MODES["bernoulli"],
+                                    MASK_MODES["tiled"])
 _U64_MASK = 0xFFFFFFFFFFFFFFFF
 
 _OPTIONS = dict(fastmath=True, error_model="numpy", cache=True)
@@ -96,16 +103,59 @@ def _fixed_columns(key, lo, width, row, columns):
         columns[k] = np.int64(lo[k] + ((u * width[k]) >> _SHIFT32))
 
 
+@njit(**_IN_ORDER)
+def _tile_sums(mode, key, lo, width, indices, i0, n, y, sums):
+    """sums[r, w] = sum over k in order of float64(y[column k of row i0 + r, w]), r < n.
+
+    The rows of one tile of a fixed mask (C = ``width.size`` per row),
+    stratum by stratum: the columns from the tiles ("tiled") or from the hash
+    ("fixed"; draw k // 2 gives stratum k its high half, k + 1 its low half).
+    """
+    C = width.size
+    W = sums.shape[1]
+    sums[:] = 0.0
+    if mode == _TILED:
+        for k in range(C):
+            base = i0 * C + k * n
+            for r in range(n):
+                j = indices[base + r]
+                for w in range(W):
+                    sums[r, w] += np.float64(y[j, w])
+        return
+    row_keys = np.empty(n, np.uint64)
+    for r in range(n):
+        row_keys[r] = _mix64(key + GOLDEN * (np.uint64(i0 + r) + _ONE_U64))
+    for k in range(0, C, 2):
+        counter = GOLDEN * (np.uint64(k >> 1) + _ONE_U64)
+        for r in range(n):
+            bits = _mix64(row_keys[r] + counter)
+            j = np.int64(lo[k] + (((bits >> _SHIFT32) * width[k]) >> _SHIFT32))
+            for w in range(W):
+                sums[r, w] += np.float64(y[j, w])
+            if k + 1 < C:
+                j = np.int64(lo[k + 1] + (((bits & _LOW32) * width[k + 1]) >> _SHIFT32))
+                for w in range(W):
+                    sums[r, w] += np.float64(y[j, w])
+
+
 @njit(**_OPTIONS)
 def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, columns, out):
     """out[w] = sum over the columns j of ``row`` of float64(y[j, w]) (lanes k % 4).
 
-    ``columns`` is a scratch array of C int64 for the "fixed" mode, N for "bernoulli".
+    ``columns`` is a scratch array of C int64 for the "fixed" and "tiled" modes, N for "bernoulli".
     """
     if mode == _CSR:
         _sum_columns(indices[indptr[row]:indptr[row + 1]], y, acc, out)
     elif mode == _FIXED:
         _fixed_columns(key, lo, width, row, columns)
+        _sum_columns(columns, y, acc, out)
+    elif mode == _TILED:
+        # column k of the row at i0 C + k n + (row - i0) of its tile (i0, n rows)
+        C = width.size
+        i0 = row - row % TILE_ROWS
+        n = min(TILE_ROWS, N - i0)
+        for k in range(C):
+            columns[k] = indices[i0 * C + k * n + row - i0]
         _sum_columns(columns, y, acc, out)
     else:
         # Bernoulli rows have no fixed length: ``columns`` holds N int64 here.
@@ -171,22 +221,29 @@ def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, a
                 kappa[trial, r] = (1 - alpha) * kappa[trial, r] + alpha * gain * krec[trial, r]
             keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), t)
         kappa_out[:, t + 1] = kappa
-        # Pass B: x_{t+1} row by row from the gathered sums.
-        for block in prange(n_blocks):
-            start = block * BLOCK_SIZE
-            stop = min(start + BLOCK_SIZE, N)
-            acc = np.empty(_LANES * W)
-            s = np.empty(W)
-            columns = np.empty(width.size if mode == _FIXED else (N if mode == _BERNOULLI else 0), np.int64)
+        # Pass B: x_{t+1} from the gathered sums, in tiles (fixed masks) or blocks of rows.
+        tiled = mode == _TILED or mode == _FIXED
+        part_rows = TILE_ROWS if tiled else BLOCK_SIZE
+        for part in prange((N + part_rows - 1) // part_rows):
+            start = part * part_rows
+            stop = min(start + part_rows, N)
+            sums = np.empty((stop - start, W))
+            if tiled:
+                _tile_sums(mode, key, lo, width, indices, start, stop - start, y, sums)
+            else:
+                acc = np.empty(_LANES * W)
+                columns = np.empty(N if mode == _BERNOULLI else 0, np.int64)
+                for i in range(start, stop):
+                    _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, columns, sums[i - start])
             drive = np.empty(B, x.dtype)
             inputs = np.empty(B, x.dtype)
             # noise[trial] = noise_scale * counter_rng.standard_normal(seed, trial_offset + trial, t, N)[start:stop]
-            # (start is a multiple of BLOCK_SIZE, so the block is made of whole pair blocks of the noise)
+            # (start is a multiple of BLOCK_SIZE or TILE_ROWS, so the part is made of whole pair blocks)
             noise = np.zeros((B, stop - start if noise_scale != 0.0 else 0), x.dtype)
             for trial in range(B):
                 _fill_noise(keys[trial], start, noise_scale, noise[trial])
             for i in range(start, stop):
-                _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, columns, s)
+                s = sums[i - start]
                 for trial in range(B):
                     # h = weight * sum_r m[i, r] s[b, r] (float64), then in dtype
                     h = 0.0
@@ -226,7 +283,8 @@ def _matvec(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, weight, v, o
     for block in prange(n_blocks):
         acc = np.empty(_LANES * W)
         s = np.empty(W)
-        columns = np.empty(width.size if mode == _FIXED else (N if mode == _BERNOULLI else 0), np.int64)
+        columns = np.empty(width.size if mode == _FIXED or mode == _TILED else (N if mode == _BERNOULLI else 0),
+                           np.int64)
         for i in range(block * BLOCK_SIZE, min((block + 1) * BLOCK_SIZE, N)):
             _gather_row(mode, key, lo, width, log_q, indptr, indices, N, i, y, acc, columns, s)
             for c in range(K):
@@ -237,14 +295,9 @@ def _matvec(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, weight, v, o
 
 
 def _mask_arrays(mask):
-    if mask.mode == "tiled":
-        # Row by row here: the tiles are expanded to CSR (a copy of the columns).
-        from .simulate_sparse import expand_to_csr
-
-        indptr, indices = expand_to_csr(mask)
-        mask = mask._replace(mode="csr", strata=np.zeros(0, np.int64), indptr=indptr, indices=indices)
-    lo = np.ascontiguousarray(mask.strata[:-1], np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64)
-    width = (np.diff(mask.strata).astype(np.uint64) if mask.mode == "fixed" else np.zeros(0, np.uint64))
+    fixed = mask.mode in ("fixed", "tiled")
+    lo = np.ascontiguousarray(mask.strata[:-1], np.uint64) if fixed else np.zeros(0, np.uint64)
+    width = np.diff(mask.strata).astype(np.uint64) if fixed else np.zeros(0, np.uint64)
     return (MASK_MODES[mask.mode], np.uint64(mask.key), lo, width, float(mask.log_q), mask.indptr, mask.indices)
 
 
