@@ -12,7 +12,7 @@ import warnings
 EXTENSIONS = {
     "_simulate_dense_cpp": "the 'cpp' simulation backend (C++/pybind11)",
     "_counter_rng": "the Cython counter-based noise generator",
-    "_sparse_mask": "the Cython assembly of stored sparse masks (CSR)",
+    "_sparse_mask": "the Cython assembly of stored sparse masks (CSR and tiles)",
     "_simulate_sparse_cpp": "the 'cpp' backend of sparse low-rank networks (C++/pybind11)",
     "_flow_field_cpp": "the 'cpp' backend of sampled networks' flow fields (C++/pybind11)",
 }
