@@ -114,6 +114,22 @@ def _tile_sums(mode, key, lo, width, indices, i0, n, y, sums):
     C = width.size
     W = sums.shape[1]
     sums[:] = 0.0
+    if mode == _TILED and W == 1:
+        # the single-trial rank-one case: flat arrays, two strata per pass over the sums
+        flat = sums[:, 0]
+        values = y[:, 0]
+        k = 0
+        while k + 2 <= C:
+            base0 = i0 * C + k * n
+            base1 = base0 + n
+            for r in range(n):
+                flat[r] = (flat[r] + np.float64(values[indices[base0 + r]])) + np.float64(values[indices[base1 + r]])
+            k += 2
+        if k < C:
+            base0 = i0 * C + k * n
+            for r in range(n):
+                flat[r] += np.float64(values[indices[base0 + r]])
+        return
     if mode == _TILED:
         for k in range(C):
             base = i0 * C + k * n
