@@ -3,14 +3,19 @@
 One Euler step of a rank-one network, float32, C connections per row, one
 thread, CPU time (``time.process_time``, median of repeats):
 
-- ours: the sparse kernels (cpp, numba) with a stored CSR mask and an implicit
-  (regenerated) one, timed inside their time loop (``STEPS`` steps per call);
+- ours: the sparse kernels (cpp, numba) with a stored mask (int32 columns in
+  the kernels' tile order) and an implicit (regenerated) one, timed inside
+  their time loop (``STEPS`` steps per call);
 - scipy: ``J @ tanh(x)`` with J a ``scipy.sparse.csr_matrix`` holding float32
   weights (8 bytes per connection), the step a user would write.
 
+The cases are timed in turn, ``REPEATS`` rounds, so that each sees the same
+share of this noisy shared machine; the medians over rounds are reported.
 Also reported: ns per connection (the random-gather limit of this machine is
-about 1.1 ns per lookup, shared/research/performance.md section 1.3) and the
-peak resident memory of ``simulate`` on the implicit mask, in a fresh process.
+about 1.1 ns per lookup, shared/research/performance.md section 1.3: the
+kernels' tiles keep their gathers within one stratum of y, so they can beat
+it) and the peak resident memory of ``simulate`` on the implicit mask, in a
+fresh process.
 
 Run: ``python benchmarks/compare_sparse.py`` (N = 1e6, C = 200) or
 ``--quick`` (N = 1e5).
@@ -26,7 +31,7 @@ import time
 import numpy as np
 
 STEPS = 5
-REPEATS = 3
+REPEATS = 5
 GATHER_LIMIT_NS = 1.1
 
 
@@ -37,8 +42,8 @@ def _network(n_neurons, n_connections, representation):
     return sparsify(dense, n_connections=n_connections, seed=1, representation=representation)
 
 
-def time_kernel(network, backend):
-    """Median CPU seconds per step of the sparse kernel (warm-up call excluded)."""
+def kernel_stepper(network, backend):
+    """A function returning the CPU seconds per step of one call of the sparse kernel (warmed up)."""
     from connector_sim._kernels import simulate_sparse
 
     full_path, _ = simulate_sparse.kernels(backend)
@@ -51,26 +56,34 @@ def time_kernel(network, backend):
     args = (network.mask._kernel_args(), network.m_T, network.n_T, network.I_T, network.b, "tanh", network.weight,
             network.gain, x, u, 0.1, 0.0, 0, 0, np.zeros(0, np.int64), kappa, kappa_out, record_out)
     full_path(*args)
-    times = []
-    for _ in range(REPEATS):
+
+    def seconds_per_step():
         start = time.process_time()
         full_path(*args)
-        times.append((time.process_time() - start) / STEPS)
-    return float(np.median(times))
+        return (time.process_time() - start) / STEPS
+
+    return seconds_per_step
 
 
-def time_scipy(network):
-    """Median CPU seconds of one ``x += alpha (-x + J tanh(x))`` with stored float32 weights."""
+def scipy_stepper(network):
+    """The same for ``x += alpha (-x + J tanh(x))`` with J a scipy CSR matrix of float32 weights."""
     J = network.to_scipy(np.float32)
     x = np.random.default_rng(0).standard_normal(network.n_neurons).astype(np.float32)
     alpha = np.float32(0.1)
-    times = []
-    for _ in range(REPEATS):
+
+    def seconds_per_step():
         start = time.process_time()
         for _ in range(STEPS):
-            x += alpha * (J @ np.tanh(x) - x)
-        times.append((time.process_time() - start) / STEPS)
-    return float(np.median(times))
+            x[:] += alpha * (J @ np.tanh(x) - x)
+        return (time.process_time() - start) / STEPS
+
+    return seconds_per_step
+
+
+def time_kernel(network, backend):
+    """Median CPU seconds per step of the sparse kernel over ``REPEATS`` calls."""
+    step = kernel_stepper(network, backend)
+    return float(np.median([step() for _ in range(REPEATS)]))
 
 
 _PEAK_SCRIPT = """
@@ -115,15 +128,22 @@ def main(argv=None):
     results = {"n_neurons": N, "n_connections": C, "dtype": "float32", "threads": 1, "ms_per_step": {}}
     stored = _network(N, C, "stored")
     implicit = _network(N, C, "implicit")
-    scipy_time = time_scipy(stored)
-    results["ms_per_step"]["scipy_csr_f32_weights"] = 1e3 * scipy_time
-    print(f"N = {N}, C = {C}, float32, 1 thread, CPU ms per Euler step (median of {REPEATS} x {STEPS} steps)")
+    steppers = {"scipy_csr_f32_weights": scipy_stepper(stored)}
+    for backend in backends:
+        steppers[f"{backend}_stored"] = kernel_stepper(stored, backend)
+        steppers[f"{backend}_implicit"] = kernel_stepper(implicit, backend)
+    rounds = {name: [] for name in steppers}
+    for _ in range(REPEATS):
+        for name, step in steppers.items():
+            rounds[name].append(step())
+    median = {name: float(np.median(values)) for name, values in rounds.items()}
+    results["ms_per_step"] = {name: 1e3 * value for name, value in median.items()}
+    scipy_time = median["scipy_csr_f32_weights"]
+    print(f"N = {N}, C = {C}, float32, 1 thread, CPU ms per Euler step (median of {REPEATS} rounds of "
+          f"{STEPS} steps, the cases in turn)")
     print(f"  scipy CSR, stored f32 weights   {1e3 * scipy_time:8.1f} ms")
     for backend in backends:
-        t_stored = time_kernel(stored, backend)
-        t_implicit = time_kernel(implicit, backend)
-        results["ms_per_step"][f"{backend}_stored"] = 1e3 * t_stored
-        results["ms_per_step"][f"{backend}_implicit"] = 1e3 * t_implicit
+        t_stored, t_implicit = median[f"{backend}_stored"], median[f"{backend}_implicit"]
         for name, seconds in (("stored", t_stored), ("implicit", t_implicit)):
             ns = seconds / (N * C) * 1e9
             print(f"  {backend:5s} {name:8s} mask            {1e3 * seconds:8.1f} ms   {ns:5.2f} ns/connection "

@@ -94,10 +94,11 @@ class SparseMask:
     seed : int, optional
         Key of the mask; drawn at random when None (and stored).
     representation : {"implicit", "stored"}, default="implicit"
-        "stored" holds the column indices, 4 bytes per connection: CSR
-        arrays for a Bernoulli mask, and for a fixed mask the columns in the
-        tile order the compiled kernels read fastest (:meth:`tiles`;
-        :meth:`csr` converts). "implicit" holds nothing and regenerates
+        "stored" holds the columns: CSR arrays for a Bernoulli mask (int32,
+        4 bytes per connection); for a fixed mask, offsets within the strata
+        in the tile order the compiled kernels read fastest
+        (:meth:`tile_offsets`: 2 bytes per connection when N <= 65536 C, else
+        4; :meth:`csr` converts). "implicit" holds nothing and regenerates
         the columns when needed.
 
     Attributes
@@ -149,9 +150,9 @@ class SparseMask:
         self.seed = check_seed(seed, owner)
         self.representation = representation
         self._csr = None  # stored Bernoulli masks: (indptr, indices)
-        self._tiles = None  # stored fixed masks: the columns in tile order (sparse_mask.to_tiles)
+        self._tiles = None  # stored fixed masks: offsets in tile order (sparse_mask.to_tile_offsets)
         if representation == "stored" and self.kind == "fixed":
-            self._tiles = self._build_columns(tiled=True)
+            self._tiles = self._build_tile_offsets()
         elif representation == "stored":
             self._csr = self._build_csr()
 
@@ -196,32 +197,37 @@ class SparseMask:
 
     # --- rows and CSR ----------------------------------------------------------------
 
-    def _check_storage(self):
-        needed = 4 * self.expected_nnz * (1 + 1e-3) + 8 * (self.n_neurons + 1)
+    def _check_storage(self, itemsize=4):
+        needed = itemsize * self.expected_nnz * (1 + 1e-3) + 8 * (self.n_neurons + 1)
         if needed > _DENSE_LIMIT_FRACTION * _available_memory():
             raise ValueError(
-                f"Storing this mask needs {needed / 1e9:.2f} GB (4 bytes per connection, "
+                f"Storing this mask needs {needed / 1e9:.2f} GB ({itemsize} bytes per connection, "
                 f"{self.expected_nnz:.3g} connections), more than half the available memory. "
                 "Use representation='implicit', which regenerates the columns and needs no storage."
             )
 
-    def _build_columns(self, tiled):
-        """The columns of a fixed mask (int32, N C), row by row or in tile order."""
-        self._check_storage()
+    def _build_tile_offsets(self):
         N, C = self.n_neurons, self.n_connections
-        if _backends.extension_built("_sparse_mask"):
-            return _backends.load_extension("_sparse_mask").fixed_indices(
-                self.seed, N, C, self.strata(), _spec.TILE_ROWS if tiled else 0)
-        indices = _spec.csr_reference(self.seed, N, n_connections=C)[1]
-        return _spec.to_tiles(indices, N, C) if tiled else indices
+        dtype = _spec.offset_dtype(N, C)
+        self._check_storage(dtype.itemsize)
+        if not _backends.extension_built("_sparse_mask"):
+            return _spec.to_tile_offsets(_spec.csr_reference(self.seed, N, n_connections=C)[1], N, C)
+        offsets = np.empty(N * C, dtype)
+        _backends.load_extension("_sparse_mask").fixed_tile_offsets(self.seed, N, C, self.strata(), _spec.TILE_ROWS,
+                                                                    offsets)
+        return offsets
 
     def _build_csr(self):
         N = self.n_neurons
         if self.kind == "fixed":
             indptr = np.arange(N + 1, dtype=np.int64) * self.n_connections
             if self._tiles is not None:
-                return indptr, _spec.from_tiles(self._tiles, N, self.n_connections)
-            return indptr, self._build_columns(tiled=False)
+                return indptr, _spec.from_tile_offsets(self._tiles, N, self.n_connections)
+            self._check_storage()
+            if _backends.extension_built("_sparse_mask"):
+                return indptr, _backends.load_extension("_sparse_mask").fixed_indices(
+                    self.seed, N, self.n_connections, self.strata())
+            return _spec.csr_reference(self.seed, N, n_connections=self.n_connections)
         self._check_storage()
         if _backends.extension_built("_sparse_mask"):
             return _backends.load_extension("_sparse_mask").bernoulli_csr(self.seed, N, self.log_q)
@@ -232,21 +238,22 @@ class SparseMask:
 
         Kept for stored Bernoulli masks; built now (not kept) for implicit
         masks and for stored fixed masks, which keep their columns in tile
-        order (:meth:`tiles`).
+        order (:meth:`tile_offsets`).
         """
         return self._csr if self._csr is not None else self._build_csr()
 
-    def tiles(self):
-        """The columns of a fixed mask in the tile order of the compiled kernels (int32, N C).
+    def tile_offsets(self):
+        """A fixed mask as the compiled kernels read it: offsets within the strata, in tiles.
 
         Tile t holds the rows [t T, min(N, (t + 1) T)), n_t of them, T =
         ``connector_sim._kernels.sparse_mask.TILE_ROWS``; column k of row
-        t T + r is at ``tiles()[t T C + k n_t + r]``. Kept when stored, built
-        now otherwise.
+        t T + r is ``strata()[k] + tile_offsets()[t T C + k n_t + r]``
+        (uint16 when N <= 65536 C, else uint32). Kept when stored, built now
+        otherwise.
         """
         if self.kind != "fixed":
-            raise ValueError("tiles() exists for masks with a fixed number of connections per row only.")
-        return self._tiles if self._tiles is not None else self._build_columns(tiled=True)
+            raise ValueError("tile_offsets() exists for masks with a fixed number of connections per row only.")
+        return self._tiles if self._tiles is not None else self._build_tile_offsets()
 
     def columns(self, row):
         """The sorted columns j with X_ij = 1 of one row i (int64)."""
@@ -258,7 +265,7 @@ class SparseMask:
             i0 = row - row % _spec.TILE_ROWS
             n = min(_spec.TILE_ROWS, self.n_neurons - i0)
             start = i0 * self.n_connections + (row - i0)
-            return self._tiles[start:start + n * self.n_connections:n].astype(np.int64)
+            return self.strata()[:-1] + self._tiles[start:start + n * self.n_connections:n]
         if self.kind == "fixed":
             return _spec.fixed_columns(self.seed, self.n_neurons, self.n_connections, [row])[0]
         return _spec.bernoulli_row(self.seed, self.n_neurons, self.log_q, row)

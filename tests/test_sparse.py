@@ -59,15 +59,17 @@ def test_stored_and_implicit_masks_are_the_same_network():
     for N, kwargs in ((500, dict(n_connections=50)), (500, dict(sparsity=0.7)), (20000, dict(n_connections=3))):
         implicit = SparseMask(N, seed=3, **kwargs)
         stored = implicit.stored()
-        assert implicit.nbytes == 0 and stored.nbytes == 4 * stored.nnz + (0 if stored.kind == "fixed" else 8 * (N + 1))
+        # 2 bytes per connection for a fixed mask (offsets within strata of at most 2**16), 4 + indptr for CSR
+        assert implicit.nbytes == 0 and stored.nbytes == (2 * stored.nnz if stored.kind == "fixed" else
+                                                          4 * stored.nnz + 8 * (N + 1))
         for a, b in zip(implicit.csr(), stored.csr()):
             np.testing.assert_array_equal(a, b)
         for row in (0, N // 2, N - 1):
             np.testing.assert_array_equal(implicit.columns(row), stored.columns(row))
         if stored.kind == "fixed":
-            np.testing.assert_array_equal(implicit.tiles(), stored.tiles())
-    with pytest.raises(ValueError, match="tiles\\(\\) exists for masks with a fixed number"):
-        SparseMask(10, sparsity=0.5).tiles()
+            np.testing.assert_array_equal(implicit.tile_offsets(), stored.tile_offsets())
+    with pytest.raises(ValueError, match="tile_offsets\\(\\) exists for masks with a fixed number"):
+        SparseMask(10, sparsity=0.5).tile_offsets()
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

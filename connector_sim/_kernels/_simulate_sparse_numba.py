@@ -108,8 +108,9 @@ def _tile_sums(mode, key, lo, width, indices, i0, n, y, sums):
     """sums[r, w] = sum over k in order of float64(y[column k of row i0 + r, w]), r < n.
 
     The rows of one tile of a fixed mask (C = ``width.size`` per row),
-    stratum by stratum: the columns from the tiles ("tiled") or from the hash
-    ("fixed"; draw k // 2 gives stratum k its high half, k + 1 its low half).
+    stratum by stratum: column k is lo[k] plus the offset of the stored tiles
+    ("tiled", ``sparse_mask.to_tile_offsets``) or of the hash ("fixed"; draw
+    k // 2 gives stratum k its high half, k + 1 its low half).
     """
     C = width.size
     W = sums.shape[1]
@@ -117,24 +118,27 @@ def _tile_sums(mode, key, lo, width, indices, i0, n, y, sums):
     if mode == _TILED and W == 1:
         # the single-trial rank-one case: flat arrays, two strata per pass over the sums
         flat = sums[:, 0]
-        values = y[:, 0]
         k = 0
         while k + 2 <= C:
+            first = y[np.int64(lo[k]):, 0]
+            second = y[np.int64(lo[k + 1]):, 0]
             base0 = i0 * C + k * n
             base1 = base0 + n
             for r in range(n):
-                flat[r] = (flat[r] + np.float64(values[indices[base0 + r]])) + np.float64(values[indices[base1 + r]])
+                flat[r] = (flat[r] + np.float64(first[indices[base0 + r]])) + np.float64(second[indices[base1 + r]])
             k += 2
         if k < C:
+            first = y[np.int64(lo[k]):, 0]
             base0 = i0 * C + k * n
             for r in range(n):
-                flat[r] += np.float64(values[indices[base0 + r]])
+                flat[r] += np.float64(first[indices[base0 + r]])
         return
     if mode == _TILED:
         for k in range(C):
             base = i0 * C + k * n
+            start = np.int64(lo[k])
             for r in range(n):
-                j = indices[base + r]
+                j = start + np.int64(indices[base + r])
                 for w in range(W):
                     sums[r, w] += np.float64(y[j, w])
         return
@@ -166,12 +170,12 @@ def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, co
         _fixed_columns(key, lo, width, row, columns)
         _sum_columns(columns, y, acc, out)
     elif mode == _TILED:
-        # column k of the row at i0 C + k n + (row - i0) of its tile (i0, n rows)
+        # column k of the row: lo[k] + the offset at i0 C + k n + (row - i0) of its tile (i0, n rows)
         C = width.size
         i0 = row - row % TILE_ROWS
         n = min(TILE_ROWS, N - i0)
         for k in range(C):
-            columns[k] = indices[i0 * C + k * n + row - i0]
+            columns[k] = np.int64(lo[k]) + np.int64(indices[i0 * C + k * n + row - i0])
         _sum_columns(columns, y, acc, out)
     else:
         # Bernoulli rows have no fixed length: ``columns`` holds N int64 here.

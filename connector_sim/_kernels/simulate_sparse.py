@@ -29,15 +29,15 @@ from . import counter_rng, sparse_mask
 from .simulate_dense import _no_threads, _phi
 
 #: How the kernels read the mask: stored CSR (Bernoulli masks), stored tiles
-#: (fixed masks, ``sparse_mask.to_tiles``), or regenerated rows.
+#: (fixed masks, ``sparse_mask.to_tile_offsets``), or regenerated rows.
 MASK_MODES = {"csr": 0, "fixed": 1, "bernoulli": 2, "tiled": 3}
 
 #: The mask as the kernels take it. ``mode`` is a key of MASK_MODES; ``key``
 #: is sparse_mask.mask_key(seed) (uint64 as a Python int); ``strata`` the
 #: (C + 1,) int64 strata of a fixed mask ("fixed", "tiled"), else empty;
 #: ``log_q`` the float of "bernoulli"; ``indptr`` (N + 1,) int64 and
-#: ``indices`` (nnz,) int32 for "csr", ``indices`` (N C,) int32 in tile order
-#: for "tiled" (else empty).
+#: ``indices`` (nnz,) int32 for "csr", ``indices`` (N C,) uint16 or uint32
+#: offsets in tile order for "tiled" (else empty).
 MaskArgs = namedtuple("MaskArgs", "mode n_neurons seed key strata log_q indptr indices")
 
 
@@ -46,7 +46,8 @@ def mask_args(mask):
     empty64, empty32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
     key = int(sparse_mask.mask_key(mask.seed))
     if mask.representation == "stored" and mask.kind == "fixed":
-        return MaskArgs("tiled", mask.n_neurons, mask.seed, key, mask.strata(), 0.0, empty64, mask.tiles())
+        return MaskArgs("tiled", mask.n_neurons, mask.seed, key, mask.strata(), 0.0, empty64,
+                        mask.tile_offsets())
     if mask.representation == "stored":
         indptr, indices = mask.csr()
         return MaskArgs("csr", mask.n_neurons, mask.seed, key, empty64, 0.0, indptr, indices)
@@ -62,7 +63,7 @@ def expand_to_csr(mask):
     if mask.mode == "tiled":
         C = len(mask.strata) - 1
         indptr = np.arange(mask.n_neurons + 1, dtype=np.int64) * C
-        return indptr, sparse_mask.from_tiles(mask.indices, mask.n_neurons, C)
+        return indptr, sparse_mask.from_tile_offsets(mask.indices, mask.n_neurons, C)
     if mask.mode == "fixed":
         C = len(mask.strata) - 1
         return sparse_mask.csr_reference(mask.seed, mask.n_neurons, n_connections=C)

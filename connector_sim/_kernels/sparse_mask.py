@@ -150,29 +150,38 @@ def tile_bounds(n_neurons):
     return [(i0, min(TILE_ROWS, n_neurons - i0)) for i0 in range(0, n_neurons, TILE_ROWS)]
 
 
-def to_tiles(indices, n_neurons, n_connections):
-    """The columns of a "fixed" mask, row by row (N C,), in tile order.
+def offset_dtype(n_neurons, n_connections):
+    """uint16 when every stratum is at most 2**16 wide (N <= 2**16 C), else uint32."""
+    widest = -(-int(n_neurons) // int(n_connections))  # ceil(N / C) >= lo_{k+1} - lo_k
+    return np.dtype(np.uint16) if widest <= 2**16 else np.dtype(np.uint32)
 
-    A stored fixed mask keeps its columns tile by tile, stratum by stratum:
-    tile t holds the rows [t T, min(N, (t + 1) T)) (T = ``TILE_ROWS``), n_t
-    of them, and column k of row t T + r is at ``tiles[t T C + k n_t + r]``.
-    A stratum of a tile is then n_t consecutive values, which the compiled
-    kernels read in order while their gathers stay within one stratum of y.
+
+def to_tile_offsets(indices, n_neurons, n_connections):
+    """How a stored "fixed" mask keeps its columns, given them row by row (N C,).
+
+    Tile by tile, stratum by stratum, as offsets within the stratum: tile t
+    holds the rows [t T, min(N, (t + 1) T)) (T = ``TILE_ROWS``), n_t of them,
+    and column k of row t T + r is ``lo_k + offsets[t T C + k n_t + r]``. A
+    stratum of a tile is then n_t consecutive offsets, which the compiled
+    kernels read in order while their gathers stay within one stratum of y;
+    the offsets take 2 bytes each when the strata are at most 2**16 wide
+    (:func:`offset_dtype`).
     """
     C = int(n_connections)
-    rows = np.asarray(indices).reshape(n_neurons, C)
-    tiles = np.empty(n_neurons * C, rows.dtype)
+    lo = strata(n_neurons, C)
+    rows = np.asarray(indices, np.int64).reshape(n_neurons, C) - lo[None, :-1]
+    offsets = np.empty(n_neurons * C, offset_dtype(n_neurons, C))
     for i0, n in tile_bounds(n_neurons):
-        tiles[i0 * C:(i0 + n) * C] = rows[i0:i0 + n].T.ravel()
-    return tiles
+        offsets[i0 * C:(i0 + n) * C] = rows[i0:i0 + n].T.ravel()
+    return offsets
 
 
-def from_tiles(tiles, n_neurons, n_connections):
-    """The inverse of :func:`to_tiles`: the columns row by row, shape (N C,)."""
+def from_tile_offsets(offsets, n_neurons, n_connections):
+    """The inverse of :func:`to_tile_offsets`: the columns row by row, int32 (N C,)."""
     C = int(n_connections)
-    indices = np.empty(n_neurons * C, np.asarray(tiles).dtype)
+    lo = strata(n_neurons, C)
+    indices = np.empty(n_neurons * C, np.int32)
     rows = indices.reshape(n_neurons, C)
     for i0, n in tile_bounds(n_neurons):
-        rows[i0:i0 + n] = tiles[i0 * C:(i0 + n) * C].reshape(C, n).T
+        rows[i0:i0 + n] = offsets[i0 * C:(i0 + n) * C].reshape(C, n).T + lo[None, :-1]
     return indices
-

@@ -1,4 +1,4 @@
-"""Counter-based sparse masks assembled as CSR: compiled twin of the specification.
+"""Counter-based sparse masks assembled as CSR or tiles: compiled twin of the specification.
 
 Implements ``connector_sim/_kernels/sparse_mask.py`` (the NumPy reference)
 column for column: the "fixed" scheme (exactly C per row, one column per
@@ -7,7 +7,7 @@ ints wrapped to 64 bits as the reference wraps them.
 """
 
 from libc.math cimport floor, log
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 import numpy as np
 
@@ -57,8 +57,8 @@ cdef inline int64_t _bernoulli_row(uint64_t key, int64_t N, double log_q, int32_
         count += 1
 
 
-def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[::1] lo, int64_t tile_rows=0):
-    """Column indices of the "fixed" scheme, row after row or in tiles.
+def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[::1] lo):
+    """Column indices of the "fixed" scheme, row after row.
 
     Parameters
     ----------
@@ -67,36 +67,21 @@ def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[
         N and C (1 <= C <= N < 2**31).
     lo : ndarray of shape (C + 1,), int64
         The strata ``sparse_mask.strata(N, C)``.
-    tile_rows : int, default=0
-        0: row after row. T > 0: in tiles of T rows, stratum by stratum
-        (``sparse_mask.to_tiles`` with ``TILE_ROWS = T``).
 
     Returns
     -------
     indices : ndarray of shape (N * C,), int32
-        Row i's sorted columns at ``indices[i * C : (i + 1) * C]``, or
-        column k of row t T + r of tile t (n_t rows) at ``indices[t T C + k n_t + r]``.
+        Row i's sorted columns at ``indices[i * C : (i + 1) * C]``.
     """
     if lo.shape[0] != n_connections + 1:
         raise ValueError(f"lo must have shape ({n_connections + 1},). Got ({lo.shape[0]},).")
     cdef uint64_t key = _mask_key(seed)
     indices = np.empty(n_neurons * n_connections, np.int32)
     cdef int32_t[::1] out = indices
-    if tile_rows < 0:
-        raise ValueError(f"tile_rows must be >= 0. Got {tile_rows}.")
     cdef int64_t i, k, C = n_connections
-    cdef int64_t first = 0, column_stride = 1, tile_start, tile_size
     cdef uint64_t row, bits, u
     with nogil:
         for i in range(n_neurons):
-            if tile_rows > 0:
-                # column k of row i at tile_start C + k tile_size + (i - tile_start)
-                tile_start = i - i % tile_rows
-                tile_size = min(tile_rows, n_neurons - tile_start)
-                first = tile_start * C + (i - tile_start)
-                column_stride = tile_size
-            else:
-                first = i * C
             row = _row_key(key, i)
             bits = 0
             for k in range(C):
@@ -107,8 +92,46 @@ def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[
                 else:
                     u = bits & 0xFFFFFFFFULL
                 # col_k = lo_k + floor(u_k (lo_{k+1} - lo_k) / 2**32)
-                out[first + k * column_stride] = <int32_t>(lo[k] + <int64_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32))
+                out[i * C + k] = <int32_t>(lo[k] + <int64_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32))
     return indices
+
+
+ctypedef fused offset_t:
+    uint16_t
+    uint32_t
+
+
+def fixed_tile_offsets(seed, int64_t n_neurons, int64_t n_connections, const int64_t[::1] lo, int64_t tile_rows,
+                       offset_t[::1] out):
+    """The "fixed" scheme as a stored mask keeps it: offsets within the strata, in tiles.
+
+    Fills ``out`` (N C values, uint16 or uint32) with
+    ``sparse_mask.to_tile_offsets`` of the columns, ``TILE_ROWS = tile_rows``:
+    column k of row t T + r of tile t (n_t rows) is
+    ``lo[k] + out[t T C + k n_t + r]``.
+    """
+    if lo.shape[0] != n_connections + 1:
+        raise ValueError(f"lo must have shape ({n_connections + 1},). Got ({lo.shape[0]},).")
+    if tile_rows < 1:
+        raise ValueError(f"tile_rows must be >= 1. Got {tile_rows}.")
+    if out.shape[0] != n_neurons * n_connections:
+        raise ValueError(f"out must have shape ({n_neurons * n_connections},). Got ({out.shape[0]},).")
+    cdef uint64_t key = _mask_key(seed)
+    cdef int64_t i, k, C = n_connections, first, tile_start, tile_size
+    cdef uint64_t row, bits = 0, u
+    with nogil:
+        for i in range(n_neurons):
+            tile_start = i - i % tile_rows
+            tile_size = min(tile_rows, n_neurons - tile_start)
+            first = tile_start * C + (i - tile_start)
+            row = _row_key(key, i)
+            for k in range(C):
+                if k % 2 == 0:
+                    bits = _mix64(row + GOLDEN * <uint64_t>(k // 2 + 1))
+                    u = bits >> 32
+                else:
+                    u = bits & 0xFFFFFFFFULL
+                out[first + k * tile_size] = <offset_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32)
 
 
 def bernoulli_csr(seed, int64_t n_neurons, double log_q):

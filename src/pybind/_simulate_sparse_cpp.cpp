@@ -31,11 +31,11 @@ using array_checks::shape_of;
 using array_checks::shape_string;
 
 // The mask arrays of one mode: strata (C + 1,) for "fixed" and "tiled",
-// indptr (N + 1,) and indices (nnz,) for "csr", indices (N C,) for "tiled";
-// the others may be empty.
+// indptr (N + 1,) and indices (nnz,) for "csr", indices (N C,) uint16 or
+// uint32 offsets for "tiled"; the others may be empty.
 cs::SparseMaskView mask_view(int mode, std::uint64_t key, const py::array& strata, double log_q,
                              const py::array& indptr, const py::array& indices, py::ssize_t N) {
-  cs::SparseMaskView mask{mode, N, key, nullptr, 0, log_q, nullptr, nullptr};
+  cs::SparseMaskView mask{mode, N, key, nullptr, 0, log_q, nullptr, nullptr, nullptr, 0};
   if (mode == cs::mask_fixed || mode == cs::mask_tiled) {
     const py::ssize_t length = dims(strata, "strata", 1)[0];
     if (length < 2) throw std::invalid_argument("strata must hold C + 1 >= 2 values");
@@ -51,7 +51,15 @@ cs::SparseMaskView mask_view(int mode, std::uint64_t key, const py::array& strat
                                   std::to_string(nnz));
     }
   } else if (mode == cs::mask_tiled) {
-    mask.indices = input<std::int32_t>(indices, "indices", {N * static_cast<py::ssize_t>(mask.C)});
+    // offsets within the strata: uint16 or uint32
+    const py::ssize_t nnz = N * static_cast<py::ssize_t>(mask.C);
+    if (indices.dtype().is(py::dtype::of<std::uint16_t>())) {
+      mask.offsets = input<std::uint16_t>(indices, "indices", {nnz});
+      mask.offset_bytes = 2;
+    } else {
+      mask.offsets = input<std::uint32_t>(indices, "indices", {nnz});
+      mask.offset_bytes = 4;
+    }
   }
   return mask;
 }

@@ -178,10 +178,15 @@ def test_matvec_matches_dense_product(backend, kind):
 def test_cpp_rejects_unsafe_masks():
     require_sparse_backend("cpp")
     case = make_case(np.float64, n_neurons=50, n_trials=1, rank=1)
-    good = make_mask(50, "fixed", "stored")
-    bad_indices = good._replace(indices=np.where(np.arange(len(good.indices)) == 7, 50, good.indices).astype(np.int32))
+    csr = make_mask(50, "bernoulli", "stored")
+    bad_indices = csr._replace(indices=np.where(np.arange(len(csr.indices)) == 7, 50, csr.indices).astype(np.int32))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 50\)"):
         run("cpp", case, bad_indices)
+    good = make_mask(50, "fixed", "stored")
+    # offsets[7]: row 7, stratum 0, of width floor(50 / 23) = 2
+    bad_offsets = good._replace(indices=np.where(np.arange(len(good.indices)) == 7, 3, good.indices).astype(np.uint16))
+    with pytest.raises(ValueError, match="offset 3 of stratum 0 is not below its width 2"):
+        run("cpp", case, bad_offsets)
     bad_strata = make_mask(50, "fixed", "implicit")
     bad_strata = bad_strata._replace(strata=bad_strata.strata * 2)
     with pytest.raises(ValueError, match="strata must run from 0 to N"):
@@ -212,20 +217,23 @@ def test_cython_fixed_mask_matches_reference(N, C):
     assert rows.min() >= 0 and rows.max() < N
 
 
-@pytest.mark.parametrize("N, C", [(1, 1), (1000, 37), (16384, 3), (2 * 16384 + 5, 4)])
-def test_tile_order_of_stored_fixed_masks(N, C):
-    # Cython writes the tile order directly; it must be sparse_mask.to_tiles of the rows.
+@pytest.mark.parametrize("N, C", [(1, 1), (1000, 37), (16384, 3), (2 * 16384 + 5, 4), (70000, 1)])
+def test_tile_offsets_of_stored_fixed_masks(N, C):
+    # Cython writes the stored layout directly; it must be sparse_mask.to_tile_offsets of the rows,
+    # in uint16 when every stratum is at most 2**16 wide and uint32 otherwise (N = 70000, C = 1).
     ext = require_mask_module()
     rows = sparse_mask.csr_reference(9, N, n_connections=C)[1]
-    tiles = sparse_mask.to_tiles(rows, N, C)
-    np.testing.assert_array_equal(sparse_mask.from_tiles(tiles, N, C), rows)
-    np.testing.assert_array_equal(ext.fixed_indices(9, N, C, sparse_mask.strata(N, C), sparse_mask.TILE_ROWS), tiles)
-    # column k of row t T + r of a tile of n rows at t T C + k n + r
+    offsets = sparse_mask.to_tile_offsets(rows, N, C)
+    assert offsets.dtype == (np.uint32 if N > 2**16 * C else np.uint16)
+    np.testing.assert_array_equal(sparse_mask.from_tile_offsets(offsets, N, C), rows)
+    built = np.empty_like(offsets)
+    ext.fixed_tile_offsets(9, N, C, sparse_mask.strata(N, C), sparse_mask.TILE_ROWS, built)
+    np.testing.assert_array_equal(built, offsets)
+    # column k of row t T + r of a tile of n rows: lo_k + offsets[t T C + k n + r]
     T = sparse_mask.TILE_ROWS
-    row = N - 1
+    row, k = N - 1, C - 1
     i0, n = row - row % T, min(T, N - row + row % T)
-    k = C - 1
-    assert tiles[i0 * C + k * n + (row - i0)] == rows[row * C + k]
+    assert sparse_mask.strata(N, C)[k] + offsets[i0 * C + k * n + (row - i0)] == rows[row * C + k]
 
 
 def test_tile_size_is_shared_with_the_cpp_kernels():
