@@ -23,12 +23,16 @@
 // k, [lo_k, lo_{k+1}), so a pass over stratum k of a tile of rows gathers
 // from N / C consecutive y rows only (20 KB at N = 1e6, C = 200, float32,
 // B R = 1): from L1 instead of the whole of y, which does not fit in L2. A
-// tile's columns are first written stratum-major into a buffer (transposed
-// from the CSR, or from the hash, vectorised across rows), then each row's
-// sum runs over k = 0 .. C - 1 in order in float64: the order of the NumPy
-// reference, whatever the representation. Row by row, the same gathers took
-// 1.7 ns per connection against the 4 MB y; tile by tile about 0.7 ns
-// (benchmarks/compare_sparse.py).
+// stored mask keeps its columns in that order, as offsets within the strata
+// (SPARSE_TILE_ROWS below), read as one stream; an implicit mask hashes the
+// offsets of a stratum pair for the rows of a subtile (vectorised across
+// rows) into a small buffer first. Each row's sum runs over k = 0 .. C - 1
+// in order in float64: the order of the NumPy reference, whatever the
+// representation. Row by row, the gathers took 1.7 ns per connection against
+// the 4 MB y; tile by tile 0.7-0.8 ns, below the 1.1 ns limit of random
+// gathers (benchmarks/compare_sparse.py). The hash of an implicit mask, one
+// 64-bit mix per two connections with AVX2's emulated 64-bit multiplies,
+// adds about 0.4-0.5 ns per connection.
 //
 // Bernoulli masks (rows of different lengths, no strata) are summed row by
 // row: connection k of a row goes to accumulator lane k % 4 and the lanes are
