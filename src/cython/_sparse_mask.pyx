@@ -31,6 +31,15 @@ cdef inline uint64_t _row_key(uint64_t key, int64_t row) noexcept nogil:
     return _mix64(key + GOLDEN * <uint64_t>(row + 1))
 
 
+cdef inline uint64_t _stratum_offset(uint64_t row, int64_t k, uint64_t width, uint64_t* bits) noexcept nogil:
+    # floor(u_k width / 2**32), u_k the high half of draw(k // 2) = mix64(row_key + GOLDEN (k // 2 + 1))
+    # for even k (drawn now, kept in bits), its low half for odd k; column k = lo_k + this offset
+    if k % 2 == 0:
+        bits[0] = _mix64(row + GOLDEN * <uint64_t>(k // 2 + 1))
+        return ((bits[0] >> 32) * width) >> 32
+    return ((bits[0] & 0xFFFFFFFFULL) * width) >> 32
+
+
 cdef uint64_t _mask_key(seed) except? 0:
     # mask_key = mix64(seed ^ MASK_SALT)
     return _mix64(<uint64_t>(int(seed) & U64_MASK) ^ MASK_SALT)
@@ -79,20 +88,13 @@ def fixed_indices(seed, int64_t n_neurons, int64_t n_connections, const int64_t[
     indices = np.empty(n_neurons * n_connections, np.int32)
     cdef int32_t[::1] out = indices
     cdef int64_t i, k, C = n_connections
-    cdef uint64_t row, bits, u
+    cdef uint64_t row, bits = 0
     with nogil:
         for i in range(n_neurons):
             row = _row_key(key, i)
             bits = 0
             for k in range(C):
-                # u_k = high half of draw(k // 2) for even k, low half for odd k
-                if k % 2 == 0:
-                    bits = _mix64(row + GOLDEN * <uint64_t>(k // 2 + 1))
-                    u = bits >> 32
-                else:
-                    u = bits & 0xFFFFFFFFULL
-                # col_k = lo_k + floor(u_k (lo_{k+1} - lo_k) / 2**32)
-                out[i * C + k] = <int32_t>(lo[k] + <int64_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32))
+                out[i * C + k] = <int32_t>(lo[k] + <int64_t>_stratum_offset(row, k, <uint64_t>(lo[k + 1] - lo[k]), &bits))
     return indices
 
 
@@ -118,7 +120,7 @@ def fixed_tile_offsets(seed, int64_t n_neurons, int64_t n_connections, const int
         raise ValueError(f"out must have shape ({n_neurons * n_connections},). Got ({out.shape[0]},).")
     cdef uint64_t key = _mask_key(seed)
     cdef int64_t i, k, C = n_connections, first, tile_start, tile_size
-    cdef uint64_t row, bits = 0, u
+    cdef uint64_t row, bits = 0
     with nogil:
         for i in range(n_neurons):
             tile_start = i - i % tile_rows
@@ -126,12 +128,7 @@ def fixed_tile_offsets(seed, int64_t n_neurons, int64_t n_connections, const int
             first = tile_start * C + (i - tile_start)
             row = _row_key(key, i)
             for k in range(C):
-                if k % 2 == 0:
-                    bits = _mix64(row + GOLDEN * <uint64_t>(k // 2 + 1))
-                    u = bits >> 32
-                else:
-                    u = bits & 0xFFFFFFFFULL
-                out[first + k * tile_size] = <offset_t>((u * <uint64_t>(lo[k + 1] - lo[k])) >> 32)
+                out[first + k * tile_size] = <offset_t>_stratum_offset(row, k, <uint64_t>(lo[k + 1] - lo[k]), &bits)
 
 
 def bernoulli_csr(seed, int64_t n_neurons, double log_q):
