@@ -80,12 +80,6 @@ def scipy_stepper(network):
     return seconds_per_step
 
 
-def time_kernel(network, backend):
-    """Median CPU seconds per step of the sparse kernel over ``REPEATS`` calls."""
-    step = kernel_stepper(network, backend)
-    return float(np.median([step() for _ in range(REPEATS)]))
-
-
 _PEAK_SCRIPT = """
 import sys
 import numpy as np

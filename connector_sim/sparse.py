@@ -11,10 +11,11 @@ row (s = 1 - C / N). The recurrent input of neuron i is then::
     sum_j P_ij phi(x_j) = w m_i . (sum over the columns j of row i of n_j phi(x_j))
 
 so a simulation gathers R numbers per connection and never forms a weight.
-The mask is counter-based (``_kernels/sparse_mask.py``): it is stored (int32
-column indices, 4 bytes per connection: CSR for Bernoulli masks, the tile
-order of the compiled kernels for fixed ones) or regenerated inside the
-kernels from (seed, row, k) at no memory cost; both give the same network.
+The mask is counter-based (``_kernels/sparse_mask.py``): it is stored (CSR
+with int32 column indices for Bernoulli masks; for fixed ones, offsets within
+the strata in the tile order of the compiled kernels, 2 bytes per connection
+when N <= 65536 C) or regenerated inside the kernels from (seed, row, k) at no
+memory cost; both give the same network.
 """
 
 import math
