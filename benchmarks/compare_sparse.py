@@ -3,8 +3,9 @@
 One Euler step of a rank-one network, float32, C connections per row, one
 thread, CPU time (``time.process_time``, median of repeats):
 
-- ours: the sparse kernels (cpp, numba) with a stored mask (int32 columns in
-  the kernels' tile order) and an implicit (regenerated) one, timed inside
+- ours: the sparse kernels (cpp, numba) with a stored mask (uint16 offsets
+  within the strata, in the kernels' tile order) and an implicit
+  (regenerated) one, timed inside
   their time loop (``STEPS`` steps per call);
 - scipy: ``J @ tanh(x)`` with J a ``scipy.sparse.csr_matrix`` holding float32
   weights (8 bytes per connection), the step a user would write.

@@ -32,7 +32,10 @@
 // the 4 MB y; tile by tile 0.7-0.8 ns, below the 1.1 ns limit of random
 // gathers (benchmarks/compare_sparse.py). The hash of an implicit mask, one
 // 64-bit mix per two connections with AVX2's emulated 64-bit multiplies,
-// adds about 0.4-0.5 ns per connection.
+// adds about 0.4-0.5 ns per connection. It does not overlap the gathers
+// (hashing eight rows then gathering them was slower than two passes), and
+// even offsets with no generator at all, the range reduction and the buffer
+// alone, cost 1.23-1.31x the stored mask (benchmarks/implicit_mask_floor.cpp).
 //
 // Bernoulli masks (rows of different lengths, no strata) are summed row by
 // row: connection k of a row goes to accumulator lane k % 4 and the lanes are
@@ -558,12 +561,19 @@ inline void sparse_update_rows(const SparsePathArgs<double>& a, std::int64_t lo,
 #define CONNECTOR_SIM_AVX2_HASH 1
 namespace detail {
 
-// z * c mod 2^64 in each 64-bit lane: AVX2 has no 64-bit multiply.
+// z * c mod 2^64 in each 64-bit lane: AVX2 has no 64-bit multiply. The
+// low product z_lo c_lo is a vpmuludq; the two cross products only matter
+// mod 2^32, so one vpmulld against c with its halves swapped gives both
+// (z_lo c_hi, z_hi c_lo), which are added into the high half. Two multiplies
+// instead of three vpmuludq: the implicit step was 7-10% faster
+// (benchmarks/implicit_mask_floor.cpp).
 __attribute__((target("avx2"))) inline __m256i multiply_u64(__m256i z, std::uint64_t c) {
   const __m256i c_low = _mm256_set1_epi64x(static_cast<std::int64_t>(c & 0xFFFFFFFFull));
-  const __m256i c_high = _mm256_set1_epi64x(static_cast<std::int64_t>(c >> 32));
-  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(z, 32), c_low), _mm256_mul_epu32(z, c_high));
-  return _mm256_add_epi64(_mm256_mul_epu32(z, c_low), _mm256_slli_epi64(cross, 32));
+  const __m256i c_swapped = _mm256_set1_epi64x(static_cast<std::int64_t>((c >> 32) | (c << 32)));
+  const __m256i high_mask = _mm256_set1_epi64x(static_cast<std::int64_t>(0xFFFFFFFF00000000ull));
+  const __m256i cross = _mm256_mullo_epi32(z, c_swapped);  // (z_lo c_hi, z_hi c_lo) mod 2^32
+  const __m256i cross_high = _mm256_add_epi64(_mm256_slli_epi64(cross, 32), _mm256_and_si256(cross, high_mask));
+  return _mm256_add_epi64(_mm256_mul_epu32(z, c_low), cross_high);
 }
 
 __attribute__((target("avx2"))) inline __m256i mix64_avx2(__m256i z) {
