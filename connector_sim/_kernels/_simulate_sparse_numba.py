@@ -104,81 +104,69 @@ def _fixed_columns(key, lo, width, row, columns):
 
 
 @njit(**_IN_ORDER)
+def _gather_stratum_pair(first, second, offsets0, offsets1, pair, sums):
+    """sums[r, w] = (sums[r, w] + float64(first[offsets0[r], w])) + float64(second[offsets1[r], w]).
+
+    ``first`` and ``second`` are y from the first rows of strata k and k + 1;
+    without a pair (k = C - 1) only ``first`` is added. Two strata per pass
+    over the sums halve their loads and stores.
+    """
+    n, W = sums.shape
+    if W == 1 and pair:
+        # flat arrays for the single-trial rank-one case
+        flat, first_flat, second_flat = sums[:, 0], first[:, 0], second[:, 0]
+        for r in range(n):
+            flat[r] = (flat[r] + np.float64(first_flat[offsets0[r]])) + np.float64(second_flat[offsets1[r]])
+    elif pair:
+        for r in range(n):
+            for w in range(W):
+                sums[r, w] = (sums[r, w] + np.float64(first[offsets0[r], w])) + np.float64(second[offsets1[r], w])
+    else:
+        for r in range(n):
+            for w in range(W):
+                sums[r, w] += np.float64(first[offsets0[r], w])
+
+
+@njit(**_IN_ORDER)
 def _tile_sums(mode, key, lo, width, indices, i0, n, y, sums):
     """sums[r, w] = sum over k in order of float64(y[column k of row i0 + r, w]), r < n.
 
     The rows of one tile of a fixed mask (C = ``width.size`` per row),
-    stratum by stratum: column k is lo[k] plus the offset of the stored tiles
-    ("tiled", ``sparse_mask.to_tile_offsets``) or of the hash ("fixed"; draw
-    k // 2 gives stratum k its high half, k + 1 its low half).
+    stratum pair by stratum pair: column k is lo[k] plus the offset of the
+    stored tiles ("tiled", ``sparse_mask.to_tile_offsets``) or of the hash
+    ("fixed"; draw k // 2 gives stratum k its high half, k + 1 its low half).
     """
     C = width.size
-    W = sums.shape[1]
     sums[:] = 0.0
-    if mode == _TILED and W == 1:
-        # the single-trial rank-one case: flat arrays, two strata per pass over the sums
-        flat = sums[:, 0]
-        k = 0
-        while k + 2 <= C:
-            first = y[np.int64(lo[k]):, 0]
-            second = y[np.int64(lo[k + 1]):, 0]
-            base0 = i0 * C + k * n
-            base1 = base0 + n
-            for r in range(n):
-                flat[r] = (flat[r] + np.float64(first[indices[base0 + r]])) + np.float64(second[indices[base1 + r]])
-            k += 2
-        if k < C:
-            first = y[np.int64(lo[k]):, 0]
-            base0 = i0 * C + k * n
-            for r in range(n):
-                flat[r] += np.float64(first[indices[base0 + r]])
-        return
     if mode == _TILED:
-        for k in range(C):
+        for k in range(0, C, 2):
+            pair = k + 1 < C
             base = i0 * C + k * n
-            start = np.int64(lo[k])
-            for r in range(n):
-                j = start + np.int64(indices[base + r])
-                for w in range(W):
-                    sums[r, w] += np.float64(y[j, w])
+            offsets0 = indices[base:base + n]
+            offsets1 = indices[base + n:base + 2 * n] if pair else offsets0
+            first = y[np.int64(lo[k]):]
+            second = y[np.int64(lo[k + 1]):] if pair else first
+            _gather_stratum_pair(first, second, offsets0, offsets1, pair, sums)
         return
     row_keys = np.empty(n, np.uint64)
     for r in range(n):
         row_keys[r] = _mix64(key + GOLDEN * (np.uint64(i0 + r) + _ONE_U64))
-    if W == 1:
-        # Hash the offsets of a stratum pair for all the rows first (a loop
-        # that LLVM vectorises), then gather them as the stored tiles are.
-        flat = sums[:, 0]
-        offsets0 = np.empty(n, np.uint32)
-        offsets1 = np.empty(n, np.uint32)
-        for k in range(0, C, 2):
-            counter = GOLDEN * (np.uint64(k >> 1) + _ONE_U64)
-            width0 = width[k]
-            width1 = width[k + 1] if k + 1 < C else width[k]
-            for r in range(n):
-                bits = _mix64(row_keys[r] + counter)
-                offsets0[r] = np.uint32(((bits >> _SHIFT32) * width0) >> _SHIFT32)
-                offsets1[r] = np.uint32(((bits & _LOW32) * width1) >> _SHIFT32)
-            first = y[np.int64(lo[k]):, 0]
-            if k + 1 < C:
-                second = y[np.int64(lo[k + 1]):, 0]
-                for r in range(n):
-                    flat[r] = (flat[r] + np.float64(first[offsets0[r]])) + np.float64(second[offsets1[r]])
-            else:
-                for r in range(n):
-                    flat[r] += np.float64(first[offsets0[r]])
-        return
+    # The offsets of a stratum pair for all the rows first (a loop that LLVM
+    # vectorises), then the gathers as for the stored tiles.
+    offsets0 = np.empty(n, np.uint32)
+    offsets1 = np.empty(n, np.uint32)
     for k in range(0, C, 2):
+        pair = k + 1 < C
         counter = GOLDEN * (np.uint64(k >> 1) + _ONE_U64)
+        width0 = width[k]
+        width1 = width[k + 1] if pair else width[k]
         for r in range(n):
             bits = _mix64(row_keys[r] + counter)
-            j = np.int64(lo[k] + (((bits >> _SHIFT32) * width[k]) >> _SHIFT32))
-            for w in range(W):
-                sums[r, w] += np.float64(y[j, w])
-            if k + 1 < C:
-                j = np.int64(lo[k + 1] + (((bits & _LOW32) * width[k + 1]) >> _SHIFT32))
-                for w in range(W):
-                    sums[r, w] += np.float64(y[j, w])
+            offsets0[r] = np.uint32(((bits >> _SHIFT32) * width0) >> _SHIFT32)
+            offsets1[r] = np.uint32(((bits & _LOW32) * width1) >> _SHIFT32)
+        first = y[np.int64(lo[k]):]
+        second = y[np.int64(lo[k + 1]):] if pair else first
+        _gather_stratum_pair(first, second, offsets0, offsets1, pair, sums)
 
 
 @njit(**_OPTIONS)
