@@ -24,7 +24,9 @@
 //                           floor of any hash in this design
 //
 // Build and run (benchmarks/implicit_mask_floor.py does both):
-//   g++ -O3 -march=x86-64-v3 -fno-tree-vectorize benchmarks/implicit_mask_floor.cpp -o floor && ./floor
+//   g++ -O3 -march=x86-64-v3 -fno-tree-vectorize -Icpp/include benchmarks/implicit_mask_floor.cpp -o floor && ./floor
+//
+// The hash, mix64, GOLDEN and the tile size are the kernel's own (simulate_sparse.hpp).
 //
 // Each variant that implements the mask's hash is checked bitwise against
 // the stored sums. Reported: medians of CPU time over interleaved rounds.
@@ -39,10 +41,13 @@
 #include <string>
 #include <vector>
 
+#include "connector_sim/simulate_sparse.hpp"
+
 namespace {
 
-constexpr std::uint64_t GOLDEN = 0x9E3779B97F4A7C15ull;
-constexpr long TILE_ROWS = 16384;
+using connector_sim::GOLDEN;
+using connector_sim::mix64;
+constexpr long TILE_ROWS = connector_sim::SPARSE_TILE_ROWS;
 constexpr int ROUNDS = 11;
 long N = 1000000, C = 200;
 const std::uint64_t key = 12345;
@@ -54,21 +59,6 @@ double cpu_seconds() {
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-std::uint64_t mix64(std::uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-__m256i multiply_u64(__m256i z, std::uint64_t c) {
-  const __m256i c_low = _mm256_set1_epi64x(static_cast<std::int64_t>(c & 0xFFFFFFFFull));
-  const __m256i c_swapped = _mm256_set1_epi64x(static_cast<std::int64_t>((c >> 32) | (c << 32)));
-  const __m256i high_mask = _mm256_set1_epi64x(static_cast<std::int64_t>(0xFFFFFFFF00000000ull));
-  const __m256i cross = _mm256_mullo_epi32(z, c_swapped);
-  const __m256i cross_high = _mm256_add_epi64(_mm256_slli_epi64(cross, 32), _mm256_and_si256(cross, high_mask));
-  return _mm256_add_epi64(_mm256_mul_epu32(z, c_low), cross_high);
-}
-
 __m256i multiply_u64_3mul(__m256i z, std::uint64_t c) {
   const __m256i c_low = _mm256_set1_epi64x(static_cast<std::int64_t>(c & 0xFFFFFFFFull));
   const __m256i c_high = _mm256_set1_epi64x(static_cast<std::int64_t>(c >> 32));
@@ -76,11 +66,10 @@ __m256i multiply_u64_3mul(__m256i z, std::uint64_t c) {
   return _mm256_add_epi64(_mm256_mul_epu32(z, c_low), _mm256_slli_epi64(cross, 32));
 }
 
-template <bool three_mul>
-__m256i mix64_avx2(__m256i z) {
-  auto multiply = three_mul ? multiply_u64_3mul : multiply_u64;
-  z = multiply(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ull);
-  z = multiply(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBull);
+// mix64 with three vpmuludq per 64-bit multiply (the kernel before 19ab251).
+__m256i mix64_avx2_3mul(__m256i z) {
+  z = multiply_u64_3mul(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ull);
+  z = multiply_u64_3mul(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBull);
   return _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
 }
 
@@ -132,11 +121,11 @@ __attribute__((noinline)) void implicit_sums(const float* y, double* out) {
         const __m256i keys_b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(state0.data() + r + 4));
         __m256i a, b;
         if (source == Source::mix64 || source == Source::mix64_fused) {
-          a = mix64_avx2<false>(_mm256_add_epi64(keys_a, counter));
-          b = mix64_avx2<false>(_mm256_add_epi64(keys_b, counter));
+          a = connector_sim::detail::mix64_avx2(_mm256_add_epi64(keys_a, counter));
+          b = connector_sim::detail::mix64_avx2(_mm256_add_epi64(keys_b, counter));
         } else if (source == Source::mix64_3mul) {
-          a = mix64_avx2<true>(_mm256_add_epi64(keys_a, counter));
-          b = mix64_avx2<true>(_mm256_add_epi64(keys_b, counter));
+          a = mix64_avx2_3mul(_mm256_add_epi64(keys_a, counter));
+          b = mix64_avx2_3mul(_mm256_add_epi64(keys_b, counter));
         } else if (source == Source::no_generator) {
           a = _mm256_xor_si256(keys_a, counter);
           b = _mm256_xor_si256(keys_b, counter);

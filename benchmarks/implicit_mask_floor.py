@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 SOURCE = pathlib.Path(__file__).with_name("implicit_mask_floor.cpp")
+INCLUDE = pathlib.Path(__file__).resolve().parent.parent / "cpp" / "include"
 
 
 def main():
@@ -23,7 +24,7 @@ def main():
         sys.exit("implicit_mask_floor needs g++ on the PATH")
     with tempfile.TemporaryDirectory() as folder:
         program = pathlib.Path(folder) / "implicit_mask_floor"
-        subprocess.run([compiler, "-O3", "-march=x86-64-v3", "-fno-tree-vectorize", str(SOURCE), "-o", str(program)],
+        subprocess.run([compiler, "-O3", "-march=x86-64-v3", "-fno-tree-vectorize", f"-I{INCLUDE}", str(SOURCE), "-o", str(program)],
                        check=True)
         return subprocess.run([str(program)]).returncode
 

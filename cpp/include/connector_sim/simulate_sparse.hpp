@@ -35,7 +35,8 @@
 // adds about 0.4-0.5 ns per connection. It does not overlap the gathers
 // (hashing eight rows then gathering them was slower than two passes), and
 // even offsets with no generator at all, the range reduction and the buffer
-// alone, cost 1.23-1.31x the stored mask (benchmarks/implicit_mask_floor.cpp).
+// alone, cost 1.23-1.31x the stored mask on a quiet machine (1.13-1.21x when
+// a loaded machine slows the stored gathers; benchmarks/implicit_mask_floor.cpp).
 //
 // Bernoulli masks (rows of different lengths, no strata) are summed row by
 // row: connection k of a row goes to accumulator lane k % 4 and the lanes are
