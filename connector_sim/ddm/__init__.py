@@ -8,11 +8,33 @@ library of benchmark systems with what is known about them exactly
 irreversible parts. Importing it does not import torch.
 """
 
+from .decomposition import (
+    ConnectivityDecomposition,
+    HelmholtzHodge,
+    Irreversibility,
+    connectivity_decomposition,
+    entropy_production,
+    entropy_production_from_paths,
+    helmholtz_hodge,
+    irreversibility_from_trajectories,
+    make_grid,
+    stationary_density,
+)
 from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
 from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstein_uhlenbeck, rossler, van_der_pol
 
 __all__ = [
+    "ConnectivityDecomposition",
+    "HelmholtzHodge",
+    "Irreversibility",
     "SDE",
+    "connectivity_decomposition",
+    "entropy_production",
+    "entropy_production_from_paths",
+    "helmholtz_hodge",
+    "irreversibility_from_trajectories",
+    "make_grid",
+    "stationary_density",
     "array_namespace",
     "benchmark_systems",
     "double_well",
