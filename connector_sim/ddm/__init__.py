@@ -20,7 +20,15 @@ from .decomposition import (
     make_grid,
     stationary_density,
 )
-from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
+from .sde import (
+    SDE,
+    array_namespace,
+    euler_maruyama,
+    largest_lyapunov_exponent,
+    limit_cycle_period,
+    rk4_trajectory,
+    stack_last,
+)
 from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstein_uhlenbeck, rossler, van_der_pol
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "double_well",
     "euler_maruyama",
     "largest_lyapunov_exponent",
+    "limit_cycle_period",
     "lorenz",
     "multi_well",
     "ornstein_uhlenbeck",
