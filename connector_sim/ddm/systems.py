@@ -297,8 +297,8 @@ def multi_well(n_wells=4, radius=1.0, depth=0.25, rotation=0.0, noise=0.5, *, st
         exact["limit_cycle_radius"] = r
     if s > 0 and (rotation_field == "level_set" or w == 0):
         D = s * s / 2
-        n = 801
-        L = r + 6.0
+        n = 401
+        L = r + 4.0
         g = np.linspace(-L, L, n)
         X, Y = np.meshgrid(g, g, indexing="ij")
         u = potential(np.stack([X, Y], axis=-1))
