@@ -437,10 +437,14 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     the only option for d > 2) p_s is their histogram on the grid and
     f_irr(cell) the average Stratonovich velocity (z_{t+1} - z_{t-1}) / (2 dt)
     of the visits to the cell: E[dz/dt | z] = j_s / p_s. This estimate has a
-    noise floor: each velocity sample has variance ~ 2 D / (2 dt) per component,
-    which biases the entropy production upwards by about
-    (number of visited cells) * d / (2 dt * visits) ... see ``extra["ep_bias"]``
-    (the first-order bias, subtracted in ``entropy_production``).
+    noise floor: one velocity sample has covariance ~ D / dt, and successive
+    samples share an increment (correlation 1/2), so the mean over a cell's
+    c visits has covariance ~ 2 D / (dt c) and the entropy production is
+    biased upwards by about 2 K d / (dt n) for K visited cells and n samples.
+    ``entropy_production`` has this first-order bias subtracted
+    (``extra["entropy_production_raw"]`` and ``extra["ep_bias"]`` keep both).
+    Cells are averages over their width and the mass outside the grid is
+    left out, both of which lower the estimate.
 
     Parameters
     ----------
@@ -502,10 +506,10 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     j = f_irr * p[..., None]
     quad = np.einsum("...i,...ij,...j->...", f_irr, Dinv, f_irr)
     ep_raw = float(np.sum(quad[valid] * p[valid]) * vol)
-    # E[v] for one visit has variance ~ D / dt per component (Stratonovich difference over 2 dt):
-    # each visited cell adds ~ d / (2 dt * count) * (count / n) = d / (2 dt n) ... times the
-    # correlation of successive overlapping differences (they share one increment): factor ~1.
-    bias = float(valid.sum() * dim / (2 * dt * max(n_in, 1)))
+    # one velocity sample has covariance ~ D / dt; overlapping successive samples (correlation 1/2)
+    # double the variance of a cell's mean: E[f_irr^T D^-1 f_irr] gains 2 d / (dt c) per cell, weighted
+    # by p vol = c / n: 2 d / (dt n) per visited cell.
+    bias = float(2 * valid.sum() * dim / (dt * max(n_in, 1)))
     return HelmholtzHodge(axes, p, f, f - f_irr, f_irr, j, valid, ep_raw - bias, vol, "trajectories",
                           extra={"entropy_production_raw": ep_raw, "ep_bias": bias})
 

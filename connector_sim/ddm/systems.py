@@ -165,7 +165,8 @@ def double_well(noise=0.5):
         x = np.asarray(x, dtype=float)
         return x**4 / 4 - x**2 / 2
 
-    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "potential": potential, "barrier_height": 0.25}
+    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "well_centers": np.array([[-1.0], [1.0]]),
+             "potential": potential, "barrier_height": 0.25}
     if s > 0:
         D = s * s / 2
         xs = np.linspace(-4, 4, 40001)

@@ -6,6 +6,7 @@ import scipy.linalg
 
 from connector_sim import LowRankRNN
 from connector_sim.ddm import (
+    SDE,
     connectivity_decomposition,
     cycling_rate,
     double_well,
@@ -81,6 +82,16 @@ def test_fokker_planck_density_of_the_double_well_is_boltzmann_second_order():
         errors.append(np.abs(p - sde.exact["stationary_density"](g[0][:, None])).sum() * h)
     assert errors[1] < 5e-4
     assert 3.5 < errors[0] / errors[1] < 4.5          # second order
+
+
+def test_fokker_planck_with_state_dependent_diffusion():
+    # dx = -x dt + s sqrt(1 + x^2) dW (Ito): zero flux gives D p ~ exp(int f / D), so
+    # p = (1 + x^2)^(-1 - 1/s^2) / Z; for s = 1, Z = pi / 2 (the tails beyond |x| = 20 hold 8e-5).
+    sde = SDE(lambda z: -z, lambda z: np.sqrt(1 + z[..., :, None] ** 2), 1)
+    g = make_grid([(-20, 20)], 800)
+    p = stationary_density(sde, g)
+    exact = (1 + g[0] ** 2) ** -2 / (np.pi / 2)
+    assert np.abs(p - exact).sum() * (g[0][1] - g[0][0]) < 5e-4     # measured 1.6e-4 (2.3e-3 at 200 cells)
 
 
 def test_gradient_multi_well_has_no_irreversible_part():
