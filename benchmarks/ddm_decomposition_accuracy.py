@@ -38,7 +38,8 @@ def main():
     grad2 = (g_mw.drift(Z.reshape(-1, 2)) ** 2).sum(-1).reshape(Z.shape[:2])
     ep_level = float(np.sum(grad2 * g_mw.exact["stationary_density"](Z)) * (fine[0][1] - fine[0][0]) ** 2 / 0.125)
     for label, s, ep in (("multi_well (gradient)", g_mw, 0.0),
-                         ("multi_well (level set 1)", ddm.multi_well(rotation=1.0, rotation_field="level_set"), ep_level)):
+                         ("multi_well (level set 1)", ddm.multi_well(rotation=1.0, rotation_field="level_set"),
+                          ep_level)):
         for n in (40, 80, 160):
             t = time.perf_counter()
             hh = ddm.helmholtz_hodge(s, ddm.make_grid([(-2.2, 2.2)] * 2, n))

@@ -73,7 +73,8 @@ def plot_trajectories(trajectories, *, dt=1.0, ax=None, max_trials=5, title="sam
     if traj.ndim == 2:
         traj = traj[None]
     if traj.ndim != 3:
-        raise ValueError(f"plot_trajectories needs shape (n_trials, n_times, d) or (n_times, d). Got {np.shape(trajectories)}.")
+        raise ValueError("plot_trajectories needs shape (n_trials, n_times, d) or (n_times, d). "
+                         f"Got {np.shape(trajectories)}.")
     ax = _new_axes(ax)
     for path in traj[:max_trials]:
         if traj.shape[2] == 1:

@@ -1,4 +1,5 @@
-"""Decompositions: connectivity asymmetry, Fokker-Planck density, Helmholtz-Hodge, entropy production, irreversibility."""
+"""Decompositions: connectivity asymmetry, Fokker-Planck density, Helmholtz-Hodge, entropy production,
+irreversibility."""
 
 import numpy as np
 import pytest
@@ -51,7 +52,8 @@ def test_connectivity_decomposition_matches_the_dense_matrices():
     Q = np.linalg.qr(net.m)[0]
     np.testing.assert_allclose(cd.latent_symmetric, Q.T @ Js @ Q, atol=1e-12)
     np.testing.assert_allclose(cd.latent_antisymmetric, Q.T @ Ja @ Q, atol=1e-12)
-    np.testing.assert_allclose(np.sort_complex(np.linalg.eigvals(cd.latent)), np.sort_complex(cd.eigenvalues), atol=1e-10)
+    np.testing.assert_allclose(np.sort_complex(np.linalg.eigvals(cd.latent)), np.sort_complex(cd.eigenvalues),
+                               atol=1e-10)
 
 
 def test_symmetric_network_has_no_antisymmetric_part():
@@ -209,7 +211,8 @@ def test_covariance_asymmetry_of_ou_matches_the_closed_form():
         C = sde.exact["lagged_covariance"](L * dt)
         exact = (C - C.T)[1, 0] / 2
         # 4 SE across trials, plus the Euler-Maruyama bias O(dt_sim) ~ 1% of the value
-        assert abs(ir.covariance_asymmetry[i, 1, 0] - exact) < 4 * ir.covariance_asymmetry_se[i, 1, 0] + 0.02 * abs(exact)
+        se = ir.covariance_asymmetry_se[i, 1, 0]
+        assert abs(ir.covariance_asymmetry[i, 1, 0] - exact) < 4 * se + 0.02 * abs(exact)
 
 
 def test_gradient_system_is_reversible_from_trajectories_and_rotation_is_not():
