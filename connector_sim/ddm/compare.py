@@ -21,12 +21,12 @@ import numbers
 import numpy as np
 
 from .._validation import check_int, check_positive_scalar
+from .sde import largest_lyapunov_exponent
 
 __all__ = [
     "DynamicsComparison",
     "autocorrelation",
     "compare_dynamics",
-    "largest_lyapunov_exponent",
     "oscillation_statistics",
     "well_transitions",
 ]
@@ -610,84 +610,11 @@ def oscillation_statistics(trajectories, dt, *, component=0, hysteresis=None, ce
     return float(period), float(amplitude), int(totals[0, 0])
 
 
-def largest_lyapunov_exponent(drift, z0, *, dt=0.01, n_steps=20_000, n_transient=2_000, renormalise_every=10,
-                              epsilon=1e-7):
-    """Largest Lyapunov exponent of dz/dt = f(z), by Benettin's method.
-
-    A reference orbit and a tangent vector are integrated with the classical
-    Runge-Kutta method; the tangent vector follows the linearised flow,
-    J(z) w ~ (f(z + eps w) - f(z - eps w)) / (2 eps) (central differences), and
-    is renormalised every ``renormalise_every`` steps; the exponent is the mean
-    log growth per unit time after ``n_transient`` steps.
-
-    Parameters
-    ----------
-    drift : callable
-        f, mapping an array (n, d) to (n, d) (vectorised over starts).
-    z0 : array of shape (d,) or (n_starts, d)
-        Starting points; several give independent estimates.
-    dt, n_steps, n_transient, renormalise_every, epsilon
-        Integration step, steps measured, steps dropped first, steps between
-        renormalisations, finite-difference step (relative to |z| + 1).
-
-    Returns
-    -------
-    exponents : ndarray of shape (n_starts,)
-        One estimate per start (in inverse time units of f).
-    """
-    z = np.atleast_2d(np.asarray(z0, dtype=float)).copy()
-    n_starts, dim = z.shape
-    dt = check_positive_scalar(dt, "dt", owner="largest_lyapunov_exponent")
-    n_steps = check_int(n_steps, "n_steps", minimum=1, owner="largest_lyapunov_exponent")
-    n_transient = check_int(n_transient, "n_transient", minimum=0, owner="largest_lyapunov_exponent")
-    every = check_int(renormalise_every, "renormalise_every", minimum=1, owner="largest_lyapunov_exponent")
-
-    def f(points):
-        value = np.asarray(drift(points), dtype=float)
-        if value.shape != points.shape:
-            raise ValueError(
-                f"The drift given to largest_lyapunov_exponent must map (n, {dim}) to (n, {dim}). "
-                f"Got shape {value.shape} instead."
-            )
-        return value
-
-    def rk4(points):
-        k1 = f(points)
-        k2 = f(points + 0.5 * dt * k1)
-        k3 = f(points + 0.5 * dt * k2)
-        k4 = f(points + dt * k3)
-        return points + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((n_starts, dim))
-    w /= np.linalg.norm(w, axis=1, keepdims=True)
-    log_growth = np.zeros(n_starts)
-    # the transient aligns the tangent vector with the most unstable direction too
-    for step in range(1 - n_transient, n_steps + 1):
-        # the tangent vector rides along the RK4 map: difference of two nearby orbits
-        h = epsilon * (np.linalg.norm(z, axis=1, keepdims=True) + 1)
-        plus = rk4(z + h * w)
-        minus = rk4(z - h * w)
-        z = rk4(z)
-        w = (plus - minus) / (2 * h)
-        if step % every == 0 or step == n_steps or step == 0:
-            norm = np.linalg.norm(w, axis=1)
-            if not np.all(np.isfinite(norm)) or not np.all(np.isfinite(z)):
-                raise ValueError(
-                    "largest_lyapunov_exponent: the orbit left the finite range; use a smaller dt "
-                    "or a start on the attractor."
-                )
-            if step > 0:
-                log_growth += np.log(norm)
-            w /= norm[:, None]
-    return log_growth / (n_steps * dt)
-
-
-def _lyapunov_rows(reference_drift, candidate_drift, starts, dt, n_steps, confidence):
+def _lyapunov_rows(reference_drift, candidate_drift, starts, dt, t_max, confidence):
     rows = []
     estimates = []
     for drift in (reference_drift, candidate_drift):
-        values = largest_lyapunov_exponent(drift, starts, dt=dt, n_steps=n_steps, n_transient=n_steps // 10)
+        values = largest_lyapunov_exponent(drift, starts, t_max, dt=dt, t_transient=t_max / 10)
         mean = values.mean()
         if values.size > 1:
             from scipy import stats
@@ -706,7 +633,7 @@ def _lyapunov_rows(reference_drift, candidate_drift, starts, dt, n_steps, confid
 def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, wells=None, well_radius=None,
                      periodic=None, max_lag=None, n_bins=30, n_bootstrap=200, confidence=0.95,
                      sinkhorn_samples=1000, blur=0.05, reference_drift=None, candidate_drift=None,
-                     lyapunov_steps=20_000, lyapunov_dt=None, random_state=0):
+                     lyapunov_time=200.0, lyapunov_dt=None, random_state=0):
     """Compare the trajectories of a candidate (a network) with those of a reference (an SDE).
 
     Parameters
@@ -761,9 +688,12 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
         Sinkhorn blur (length scale), in the units of the trajectories.
     reference_drift, candidate_drift : callable, optional
         Drifts f(z), vectorised over rows, for the Lyapunov exponent.
-    lyapunov_steps : int, default=20000
+    lyapunov_time : float, default=200.0
+        Averaging time of the Lyapunov exponents (after a tenth of it as transient),
+        from up to 8 starts (the last points of the first reference trials): the
+        interval is the t-interval of their mean.
     lyapunov_dt : float, optional
-        Step of the Lyapunov integration; default min(dt, 0.01).
+        Step of the Lyapunov integration (RK4); default min(dt, 0.01).
     random_state : int, default=0
         Seed of the bootstrap (and of the SDE simulation when ``reference`` is an SDE).
 
@@ -894,7 +824,7 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
         n_starts = min(8, reference.shape[0])
         starts = reference[:n_starts, -1]
         rows += _lyapunov_rows(_rows_drift(reference_drift), _rows_drift(candidate_drift), starts, lyapunov_dt,
-                               check_int(lyapunov_steps, "lyapunov_steps", minimum=100, owner=_OWNER), confidence)
+                               check_positive_scalar(lyapunov_time, "lyapunov_time", owner=_OWNER), confidence)
     return DynamicsComparison(rows, confidence, (reference.shape[0], candidate.shape[0]))
 
 
