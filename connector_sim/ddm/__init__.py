@@ -8,6 +8,7 @@ library of benchmark systems with what is known about them exactly
 irreversible parts. Importing it does not import torch.
 """
 
+from .compare import DynamicsComparison, compare_dynamics
 from .decomposition import (
     ConnectivityDecomposition,
     HelmholtzHodge,
@@ -35,10 +36,12 @@ from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstei
 
 __all__ = [
     "ConnectivityDecomposition",
+    "DynamicsComparison",
     "HelmholtzHodge",
     "Irreversibility",
     "SDE",
     "array_namespace",
+    "compare_dynamics",
     "benchmark_systems",
     "connectivity_decomposition",
     "cycling_rate",
