@@ -152,3 +152,89 @@ def test_bad_checkpoints(tmp_path):
         load_official_checkpoint(tmp_path / "args.pth")
     with pytest.raises(FileNotFoundError):
         load_official_checkpoint(tmp_path / "absent.pth")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _run(argv):
+    import contextlib
+    import io
+
+    from connector_sim.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def _official_data_file(path, N=60, T=12, n_trials=6, seed=0):
+    """A file in the official data layout (MBD, N, latents, potentials, rates), from the official update."""
+    rng = np.random.default_rng(seed)
+    M, Nm = rng.normal(size=(N, 2)), 2.5 * rng.normal(size=(N, 2))
+    latents = np.zeros((n_trials, T, 2))
+    xy = rng.uniform(-2, 2, size=(n_trials, 2))
+    for t in range(T):
+        latents[:, t] = xy
+        xy = xy + 0.1 * (-xy + np.tanh(xy @ M.T) @ Nm / N)
+    np.savez(path, MBD=M, N=Nm, latents=latents, potentials=latents @ M.T, rates=np.tanh(latents @ M.T))
+    return M, Nm, latents
+
+
+def test_cli_reads_foreign_files(tmp_path):
+    from connector_sim import simulate
+    from connector_sim.data import load_arrays
+    from connector_sim.interop import load_lint_network, save_lint_network
+
+    M, Nm, latents = _official_data_file(tmp_path / "official.npz")
+    status, out, err = _run(["simulate", tmp_path / "official.npz", "--trials", 4, "--n-steps", 30,
+                             "--out", tmp_path / "sim.npz"])
+    assert status == 0, err
+    assert "official Connector data" in out
+    sim = load_arrays(tmp_path / "sim.npz")
+    from connector_sim import LowRankRNN
+
+    expected = simulate(LowRankRNN(M, Nm), 30, kappa0=sim["kappa0"])
+    np.testing.assert_array_equal(sim["kappa"], expected.kappa)
+
+    network = LowRankRNN(M, Nm)
+    save_lint_network(tmp_path / "lint.pt", network)
+    status, out, err = _run(["simulate", tmp_path / "lint.pt", "--trials", 4, "--n-steps", 10, "--dt", 0.2,
+                             "--out", tmp_path / "sim_lint.npz"])
+    assert status == 0, err
+    sim = load_arrays(tmp_path / "sim_lint.npz")
+    expected = simulate(load_lint_network(tmp_path / "lint.pt").network, 10, dt=0.2, kappa0=sim["kappa0"])
+    np.testing.assert_array_equal(sim["kappa"], expected.kappa)
+
+    # fit: the official 'rates' and 'latents' (the fit is written in the latents' coordinates).
+    status, out, err = _run(["fit", tmp_path / "official.npz", "--epochs", 1, "--out", tmp_path / "fit.npz"])
+    assert status == 0, err
+    assert "latents aligned" in out
+    # infer: the network and its latents from the one official file.
+    status, out, err = _run(["infer", tmp_path / "official.npz", "--epochs", 2, "--hidden", 16, "--layers", 2,
+                             "--flow-samples", 2000, "--out", tmp_path / "model"])
+    assert status == 0, err
+    # perturb: an official checkpoint is a Connector to sample from.
+    _checkpoint(tmp_path / "model_fold_1_seed_1_id_0.pth")
+    status, out, err = _run(["perturb", tmp_path / "model_fold_1_seed_1_id_0.pth", "--n-neurons", 300,
+                             "--silence-units", "0:10", "--n-steps", 20, "--cell-type-samples", 200, "--k-max", 2,
+                             "--grid", 2, "--out", tmp_path / "perturb"])
+    assert status == 0, err
+    assert "sampled at N = 300" in out
+
+
+def test_cli_rejects_bad_foreign_files_before_any_work(tmp_path):
+    _checkpoint(tmp_path / "model.pth")
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    np.savez(tmp_path / "no_rates.npz", MBD=np.zeros((5, 2)), N=np.zeros((5, 2)))
+    cases = [(["simulate", tmp_path / "model.pth", "--out", tmp_path / "a.npz"], "perturb"),
+             (["simulate", tmp_path / "bad.pt", "--out", tmp_path / "a.npz"], "without running code"),
+             (["fit", tmp_path / "no_rates.npz", "--rank", 2, "--out", tmp_path / "a.npz"], "'rates'"),
+             (["infer", tmp_path / "no_rates.npz", "--out", tmp_path / "m"], "'latents'"),
+             (["infer", tmp_path / "model.pth", "--out", tmp_path / "m"], "already a Connector")]
+    for argv, words in cases:
+        status, out, err = _run(argv)
+        assert status == 2 and out == "", (argv, out, err)
+        assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "a.npz").exists() and not (tmp_path / "m").exists()
