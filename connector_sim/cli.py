@@ -247,6 +247,8 @@ def _read_neural_data(path):
     if os.fspath(path).endswith(".nwb"):
         from .data import read_nwb
 
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{os.fspath(path)!r} does not exist (expected an NWB file of neural data).")
         data = read_nwb(path)  # units binned into rates, or a rates TimeSeries
         return data.spikes, data.inputs, data.lengths, None, data.dt, None
     arrays = load_arrays(path, what="neural data ('rates' of shape (n_trials, n_times, n_neurons), optional "

@@ -259,3 +259,22 @@ def test_nwb_spike_counts_round_trip(tmp_path):
     np.testing.assert_array_equal(back.spikes, data.spikes)
     with pytest.raises(ValueError, match="end in '.nwb'"):
         write_nwb(tmp_path / "x.h5", data)
+
+
+def test_cli_reads_nwb_data(tmp_path):
+    pytest.importorskip("pynwb")
+    import contextlib
+    import io
+
+    from connector_sim.cli import _read_neural_data, main
+
+    rates = np.random.default_rng(10).random((2, 8, 3))
+    write_nwb(tmp_path / "rec.nwb", as_trial_data(rates, dt=0.05), identifier="rec")
+    read, inputs, lengths, kappa, dt, tau = _read_neural_data(tmp_path / "rec.nwb")  # what `fit` reads
+    np.testing.assert_array_equal(read, rates)
+    assert inputs is None and kappa is None and dt == pytest.approx(0.05)
+    np.testing.assert_array_equal(lengths, [8, 8])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["fit", str(tmp_path / "absent.nwb"), "--rank", "2", "--out", str(tmp_path / "fit.npz")])
+    assert status == 2 and "does not exist" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
