@@ -588,14 +588,16 @@ def _series_bins(series, starts, stops, path):
     if series.timestamps is not None:
         times = np.asarray(series.timestamps[:], dtype=np.float64)
         rate = None
+        # Timestamps summed from intervals carry rounding: a tolerance of 1e-6 of the median interval.
+        half = 1e-6 * float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     else:
         rate = float(series.rate)
         times = float(series.starting_time or 0.0) + np.arange(n_samples) / rate
-    half = 0.5 / rate if rate else 0.0
+        half = 0.5 / rate
     bins = []
     for k, (start, stop) in enumerate(zip(starts, stops)):
-        # A sample at time s belongs to [start, stop) when start <= s < stop; with a rate, half a bin of slack
-        # absorbs the rounding of j / rate against offset * dt.
+        # A sample at time s belongs to [start, stop) when start <= s < stop; the slack (half a bin with a
+        # rate) absorbs the rounding of j / rate against offset * dt.
         index = np.flatnonzero((times >= start - half) & (times < stop - half))
         if len(index) == 0:
             raise ValueError(f"{path!r}: trial {k} [{start}, {stop}) holds no sample of the TimeSeries "

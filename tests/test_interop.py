@@ -278,3 +278,24 @@ def test_cli_reads_nwb_data(tmp_path):
     with contextlib.redirect_stderr(err):
         status = main(["fit", str(tmp_path / "absent.nwb"), "--rank", "2", "--out", str(tmp_path / "fit.npz")])
     assert status == 2 and "does not exist" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+def test_read_nwb_reads_a_rates_series_with_timestamps(tmp_path):
+    """A TimeSeries with timestamps, as another NWB tool may write it, cut by the trials table."""
+    pynwb = pytest.importorskip("pynwb")
+    import datetime
+
+    times = np.cumsum(np.full(20, 0.1)) - 0.1  # 0.0, 0.1, ... 1.9
+    values = np.arange(40.0).reshape(20, 2)
+    nwbfile = pynwb.NWBFile(session_description="other tool", identifier="other",
+                            session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+    nwbfile.add_acquisition(pynwb.TimeSeries(name="smoothed", data=values, unit="Hz", timestamps=times))
+    nwbfile.add_trial(start_time=0.0, stop_time=0.55)   # samples 0.0 .. 0.5
+    nwbfile.add_trial(start_time=1.0, stop_time=1.25)   # samples 1.0 .. 1.2
+    with pynwb.NWBHDF5IO(str(tmp_path / "other.nwb"), "w") as io:
+        io.write(nwbfile)
+    data = read_nwb(tmp_path / "other.nwb", series="smoothed")
+    np.testing.assert_array_equal(data.lengths, [6, 3])
+    np.testing.assert_array_equal(data.spikes[0, :6], values[:6])
+    np.testing.assert_array_equal(data.spikes[1, :3], values[10:13])
+    assert data.dt is None
