@@ -82,6 +82,8 @@ class OfficialData:
         dt / tau of the trajectories (not stored in the file; given to the reader).
     bias : bool
         Whether ``MBD`` has a bias column.
+    rank : int
+        R.
     """
 
     mbd: np.ndarray
@@ -93,10 +95,7 @@ class OfficialData:
     inv_perm: np.ndarray
     alpha: float
     bias: bool
-
-    @property
-    def rank(self):
-        return self.latents.shape[-1] if self.network is None else self.network.rank
+    rank: int
 
 
 def _file_error(path, what):
@@ -220,7 +219,7 @@ def load_official_data(path, *, alpha=0.1, rank=None, bias=None, tau=1.0, activa
                         latents=None if latents is None else latents.astype(np.float64), data=data,
                         potentials=None if potentials is None else potentials.astype(np.float64),
                         enms=None if enms is None else enms.astype(np.float64), inv_perm=inv_perm, alpha=alpha,
-                        bias=bool(bias))
+                        bias=bool(bias), rank=rank)
 
 
 def save_official_data(path, network, *, latents=None, rates=None, potentials=None, inputs=None, lengths=None,
@@ -520,7 +519,7 @@ def write_nwb(path, data, *, dt=None, latents=None, start_time=None, session_des
         raise ValueError("Give dt (the bin width in seconds): the data has none.")
     dt = check_positive_scalar(dt, "dt", owner="write_nwb")
     spikes = data.kind == "counts" if units_as_spikes is None else bool(units_as_spikes)
-    if spikes and np.any(data.spikes != np.round(data.spikes)) | np.any(data.spikes < 0):
+    if spikes and (np.any(data.spikes != np.round(data.spikes)) or np.any(data.spikes < 0)):
         raise ValueError("units_as_spikes=True needs non-negative integer spike counts; these are rates.")
     mask = data.mask()
     flat = data.spikes[mask]  # (n_bins, N), trials end to end

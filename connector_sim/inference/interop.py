@@ -248,8 +248,8 @@ def load_official_checkpoint(path, *, device="auto", n_steps=OFFICIAL_N_STEPS, s
                                   device=device)
     connector.layout_ = layout
     connector.alpha_, connector.tau_, connector.activation_ = alpha, float(tau), activation
-    connector.n_rows_ = int(args.get("obs_dim", -1)) if int(args.get("obs_dim", -1)) > 0 else int(
-        args.get("nsamples", 0))
+    # Rows of the fitted network: the official obs_dim (-1 there means "all neurons", which the file does not say).
+    connector.n_rows_ = int(args.get("obs_dim", -1))
     connector.marginal_, connector.conditional_ = marginal, conditional
     connector.conditional_mean_ = SampledConditionalMean(conditional, n_mean_draws)
     connector.n_covariance_ = None
