@@ -49,7 +49,65 @@ def _default_latents_path(network_path):
     return _stem(network_path) + "_latents.npz"
 
 
-def _load_network_argument(value, n_neurons, seed):
+#: File layouts a command reads: this package's, the official Connector code's, LINT's (see connector_sim.interop).
+FORMATS = ["auto", "native", "official", "lint"]
+
+
+def _file_format(path, requested="auto"):
+    """'native', 'official' or 'lint': ``requested``, or detected from the suffix and the keys of the file.
+
+    ``.pt`` / ``.pth``: an official Connector checkpoint when it holds 'model_state_dict', else a LINT network;
+    ``.npz`` with 'MBD': official Connector data. A file that cannot be read is left to its reader to report.
+    """
+    if requested != "auto":
+        return requested
+    path = os.fspath(path)
+    if path.endswith((".pt", ".pth")):
+        if os.path.isfile(path):
+            from .interop import load_torch_tensors
+
+            try:
+                content = load_torch_tensors(path, "a LINT network or an official Connector checkpoint")
+            except ValueError:
+                return "lint"
+            if isinstance(content, dict) and "model_state_dict" in content:
+                return "official"
+        return "lint"
+    if path.endswith(".npz") and os.path.isfile(path):
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return "official" if "MBD" in getattr(archive, "files", ()) else "native"
+        except (OSError, ValueError, EOFError):
+            return "native"
+    return "native"
+
+
+def _load_foreign_network(value, file_format):
+    """(network, description) of an official Connector data file or a LINT network file."""
+    if file_format == "lint":
+        from .interop import load_lint_network
+
+        if not os.fspath(value).endswith((".pt", ".pth")):
+            raise CommandError(f"--format lint reads a LINT network .pt file. Got {value!r}.")
+        network = load_lint_network(value).network
+        return network, (f"LINT network {value} (N = {network.n_neurons}, rank {network.rank}; LINT's alpha is "
+                         "--dt / tau, 0.2 in its tasks)")
+    from .interop import load_official_data
+
+    if os.fspath(value).endswith((".pt", ".pth")):
+        raise CommandError(f"{value!r} is an official Connector checkpoint, a connectivity distribution rather than "
+                           "one network: give it to `perturb` (which samples a network from it).")
+    if not os.fspath(value).endswith(".npz"):
+        raise CommandError(f"An official Connector network is a data .npz with 'MBD' and 'N'. Got {value!r}.")
+    network = load_official_data(value).network
+    if network is None:
+        raise CommandError(f"{value!r} has 'MBD' but no 'N' (left factors): it holds no whole network.")
+    return network, f"official Connector data {value} (N = {network.n_neurons}, rank {network.rank})"
+
+
+def _load_network_argument(value, n_neurons, seed, file_format="auto"):
     """(network, labels or None, description, latent extent) of a synthetic name or a network file."""
     import numpy as np
 
@@ -64,6 +122,10 @@ def _load_network_argument(value, n_neurons, seed):
             network = gaussian_network_distribution(value).sample(n_neurons, random_state=seed)
             labels = np.zeros(n_neurons, np.int64)
         return network, labels, f"{value} (N = {n_neurons}, seed {seed})", 2.4
+    file_format = _file_format(value, file_format)
+    if file_format in ("official", "lint"):
+        network, description = _load_foreign_network(value, file_format)
+        return network, None, description, _latent_extent(network)
     if not value.endswith(".npz"):
         raise CommandError(f"network must be one of {list(SYNTHETIC_NETWORKS)} or a network .npz file (written by "
                            f"`connector-sim fit` or connector_sim.data.save_network). Got {value!r}.")
@@ -146,7 +208,7 @@ def _simulate(arguments):
         if getattr(arguments, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
     network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
-                                                                   arguments.seed)
+                                                                   arguments.seed, arguments.format)
     extent = extent if arguments.extent is None else arguments.extent
     init = arguments.init or ("grid" if network.rank == 2 else "random")
     kappa0 = _initial_latents(arguments.trials, network.rank, extent, init, arguments.seed)
@@ -182,6 +244,13 @@ def _read_neural_data(path):
 
     from .data import load_arrays
 
+    if os.fspath(path).endswith(".nwb"):
+        from .data import read_nwb
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{os.fspath(path)!r} does not exist (expected an NWB file of neural data).")
+        data = read_nwb(path)  # units binned into rates, or a rates TimeSeries
+        return data.spikes, data.inputs, data.lengths, None, data.dt, None
     arrays = load_arrays(path, what="neural data ('rates' of shape (n_trials, n_times, n_neurons), optional "
                                     "'inputs' (n_trials, n_times, D), 'lengths', 'kappa')")
     key = "rates" if "rates" in arrays else "spikes" if "spikes" in arrays else None
@@ -197,7 +266,7 @@ def _read_neural_data(path):
     inputs = arrays.get("inputs", arrays.get("externalinputs"))
     if inputs is not None and inputs.size == 0:
         inputs = None
-    kappa = arrays.get("kappa")
+    kappa = arrays.get("kappa", arrays.get("latents"))  # 'latents': the official Connector data layout
     if kappa is not None and (kappa.ndim != 3 or kappa.shape[:2] != rates.shape[:2]):
         raise CommandError(f"{path!r}: 'kappa' must hold latents of the same trials and bins as '{key}', shape "
                            f"({rates.shape[0]}, {rates.shape[1]}, R). Got shape {kappa.shape}.")
@@ -280,10 +349,28 @@ def _infer(arguments):
     from .data import load_arrays, load_network
     from .mean_field import latent_velocity
 
-    network = load_network(arguments.network)
+    file_format = _file_format(arguments.network, arguments.format)
     latents_path = arguments.latents or _default_latents_path(arguments.network)
-    latents = load_arrays(latents_path, ("kappa", "alpha"),
-                          what="latents ('kappa' (n_trials, n_times, R) and 'alpha'; written by `connector-sim fit`)")
+    if file_format == "official" and str(arguments.network).endswith((".pt", ".pth")):
+        raise CommandError(f"{arguments.network!r} is an official Connector checkpoint, already a Connector: "
+                           "give it to `perturb`, or infer from the data .npz it was fitted to.")
+    if file_format == "official" and arguments.latents is None:
+        # Official Connector data holds the network and its latents (alpha 0.1, the file does not store it).
+        from .interop import load_official_data
+
+        official = load_official_data(arguments.network)
+        if official.network is None or official.latents is None:
+            raise CommandError(f"{arguments.network!r} needs 'N' (left factors) and 'latents' to fit Connector to.")
+        network, latents_path = official.network, arguments.network
+        latents = {"kappa": official.latents, "alpha": official.alpha}
+        if official.data is not None and official.data.inputs is not None:
+            latents["inputs"] = official.data.inputs
+    else:
+        network = (load_network(arguments.network) if file_format == "native"
+                   else _load_foreign_network(arguments.network, file_format)[0])
+        latents = load_arrays(latents_path, ("kappa", "alpha"),
+                              what="latents ('kappa' (n_trials, n_times, R) and 'alpha'; written by `connector-sim "
+                                   "fit`)")
     kappa = latents["kappa"]
     if kappa.ndim != 3 or kappa.shape[2] != network.rank or kappa.shape[1] < 2:
         raise CommandError(f"{latents_path!r}: 'kappa' must have shape (n_trials, n_times >= 2, {network.rank}) for "
@@ -364,19 +451,26 @@ def _perturbation_source(arguments):
     from .cell_types import find_cell_types
 
     source = arguments.source
-    if os.path.isdir(source):
+    file_format = "native" if os.path.isdir(source) else _file_format(source, arguments.format)
+    checkpoint = file_format == "official" and source.endswith((".pt", ".pth"))
+    if os.path.isdir(source) or checkpoint:
         from .inference.connector import Connector
 
-        try:
-            connector = Connector.load(source)
-        except (FileNotFoundError, ValueError, KeyError) as exc:
-            raise CommandError(f"{source!r} is not a Connector folder (written by `connector-sim infer`): {exc}")
+        if checkpoint:
+            from .inference.interop import load_official_checkpoint
+
+            connector = load_official_checkpoint(source)
+        else:
+            try:
+                connector = Connector.load(source)
+            except (FileNotFoundError, ValueError, KeyError) as exc:
+                raise CommandError(f"{source!r} is not a Connector folder (written by `connector-sim infer`): {exc}")
         network, rows = connector.sample(arguments.n_neurons, arguments.seed, return_rows=True)
         layout = connector.layout_
         features = rows[:, layout.m.start:layout.n.stop]  # [m, n]
         labels, description = None, f"Connector {source!r} sampled at N = {arguments.n_neurons}"
     elif os.path.isfile(source) or source.endswith(".npz"):
-        network, labels, description, _ = _load_network_argument(source, None, arguments.seed)
+        network, labels, description, _ = _load_network_argument(source, None, arguments.seed, file_format)
         features = np.hstack([network.m, network.n])
     else:
         raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
@@ -487,7 +581,8 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="simulate a synthetic or saved network; write its latents (.npz)")
-    simulate.add_argument("network", help="quadstable, bistable, limit_cycle, ring, or a network .npz file")
+    simulate.add_argument("network", help="quadstable, bistable, limit_cycle, ring, or a network file: .npz (ours "
+                                           "or the official Connector data's MBD/N) or LINT's .pt")
     simulate.add_argument("--out", required=True, help="output .npz (kappa, v, time, ...; rates with --record-units)")
     simulate.add_argument("--n-neurons", type=int, default=1000, help="size of a synthetic network (default 1000)")
     simulate.add_argument("--seed", type=int, default=0, help="network sampling, random initial latents, noise")
@@ -505,11 +600,14 @@ def _parser():
     simulate.add_argument("--record-units", default=None, help="'all', or a number K (units 0..K-1): their rates")
     simulate.add_argument("--network-out", default=None, help="also write the simulated network (.npz, with cell "
                                                               "types as 'labels' for the synthetic ones)")
+    simulate.add_argument("--format", choices=FORMATS, default="auto",
+                          help="layout of a network file (default: detected from its suffix and keys)")
     simulate.set_defaults(run=_simulate)
 
     fit = commands.add_parser("fit", help="fit a low-rank RNN to rates (LINT) or to latents (velocity matching)")
     fit.add_argument("data", help=".npz with 'rates' (n_trials, n_times, N) [+ 'inputs', 'lengths', 'kappa'], e.g. "
-                                  "from `simulate --record-units all`")
+                                  "from `simulate --record-units all` (the official Connector data's 'rates', "
+                                  "'externalinputs', 'latents' work too), or an NWB file (.nwb)")
     fit.add_argument("--out", required=True, help="the fitted network (.npz)")
     fit.add_argument("--latents-out", default=None, help="its latents (.npz; default <out>_latents.npz)")
     fit.add_argument("--method", choices=["lint", "velocity"], default="lint")
@@ -523,7 +621,8 @@ def _parser():
     fit.set_defaults(run=_fit)
 
     infer = commands.add_parser("infer", help="fit Connector to a fitted network and its latents")
-    infer.add_argument("network", help="network .npz (from `fit`)")
+    infer.add_argument("network", help="network .npz (from `fit`), official Connector data .npz (MBD, N, latents) "
+                                       "or a LINT .pt")
     infer.add_argument("--latents", default=None, help="latents .npz (default <network>_latents.npz)")
     infer.add_argument("--out", required=True, help="Connector model folder")
     infer.add_argument("--epochs", type=int, default=300)
@@ -534,10 +633,13 @@ def _parser():
     infer.add_argument("--flow-samples", type=int, default=20_000,
                        help="samples of the mean-field check (default 20000)")
     infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--format", choices=FORMATS, default="auto",
+                       help="layout of the network file (default: detected from its suffix and keys)")
     infer.set_defaults(run=_infer)
 
     perturb = commands.add_parser("perturb", help="silence cell types or units; tabulate fixed points and end states")
-    perturb.add_argument("source", help="Connector folder (from `infer`) or network .npz")
+    perturb.add_argument("source", help="Connector folder (from `infer`), official Connector checkpoint (.pth), "
+                                        "network .npz (ours or official data) or LINT .pt")
     perturb.add_argument("--silence", nargs="+", default=None, metavar="TYPE",
                          help="cell types to silence, one at a time ('all': each type)")
     perturb.add_argument("--silence-units", default=None, help="units silenced together, e.g. '0:10,15'")
@@ -553,6 +655,8 @@ def _parser():
     perturb.add_argument("--n-steps", type=int, default=400)
     perturb.add_argument("--backend", default="auto", choices=BACKENDS)
     perturb.add_argument("--seed", type=int, default=0)
+    perturb.add_argument("--format", choices=FORMATS, default="auto",
+                         help="layout of a source file (default: detected from its suffix and keys)")
     perturb.set_defaults(run=_perturb)
 
     demo = commands.add_parser("demo", help="the embedded quadstable network: large-N simulation, then LINT -> "

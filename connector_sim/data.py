@@ -520,8 +520,8 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
     return as_trial_data(out, None, lengths, kind="counts" if kernel is None else "rates", dt=bin_width)
 
 
-def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0):
-    """Read units' spike times and the trial intervals of an NWB file into binned rates.
+def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0, series=None):
+    """Read units' spike times (or a rates TimeSeries) and the trial intervals of an NWB file into binned rates.
 
     Uses ``nwbfile.units["spike_times"]`` and the ``start_time`` /
     ``stop_time`` columns of ``nwbfile.trials``, then :func:`bin_spike_times`
@@ -540,11 +540,20 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
     trials : array-like of int, optional
         Rows of the trials table to read (default all).
     truncate : float, default=3.0
+    series : str, optional
+        Read this TimeSeries of rates instead of the units table (see
+        :func:`connector_sim.interop.read_nwb_timeseries`; ``bin_width``,
+        ``smoothing`` and ``units`` do not apply). A file without a units
+        table is read from its acquisition TimeSeries "rates" when it has one.
 
     Returns
     -------
     TrialData
     """
+    from .interop import nwb_rates_only, read_nwb_timeseries
+
+    if series is not None or nwb_rates_only(path):
+        return read_nwb_timeseries(path, name=series or "rates", trials=trials)
     try:
         from pynwb import NWBHDF5IO
     except ImportError as exc:
