@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.connector_sim-installed
 SOURCES := setup.py pyproject.toml $(wildcard cpp/include/connector_sim/*.hpp src/pybind/*.cpp src/cython/*.pyx)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench docs install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# the HTML documentation (offline): docs/_build/html/index.html
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 # asv against the installed environment (offline); results in benchmarks/.asv/
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/asv machine --yes && \
@@ -34,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compare.py
 
 clean:
-	rm -rf build $(VENV) report benchmarks/.asv connector_sim/_ext/*.so src/cython/*.cpp
+	rm -rf build $(VENV) report docs/_build docs/generated docs/auto_examples benchmarks/.asv connector_sim/_ext/*.so src/cython/*.cpp

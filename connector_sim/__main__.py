@@ -1,5 +1,8 @@
+"""``python -m connector_sim``: the command line (see :mod:`connector_sim.cli`)."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
