@@ -8,10 +8,13 @@ library of benchmark systems with what is known about them exactly
 irreversible parts. Importing it does not import torch.
 """
 
+from .matching import DriftDiffusionMatching, LatentEmbedding
 from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
 from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstein_uhlenbeck, rossler, van_der_pol
 
 __all__ = [
+    "DriftDiffusionMatching",
+    "LatentEmbedding",
     "SDE",
     "array_namespace",
     "benchmark_systems",
