@@ -9,6 +9,7 @@ irreversible parts. Importing it does not import torch.
 """
 
 from .matching import DriftDiffusionMatching, LatentEmbedding
+from .memories import associative_memory, dwell_times, episodic_memory, sequence_statistics, well_labels
 from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
 from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstein_uhlenbeck, rossler, van_der_pol
 
@@ -16,6 +17,11 @@ __all__ = [
     "DriftDiffusionMatching",
     "LatentEmbedding",
     "SDE",
+    "associative_memory",
+    "dwell_times",
+    "episodic_memory",
+    "sequence_statistics",
+    "well_labels",
     "array_namespace",
     "benchmark_systems",
     "double_well",
