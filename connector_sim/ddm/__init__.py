@@ -8,6 +8,7 @@ library of benchmark systems with what is known about them exactly
 irreversible parts. Importing it does not import torch.
 """
 
+from .compare import DynamicsComparison, compare_dynamics
 from .matching import DriftDiffusionMatching, LatentEmbedding
 from .memories import associative_memory, dwell_times, episodic_memory, sequence_statistics, well_labels
 from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
@@ -15,7 +16,9 @@ from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstei
 
 __all__ = [
     "DriftDiffusionMatching",
+    "DynamicsComparison",
     "LatentEmbedding",
+    "compare_dynamics",
     "SDE",
     "associative_memory",
     "dwell_times",
