@@ -9,27 +9,58 @@ irreversible parts. Importing it does not import torch.
 """
 
 from .compare import DynamicsComparison, compare_dynamics
+from .decomposition import (
+    ConnectivityDecomposition,
+    HelmholtzHodge,
+    Irreversibility,
+    connectivity_decomposition,
+    entropy_production,
+    entropy_production_from_paths,
+    helmholtz_hodge,
+    irreversibility_from_trajectories,
+    make_grid,
+    stationary_density,
+)
 from .matching import DriftDiffusionMatching, LatentEmbedding
 from .memories import associative_memory, dwell_times, episodic_memory, sequence_statistics, well_labels
-from .sde import SDE, array_namespace, euler_maruyama, largest_lyapunov_exponent, rk4_trajectory, stack_last
+from .sde import (
+    SDE,
+    array_namespace,
+    euler_maruyama,
+    largest_lyapunov_exponent,
+    limit_cycle_period,
+    rk4_trajectory,
+    stack_last,
+)
 from .systems import benchmark_systems, double_well, lorenz, multi_well, ornstein_uhlenbeck, rossler, van_der_pol
 
 __all__ = [
+    "ConnectivityDecomposition",
     "DriftDiffusionMatching",
     "DynamicsComparison",
+    "HelmholtzHodge",
+    "Irreversibility",
     "LatentEmbedding",
-    "compare_dynamics",
     "SDE",
     "associative_memory",
+    "compare_dynamics",
+    "connectivity_decomposition",
     "dwell_times",
+    "entropy_production",
+    "entropy_production_from_paths",
     "episodic_memory",
+    "helmholtz_hodge",
+    "irreversibility_from_trajectories",
+    "make_grid",
     "sequence_statistics",
+    "stationary_density",
     "well_labels",
     "array_namespace",
     "benchmark_systems",
     "double_well",
     "euler_maruyama",
     "largest_lyapunov_exponent",
+    "limit_cycle_period",
     "lorenz",
     "multi_well",
     "ornstein_uhlenbeck",
