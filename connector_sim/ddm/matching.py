@@ -29,9 +29,21 @@ so z = c + L Q^T kappa_eff follows dz = (T / tau) L Q^T F(kappa(z)) ds
     F_target(kappa) = (tau / (T L)) Q f(c + L Q^T kappa) - (1 - Q Q^T) kappa.
 
 The drift is fitted by regression of F on F_target over sampled latent
-points (:class:`~connector_sim.inference.VelocityMatching`: closed-form
-ridge start for n, then Adam on m, n, b with early stopping); the diffusion
-needs no training. A deterministic input u adds Q u / tau to
+points (as :class:`~connector_sim.inference.VelocityMatching` does: a
+closed-form start for n, then Adam on m, n, b with LINT's training loop and
+early stopping); the diffusion needs no training.
+
+Large networks from the loading distribution. A network of N_s rows drawn
+i.i.d. from the fitted rows (:meth:`DriftDiffusionMatching.sample_network`)
+has, in expectation, the fitted network's latent velocity, with a variance
+over draws of spread(kappa) / N_s, spread = mean_i |n_i|^2 phi_i^2 - |F + kappa|^2.
+A plain regression makes the rows cancel each other (|n_i| ~ 100 for the
+double well), so that even N_s = 1e5 errs by ~50%. With ``sample_size=N_s``
+the fit minimises the expected squared error of such a resample,
+|F - F_target|^2 + spread / N_s, instead of the first term alone (a
+per-neuron ridge in the closed form, the same term in the Adam loss):
+the fitted N-neuron network is then a little less exact, and every network
+of N_s or more rows sampled from it is about as good. A deterministic input u adds Q u / tau to
 dkappa_eff / dt, i.e. the force (T / tau) L u to dz / ds.
 
 Diffusion. Only constant diffusion matrices G are realised (exactly): the
@@ -46,6 +58,7 @@ import time
 import numpy as np
 
 from .._validation import check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+from ..activations import apply_activation as _activation
 from ..network import LowRankRNN
 
 SAMPLINGS = ("trajectories", "box")
@@ -175,14 +188,20 @@ class DriftDiffusionMatching:
     rank : int, optional
         R >= d. Default d.
     n_neurons : int, default=500
+    sample_size : int or None, default=100_000
+        Size of the networks to be sampled from the fitted rows, whose
+        expected error the fit minimises (see the module docstring); None
+        fits the N-neuron network alone.
     tau : float, default=1.0
     time_scale : float or "auto", default="auto"
         T, network time units per SDE time unit. "auto" makes the rms target
         latent speed |F_target| equal to the rms latent radius |kappa| over
         the training states (the drift as strong as the leak -kappa).
     latent_scale : float, optional
-        L, SDE units per latent unit. Default: twice the largest standard
-        deviation of the sampled states over their coordinates.
+        L, SDE units per latent unit. Default: half the largest standard
+        deviation of the sampled states over their coordinates (latents of
+        standard deviation ~2, where tanh units of unit weights are
+        nonlinear).
     sampling : {"trajectories", "box"}, default="trajectories"
     box : (low, high) of array-like of shape (d,), optional
     n_samples : int, default=8192
@@ -190,14 +209,27 @@ class DriftDiffusionMatching:
     sampling_time, burn_in, sampling_dt : float, default=50.0, 5.0, 0.01
     sample_jitter : float, default=0.1
     activation : {"tanh", "relu", "identity"}, default="tanh"
-    bias_scale, ridge, n_epochs, batch_size, learning_rate, weight_decay, max_grad_norm,
-    validation_fraction, patience, tol, device, dtype, n_threads, verbose, callback
-        Passed to :class:`~connector_sim.inference.VelocityMatching` (defaults
-        1.0, 1e-6, 100, 256, 1e-3, 0.0, 1.0, 0.1, 20, 1e-4, "auto", "float32",
-        1, 0, None). ``device="auto"`` trains on CUDA when available. The
-        closed-form ridge start is already close (relative errors of a few
-        percent or less with a few hundred neurons); Adam at a small learning
-        rate refines it, and the best validation epoch is kept.
+    weight_scale, bias_scale : float, default=1.0, 3.0
+        m starts from N(0, weight_scale^2), b from N(0, bias_scale^2).
+    ridge : float, default=1e-6
+        Ridge of the closed-form start, relative to the mean of phi^2.
+    n_epochs, batch_size, learning_rate, weight_decay, max_grad_norm,
+    validation_fraction, patience, tol : default 100, 256, 1e-2, 0.0, 1.0, 0.1, 20, 1e-4
+        Adam and early stopping, as in :class:`~connector_sim.inference.LINT`
+        (weight_decay multiplies (|m|^2 + |n|^2) / N). The closed-form start
+        is already close; Adam refines it, and the
+        best validation epoch is kept.
+    device : str, default="auto"
+        CUDA when available, else the CPU.
+    dtype : {"float32", "float64"}, default="float32"
+        Training precision.
+    n_threads : int or None, default=1
+        torch and BLAS threads during fit.
+    verbose : int, default=0
+        Print the losses every ``verbose`` epochs.
+    callback : callable, optional
+        ``callback(estimator, epoch, {"train_loss", "val_loss"})``; True stops
+        (Ctrl-C also stops and keeps nothing: fit again).
     random_state : None, int or numpy.random.Generator
 
     Attributes
@@ -212,11 +244,15 @@ class DriftDiffusionMatching:
         The training curve (epoch, train_loss, val_loss, time), losses in
         squared latent velocity per tau.
     drift_error_ : float
-        Held-out relative drift error.
+        Held-out relative drift error of ``network_``.
+    sampled_drift_error_ : float
+        Expected held-out relative drift error of a network of
+        ``sample_size`` rows resampled from ``network_`` (NaN without
+        ``sample_size``).
     train_drift_error_ : float
         The same on the training states.
     initial_drift_error_ : float
-        Held-out error after the closed-form start, before Adam.
+        Held-out error of ``network_`` after the closed-form start, before Adam.
     samples_ : ndarray of shape (n_samples, d)
         The training states (SDE units).
     training_time_ : float
@@ -224,14 +260,16 @@ class DriftDiffusionMatching:
     device_ : torch.device
     """
 
-    def __init__(self, rank=None, *, n_neurons=500, tau=1.0, time_scale="auto", latent_scale=None,
+    def __init__(self, rank=None, *, n_neurons=500, sample_size=100_000, tau=1.0, time_scale="auto", latent_scale=None,
                  sampling="trajectories", box=None, n_samples=8192, n_trajectories=16, sampling_time=50.0,
-                 burn_in=5.0, sampling_dt=0.01, sample_jitter=0.1, activation="tanh", bias_scale=1.0, ridge=1e-6,
-                 n_epochs=100, batch_size=256, learning_rate=1e-3, weight_decay=0.0, max_grad_norm=1.0,
+                 burn_in=5.0, sampling_dt=0.01, sample_jitter=0.1, activation="tanh", weight_scale=1.0, bias_scale=3.0,
+                 ridge=1e-6,
+                 n_epochs=100, batch_size=256, learning_rate=1e-2, weight_decay=0.0, max_grad_norm=1.0,
                  validation_fraction=0.1, patience=20, tol=1e-4, device="auto", dtype="float32", n_threads=1,
                  verbose=0, callback=None, random_state=None):
         self.rank = rank
         self.n_neurons = n_neurons
+        self.sample_size = sample_size
         self.tau = tau
         self.time_scale = time_scale
         self.latent_scale = latent_scale
@@ -244,6 +282,7 @@ class DriftDiffusionMatching:
         self.sampling_dt = sampling_dt
         self.sample_jitter = sample_jitter
         self.activation = activation
+        self.weight_scale = weight_scale
         self.bias_scale = bias_scale
         self.ridge = ridge
         self.n_epochs = n_epochs
@@ -271,6 +310,33 @@ class DriftDiffusionMatching:
                 f"must hold z). Got {rank} instead."
             )
         check_int(self.n_neurons, "n_neurons", minimum=2, owner=owner)
+        if self.sample_size is not None:
+            check_int(self.sample_size, "sample_size", minimum=1, owner=owner)
+        if self.activation not in ("tanh", "relu", "identity"):
+            raise ValueError(f"The 'activation' parameter of {owner} must be 'tanh', 'relu' or 'identity'. "
+                             f"Got {self.activation!r} instead.")
+        check_positive_scalar(self.weight_scale, "weight_scale", owner=owner)
+        check_nonnegative_scalar(self.bias_scale, "bias_scale", owner=owner)
+        check_nonnegative_scalar(self.ridge, "ridge", owner=owner)
+        check_int(self.n_epochs, "n_epochs", minimum=0, owner=owner)
+        check_int(self.batch_size, "batch_size", minimum=1, owner=owner)
+        check_positive_scalar(self.learning_rate, "learning_rate", owner=owner)
+        check_nonnegative_scalar(self.weight_decay, "weight_decay", owner=owner)
+        if self.max_grad_norm is not None:
+            check_positive_scalar(self.max_grad_norm, "max_grad_norm", owner=owner)
+        if not (isinstance(self.validation_fraction, (int, float)) and 0 <= self.validation_fraction < 1):
+            raise ValueError(f"The 'validation_fraction' parameter of {owner} must be in [0, 1). "
+                             f"Got {self.validation_fraction!r} instead.")
+        if self.patience is not None:
+            check_int(self.patience, "patience", minimum=1, owner=owner)
+        check_nonnegative_scalar(self.tol, "tol", owner=owner)
+        check_int(self.verbose, "verbose", minimum=0, owner=owner)
+        if self.n_threads is not None:
+            check_int(self.n_threads, "n_threads", minimum=1, owner=owner)
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"The 'callback' parameter of {owner} must be callable or None. Got {self.callback!r}.")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"The 'dtype' parameter of {owner} must be 'float32' or 'float64'. Got {self.dtype!r}.")
         check_positive_scalar(self.tau, "tau", owner=owner)
         if not (isinstance(self.time_scale, str) and self.time_scale == "auto"):
             check_positive_scalar(self.time_scale, "time_scale", owner=owner)
@@ -352,7 +418,7 @@ class DriftDiffusionMatching:
         f_train, f_test = sde_drift(sde, z_train), sde_drift(sde, z_test)
 
         center = z_train.mean(axis=0)
-        scale = (2.0 * float(z_train.std(axis=0).max()) if self.latent_scale is None else float(self.latent_scale))
+        scale = (0.5 * float(z_train.std(axis=0).max()) if self.latent_scale is None else float(self.latent_scale))
         if not scale > 0:
             raise ValueError("The sampled states do not vary (zero spread); give latent_scale or a box.")
         kappa_train = np.zeros((len(z_train), rank))
@@ -374,40 +440,112 @@ class DriftDiffusionMatching:
         target = embedding.drift_to_latent(f_train)
         target[:, d:] = -kappa_train[:, d:]
 
-        from ..inference.velocity_matching import VelocityMatching
+        from ..inference.flows import torch_threads
 
-        fitter = VelocityMatching(
-            n_neurons=self.n_neurons, activation=self.activation, tau=self.tau, fit_inputs=False,
-            bias_scale=self.bias_scale, ridge=self.ridge, n_epochs=self.n_epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
-            validation_fraction=self.validation_fraction, patience=self.patience, tol=self.tol,
-            device=self.device, dtype=self.dtype, n_threads=self.n_threads, verbose=self.verbose,
-            callback=None if self.callback is None else (lambda _est, epoch, losses: self.callback(self, epoch, losses)),
-            random_state=rng,
-        )
-        fitter.fit(kappa_train, target)
-        trained = fitter.network_
-        m = trained.m.astype(np.float64)
-        self.network_ = LowRankRNN(m, trained.n, m @ embedding.loadings, trained.b, tau=self.tau,
-                                   activation=self.activation)
+        with torch_threads(self.n_threads):
+            trained = self._train(kappa_train, target, rank, rng)
+        m, n, b = trained
+        self.network_ = LowRankRNN(m, n, m @ embedding.loadings, b, tau=self.tau, activation=self.activation)
         self.embedding_ = embedding
         self.noise_ = embedding.input_noise(G)
         self.time_scale_, self.latent_scale_ = time_scale, scale
-        self.history_ = fitter.history_
-        self.best_epoch_, self.n_epochs_, self.device_ = fitter.best_epoch_, fitter.n_epochs_, fitter.device_
         self.samples_ = z_train
         self.box_ = box
         self.n_features_in_ = d
         self.drift_error_ = self._relative_error(z_test, f_test)
         self.train_drift_error_ = self._relative_error(z_train, f_train)
-        self.initial_drift_error_ = fitter.initial_relative_error_
+        self.initial_drift_error_ = self._relative_error(z_test, f_test, self._initial_network)
+        self.sampled_drift_error_ = self._sampled_error(z_test, f_test)
+        del self._initial_network
         self.training_time_ = time.perf_counter() - started
         self._sde = sde
         return self
 
-    def _relative_error(self, z, f):
-        error = self.latent_drift(z) - f
+    def _relative_error(self, z, f, network=None):
+        error = self.latent_drift(z, network) - f
         return math.sqrt(float((error**2).sum()) / max(float((f**2).sum()), 1e-300))
+
+    def _sampled_error(self, z, f):
+        """Expected relative drift error of a network of ``sample_size`` rows resampled i.i.d. from the fitted ones."""
+        if self.sample_size is None:
+            return math.nan
+        net = self.network_
+        kappa = self.embedding_.to_latent(z)
+        phi = _activation(self.activation, kappa @ net.m.T + net.b)
+        mean = phi @ net.n / net.n_neurons
+        spread = (phi**2 @ (net.n**2).sum(axis=1)) / net.n_neurons - (mean**2).sum(axis=1)
+        variance = self.embedding_.velocity_to_drift(np.ones((1, net.rank)))[0, 0] ** 2 * spread.sum()
+        error = self.latent_drift(z) - f
+        total = float((error**2).sum()) + float(variance) / self.sample_size
+        return math.sqrt(total / max(float((f**2).sum()), 1e-300))
+
+    def _closed_form_n(self, kappa, target, m, b):
+        """n minimising the expected squared error of a network of ``sample_size`` rows resampled from these.
+
+        With Phi[p, i] = phi(m_i kappa_p + b_i), g = target + kappa and a = n / N,
+        the expected error of an i.i.d. resample of size N_s is
+        |Phi a - g|^2 + (N / N_s) a^T diag(Phi^T Phi) a - |Phi a|^2 / N_s (summed
+        over points), minimised by
+        ((1 - 1 / N_s) Phi^T Phi + (N / N_s) diag(Phi^T Phi) + lambda) a = Phi^T g,
+        lambda the (relative) ridge.
+        """
+        N = m.shape[0]
+        Phi = _activation(self.activation, kappa @ m.T + b)
+        gram = Phi.T @ Phi
+        lhs = gram.copy()
+        if self.sample_size is not None:
+            lhs *= 1 - 1 / self.sample_size
+            lhs[np.diag_indices(N)] += (N / self.sample_size) * np.diag(gram)
+        lhs[np.diag_indices(N)] += self.ridge * max(np.trace(gram) / N, 1e-12) + 1e-12
+        return N * np.linalg.solve(lhs, Phi.T @ (target + kappa))
+
+    def _train(self, kappa, target, rank, rng):
+        """(m, n, b) fitted by the closed-form start and Adam (LINT's training loop)."""
+        from ..inference.flows import resolve_device
+        from ..inference.lint import DTYPES, split_trials, torch, torch_activation, train_loop
+
+        N = self.n_neurons
+        device = resolve_device(self.device)
+        dtype = DTYPES[self.dtype]
+        m = self.weight_scale * rng.standard_normal((N, rank))
+        b = self.bias_scale * rng.standard_normal(N)
+        n = self._closed_form_n(kappa, target, m, b)
+        self._initial_network = LowRankRNN(m, n, None, b, tau=self.tau, activation=self.activation)
+        train, val = split_trials(len(kappa), self.validation_fraction, rng, _OWNER)
+
+        def tensor(a):
+            return torch.tensor(np.asarray(a, dtype=np.float64), dtype=dtype, device=device)
+
+        params = {"m": tensor(m), "n": tensor(n), "b": tensor(b)}
+        for value in params.values():
+            value.requires_grad_(True)
+        points, goal = tensor(kappa), tensor(target)
+        phi_of = torch_activation(self.activation)
+        train_t, val_t = torch.as_tensor(train, device=device), torch.as_tensor(val, device=device)
+        inverse_size = 0.0 if self.sample_size is None else 1.0 / self.sample_size
+
+        def expected_error(index):
+            # |F_N - target|^2 plus the variance of an i.i.d. resample of sample_size rows.
+            phi = phi_of(points[index] @ params["m"].T + params["b"])
+            mean = phi @ params["n"] / N
+            error = ((mean - points[index] - goal[index]) ** 2).sum(-1).mean()
+            if not inverse_size:
+                return error
+            spread = (phi**2 @ (params["n"] ** 2).sum(1)) / N - (mean**2).sum(-1)
+            return error + inverse_size * spread.mean()
+
+        def batch_loss(positions):
+            loss = expected_error(train_t[torch.as_tensor(positions, device=device)])
+            penalty = sum((params[name] ** 2).sum() for name in ("m", "n")) / N
+            return loss + self.weight_decay * penalty, loss.detach()
+
+        def evaluate(split):
+            return expected_error(train_t if split == "train" else val_t).item()
+
+        history, best_epoch, epochs = train_loop(self, params, batch_loss, evaluate, len(train), len(val) > 0, rng,
+                                                 _OWNER)
+        self.history_, self.best_epoch_, self.n_epochs_, self.device_ = history, best_epoch, epochs, device
+        return tuple(params[name].detach().cpu().numpy().astype(np.float64) for name in ("m", "n", "b"))
 
     # ----------------------------------------------------------- results
     def _check_fitted(self):
@@ -446,11 +584,38 @@ class DriftDiffusionMatching:
 
         return Empirical.from_network(self.network_)
 
-    def sample_network(self, n_neurons, random_state=None, dtype=np.float64):
-        """A :class:`LowRankRNN` of ``n_neurons`` rows resampled from :meth:`loading_distribution`."""
-        network = self.loading_distribution().sample(n_neurons, random_state=random_state, dtype=dtype,
-                                                     tau=self.tau, activation=self.activation)
-        return network
+    def sample_network(self, n_neurons, random_state=None, dtype=np.float64, *, method="iid"):
+        """A :class:`LowRankRNN` of ``n_neurons`` rows drawn from :meth:`loading_distribution`.
+
+        Parameters
+        ----------
+        n_neurons : int
+        random_state : None, int or numpy.random.Generator
+        dtype : float32 or float64
+        method : {"iid", "stratified"}, default="iid"
+            "iid" draws rows independently (its drift deviates from the
+            fitted one by ~ spread / sqrt(n_neurons), see ``sampled_drift_error_``);
+            "stratified" takes every fitted row ``n_neurons // N`` times and
+            the remainder without replacement, so that the drift equals the
+            fitted network's exactly when N divides ``n_neurons``.
+        """
+        self._check_fitted()
+        from .._validation import check_random_state as _rng
+
+        if method == "iid":
+            return self.loading_distribution().sample(n_neurons, random_state=random_state, dtype=dtype,
+                                                      tau=self.tau, activation=self.activation)
+        if method != "stratified":
+            raise ValueError(f"method must be 'iid' or 'stratified'. Got {method!r}.")
+        n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner=f"{_OWNER}.sample_network")
+        rows = self.network_.rows()
+        N = len(rows)
+        index = np.concatenate([np.repeat(np.arange(N), n_neurons // N),
+                                _rng(random_state).choice(N, n_neurons % N, replace=False)])
+        R, D = self.network_.rank, self.network_.n_inputs
+        picked = rows[index]
+        return LowRankRNN(picked[:, :R], picked[:, R:2 * R], picked[:, 2 * R:2 * R + D], picked[:, -1], tau=self.tau,
+                          activation=self.activation, dtype=dtype)
 
     def simulate(self, duration, *, dt=None, z0=None, n_trials=1, seed=None, network=None, inputs=None,
                  backend="auto", n_threads=1):

@@ -13,7 +13,7 @@ from connector_sim.input_noise import input_noise_draws
 pytest.importorskip("torch")
 
 # Small settings: a closed-form ridge start plus a few Adam epochs (a few seconds each on one core).
-FAST = dict(n_samples=2048, n_epochs=10, device="cpu", n_threads=1, random_state=0)
+FAST = dict(n_samples=2048, n_epochs=10, learning_rate=1e-2, device="cpu", n_threads=1, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,12 @@ def double_well_fit():
 
 
 def test_double_well_drift_error_and_report(double_well_fit):
-    # Measured 0.3-0.4% with 200 neurons; 2% leaves room for other seeds and BLAS.
+    # Fitted for resamples of 1e5 rows (the default sample_size): measured
+    # 1.5% for the 200 fitted rows and an expected 6.2% for a 1e5 resample;
+    # 5% and 12% leave room for other seeds and BLAS.
     est = double_well_fit
-    assert est.drift_error_ < 0.02
+    assert est.drift_error_ < 0.05
+    assert est.drift_error_ < est.sampled_drift_error_ < 0.12
     assert isinstance(est.network_, LowRankRNN)
     assert (est.network_.rank, est.network_.n_inputs, est.network_.n_neurons) == (1, 1, 200)
     np.testing.assert_allclose(est.network_.I, est.network_.m)  # I = m Q: noise inside span(m)
@@ -67,12 +70,21 @@ def test_double_well_stationary_statistics_match_the_sde(double_well_fit):
         assert abs(a.mean() - b.mean()) < 4 * se
 
 
+def test_plain_regression_is_exact_at_the_fitted_size():
+    # sample_size=None: regression of the 200 rows alone, measured 0.04%.
+    est = DriftDiffusionMatching(n_neurons=200, sample_size=None, **FAST).fit(double_well(noise=0.5))
+    assert est.drift_error_ < 0.01
+    assert math.isnan(est.sampled_drift_error_)
+
+
 def test_sampled_big_network_keeps_the_drift(double_well_fit):
     # Rows resampled from the fitted rows: the drift's mean is the fitted
     # network's, its fluctuation the std of one row's contribution / sqrt(N).
     est = double_well_fit
-    big = est.sample_network(20_000, random_state=1)
+    stratified = est.sample_network(20_000, method="stratified")
     z = np.linspace(-1.6, 1.6, 41)[:, None]
+    np.testing.assert_allclose(est.latent_drift(z, network=stratified), est.latent_drift(z), atol=1e-10)
+    big = est.sample_network(20_000, random_state=1)
     kappa = est.embedding_.to_latent(z)
     net = est.network_
     contributions = np.tanh(kappa @ net.m.T + net.b) * net.n[:, 0]  # (points, rows)
@@ -83,7 +95,7 @@ def test_sampled_big_network_keeps_the_drift(double_well_fit):
 
 
 def test_cycling_multi_well_from_a_box():
-    # Measured 2-3% with 300 neurons; 8% allowed.
+    # Measured 2.3% with 300 neurons; 8% allowed.
     sde = multi_well(rotation=1.5, noise=0.3)
     est = DriftDiffusionMatching(n_neurons=300, sampling="box", **FAST).fit(sde)
     assert est.drift_error_ < 0.08
@@ -94,9 +106,10 @@ def test_cycling_multi_well_from_a_box():
 
 def test_lorenz_with_an_extra_latent_dimension():
     # Rank 4 > d = 3: the extra coordinate is trained to relax (-kappa).
-    # Measured 0.3% with 300 neurons and the ridge start; 3% allowed.
+    # Measured 7.0% with 300 neurons after 2 epochs (fitted for 1e5
+    # resamples; 2.6% with 500 neurons and 30 epochs); 12% allowed.
     est = DriftDiffusionMatching(rank=4, n_neurons=300, **{**FAST, "n_epochs": 2}).fit(lorenz())
-    assert est.drift_error_ < 0.03
+    assert est.drift_error_ < 0.12
     kappa = est.embedding_.to_latent(est.samples_[:5])
     kappa[:, 3] = 0.1
     from connector_sim import latent_velocity
@@ -122,5 +135,7 @@ def test_bad_input():
         DriftDiffusionMatching(sampling="box", box=([1.0], [-1.0]), **FAST).fit(double_well())
     with pytest.raises(TypeError, match="connector_sim.ddm.SDE"):
         DriftDiffusionMatching(**FAST).fit(lambda z: -z)
+    with pytest.raises(ValueError, match="'sample_size' parameter"):
+        DriftDiffusionMatching(sample_size=0, **FAST).fit(double_well())
     with pytest.raises(ValueError, match="not fitted"):
         DriftDiffusionMatching().latent_drift(np.zeros((1, 1)))
