@@ -555,21 +555,24 @@ class DriftDiffusionMatching:
     def latent_drift(self, z, network=None):
         """The drift the network realises at states z, in SDE units: f_net(z), shape z.shape.
 
-        f_net(z) = (T L / tau) Q^T F(kappa(z)), with F the exact latent velocity
-        of ``network`` (default ``network_``; a sampled bigger network works
-        too) on the embedded manifold.
+        f_net(z) = (T L / tau) Q^T F(kappa(z)), F(kappa) = -kappa + n^T phi(m kappa + b) / N
+        the exact latent velocity of ``network`` (default ``network_``; a
+        sampled bigger network works too) on the embedded manifold.
         """
         self._check_fitted()
-        from ..mean_field import latent_velocity
-
         d = self.n_features_in_
         z = np.asarray(z, dtype=np.float64)
         if z.shape[-1:] != (d,) or not np.all(np.isfinite(z)):
             raise ValueError(f"z must be finite with shape (..., {d}). Got shape {z.shape}.")
         network = self.network_ if network is None else network
-        kappa = self.embedding_.to_latent(z)
-        velocity = latent_velocity(network, kappa, np.zeros(kappa.shape[:-1] + (network.n_inputs,)))
-        return self.embedding_.velocity_to_drift(velocity)
+        kappa = self.embedding_.to_latent(z).reshape(-1, network.rank)
+        m, n, b = (np.asarray(a, dtype=np.float64) for a in (network.m, network.n, network.b))
+        velocity = np.empty_like(kappa)
+        chunk = max(1, (1 << 22) // network.n_neurons)  # bounded (points x neurons) temporaries
+        for start in range(0, len(kappa), chunk):
+            k = kappa[start: start + chunk]
+            velocity[start: start + chunk] = -k + _activation(network.activation, k @ m.T + b) @ n / network.n_neurons
+        return self.embedding_.velocity_to_drift(velocity).reshape(z.shape)
 
     def loading_distribution(self):
         """The empirical distribution of the fitted rows (m, n, I, b): :class:`connector_sim.Empirical`.
