@@ -59,7 +59,7 @@ REPORT_SYSTEMS = ("double_well", "cycling", "lorenz")
 #: Sizes of the full report and of the quick one (tests, --quick).
 SIZES = {
     "full": dict(n_neurons=500, n_epochs=50, n_samples=8192, big_neurons=100_000, n_trials=16, duration_factor=1.0,
-                 memory_trials=100, rotations=(0.0, 0.5, 1.0, 1.5, 2.0), lyapunov_time=100.0),
+                 memory_trials=100, rotations=(0.0, 0.6, 1.2, 2.0), lyapunov_time=100.0),
     "quick": dict(n_neurons=200, n_epochs=3, n_samples=2048, big_neurons=10_000, n_trials=8, duration_factor=0.2,
                   memory_trials=20, rotations=(0.5, 1.5), lyapunov_time=20.0),
 }
