@@ -5,7 +5,11 @@ dz = f(z) dt + G(z) dW (:class:`SDE`), simulates them (:func:`euler_maruyama`,
 the reference that network realisations are compared with), provides a
 library of benchmark systems with what is known about them exactly
 (:func:`benchmark_systems`), and decomposes dynamics into reversible and
-irreversible parts. Importing it does not import torch.
+irreversible parts. :class:`DriftDiffusionMatching` trains a low-rank RNN
+whose latent dynamics follow an SDE (torch, imported when fitting);
+:mod:`.memories` measures switching (associative) and cycling (episodic)
+memories of multi-well networks; :mod:`.pipeline` is the report
+(``connector-sim ddm``). Importing it does not import torch.
 """
 
 from .compare import DynamicsComparison, compare_dynamics
