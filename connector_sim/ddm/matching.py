@@ -255,6 +255,10 @@ class DriftDiffusionMatching:
         Held-out error of ``network_`` after the closed-form start, before Adam.
     samples_ : ndarray of shape (n_samples, d)
         The training states (SDE units).
+    box_ : (low, high) or None
+        The sampling box (``sampling="box"``).
+    best_epoch_, n_epochs_ : int
+        The epoch whose parameters were kept, and the epochs run.
     training_time_ : float
         Seconds spent in sampling and fitting.
     device_ : torch.device
