@@ -8,8 +8,9 @@ The Connector workflow (SPEC section 3), one file per step::
     connector-sim perturb connector_model --silence all --out perturb   # perturb.csv, perturb.json
 
 and ``demo`` (the embedded quadstable report), ``ddm SYSTEM`` (drift-diffusion
-matching of a benchmark SDE: train, simulate at N = 1e5, compare; ``ddm all``
-writes the whole section) and ``backends`` (the built simulation backends). Bad input (a missing file, a wrong key or shape)
+matching of a benchmark SDE: train, simulate at N = 1e5, compare; ``ddm
+all`` writes the whole section) and ``backends`` (the built simulation
+backends). Bad input (a missing file, a wrong key or shape)
 ends the command with a one-line message on stderr and exit status 2.
 """
 

@@ -291,7 +291,8 @@ def _system_figure(path, name, sde, estimator, trajectories, reference, burn_in,
     axes[2].semilogy(history["epoch"], history["train_loss"], label="train")
     if history["val_loss"][0] is not None:
         axes[2].semilogy(history["epoch"], history["val_loss"], label="validation")
-    axes[2].set(xlabel="epoch", ylabel="latent velocity MSE", title=f"training (drift error {estimator.drift_error_:.3g})")
+    axes[2].set(xlabel="epoch", ylabel="expected latent velocity MSE",
+                title=f"training (drift error {estimator.drift_error_:.3g})")
     axes[2].legend()
     n_show = min(reference.shape[1], 2000)
     time_axis = dt_sde * np.arange(n_show)
