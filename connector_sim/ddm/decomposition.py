@@ -4,8 +4,9 @@ Connectivity. ``J = M N^T / N`` splits into a symmetric part
 ``J_s = (M N^T + N M^T) / (2N)`` and an antisymmetric part
 ``J_a = (M N^T - N M^T) / (2N)``. :func:`connectivity_decomposition` returns
 their norms and spectra through the low-rank structure (never forming J), and
-the same split of the R x R overlap ``N^T M / N`` that drives the latent
-dynamics.
+the same split of J restricted to the latent subspace span(M) (R x R, in
+orthonormal coordinates), which is similar to the overlap ``N^T M / N`` that
+drives the latent dynamics.
 
 Dynamics. For dz = f dt + G dW with D = G G^T / 2 and stationary density p_s,
 the probability current is ``j = f p - div(D p)`` and the drift splits into
@@ -42,6 +43,7 @@ __all__ = [
     "Irreversibility",
     "irreversibility_from_trajectories",
     "entropy_production_from_paths",
+    "cycling_rate",
 ]
 
 
@@ -63,12 +65,19 @@ class ConnectivityDecomposition:
     eigenvalues_antisymmetric : ndarray (2R,), complex (purely imaginary)
         Non-zero spectrum of J_a.
     overlap : ndarray (R, R)
-        N^T M / N: the latent linearisation of a linear network is
-        d kappa / dt = -kappa + overlap kappa.
-    overlap_symmetric, overlap_antisymmetric : ndarray (R, R)
-    overlap_norm_symmetric, overlap_norm_antisymmetric : float
-    overlap_eigenvalues_symmetric : ndarray (R,), real
-    overlap_eigenvalues_antisymmetric : ndarray (R,), complex
+        N^T M / N: the latent linearisation of a linear network in the
+        coordinates kappa of x = M kappa is d kappa / dt = -kappa + overlap kappa.
+        Its symmetric part depends on the (non-orthonormal) basis M, so the
+        split below uses orthonormal latent coordinates instead.
+    latent : ndarray (R, R)
+        K = Q^T J Q with M = Q T_M (thin QR): J restricted to span(M) in
+        orthonormal coordinates y = T_M kappa (similar to ``overlap``:
+        K = T_M overlap T_M^{-1}). K_s = Q^T J_s Q and K_a = Q^T J_a Q, so a
+        symmetric J gives a symmetric K.
+    latent_symmetric, latent_antisymmetric : ndarray (R, R)
+    latent_norm_symmetric, latent_norm_antisymmetric : float
+    latent_eigenvalues_symmetric : ndarray (R,), real
+    latent_eigenvalues_antisymmetric : ndarray (R,), complex (purely imaginary)
     """
 
     norm: float
@@ -79,12 +88,13 @@ class ConnectivityDecomposition:
     eigenvalues_symmetric: np.ndarray
     eigenvalues_antisymmetric: np.ndarray
     overlap: np.ndarray
-    overlap_symmetric: np.ndarray
-    overlap_antisymmetric: np.ndarray
-    overlap_norm_symmetric: float
-    overlap_norm_antisymmetric: float
-    overlap_eigenvalues_symmetric: np.ndarray
-    overlap_eigenvalues_antisymmetric: np.ndarray
+    latent: np.ndarray
+    latent_symmetric: np.ndarray
+    latent_antisymmetric: np.ndarray
+    latent_norm_symmetric: float
+    latent_norm_antisymmetric: float
+    latent_eigenvalues_symmetric: np.ndarray
+    latent_eigenvalues_antisymmetric: np.ndarray
 
 
 def connectivity_decomposition(network):
@@ -132,8 +142,10 @@ def connectivity_decomposition(network):
     norm_a = float(np.linalg.norm(Ka))
     norm = float(np.sqrt(norm_s**2 + norm_a**2))
     overlap = n.T @ m / N
-    Os = (overlap + overlap.T) / 2
-    Oa = (overlap - overlap.T) / 2
+    Qm, Tm = np.linalg.qr(m, mode="reduced")
+    K = Tm @ (n.T @ Qm) / N                       # Q^T J Q = T_M N^T Q / N
+    Os = (K + K.T) / 2
+    Oa = (K - K.T) / 2
     eig_a = np.linalg.eigvals(Ka)
     eig_a = 1j * np.sort(eig_a.imag)
     eig_oa = np.linalg.eigvals(Oa)
@@ -144,9 +156,9 @@ def connectivity_decomposition(network):
         eigenvalues=np.linalg.eigvals(overlap),
         eigenvalues_symmetric=np.linalg.eigvalsh(Ks),
         eigenvalues_antisymmetric=eig_a,
-        overlap=overlap, overlap_symmetric=Os, overlap_antisymmetric=Oa,
-        overlap_norm_symmetric=float(np.linalg.norm(Os)), overlap_norm_antisymmetric=float(np.linalg.norm(Oa)),
-        overlap_eigenvalues_symmetric=np.linalg.eigvalsh(Os), overlap_eigenvalues_antisymmetric=eig_oa,
+        overlap=overlap, latent=K, latent_symmetric=Os, latent_antisymmetric=Oa,
+        latent_norm_symmetric=float(np.linalg.norm(Os)), latent_norm_antisymmetric=float(np.linalg.norm(Oa)),
+        latent_eigenvalues_symmetric=np.linalg.eigvalsh(Os), latent_eigenvalues_antisymmetric=eig_oa,
     )
 
 
@@ -425,10 +437,14 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     the only option for d > 2) p_s is their histogram on the grid and
     f_irr(cell) the average Stratonovich velocity (z_{t+1} - z_{t-1}) / (2 dt)
     of the visits to the cell: E[dz/dt | z] = j_s / p_s. This estimate has a
-    noise floor: each velocity sample has variance ~ 2 D / (2 dt) per component,
-    which biases the entropy production upwards by about
-    (number of visited cells) * d / (2 dt * visits) ... see ``extra["ep_bias"]``
-    (the first-order bias, subtracted in ``entropy_production``).
+    noise floor: one velocity sample has covariance ~ D / dt, and successive
+    samples share an increment (correlation 1/2), so the mean over a cell's
+    c visits has covariance ~ 2 D / (dt c) and the entropy production is
+    biased upwards by about 2 K d / (dt n) for K visited cells and n samples.
+    ``entropy_production`` has this first-order bias subtracted
+    (``extra["entropy_production_raw"]`` and ``extra["ep_bias"]`` keep both).
+    Cells are averages over their width and the mass outside the grid is
+    left out, both of which lower the estimate.
 
     Parameters
     ----------
@@ -490,12 +506,46 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     j = f_irr * p[..., None]
     quad = np.einsum("...i,...ij,...j->...", f_irr, Dinv, f_irr)
     ep_raw = float(np.sum(quad[valid] * p[valid]) * vol)
-    # E[v] for one visit has variance ~ D / dt per component (Stratonovich difference over 2 dt):
-    # each visited cell adds ~ d / (2 dt * count) * (count / n) = d / (2 dt n) ... times the
-    # correlation of successive overlapping differences (they share one increment): factor ~1.
-    bias = float(valid.sum() * dim / (2 * dt * max(n_in, 1)))
+    # one velocity sample has covariance ~ D / dt; overlapping successive samples (correlation 1/2)
+    # double the variance of a cell's mean: E[f_irr^T D^-1 f_irr] gains 2 d / (dt c) per cell, weighted
+    # by p vol = c / n: 2 d / (dt n) per visited cell.
+    bias = float(2 * valid.sum() * dim / (dt * max(n_in, 1)))
     return HelmholtzHodge(axes, p, f, f - f_irr, f_irr, j, valid, ep_raw - bias, vol, "trajectories",
                           extra={"entropy_production_raw": ep_raw, "ep_bias": bias})
+
+
+def cycling_rate(decomposition, center=(0.0, 0.0)):
+    """Net rate of cycling around ``center`` of a 2-D stationary state: the probability current through a ray.
+
+    The stationary current j_s is divergence-free, so its flux through any
+    curve from ``center`` to the edge of the domain is the same; it equals
+    the mean net number of turns per unit time around ``center`` (positive:
+    counterclockwise), and 1 / rate is the mean cycling period. Computed
+    through the ray y = center_y, x > center_x, from the current at the two
+    rows of cell centres on either side of it (linear interpolation).
+
+    Parameters
+    ----------
+    decomposition : HelmholtzHodge
+        A 2-D decomposition (from the Fokker-Planck solution).
+    center : (float, float), default=(0, 0)
+
+    Returns
+    -------
+    rate : float
+        Turns per unit time.
+    """
+    if not isinstance(decomposition, HelmholtzHodge) or len(decomposition.grid) != 2:
+        raise TypeError("cycling_rate needs a 2-D HelmholtzHodge (from helmholtz_hodge on a 2-D grid).")
+    x, y = decomposition.grid
+    cx, cy = center
+    if not (y[0] < cy < y[-1]):
+        raise ValueError(f"cycling_rate: the center's y = {cy} lies outside the grid.")
+    j1 = int(np.searchsorted(y, cy)) - 1
+    w = (cy - y[j1]) / (y[j1 + 1] - y[j1])
+    jy = (1 - w) * decomposition.current[:, j1, 1] + w * decomposition.current[:, j1 + 1, 1]
+    right = x > cx
+    return float(np.sum(jy[right]) * (x[1] - x[0]))
 
 
 def entropy_production(sde_or_decomposition, grid=None, **kwargs):

@@ -52,7 +52,8 @@ def _diffusion_kind(diffusion, dim):
     if callable(diffusion):
         return "callable", diffusion
     if isinstance(diffusion, bool):
-        raise TypeError(f"The 'diffusion' parameter of SDE must be a number, an array or a callable. Got {diffusion!r} instead.")
+        raise TypeError("The 'diffusion' parameter of SDE must be a number, an array or a callable. "
+                        f"Got {diffusion!r} instead.")
     if isinstance(diffusion, numbers.Real):
         if not np.isfinite(diffusion) or diffusion < 0:
             raise ValueError(f"The 'diffusion' parameter of SDE must be a finite number >= 0 when a scalar "
@@ -178,7 +179,8 @@ class SDE:
         if not np.all(np.isfinite(out)):
             bad = np.argwhere(~np.isfinite(out))[0]
             raise ValueError(f"The drift of SDE {self.name!r} returned a non-finite value at index {tuple(bad)} "
-                             f"(state {z[tuple(bad[:-1])].tolist()}). Check the drift, or the state it is evaluated at.")
+                             f"(state {z[tuple(bad[:-1])].tolist()}). Check the drift, or the state it is "
+                             "evaluated at.")
         return out
 
     # -- diffusion -----------------------------------------------------------
@@ -236,8 +238,8 @@ def _initial_states(sde, z0, n_trials, owner):
             raise ValueError(f"The 'z0' parameter of {owner} must have shape ({sde.dim},) or (n_trials, {sde.dim}). "
                              f"Got shape {z0.shape} instead.")
         if n_trials is not None and check_int(n_trials, "n_trials", minimum=1, owner=owner) != z0.shape[0]:
-            raise ValueError(f"The 'n_trials' parameter of {owner} ({n_trials}) disagrees with z0's {z0.shape[0]} rows. "
-                             "Give one initial state per trial, or a single state and n_trials.")
+            raise ValueError(f"The 'n_trials' parameter of {owner} ({n_trials}) disagrees with z0's "
+                             f"{z0.shape[0]} rows. Give one initial state per trial, or a single state and n_trials.")
     else:
         raise ValueError(f"The 'z0' parameter of {owner} must have shape ({sde.dim},) or (n_trials, {sde.dim}). "
                          f"Got shape {z0.shape} instead.")

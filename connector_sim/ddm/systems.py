@@ -134,7 +134,8 @@ def _mfpt_1d(U, D, a, b, lower, n=20001):
     x = np.linspace(lower, b, n)
     u = U(x)
     shift = u.min()
-    inner = np.concatenate([[0.0], np.cumsum((np.exp(-(u[1:] - shift) / D) + np.exp(-(u[:-1] - shift) / D)) / 2 * np.diff(x))])
+    w = np.exp(-(u - shift) / D)
+    inner = np.concatenate([[0.0], np.cumsum((w[1:] + w[:-1]) / 2 * np.diff(x))])
     mask = x >= a
     xs = x[mask]
     ys = np.exp((u[mask] - shift) / D) * inner[mask] / D
@@ -165,7 +166,8 @@ def double_well(noise=0.5):
         x = np.asarray(x, dtype=float)
         return x**4 / 4 - x**2 / 2
 
-    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "potential": potential, "barrier_height": 0.25}
+    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "well_centers": np.array([[-1.0], [1.0]]),
+             "potential": potential, "barrier_height": 0.25}
     if s > 0:
         D = s * s / 2
         xs = np.linspace(-4, 4, 40001)

@@ -187,3 +187,13 @@ def test_builtin_drifts_accept_torch_tensors():
 def test_stack_last_with_numpy():
     z = np.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(stack_last([z[..., 1], z[..., 0]], z), z[:, ::-1])
+
+
+def test_importing_ddm_imports_neither_torch_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, connector_sim.ddm; "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

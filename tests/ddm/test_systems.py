@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 from connector_sim.ddm import (
     benchmark_systems,
