@@ -14,7 +14,11 @@
    intervals from independent trials) and writes ``ddm_<system>.md`` (the
    tables), ``ddm_<system>.json`` (every number, timings) and
    ``ddm_<system>.png`` (drift, stationary marginal, training curve,
-   trajectories).
+   trajectories);
+5. splits the fitted connectivity into symmetric and antisymmetric parts
+   and, for d <= 2, the drifts of SDE and network into reversible and
+   irreversible parts (stationary Fokker-Planck on a grid: entropy
+   production, cycling rate; ``ddm_<system>_decomposition.png``).
 
 :func:`run_ddm_report` (``connector-sim ddm all``) runs it for the double
 well, the cycling multi-well and Lorenz, then the memories
@@ -203,6 +207,10 @@ def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None
         report[f"comparison_{label}"] = table.rows
         report[f"agree_{label}"] = f"{sum(bool(row['agree']) for row in table.rows)} / {len(table.rows)}"
 
+    started = time.perf_counter()
+    report["decomposition"] = _decomposition(out, name, sde, estimator, quick)
+    report["seconds"]["decomposition"] = time.perf_counter() - started
+
     from .sde import euler_maruyama
 
     reference = euler_maruyama(sde, z0, trajectories["trained"].shape[1] - 1, dt_sde, seed=seed + 3)
@@ -213,6 +221,39 @@ def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None
     write_text_atomic(os.path.join(out, f"ddm_{name}.md"), _system_markdown(report, tables, networks))
     log(f"[ddm {name}] wrote {out}/ddm_{name}.md, .json, .png")
     return report
+
+
+def _decomposition(out, name, sde, estimator, quick):
+    """Connectivity split of the fitted network; for d <= 2 the Helmholtz-Hodge split of SDE and network drifts.
+
+    The network's latent dynamics are the SDE dz = f_net dt + G dW (its
+    diffusion is realised exactly), so the same Fokker-Planck solve applies
+    to both; ``ddm_<name>_decomposition.png`` shows the network's.
+    """
+    from .decomposition import connectivity_decomposition, cycling_rate, helmholtz_hodge, make_grid
+    from .sde import SDE
+
+    split = connectivity_decomposition(estimator.network_)
+    result = {"asymmetry": split.asymmetry, "norm_symmetric": split.norm_symmetric,
+              "norm_antisymmetric": split.norm_antisymmetric,
+              "latent_eigenvalues_antisymmetric": np.abs(split.latent_eigenvalues_antisymmetric)}
+    if sde.dim > 2:
+        return result
+    low, high = np.percentile(estimator.samples_, [0.1, 99.9], axis=0)
+    margin = 0.25 * (high - low)
+    grid = make_grid(np.stack([low - margin, high + margin], axis=1), 200 if sde.dim == 1 else (40 if quick else 80))
+    network_sde = SDE(estimator.latent_drift, sde.constant_diffusion, sde.dim, name=f"network ({name})")
+    for label, system in (("sde", sde), ("network", network_sde)):
+        hh = helmholtz_hodge(system, grid)
+        result[f"entropy_production_{label}"] = hh.entropy_production
+        if sde.dim == 2:
+            result[f"cycling_rate_{label}"] = cycling_rate(hh, center=tuple(estimator.embedding_.center))
+    if sde.dim == 2:
+        from .plotting import plot_helmholtz_hodge
+
+        figure = plot_helmholtz_hodge(hh, suptitle=f"{name}: the trained network's latent drift")
+        save_figure_atomic(figure, os.path.join(out, f"ddm_{name}_decomposition.png"))
+    return result
 
 
 def _compare(*args, **kwargs):
@@ -249,7 +290,17 @@ def _system_markdown(report, tables, networks):
             "",
             tables[label].to_markdown(),
         ]
-    lines += ["Seconds: " + ", ".join(f"{key} {value:.1f}" for key, value in report["seconds"].items()), ""]
+    split = report["decomposition"]
+    lines += ["## Decomposition", "",
+              f"Connectivity of the trained network: ||J_s||_F = {split['norm_symmetric']:.4g}, ||J_a||_F = "
+              f"{split['norm_antisymmetric']:.4g} (asymmetry {split['asymmetry']:.3f})."]
+    if "entropy_production_sde" in split:
+        lines.append(f"Entropy production rate (stationary Fokker-Planck on a grid): SDE "
+                     f"{split['entropy_production_sde']:.4g}, network {split['entropy_production_network']:.4g}.")
+    if "cycling_rate_sde" in split:
+        lines.append(f"Cycling rate (turns per SDE time unit): SDE {split['cycling_rate_sde']:.4g}, network "
+                     f"{split['cycling_rate_network']:.4g}.")
+    lines += ["", "Seconds: " + ", ".join(f"{key} {value:.1f}" for key, value in report["seconds"].items()), ""]
     return "\n".join(lines)
 
 

@@ -30,6 +30,10 @@ def test_cli_trains_simulates_and_compares_one_system(tmp_path, capsys):
     rows = report["comparison_sampled"]
     assert {"mean", "standard deviation", "occupancy", "period"} <= {row["statistic"] for row in rows}
     assert "| statistic |" in (out / "ddm_cycling.md").read_text()
+    # Both the SDE and the network cycle counterclockwise (omega = 1.5 > 0).
+    split = report["decomposition"]
+    assert split["cycling_rate_sde"] > 0 and split["cycling_rate_network"] > 0
+    assert 0 <= split["asymmetry"] <= 1 and (out / "ddm_cycling_decomposition.png").exists()
 
 
 def test_run_system_without_a_large_network(tmp_path):
