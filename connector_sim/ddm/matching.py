@@ -48,8 +48,12 @@ dkappa_eff / dt, i.e. the force (T / tau) L u to dz / ds.
 
 Diffusion. Only constant diffusion matrices G are realised (exactly): the
 input noise adds the same covariance G G^T everywhere. A state-dependent
-G(z) is refused with an error; all of :func:`connector_sim.ddm.benchmark_systems`
-have constant diffusion.
+G(z) is refused with an error: in tau dx = (-x + m n^T phi(x) / N + I u + b) dt
+every noise source (private or through I) enters additively, so the latent
+noise covariance cannot depend on the state; G(z) would need noise whose
+gain depends on the state (multiplicative noise), which the model does not
+have. Every system of :func:`connector_sim.ddm.benchmark_systems` (OU,
+double well, multi-well, Van der Pol, Lorenz, Rossler) has a constant G.
 """
 
 import math
@@ -138,8 +142,9 @@ def check_sde(sde, owner=_OWNER):
     if G is None:
         raise ValueError(
             f"{owner} realises constant diffusion matrices only (white noise through input loadings inside "
-            f"span(m) adds the same covariance at every state). This SDE ({getattr(sde, 'name', 'unnamed')}) has a "
-            "state-dependent diffusion G(z). Use a constant G (e.g. its value at a typical state)."
+            f"span(m) adds the same covariance at every state; the network has no state-dependent noise gain). This "
+            f"SDE ({getattr(sde, 'name', 'unnamed')}) has a state-dependent diffusion G(z). Use a constant G "
+            "(e.g. its value at a typical state)."
         )
     G = np.asarray(G, dtype=np.float64)
     if G.shape != (d, d) or not np.all(np.isfinite(G)):
