@@ -480,7 +480,9 @@ def _ddm(arguments):
     if arguments.system not in choices:
         raise CommandError(f"SYSTEM must be one of {choices}. Got {arguments.system!r}.")
     check_run_options(arguments.n_neurons, arguments.epochs, arguments.big_neurons, arguments.trials,
-                      arguments.duration)
+                      arguments.duration, names={"n_neurons": "--n-neurons", "n_epochs": "--epochs",
+                                                 "big_neurons": "--big-neurons", "n_trials": "--trials",
+                                                 "duration": "--duration"})
     if arguments.threads < 1:
         raise CommandError(f"--threads must be >= 1. Got {arguments.threads}.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", arguments.device):

@@ -90,16 +90,21 @@ def _log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def check_run_options(n_neurons, n_epochs, big_neurons, n_trials, duration):
-    """Validate the sizes of :func:`run_system` before any work (ValueError naming the option)."""
+def check_run_options(n_neurons, n_epochs, big_neurons, n_trials, duration, names=None):
+    """Validate the sizes of :func:`run_system` before any work (ValueError naming the option).
+
+    ``names`` maps the parameter names to the names shown (e.g. command-line options).
+    """
+    names = names or {}
     for value, name, minimum in ((n_neurons, "n_neurons", 2), (n_epochs, "n_epochs", 0),
                                  (big_neurons, "big_neurons", 0), (n_trials, "n_trials", 2)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                   or value < minimum):
-            raise ValueError(f"{name} must be an int >= {minimum}. Got {value!r}.")
+            raise ValueError(f"{names.get(name, name)} must be an int >= {minimum}. Got {value!r}.")
     if duration is not None and not (isinstance(duration, (int, float)) and math.isfinite(duration)
                                      and duration > 0):
-        raise ValueError(f"duration must be a positive number of SDE time units. Got {duration!r}.")
+        raise ValueError(f"{names.get('duration', 'duration')} must be a positive number of SDE time units. "
+                         f"Got {duration!r}.")
 
 
 def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None, big_neurons=None, n_trials=None,

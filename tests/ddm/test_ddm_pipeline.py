@@ -50,8 +50,8 @@ def test_run_system_without_a_large_network(tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (["ddm", "pendulum"], "SYSTEM must be one of"),
-    (["ddm", "lorenz", "--n-neurons", "1"], "n_neurons must be an int >= 2"),
-    (["ddm", "lorenz", "--duration", "-1"], "duration must be a positive"),
+    (["ddm", "lorenz", "--n-neurons", "1"], "--n-neurons must be an int >= 2"),
+    (["ddm", "lorenz", "--duration", "-1"], "--duration must be a positive"),
     (["ddm", "all", "--epochs", "3"], "runs the report's own sizes"),
     (["ddm", "lorenz", "--device", "gpu"], "--device must be"),
 ])
