@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.connector_sim-installed
 SOURCES := setup.py pyproject.toml $(wildcard cpp/include/connector_sim/*.hpp src/pybind/*.cpp src/cython/*.pyx)
 
-.PHONY: demo test bench docs install clean
+.PHONY: demo ddm test bench docs install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): $(SOURCES)
 
 demo: $(STAMP)
 	$(BIN)/connector-sim demo --out report
+
+# The drift-diffusion matching section (double well, cycling multi-well, Lorenz at N = 1e5; memories).
+ddm: $(STAMP)
+	$(BIN)/connector-sim ddm all --out report
 
 test: $(STAMP)
 	$(BIN)/pytest

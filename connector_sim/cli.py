@@ -7,8 +7,10 @@ The Connector workflow (SPEC section 3), one file per step::
     connector-sim infer lint.npz --out connector_model          # a Connector folder
     connector-sim perturb connector_model --silence all --out perturb   # perturb.csv, perturb.json
 
-and ``demo`` (the embedded quadstable report) and ``backends`` (the built
-simulation backends). Bad input (a missing file, a wrong key or shape)
+and ``demo`` (the embedded quadstable report), ``ddm SYSTEM`` (drift-diffusion
+matching of a benchmark SDE: train, simulate at N = 1e5, compare; ``ddm
+all`` writes the whole section) and ``backends`` (the built simulation
+backends). Bad input (a missing file, a wrong key or shape)
 ends the command with a one-line message on stderr and exit status 2.
 """
 
@@ -563,6 +565,59 @@ def _demo(arguments):
     return 0
 
 
+def _ddm(arguments):
+    import re
+
+    from .ddm.pipeline import SYSTEMS, check_run_options, run_ddm_report, run_memories, run_system
+
+    choices = list(SYSTEMS) + ["all", "memories"]
+    if arguments.system not in choices:
+        raise CommandError(f"SYSTEM must be one of {choices}. Got {arguments.system!r}.")
+    check_run_options(arguments.n_neurons, arguments.epochs, arguments.big_neurons, arguments.trials,
+                      arguments.duration, names={"n_neurons": "--n-neurons", "n_epochs": "--epochs",
+                                                 "big_neurons": "--big-neurons", "n_trials": "--trials",
+                                                 "duration": "--duration"})
+    if arguments.threads < 1:
+        raise CommandError(f"--threads must be >= 1. Got {arguments.threads}.")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", arguments.device):
+        raise CommandError(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'. Got {arguments.device!r}.")
+    if arguments.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {arguments.device} asks for CUDA, which is not available here. "
+                               "Use --device auto or cpu.")
+    if arguments.system != "all" and arguments.system != "memories":
+        sized = dict(n_neurons=arguments.n_neurons, n_epochs=arguments.epochs, big_neurons=arguments.big_neurons,
+                     n_trials=arguments.trials, duration=arguments.duration)
+    elif any(value is not None for value in (arguments.n_neurons, arguments.epochs, arguments.big_neurons,
+                                             arguments.trials, arguments.duration)):
+        raise CommandError(f"'ddm {arguments.system}' runs the report's own sizes (use --quick for the small ones); "
+                           "--n-neurons, --epochs, --big-neurons, --trials and --duration apply to one SYSTEM.")
+    common = dict(quick=arguments.quick, seed=arguments.seed, device=arguments.device, backend=arguments.backend,
+                  n_threads=arguments.threads)
+    if arguments.system == "all":
+        summary = run_ddm_report(arguments.out, **common)
+        for name, entry in summary["systems"].items():
+            print(f"{name}: held-out drift error {entry['drift_error']:.4f}; rows agreeing with the SDE: trained "
+                  f"{entry['agree_trained']}, sampled {entry['agree_sampled']}")
+        print(f"report: {os.path.join(arguments.out, 'ddm_report.md')} ({summary['total_seconds']:.0f} s)")
+    elif arguments.system == "memories":
+        run_memories(arguments.out, **common)
+        print(f"wrote {os.path.join(arguments.out, 'ddm_memories.json')} and ddm_memories.png")
+    else:
+        report = run_system(arguments.system, arguments.out, **sized, **common)
+        print(f"{arguments.system}: held-out drift error {report['drift_error']:.4f} (N = {report['n_neurons']}), "
+              f"time scale {report['time_scale']:.4g} tau per SDE time unit")
+        for label in ("trained", "sampled"):
+            if f"agree_{label}" in report:
+                sim = report[f"simulation_{label}"]
+                print(f"  {label} network N = {sim['n_neurons']:,}: {sim['kernel_seconds']:.1f} s simulated; rows "
+                      f"agreeing with the SDE: {report[f'agree_{label}']}")
+        print(f"wrote {os.path.join(arguments.out, f'ddm_{arguments.system}.md')} (+ .json, .png)")
+    return 0
+
+
 def _backends(arguments):
     from ._backends import available_backends, missing_extensions
 
@@ -669,6 +724,24 @@ def _parser():
     demo.add_argument("--skip-simulation", action="store_true",
                       help="only the Connector pipeline, not the large-N simulation report")
     demo.set_defaults(run=_demo)
+    ddm = commands.add_parser("ddm", help="drift-diffusion matching: train a network on a benchmark SDE, simulate "
+                                          "it at N = 1e5, compare with the SDE (tables and figures)")
+    ddm.add_argument("system", help="double_well, multi_well, cycling, lorenz, van_der_pol, rossler, "
+                                    "ornstein_uhlenbeck; 'all' (the report: double_well, cycling, lorenz and the "
+                                    "memories) or 'memories'")
+    ddm.add_argument("--out", default="report", help="report folder (default: report)")
+    ddm.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
+    ddm.add_argument("--n-neurons", type=int, default=None, help="fitted network size (default 500)")
+    ddm.add_argument("--epochs", type=int, default=None, help="Adam epochs (default 50)")
+    ddm.add_argument("--big-neurons", type=int, default=None,
+                     help="size of the network sampled from the fitted rows (default 100000; 0: none)")
+    ddm.add_argument("--trials", type=int, default=None, help="independent trials (default 16)")
+    ddm.add_argument("--duration", type=float, default=None, help="SDE time per trial (default: per system)")
+    ddm.add_argument("--seed", type=int, default=0)
+    ddm.add_argument("--device", default="auto", help="training device: auto (CUDA when available), cpu, cuda")
+    ddm.add_argument("--backend", default="auto", choices=BACKENDS)
+    ddm.add_argument("--threads", type=int, default=1)
+    ddm.set_defaults(run=_ddm)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
     backends.set_defaults(run=_backends)
     return parser

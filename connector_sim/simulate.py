@@ -23,6 +23,7 @@ from ._validation import (
     check_seed,
 )
 from .activations import apply_activation
+from .input_noise import check_input_noise, noisy_inputs
 from .network import LowRankRNN
 from .sparse import SparseLowRankRNN
 
@@ -257,7 +258,7 @@ def _optional_state(value, name, size):
 
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
              n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
-             path="auto", backend="auto", n_threads=1, max_record_bytes=None):
+             path="auto", backend="auto", n_threads=1, max_record_bytes=None, input_noise=None):
     """Simulate a :class:`LowRankRNN` or :class:`SparseLowRankRNN` by forward Euler.
 
     ::
@@ -315,6 +316,12 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
         Threads of the compiled kernels. Results do not depend on it.
     max_record_bytes : int, optional
         Largest recording allowed; default half the available memory.
+    input_noise : float, array-like of shape (D,) or (D, D), optional
+        White noise through the input loadings: each step adds
+        sqrt(alpha) I S eta_t, eta_t ~ N(0, I_D) keyed by (seed, trial, step,
+        input channel) on a stream apart from the private noise (scalar:
+        S = sigma I_D; vector: diagonal S). Exact on the latent path (the
+        recorded ``v`` carries it); see :mod:`connector_sim.input_noise`.
 
     Returns
     -------
@@ -355,6 +362,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     seed = check_seed(seed, "simulate")
 
     inputs, T = _inputs_and_steps(inputs, n_steps, D, "simulate")
+    input_noise = check_input_noise(input_noise, D)
     if x0 is not None and kappa0 is not None:
         raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + I v0 + b), not both.")
     x0 = _optional_state(x0, "x0", N)
@@ -372,6 +380,8 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     clamp = _check_clamp(clamp, N, T, dtype)
     units = _record_indices(record_units, N)
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
+    if input_noise is not None:
+        inputs, inputs_batched = noisy_inputs(inputs, input_noise, seed, B, T, alpha), True
     if path == "auto":
         path = "full" if (noise_std > 0 or sparse) else "latent"
 

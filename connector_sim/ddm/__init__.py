@@ -5,7 +5,11 @@ dz = f(z) dt + G(z) dW (:class:`SDE`), simulates them (:func:`euler_maruyama`,
 the reference that network realisations are compared with), provides a
 library of benchmark systems with what is known about them exactly
 (:func:`benchmark_systems`), and decomposes dynamics into reversible and
-irreversible parts. Importing it does not import torch.
+irreversible parts. :class:`DriftDiffusionMatching` trains a low-rank RNN
+whose latent dynamics follow an SDE (torch, imported when fitting);
+:mod:`.memories` measures switching (associative) and cycling (episodic)
+memories of multi-well networks; :mod:`.pipeline` is the report
+(``connector-sim ddm``). Importing it does not import torch.
 """
 
 from .compare import DynamicsComparison, compare_dynamics
@@ -22,6 +26,8 @@ from .decomposition import (
     make_grid,
     stationary_density,
 )
+from .matching import DriftDiffusionMatching, LatentEmbedding
+from .memories import associative_memory, dwell_times, episodic_memory, sequence_statistics, well_labels
 from .plotting import plot_helmholtz_hodge, plot_probability_current, plot_stationary_density, plot_trajectories
 from .sde import (
     SDE,
@@ -42,12 +48,18 @@ __all__ = [
     "SDE",
     "array_namespace",
     "compare_dynamics",
+    "DriftDiffusionMatching",
+    "LatentEmbedding",
+    "associative_memory",
     "benchmark_systems",
+    "compare_dynamics",
     "connectivity_decomposition",
     "cycling_rate",
     "double_well",
+    "dwell_times",
     "entropy_production",
     "entropy_production_from_paths",
+    "episodic_memory",
     "euler_maruyama",
     "helmholtz_hodge",
     "irreversibility_from_trajectories",
@@ -63,7 +75,9 @@ __all__ = [
     "plot_trajectories",
     "rk4_trajectory",
     "rossler",
+    "sequence_statistics",
     "stack_last",
     "stationary_density",
     "van_der_pol",
+    "well_labels",
 ]
