@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from .._validation import check_int, check_positive_scalar
+from .memories import default_core_radius, well_labels
 from .sde import largest_lyapunov_exponent
 
 __all__ = [
@@ -185,12 +186,15 @@ def _resampling_weights(n_trials, n_bootstrap, rng):
 
 
 def _percentiles(values, confidence):
+    """Percentile interval of each column; NaN where a column has no finite value
+    (e.g. the dwell time of a well that was never left)."""
     tail = 100 * (1 - confidence) / 2
-    with np.errstate(invalid="ignore"):
-        if np.all(np.isnan(values)):
-            nan = np.full(values.shape[1:], np.nan)
-            return nan, nan
-        low, high = np.nanpercentile(values, [tail, 100 - tail], axis=0)
+    values = np.asarray(values, dtype=float)
+    low = np.full(values.shape[1:], np.nan)
+    high = np.full(values.shape[1:], np.nan)
+    finite = ~np.all(np.isnan(values), axis=0)
+    if finite.any():
+        low[finite], high[finite] = np.nanpercentile(values[:, finite], [tail, 100 - tail], axis=0)
     return low, high
 
 
@@ -444,19 +448,9 @@ def _acf_distance(max_lag, dim):
     return distance
 
 
-def _well_labels(trial, wells, radius):
-    """Label of the last core visited at each time (-1 before the first core)."""
-    distances = np.linalg.norm(trial[:, None, :] - wells[None], axis=2)
-    nearest = distances.argmin(axis=1)
-    in_core = distances[np.arange(trial.shape[0]), nearest] < radius
-    index = np.where(in_core, np.arange(trial.shape[0]), -1)
-    np.maximum.accumulate(index, out=index)
-    return np.where(index >= 0, nearest[np.maximum(index, 0)], -1)
-
-
 def _well_trial(trial, wells, radius, dt):
     n_wells = wells.shape[0]
-    labels = _well_labels(trial, wells, radius)
+    labels = well_labels(trial[None], wells, radius)[0]
     counts = np.zeros((n_wells, n_wells))
     time_in = np.zeros(n_wells)
     valid = labels >= 0
@@ -669,7 +663,8 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
     wells : array of shape (k, d), optional
         Centres of the wells for dwell times and switching rates.
     well_radius : float, optional
-        Core radius; default a quarter of the smallest distance between wells.
+        Core radius; default 0.3 times the smallest distance between wells
+        (:func:`connector_sim.ddm.memories.default_core_radius`).
     periodic : bool, optional
         Whether to measure period and amplitude; default: when the reference is
         an SDE whose ``exact`` has a ``"period"``.
@@ -680,7 +675,8 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
         Bins per axis of the histograms.
     n_bootstrap : int, default=200
         Bootstrap resamples of the trials for the intervals (Sinkhorn uses at
-        most 20: it is the expensive one).
+        most 8: each resample costs two divergences of ``sinkhorn_samples``
+        points, about a second each on one core).
     confidence : float, default=0.95
     sinkhorn_samples : int, default=1000
         Samples of each side in the Sinkhorn divergence.
@@ -754,8 +750,7 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
                 f"Got shape {wells.shape} instead."
             )
         if well_radius is None:
-            gaps = np.linalg.norm(wells[:, None] - wells[None], axis=2)
-            well_radius = 0.25 * gaps[np.triu_indices(wells.shape[0], 1)].min()
+            well_radius = default_core_radius(wells)
         well_radius = check_positive_scalar(well_radius, "well_radius", owner=_OWNER)
     if periodic is None:
         periodic = sde is not None and "period" in getattr(sde, "exact", {})
@@ -800,7 +795,7 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
     if "sinkhorn" in chosen:
         rows += _sinkhorn_rows(reference, candidate, check_int(sinkhorn_samples, "sinkhorn_samples", minimum=2,
                                                                owner=_OWNER),
-                               check_positive_scalar(blur, "blur", owner=_OWNER), min(n_bootstrap, 20),
+                               check_positive_scalar(blur, "blur", owner=_OWNER), min(n_bootstrap, 8),
                                confidence, rng)
     if "autocorrelation" in chosen:
         lags = _lag_summaries(max_lag)

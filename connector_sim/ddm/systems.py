@@ -288,7 +288,7 @@ def multi_well(n_wells=4, radius=1.0, depth=0.25, rotation=0.0, noise=0.5, *, st
             np.zeros((1, 2)),
             r * np.stack([np.cos(angles_min), np.sin(angles_min)], axis=1),
             r * np.stack([np.cos(angles_sad), np.sin(angles_sad)], axis=1)])
-    elif abs(w) < omega_c:
+    elif abs(w) <= omega_c:  # at omega_c the fixed points merge in pairs (infinite period)
         # on the circle theta' = omega - omega_c sin(k theta) = 0
         base = np.arcsin(w / omega_c) / k
         th = np.concatenate([base + 2 * np.pi * np.arange(k) / k, np.pi / k - base + 2 * np.pi * np.arange(k) / k])

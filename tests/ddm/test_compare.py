@@ -175,3 +175,14 @@ def test_sde_as_reference_agrees_with_its_own_euler_maruyama_paths():
     covariance = sde.exact["stationary_covariance"]
     for j, row in enumerate(table.select("standard deviation")):
         assert row["candidate_low"] - 0.05 < np.sqrt(covariance[j, j]) < row["candidate_high"] + 0.05
+
+
+def test_a_well_never_left_gives_nan_without_a_warning():
+    # all trials stay in well 0: its dwell time and rates are undefined, not an error
+    z = 1.0 + 0.01 * np.random.default_rng(13).standard_normal((5, 100, 1))
+    z -= 2.0
+    table = compare_dynamics(z, z, dt=0.1, statistics=["wells"], wells=[[-1.0], [1.0]], n_bootstrap=20)
+    (dwell,) = [row for row in table.select("dwell time") if row["component"] == "well 0"]
+    assert np.isnan(dwell["reference"]) and np.isnan(dwell["reference_low"])
+    occupancy = table.select("occupancy")
+    assert occupancy[0]["reference"] == 1.0 and occupancy[1]["reference"] == 0.0
