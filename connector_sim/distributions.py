@@ -85,7 +85,7 @@ def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activati
         if layout.bias:
             b[start:stop] = rows[:, layout.b].ravel()
         labels[start:stop] = chunk_labels
-    network = LowRankRNN(m_T.T, n_T.T, I_T.T, b, tau=tau, activation=activation, dtype=dtype)
+    network = LowRankRNN._adopt(m_T, n_T, I_T, b, tau=tau, activation=activation, dtype=dtype)
     return network, labels
 
 
