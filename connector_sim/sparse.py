@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _backends
 from ._kernels import sparse_mask as _spec
+from ._memory import check_allocation
 from ._validation import check_int, check_seed
 from .network import LowRankRNN
 
@@ -35,9 +36,9 @@ _DENSE_LIMIT_FRACTION = 0.5
 
 
 def _available_memory():
-    from .simulate import _available_memory as available
+    from ._memory import available_memory
 
-    return available()
+    return available_memory()
 
 
 def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
@@ -47,14 +48,12 @@ def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
     """
     needed = copies * itemsize * float(n_neurons) ** 2
     limit = _DENSE_LIMIT_FRACTION * _available_memory()
-    if needed > limit:
-        advice = fix if fix is not None else (
-            "the sparse network with an implicit mask, which needs no N x N storage.")
-        raise ValueError(
-            f"{what} needs a dense {n_neurons} x {n_neurons} matrix ({needed / 1e9:.1f} GB), more than "
-            f"half the available memory ({limit / 1e9:.1f} GB). Use a smaller network (N <= "
-            f"{int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}"
-        )
+    advice = fix if fix is not None else "the sparse network with an implicit mask, which needs no N x N storage."
+    check_allocation(
+        needed, f"{what} (a dense {n_neurons} x {n_neurons} matrix)",
+        f"Use a smaller network (N <= {int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}",
+        available=limit, limit_text="half the available memory",
+    )
 
 
 def _forwarded(name):
@@ -251,12 +250,11 @@ class SparseMask:
 
     def _check_storage(self, itemsize=4):
         needed = itemsize * self.expected_nnz * (1 + 1e-3) + 8 * (self.n_neurons + 1)
-        if needed > _DENSE_LIMIT_FRACTION * _available_memory():
-            raise ValueError(
-                f"Storing this mask needs {needed / 1e9:.2f} GB ({itemsize} bytes per connection, "
-                f"{self.expected_nnz:.3g} connections), more than half the available memory. "
-                "Use representation='implicit', which regenerates the columns and needs no storage."
-            )
+        check_allocation(
+            needed, f"Storing this mask ({itemsize} bytes per connection, {self.expected_nnz:.3g} connections)",
+            "Use representation='implicit', which regenerates the columns and needs no storage.",
+            available=_DENSE_LIMIT_FRACTION * _available_memory(), limit_text="half the available memory",
+        )
 
     def _build_tile_offsets(self):
         N, C = self.n_neurons, self.n_connections
