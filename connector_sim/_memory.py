@@ -14,7 +14,7 @@ The memory available is, in this order:
 1. ``connector_sim._memory.max_bytes`` when it is set (an int, in bytes);
 2. the environment variable ``CONNECTOR_SIM_MAX_BYTES`` (bytes, e.g.
    ``8e9``, or with a suffix ``K``, ``M``, ``G``, ``T`` for powers of 1024,
-   e.g. ``16G``);
+   e.g. ``16G``, ``16GiB``, ``512M``);
 3. ``MemAvailable`` of ``/proc/meminfo`` (Linux);
 4. the free physical pages (``os.sysconf``) elsewhere;
 5. 8 GiB when none of these can be read.
@@ -26,6 +26,7 @@ the estimate would refuse (swap you mean to use).
 import math
 import numbers
 import os
+import re
 
 #: The environment variable that overrides the memory available (bytes, or with a K/M/G/T suffix).
 ENV_VAR = "CONNECTOR_SIM_MAX_BYTES"
@@ -51,21 +52,17 @@ class TooLargeError(MemoryError, ValueError):
 
 
 def _parse_bytes(text):
-    text = text.strip()
-    scale = 1
-    if text and text[-1].upper() in _SUFFIXES:
-        scale = _SUFFIXES[text[-1].upper()]
-        text = text[:-1].strip()
-        if text and text[-1].upper() == "I":  # "16Gi"
-            text = text[:-1]
-    try:
-        value = float(text) * scale
-    except ValueError:
-        value = math.nan
+    match = re.fullmatch(r"\s*([0-9.]+(?:[eE][+-]?[0-9]+)?)\s*(?:([KMGTkmgt])(?:i?[Bb])?)?\s*", text)
+    value = math.nan
+    if match:
+        try:
+            value = float(match.group(1)) * (_SUFFIXES[match.group(2).upper()] if match.group(2) else 1)
+        except ValueError:
+            pass
     if not math.isfinite(value) or value < 0:
         raise ValueError(
             f"The environment variable {ENV_VAR} must be a number of bytes >= 0 (e.g. 8e9 or 16G). "
-            f"Got {os.environ.get(ENV_VAR)!r}. Unset it to use the memory the system reports."
+            f"Got {text!r}. Unset it to use the memory the system reports."
         )
     return int(value)
 
