@@ -141,8 +141,14 @@ def _check_box(box):
 
 
 def _call(velocity, points):
-    """velocity(points), checked to return the shape of ``points``."""
-    out = np.asarray(velocity(points), dtype=np.float64)
+    """velocity(points), checked to return real numbers of the shape of ``points``."""
+    out = np.asarray(velocity(points))
+    if not (np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating) or out.dtype == bool):
+        raise TypeError(
+            "velocity must return real numbers (float arrays) of the shape of its input. "
+            f"Given points of shape {points.shape} it returned an array of dtype {out.dtype}."
+        )
+    out = out.astype(np.float64, copy=False)
     if out.shape != points.shape:
         raise ValueError(
             "velocity must map latent points of shape (..., R) to velocities of the same shape. "

@@ -334,3 +334,9 @@ def test_empty_record_units_records_nothing(network):
 def test_find_fixed_points_tolerances_are_validated(name, value):
     with pytest.raises(TypeError, match=f"'{name}' parameter of find_fixed_points must be"):
         cs.find_fixed_points(lambda k: -k, [[-1, 1], [-1, 1]], n_starts=3, **{name: value})
+
+
+@pytest.mark.parametrize("velocity", [lambda k: -k + 1j, lambda k: np.array(["x"] * k.size).reshape(k.shape)])
+def test_find_fixed_points_refuses_a_velocity_that_is_not_real(velocity):
+    with pytest.raises(TypeError, match="velocity must return real numbers"):
+        cs.find_fixed_points(velocity, [[-1, 1]], n_starts=3)
