@@ -148,6 +148,13 @@ class LowRankRNN:
         self._b = _checked_T(b, "b", (N,), self._dtype, copy=False)
         return self
 
+    def __setstate__(self, state):
+        # Copies (copy.deepcopy, pickle) rebuild the arrays writeable: make them read-only again.
+        self.__dict__.update(state)
+        for name in ("_m_T", "_n_T", "_I_T", "_b"):
+            self.__dict__[name] = _checked_T(self.__dict__[name], name[1:], self.__dict__[name].shape, self._dtype,
+                                             copy=False)
+
     # --- validated, read-only state ---------------------------------------------------
     # Every array the kernels read is a read-only C-contiguous copy in ``dtype``;
     # assigning an attribute validates the new value (same shape, finite values)

@@ -80,6 +80,18 @@ def test_network_arrays_are_read_only_copies(network):
             array[...] = 0.0
 
 
+def test_copies_of_a_network_stay_read_only(network):
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(network), pickle.loads(pickle.dumps(network)), copy.copy(network)):
+        for name in ("m_T", "n_T", "I_T", "b"):
+            assert not getattr(twin, name).flags.writeable
+            np.testing.assert_array_equal(getattr(twin, name), getattr(network, name))
+        twin.tau = 3.0
+        assert network.tau == 1.0
+
+
 @pytest.mark.parametrize("name, value, error, match", [
     ("b", np.zeros(3), ValueError, r"'b' attribute of LowRankRNN must have shape \(60,\)"),
     ("n_T", np.zeros((2, 59)), ValueError, r"'n_T' attribute.*\(2, 60\).*Got shape \(2, 59\)"),
