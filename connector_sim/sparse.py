@@ -50,7 +50,7 @@ def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
     limit = _DENSE_LIMIT_FRACTION * _available_memory()
     advice = fix if fix is not None else "the sparse network with an implicit mask, which needs no N x N storage."
     check_allocation(
-        needed, f"{what} (a dense {n_neurons} x {n_neurons} matrix)",
+        needed, f"{what}: a dense {n_neurons} x {n_neurons} matrix",
         f"Use a smaller network (N <= {int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}",
         available=limit, limit_text="half the available memory",
     )
