@@ -177,9 +177,10 @@ def test_find_fixed_points_refuses_huge_n_starts():
 
 def test_cli_refuses_huge_sizes_with_exit_2(tmp_path, capsys, budget):
     out = str(tmp_path / "sim.npz")
-    for option, value in (("--n-steps", 10**10), ("--n-neurons", 10**10), ("--trials", 10**12)):
+    for option, value in (("--n-steps", 10**10), ("--n-neurons", 10**10), ("--trials", 10**12),
+                          ("--init random --trials", 2**63 - 1)):
         started = time.perf_counter()
-        assert main(["simulate", "bistable", option, str(value), "--out", out]) == 2
+        assert main(["simulate", "bistable", *option.split(), str(value), "--out", out]) == 2
         assert time.perf_counter() - started < 10 * FAST_SECONDS
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and "needs" in error and "more than the memory available" in error
@@ -275,6 +276,8 @@ def test_npz_headers_are_read_before_loading(tmp_path, budget, capsys):
 
 def test_grids_and_flows_are_checked(budget):
     _refused_quickly(lambda: latent_grid(10**6), match=r"latent_grid\(1000000\)")
+    _refused_quickly(lambda: cs.plot_flow_field(lambda k: -k, [[-1, 1], [-1, 1]], resolution=10**6),
+                     match="plot_flow_field with resolution 1000000")
     # One latent point costs ~order x 8 bytes of quadrature temporaries per cell type.
     points = np.zeros((10**6, 2))
     _refused_quickly(lambda: cs.latent_velocity(quadstable_mixture(), points, order=64),
