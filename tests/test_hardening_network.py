@@ -217,6 +217,8 @@ def test_check_allocation_says_what_how_much_and_how_to_fix(budget):
     assert "memory available (1 GB)" in message and "CONNECTOR_SIM_MAX_BYTES" in message
     assert message.endswith("Load a smaller one.")
     assert (info.value.requested, info.value.available) == (745 * 2**30, 10**9)
+    with pytest.raises(_memory.TooLargeError, match=r"needs about 10\^400 bytes"):
+        _memory.check_allocation(10**400, "A request past the float range", "Ask for less.")
 
 
 def test_memory_override_from_the_environment(monkeypatch):
