@@ -374,3 +374,12 @@ def test_find_fixed_points_tolerances_are_validated(name, value):
 def test_find_fixed_points_refuses_a_velocity_that_is_not_real(velocity):
     with pytest.raises(TypeError, match="velocity must return real numbers"):
         cs.find_fixed_points(velocity, [[-1, 1]], n_starts=3)
+
+
+def test_flow_networks_are_checked_before_torch_allocates(budget):
+    pytest.importorskip("torch")
+    from connector_sim.inference.flows import VelocityMLP
+
+    _refused_quickly(lambda: VelocityMLP(2, 0, hidden=200_000), match="4 hidden layers of width 200000")
+    _refused_quickly(lambda: VelocityMLP(2, 0, hidden=4, n_layers=10**10), match="10000000000 hidden layers")
+    assert sum(p.numel() for p in VelocityMLP(2, 1, hidden=8, n_layers=2).parameters()) == (4 + 1) * 8 + 9 * 8 + 9 * 2
