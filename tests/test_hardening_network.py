@@ -383,3 +383,13 @@ def test_flow_networks_are_checked_before_torch_allocates(budget):
     _refused_quickly(lambda: VelocityMLP(2, 0, hidden=200_000), match="4 hidden layers of width 200000")
     _refused_quickly(lambda: VelocityMLP(2, 0, hidden=4, n_layers=10**10), match="10000000000 hidden layers")
     assert sum(p.numel() for p in VelocityMLP(2, 1, hidden=8, n_layers=2).parameters()) == (4 + 1) * 8 + 9 * 8 + 9 * 2
+
+
+def test_binning_smoothing_and_noise_blocks_are_checked(budget):
+    from connector_sim.data import bin_spike_times, causal_gaussian_kernel
+
+    _refused_quickly(lambda: causal_gaussian_kernel(1e-300, 0.1), match="smoothing kernel")
+    _refused_quickly(lambda: bin_spike_times([[0.1]], [0.0], [1.0], bin_width=1e-12, smoothing=None),
+                     match="Binning 1 trial")
+    _refused_quickly(lambda: cs.private_noise(0, 10**6, 10**6), match="private_noise of 1 x 1000000 x 1000000")
+    assert bin_spike_times([[0.1, 0.25]], [0.0], [1.0], bin_width=0.1, smoothing=None).spikes.sum() == 2
