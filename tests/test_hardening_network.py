@@ -269,6 +269,10 @@ def test_sparse_masks_and_dense_matrices_are_checked(monkeypatch):
                      match="Storing this mask.*half the available memory.*representation='implicit'")
     small = cs.Gaussian(np.zeros(2), np.eye(2), rank=1).sample(1000, 0)
     _refused_quickly(lambda: cs.LowRankPlusRandomRNN(small, 1.0), match="1000 x 1000 matrix")
+    from connector_sim import spectra
+
+    _refused_quickly(lambda: spectra.leading_eigenvalues(cs.sparsify(small, n_connections=10, seed=0), k=500),
+                     match=r"leading_eigenvalues\(k=500\)")
     assert cs.SparseMask(10**6, n_connections=1000, seed=0).nbytes == 0  # implicit: nothing stored
 
 
