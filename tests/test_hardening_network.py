@@ -397,3 +397,11 @@ def test_binning_smoothing_and_noise_blocks_are_checked(budget):
                      match="Binning 1 trial")
     _refused_quickly(lambda: cs.private_noise(0, 10**6, 10**6), match="private_noise of 1 x 1000000 x 1000000")
     assert bin_spike_times([[0.1, 0.25]], [0.0], [1.0], bin_width=0.1, smoothing=None).spikes.sum() == 2
+
+
+def test_sinkhorn_cost_matrices_are_checked(budget):
+    pytest.importorskip("geomloss")
+    from connector_sim.inference.distances import sinkhorn_divergence
+
+    _refused_quickly(lambda: sinkhorn_divergence(np.zeros((10**5, 2)), np.ones((10**5, 2))),
+                     match="sinkhorn_divergence of 100000 and 100000 points")
