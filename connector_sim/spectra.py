@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels import read_only
+from ._memory import check_allocation
 from ._validation import check_int
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
@@ -254,13 +256,15 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     k = network.rank + 4 if k is None else check_int(k, "k", minimum=1, maximum=N - 2, owner="leading_eigenvalues")
     if which not in ("LR", "LM"):
         raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
+    # ARPACK's Krylov basis (ncv = 2k + 1 vectors of N, and its work arrays) and the float64 loadings
+    check_allocation(8 * N * (3 * (2 * k + 1) + 2 * network.rank + 4),
+                     f"leading_eigenvalues(k={k}) of a network of {N} neurons", "Ask for fewer eigenvalues (k).")
     if backend == "auto":
         backend = "cpp" if _backends.extension_built("_simulate_sparse_cpp") else (
             "numba" if "numba" in _backends.available_backends() else "numpy")
     _, matvec = simulate_sparse.kernels(backend)
     mask = network.mask._kernel_args()
-    m64 = np.ascontiguousarray(network.m_T, np.float64)
-    n64 = np.ascontiguousarray(network.n_T, np.float64)
+    m64, n64 = read_only(np.ascontiguousarray(network.m_T, np.float64), np.ascontiguousarray(network.n_T, np.float64))
     weight = network.weight
 
     def apply(v):
