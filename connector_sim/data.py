@@ -344,7 +344,8 @@ def load_arrays(path, required=(), *, what="arrays"):
         raise ValueError(f"{path!r} is not a readable .npz archive of {what} (it is {kind}). Write it with "
                          "numpy.savez or connector_sim.data.save_arrays.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # np.load given a path leaves the file open when the zip is unreadable: open (and close) it here.
+        with open(path, "rb") as stream, np.load(stream, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
         # A truncated or corrupted archive (zipfile.BadZipFile, zlib.error), or one that needs pickle.

@@ -24,6 +24,7 @@ _LAZY = {
     # flows.py: flow-matching continuous normalizing flows
     "FlowMatchingCNF": "flows",
     "VelocityMLP": "flows",
+    "ModelFileError": "flows",
     # conditional_mean.py: ridge regression for E[n | m, I, b] (NumPy only)
     "ConditionalMean": "conditional_mean",
     "fit_conditional_mean": "conditional_mean",
