@@ -392,3 +392,18 @@ def test_a_missing_torch_is_reported_with_how_to_install_it(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["connector-sim fit", "connector-sim infer", "connector-sim demo"]
     assert all(hint in line for line in lines) and "Traceback" not in err
     assert sorted(os.listdir(tmp_path)) == ["data.npz"]  # nothing ran, nothing was written
+
+
+def test_settings_that_cannot_work_fail_before_training():
+    pytest.importorskip("torch")
+    from connector_sim.inference import LINT, Connector
+
+    rates = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 6, 3))
+    with pytest.raises(ValueError, match="'rank' parameter of LINT must be at most the number of neurons, 3"):
+        LINT(rank=5, n_epochs=1).fit(rates)
+    m = np.random.default_rng(1).standard_normal((20, 2))
+    kappa = np.zeros((2, 5, 2))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="A scalar conditional variance must be finite and >= 0. Got -1"):
+        Connector(n_covariance=-1.0, n_epochs=10_000).fit_latents(kappa, m)  # not after 10,000 epochs
+    assert time.perf_counter() - started < 5
