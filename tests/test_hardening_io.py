@@ -240,9 +240,9 @@ def test_an_edited_config_is_rejected_before_anything_is_allocated(tiny_connecto
     _rewrite_config(tmp_path / "model", lambda config: None, recompute_checksum=True)
     with pytest.raises(ModelFileError, match=r"'hidden' must be an int in \[1, 65536\]. Got 200000"):
         Connector.load(tmp_path / "model")
-    _rewrite_config(tmp_path / "model", lambda config: config["marginal"].update(hidden=60_000),
+    _rewrite_config(tmp_path / "model", lambda config: config["marginal"].update(hidden=9),
                     recompute_checksum=True)
-    with pytest.raises(ModelFileError, match=r"weights do not match its config \(hidden=60000"):
+    with pytest.raises(ModelFileError, match=r"weights do not match its config \(hidden=9"):
         Connector.load(tmp_path / "model")
     _rewrite_config(tmp_path / "model", lambda config: config.update(alpha=7.0),
                     recompute_checksum=True)

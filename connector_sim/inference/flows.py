@@ -71,6 +71,12 @@ SOLVERS = ("euler", "midpoint", "rk4")
 #: magnitude (or of 1) is constant: held fixed, not modelled by the flow.
 CONSTANT_RTOL = 1e-12
 
+#: Bounds on the velocity MLP (hidden width, layers, and their weights n_layers * hidden * (hidden + 1)),
+#: checked before it is built: the paper's 4 x 128 has 66,000 weights.
+MAX_HIDDEN = 65_536
+MAX_LAYERS = 1_000
+MAX_PARAMETERS = 2**28
+
 #: Rows per torch call when sampling or evaluating densities.
 DEFAULT_BATCH = 65_536
 
@@ -292,8 +298,12 @@ class FlowMatchingCNF:
     # ------------------------------------------------------------------ checks
 
     def _check_params(self):
-        check_int(self.hidden, "hidden", minimum=1, owner=_OWNER)
-        check_int(self.n_layers, "n_layers", minimum=1, owner=_OWNER)
+        hidden = check_int(self.hidden, "hidden", minimum=1, maximum=MAX_HIDDEN, owner=_OWNER)
+        n_layers = check_int(self.n_layers, "n_layers", minimum=1, maximum=MAX_LAYERS, owner=_OWNER)
+        if n_layers * hidden * (hidden + 1) > MAX_PARAMETERS:
+            raise ValueError(f"The velocity MLP of {_OWNER} would have about {n_layers * hidden * (hidden + 1):.3g} "
+                             f"weights (n_layers={n_layers} x hidden={hidden}^2), more than {MAX_PARAMETERS:.3g} "
+                             "(1 GiB of float32, several to train). Reduce hidden or n_layers (paper: 4 x 128).")
         check_int(self.n_epochs, "n_epochs", minimum=1, owner=_OWNER)
         check_int(self.batch_size, "batch_size", minimum=1, owner=_OWNER)
         check_positive_scalar(self.learning_rate, "learning_rate", owner=_OWNER)
@@ -773,8 +783,6 @@ class ModelFileError(ValueError):
 
 #: Bounds on the sizes read from a model config (checked before anything is allocated).
 MAX_DIM = 100_000
-MAX_HIDDEN = 65_536
-MAX_LAYERS = 1_000
 MAX_SAMPLE_BATCH = 2**24
 MAX_STEPS = 1_000_000
 
