@@ -555,6 +555,19 @@ def _row_indices(rows, n_rows, name, table):
     return index.astype(np.int64)
 
 
+def _has_hdf5_signature(path):
+    """The HDF5 signature sits at offset 0, or 512, 1024, 2048, ... after a user block."""
+    with open(path, "rb") as stream:
+        for offset in [0] + [512 << k for k in range(16)]:
+            stream.seek(offset)
+            head = stream.read(8)
+            if len(head) < 8:
+                return False
+            if head == b"\x89HDF\r\n\x1a\n":
+                return True
+    return False
+
+
 def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0):
     """Read units' spike times and the trial intervals of an NWB file into binned rates.
 
@@ -586,7 +599,13 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
         raise ImportError(
             "read_nwb needs pynwb. Install it with `pip install connector-sim[nwb]` (or `pip install pynwb`)."
         ) from exc
-    with NWBHDF5IO(os.fspath(path), "r") as io:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist (expected an NWB file).")
+    if not _has_hdf5_signature(path):
+        raise ValueError(f"{path!r} is not an NWB file (NWB 2 files are HDF5 files; this one does not start with "
+                         "the HDF5 signature).")
+    with NWBHDF5IO(path, "r") as io:
         nwbfile = io.read()
         if nwbfile.units is None or len(nwbfile.units) == 0:
             raise ValueError(f"{os.fspath(path)!r} has no units table (spike-sorted units): nothing to bin.")

@@ -407,3 +407,14 @@ def test_settings_that_cannot_work_fail_before_training():
     with pytest.raises(ValueError, match="A scalar conditional variance must be finite and >= 0. Got -1"):
         Connector(n_covariance=-1.0, n_epochs=10_000).fit_latents(kappa, m)  # not after 10,000 epochs
     assert time.perf_counter() - started < 5
+
+
+def test_read_nwb_of_a_missing_or_non_hdf5_file(tmp_path):
+    pytest.importorskip("pynwb")
+    from connector_sim.data import read_nwb
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_nwb(tmp_path / "missing.nwb")
+    (tmp_path / "text.nwb").write_text("not hdf5")
+    with pytest.raises(ValueError, match="is not an NWB file"):
+        read_nwb(tmp_path / "text.nwb")

@@ -832,6 +832,7 @@ def save_bundle(path, config, tensors):
     config = json_safe(dict(config, format_version=FORMAT_VERSION,
                             weights_sha256=hashlib.sha256(weights).hexdigest(), torch_version=torch.__version__))
     config["config_sha256"] = hashlib.sha256(_canonical(config)).hexdigest()
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)  # as before: parents made
     write_folder_atomic(path, {WEIGHTS_FILE: weights, CONFIG_FILE: json.dumps(config, indent=1).encode()},
                         replaceable=(CONFIG_FILE, WEIGHTS_FILE))
 
