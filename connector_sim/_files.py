@@ -26,9 +26,10 @@ import numpy as np
 #: Exit status of a process stopped by SIGTERM (128 + 15, as a shell reports it).
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
-# Temporaries of writes in progress: removed at interpreter exit if a write never got to clean up.
-_LIVE = set()
-# Folders moved aside during a folder swap, with the path to put them back to if the swap did not finish.
+# Temporaries of writes in progress (path -> the writing process's id): removed at interpreter exit if a write
+# never got to clean up. The id keeps a forked child's exit from touching its parent's writes.
+_LIVE = {}
+# Folders moved aside during a folder swap (path -> (path to put them back to, process id)).
 _ASIDE = {}
 
 
@@ -64,14 +65,16 @@ def _remove(path):
 @atexit.register
 def _remove_leftovers():
     """Last resort at interpreter exit: put folders moved aside back, remove temporaries."""
-    for aside, target in list(_ASIDE.items()):
-        if not os.path.lexists(target):
+    pid = os.getpid()
+    for aside, (target, owner) in list(_ASIDE.items()):
+        if owner == pid and not os.path.lexists(target):
             with contextlib.suppress(OSError):
                 os.rename(aside, target)
-        _ASIDE.pop(aside, None)
-    for path in list(_LIVE):
-        _remove(path)
-        _LIVE.discard(path)
+    for path, owner in list(_LIVE.items()):
+        if owner == pid:
+            _remove(path)
+    _ASIDE.clear()
+    _LIVE.clear()
 
 
 class Terminated(SystemExit):
@@ -201,7 +204,7 @@ def write_atomic(path, data):
     folder = _check_parent(path, "the file")
     handle, temporary = _temporary(
         lambda: tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path)), folder, path, "the file")
-    _LIVE.add(temporary)
+    _LIVE[temporary] = os.getpid()
     try:
         with os.fdopen(handle, "wb") as stream:
             _write_stream(stream, data)
@@ -211,7 +214,7 @@ def write_atomic(path, data):
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
-        _LIVE.discard(temporary)
+        _LIVE.pop(temporary, None)
 
 
 # --------------------------------------------------------------------------- folders
@@ -267,7 +270,7 @@ def write_folder_atomic(path, files, *, replaceable=None):
     path = check_folder_target(path, files if replaceable is None else replaceable)
     parent, name = os.path.split(path)
     staging = _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=f".tmp-{name}-"), parent, path, "the folder")
-    _LIVE.add(staging)
+    _LIVE[staging] = os.getpid()
     aside = None
     try:
         for file_name, data in files.items():
@@ -279,7 +282,7 @@ def write_folder_atomic(path, files, *, replaceable=None):
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
         if os.path.lexists(path):
             aside = staging + "-old"
-            _ASIDE[aside] = path
+            _ASIDE[aside] = (path, os.getpid())
             os.rename(path, aside)
         os.rename(staging, path)
         _fsync_folder(parent)
@@ -292,4 +295,4 @@ def write_folder_atomic(path, files, *, replaceable=None):
         if os.path.lexists(staging):
             _remove(staging)
         _ASIDE.pop(aside, None)
-        _LIVE.discard(staging)
+        _LIVE.pop(staging, None)

@@ -418,3 +418,25 @@ def test_read_nwb_of_a_missing_or_non_hdf5_file(tmp_path):
     (tmp_path / "text.nwb").write_text("not hdf5")
     with pytest.raises(ValueError, match="is not an NWB file"):
         read_nwb(tmp_path / "text.nwb")
+
+
+def test_temporaries_of_writes_still_running_at_exit_are_removed(tmp_path):
+    # The last resort (atexit): the interpreter exits while a daemon thread is in the middle of a write.
+    process = python(f"""
+        import threading, time
+        from connector_sim import _files
+
+        started = threading.Event()
+
+        def slow(stream):
+            stream.write(b"half")
+            started.set()
+            time.sleep(30)
+
+        threading.Thread(target=_files.write_atomic, args=({str(tmp_path / "a.bin")!r}, slow), daemon=True).start()
+        started.wait()
+        print(sorted(_files._LIVE.values()) == [__import__("os").getpid()], flush=True)
+    """)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and out == "True\n", err
+    assert os.listdir(tmp_path) == []
