@@ -19,6 +19,7 @@ import sys
 import time
 
 from ._files import json_safe
+from ._validation import MAX_THREADS
 
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
@@ -145,6 +146,8 @@ def _simulate(arguments):
     for name in ("n_neurons", "trials", "n_steps"):
         if getattr(arguments, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
+    if not 1 <= arguments.threads <= MAX_THREADS:
+        raise CommandError(f"--threads must be in [1, {MAX_THREADS}] (at most 4 per CPU). Got {arguments.threads}.")
     network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
                                                                    arguments.seed)
     extent = extent if arguments.extent is None else arguments.extent
