@@ -155,7 +155,8 @@ def check_n_threads(n_threads, owner=None, *, allow_none=False):
     if not 1 <= value <= MAX_THREADS:
         raise ValueError(
             f"The 'n_threads' parameter{where} must be an int in the range [1, {MAX_THREADS}] "
-            f"(at most 4 threads per CPU, and this machine has {os.cpu_count()} CPUs). Got {value} instead. "
+            f"(64, or 4 per CPU on machines with more than 16 CPUs; this one has {os.cpu_count()}). "
+            f"Got {value} instead. "
             "Use n_threads=1 (the default), or up to the number of CPU cores."
         )
     return value

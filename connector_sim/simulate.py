@@ -373,7 +373,8 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
         raise ValueError(f"path must be one of {list(PATHS)}. Got {path!r}.")
     if not isinstance(on_nonfinite, str) or on_nonfinite not in ON_NONFINITE:
         raise ValueError(
-            f"The 'on_nonfinite' parameter of simulate must be one of {list(ON_NONFINITE)}. Got {on_nonfinite!r} instead."
+            f"The 'on_nonfinite' parameter of simulate must be one of {list(ON_NONFINITE)}. "
+            f"Got {on_nonfinite!r} instead."
         )
     report_progress = _progress_function(progress)
     if path == "latent" and noise_std > 0:
@@ -624,7 +625,8 @@ class _FiniteWatch:
         self.message = (
             f"The simulated state stopped being finite: {where}. Forward Euler diverged. Use a smaller dt "
             f"(alpha = dt / tau = {self.alpha:.3g}; alpha <= 0.1 is usual), a bounded activation such as 'tanh', "
-            "or smaller loadings, inputs, noise or initial state. on_nonfinite='raise' makes this an error."
+            "or smaller loadings, inputs, noise or initial state. simulate(..., on_nonfinite='raise') makes this "
+            "an error."
         )
         if self.on_nonfinite == "raise":
             raise FloatingPointError(self.message)

@@ -196,3 +196,14 @@ def test_a_finite_run_warns_nothing(backend):
     # pytest runs with filterwarnings = error: any warning would fail this.
     result = simulate(small_network(), 50, noise_std=0.3, seed=1, backend=backend)
     assert np.isfinite(result.kappa).all()
+
+
+def test_the_low_rank_plus_random_simulator_reports_divergence_the_same_way():
+    from connector_sim import LowRankPlusRandomRNN
+    from connector_sim.sparse_dynamics import simulate_low_rank_plus_random
+
+    network = LowRankPlusRandomRNN(diverging_network("dense", "identity"), 0.5, seed=0)
+    with pytest.warns(NonFiniteStateWarning, match=r"kappa of trial 0 are not finite from time step \d+") as records:
+        result = simulate_low_rank_plus_random(network, 400, kappa0=[1.0])
+    step = reported_step(records[0])
+    assert np.isfinite(result.kappa[0, :step]).all() and not np.isfinite(result.kappa[0, step]).all()
