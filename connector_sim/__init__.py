@@ -5,6 +5,7 @@ torch, numba or the compiled modules; they load when first used.
 """
 
 from ._backends import available_backends, warn_missing_extensions
+from ._memory import TooLargeError
 from .cell_types import CellTypes, choose_k, find_cell_types, mixture_from_labels
 from .distributions import Empirical, Gaussian, GaussianMixture, RowLayout
 from .fixed_points import (
@@ -48,6 +49,7 @@ __all__ = [
     "SparseLowRankRNN",
     "SparseMask",
     "SyntheticNetwork",
+    "TooLargeError",
     "available_backends",
     "choose_k",
     "classify_dynamics",

@@ -95,12 +95,20 @@ def _shape_words(shape):
     return "" if shape is None else f" with shape {_shape_text(shape)}"
 
 
+def _finite_real(value):
+    """Whether a real number is finite as a float (an int too large for a float, like 10**400, is not)."""
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:
+        return False
+
+
 def check_positive_scalar(value, name, *, owner=None):
     """A finite real number > 0."""
     where = f" of {owner}" if owner else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"The {name!r} parameter{where} must be a positive number. Got {value!r} instead.")
-    if not np.isfinite(value) or value <= 0:
+    if not _finite_real(value) or value <= 0:
         raise ValueError(f"The {name!r} parameter{where} must be a finite number > 0. Got {value!r} instead.")
     return float(value)
 
@@ -110,7 +118,7 @@ def check_nonnegative_scalar(value, name, *, owner=None):
     where = f" of {owner}" if owner else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"The {name!r} parameter{where} must be a number >= 0. Got {value!r} instead.")
-    if not np.isfinite(value) or value < 0:
+    if not _finite_real(value) or value < 0:
         raise ValueError(f"The {name!r} parameter{where} must be a finite number >= 0. Got {value!r} instead.")
     return float(value)
 

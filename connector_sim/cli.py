@@ -95,6 +95,9 @@ def _initial_latents(n_trials, rank, extent, init, seed):
         per_axis = math.ceil(math.sqrt(n_trials))
         grid = latent_grid(per_axis, extent)
         return grid[np.round(np.linspace(0, len(grid) - 1, n_trials)).astype(int)]
+    from ._memory import check_allocation
+
+    check_allocation(8 * 2 * n_trials * rank, f"{n_trials} initial latents", "Use fewer --trials.")
     return np.random.default_rng(seed).uniform(-extent, extent, size=(n_trials, rank))
 
 

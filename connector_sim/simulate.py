@@ -5,7 +5,6 @@
 """
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -15,6 +14,7 @@ import numpy as np
 
 from . import _backends
 from ._kernels import simulate_dense
+from ._memory import available_memory, check_allocation
 from ._validation import (
     check_array,
     check_dtype,
@@ -105,6 +105,14 @@ class SimulationResult:
     def final_state(self):
         """x at the last step, shape (n_trials, n_neurons) (built on first access on the latent path)."""
         if callable(self._final_state):
+            B, N = self.kappa.shape[0], self.network.n_neurons
+            R, D = self.network.rank, self.network.n_inputs
+            check_allocation(
+                B * N * (np.dtype(self.dtype).itemsize + 8 * 2) + 8 * N * (R + D + 1),
+                f"final_state ({B} trial(s) x {N} neurons, rebuilt from the latents)",
+                "Read the potentials of fewer units: simulate with record_units=[...] (result.potentials[:, -1]), "
+                "or with fewer trials.",
+            )
             self._final_state = self._final_state()
         return self._final_state
 
@@ -134,17 +142,8 @@ def _leading(array, batched_ndim):
 
 
 def _available_memory():
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+    """The memory available (``connector_sim._memory.available_memory``)."""
+    return available_memory()
 
 
 def _record_indices(record_units, n_neurons, name="record_units"):
@@ -154,7 +153,12 @@ def _record_indices(record_units, n_neurons, name="record_units"):
         if record_units != "all":
             raise ValueError(f"{name} must be None, 'all' or an array of unit indices. Got {record_units!r}.")
         return np.arange(n_neurons, dtype=np.int64)
-    units = np.asarray(record_units)
+    try:
+        units = np.asarray(record_units)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise ValueError(f"{name} must be None, 'all' or a 1-D array of unit indices. Got {record_units!r}.") from exc
+    if units.ndim == 1 and units.size == 0:
+        return np.zeros(0, np.int64)  # an empty list records (or clamps) nothing
     if units.ndim != 1 or not (np.issubdtype(units.dtype, np.integer) or units.dtype == bool):
         raise ValueError(
             f"{name} must be a 1-D array of integer unit indices (or a boolean mask of length {n_neurons}). "
@@ -172,15 +176,44 @@ def _record_indices(record_units, n_neurons, name="record_units"):
 
 
 def _check_memory(n_trials, n_times, n_units, dtype, max_record_bytes):
-    needed = n_trials * n_times * n_units * np.dtype(dtype).itemsize
-    limit = max_record_bytes if max_record_bytes is not None else _available_memory() // 2
-    if needed > limit:
-        raise ValueError(
-            f"Recording {n_units} units over {n_times} time points and {n_trials} trial(s) needs "
-            f"{needed / 1e9:.2f} GB, more than the {limit / 1e9:.2f} GB allowed "
-            "(half the available memory unless max_record_bytes is given). The latents kappa are always "
-            "recorded; record fewer units (record_units=[...]), fewer steps or fewer trials instead."
-        )
+    """Refuse a recording larger than ``max_record_bytes`` (default half the available memory)."""
+    if max_record_bytes is not None:
+        max_record_bytes = check_nonnegative_scalar(max_record_bytes, "max_record_bytes")
+    needed = int(n_trials) * int(n_times) * int(n_units) * np.dtype(dtype).itemsize
+    limit = max_record_bytes if max_record_bytes is not None else available_memory() // 2
+    check_allocation(
+        needed, f"Recording {n_units} units over {n_times} time points and {n_trials} trial(s)",
+        "The latents kappa are always recorded; record fewer units (record_units=[...]), fewer steps or "
+        "fewer trials instead.",
+        available=limit,
+        limit_text="the max_record_bytes given" if max_record_bytes is not None else "half the available memory",
+    )
+
+
+def _check_simulation_memory(B, Bv, T, N, R, D, n_units, dtype, path, has_x0, has_inputs):
+    """Refuse, before any work, a simulation whose arrays would not fit in memory.
+
+    Counts what :func:`simulate` allocates at once: kappa (B, T + 1, R), the
+    filtered inputs v (Bv, T + 1, D) and the inputs, the recorded potentials,
+    the time axis and, on the full path, the state x (B, N) (on the latent
+    path with x0, the part xperp of x0 outside span(m) and its float64
+    temporaries).
+    """
+    B, Bv, T, N, R, D, n_units = (int(value) for value in (B, Bv, T, N, R, D, n_units))
+    itemsize = np.dtype(dtype).itemsize
+    n_times = T + 1
+    needed = 8 * (B * n_times * R + Bv * n_times * D + n_times * 2) + itemsize * B * n_times * n_units
+    if not has_inputs:
+        needed += 8 * Bv * T * D
+    if path == "full":
+        needed += itemsize * B * N + 8 * B * N  # x and its float64 initial value
+    elif has_x0:
+        needed += (itemsize + 3 * 8) * B * N  # xperp and the least-squares temporaries
+    check_allocation(
+        needed, f"Simulating {B} trial(s) of {T} steps (N = {N}, R = {R}, D = {D}, {path} path)",
+        "Use fewer trials (n_trials, or a smaller batch of x0 / kappa0 / inputs), fewer steps (n_steps), "
+        "or split the simulation into several calls.",
+    )
 
 
 def _choose_backend(backend, activation, sparse=False):
@@ -221,7 +254,13 @@ def _check_clamp(clamp, n_neurons, n_steps, dtype):
     units = _record_indices(clamp["units"], n_neurons, "clamp['units']")
     mask = np.zeros(n_neurons, bool)
     mask[units] = True
-    value = np.asarray(clamp.get("value", 0.0), dtype=np.float64)
+    value = clamp.get("value", 0.0)
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(
+            f"clamp['value'] must be a number or one number per clamped unit ({len(units)}). Got {value!r}."
+        )
+    value = _as_array(value, "clamp['value']")
+    value = check_array(value, "clamp['value']", ndim=value.ndim, dtype=np.float64)
     values = np.zeros(n_neurons, dtype)
     if value.ndim == 0:
         values[units] = value
@@ -242,7 +281,7 @@ def _check_clamp(clamp, n_neurons, n_steps, dtype):
 def _inputs_and_steps(inputs, n_steps, D, owner):
     """Validated inputs ((T, D) or (n_trials, T, D), float64, or None) and the number of steps T they fix."""
     if inputs is not None:
-        inputs = np.asarray(inputs)
+        inputs = _as_array(inputs, "inputs")
         if inputs.ndim not in (2, 3):
             raise ValueError(
                 f"inputs must have shape (T, D) or (n_trials, T, D) with D = {D}. Got shape {inputs.shape}."
@@ -250,6 +289,11 @@ def _inputs_and_steps(inputs, n_steps, D, owner):
         inputs = check_array(inputs, "inputs", ndim=inputs.ndim, dtype=np.float64,
                              shape=(None,) * (inputs.ndim - 1) + (D,))
         T = inputs.shape[-2]
+        if T == 0:
+            raise ValueError(
+                f"inputs must have at least one time step (shape (T, D) or (n_trials, T, D) with T >= 1). "
+                f"Got shape {inputs.shape}. Give inputs of length n_steps, or omit them and give n_steps."
+            )
         if n_steps is not None and check_int(n_steps, "n_steps", minimum=1, owner=owner) != T:
             raise ValueError(f"n_steps = {n_steps} disagrees with inputs, which have {T} time steps.")
         return inputs, T
@@ -258,11 +302,22 @@ def _inputs_and_steps(inputs, n_steps, D, owner):
     return None, check_int(n_steps, "n_steps", minimum=1, owner=owner)
 
 
+def _as_array(value, name):
+    """``np.asarray(value)``, with a clear error for ragged nested lists and other non-arrays."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{name} must be an array of numbers (a regular, non-ragged nested list or an ndarray). "
+            f"Could not convert the given {type(value).__name__}: {exc}"
+        ) from exc
+
+
 def _optional_state(value, name, size):
     """An optional initial state of shape (size,) or (n_trials, size), as float64."""
     if value is None:
         return None
-    value = np.asarray(value)
+    value = _as_array(value, name)
     if value.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
     return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
@@ -331,8 +386,11 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     n_threads : int, default=1
         Threads of the compiled kernels, in [1, MAX_THREADS] (four per CPU,
         at least 64). Results do not depend on it.
-    max_record_bytes : int, optional
-        Largest recording allowed; default half the available memory.
+    max_record_bytes : int or float, optional
+        Largest recording allowed, in bytes; default half the available
+        memory. Every other array is checked against the memory available
+        before any work (see ``connector_sim._memory``); a refusal raises
+        ``connector_sim.TooLargeError`` (a MemoryError and a ValueError).
     on_nonfinite : {"warn", "raise"}, default="warn"
         What to do when the dynamics diverge (the state holds inf or NaN):
         "warn" emits one :class:`NonFiniteStateWarning` naming the first time
@@ -412,13 +470,15 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
     if path == "auto":
         path = "full" if (noise_std > 0 or sparse) else "latent"
+    _check_simulation_memory(B, B if (inputs_batched or v0_batched) else 1, T, N, R, D, len(units), dtype, path,
+                             x0 is not None, inputs is not None)
 
     # Filtered inputs v_t (float64, shared across trials unless something is batched).
     Bv = B if (inputs_batched or v0_batched) else 1
     u = np.zeros((Bv, T, D)) if inputs is None else np.broadcast_to(inputs, (Bv, T, D))
     v = np.empty((Bv, T + 1, D))
     v[:, 0] = 0.0 if v0 is None else np.broadcast_to(v0, (Bv, D))
-    for t in range(T):
+    for t in range(T if D else 0):  # nothing to filter without inputs
         v[:, t + 1] = (1 - alpha) * v[:, t] + alpha * u[:, t]
 
     # Initial latents, and the part of x0 outside span(m) (carried exactly).
@@ -441,7 +501,11 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     full_path, latent_path = simulate_dense.kernels(backend)
     kappa_out = np.empty((B, T + 1, R))
     connections = network.mask.expected_nnz / N if sparse else 0.0
-    chunks = _step_chunks(T, _chunk_steps(T, B, N, R, D, path, noise_std > 0, connections, n_threads))
+    steps_per_chunk = _chunk_steps(T, B, N, R, D, path, noise_std > 0, connections, n_threads)
+    if B > 1 and len(units) and path == "full":
+        # A chunk's recording goes through a buffer of B (steps + 1) K values (_window): at most 64 MB.
+        steps_per_chunk = max(1, min(steps_per_chunk, (64 << 20) // (B * len(units) * dtype.itemsize) - 1))
+    chunks = _step_chunks(T, steps_per_chunk)
     watch = _FiniteWatch(on_nonfinite, dt, alpha)
     started = time.perf_counter()
     if path == "full":

@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from ..activations import apply_activation
-from . import counter_rng
+from . import aligned, counter_rng
 
 #: Neurons per reduction block. The compiled kernels sum each block into its
 #: own float64 partial and add the partials in block order, so results do not
@@ -146,6 +146,7 @@ def _cpp_kernels():
     def full_path_cpp(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
                       record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), step_offset=0,
                       n_threads=1):
+        m_T, n_T, I_T, b, u = aligned(m_T, n_T, I_T, b, u)
         ext.full_path(m_T, n_T, I_T, b, activation_code(activation), x, u, float(alpha),
                       float(noise_scale), int(seed) & 0xFFFFFFFFFFFFFFFF, int(trial_offset),
                       np.ascontiguousarray(record_idx, np.int64), kappa, kappa_out, record_out,
@@ -153,6 +154,7 @@ def _cpp_kernels():
 
     def latent_path_cpp(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kappa, kappa_out,
                         clamp=(None, None, 0, 0), n_threads=1):
+        m_T, n_T, I_T, b, v, xperp, decay = aligned(m_T, n_T, I_T, b, v, xperp, decay)
         ext.latent_path(m_T, n_T, I_T, b, activation_code(activation), v, xperp, decay, float(alpha),
                         kappa, kappa_out, *_cpp_clamp_arrays(clamp, m_T.dtype), int(n_threads))
 

@@ -25,7 +25,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import counter_rng, sparse_mask
+from . import aligned, counter_rng, sparse_mask
 from .simulate_dense import _no_threads, _phi
 
 #: How the kernels read the mask: stored CSR (Bernoulli masks), stored tiles
@@ -162,6 +162,7 @@ def _cpp_kernels():
     def full_path_cpp(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
                       trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0),
                       step_offset=0, n_threads=1):
+        m_T, n_T, I_T, b, u = aligned(m_T, n_T, I_T, b, u)
         return ext.full_path(MASK_MODES[mask.mode], mask.key, mask.strata, float(mask.log_q), mask.indptr,
                              mask.indices, m_T, n_T, I_T, b, activation_code(activation), float(weight),
                              float(gain), x, u, float(alpha), float(noise_scale),
