@@ -30,6 +30,7 @@ from ._files import (
     json_safe,
     sigterm_as_exit,
 )
+from ._validation import MAX_THREADS
 
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
@@ -103,16 +104,8 @@ def _check_seed(arguments):
 
 
 def _check_threads(arguments):
-    """--threads: an int >= 1, and within the library's limit when it has one."""
-    _check_int(arguments, "threads")
-    from . import _validation
-
-    check = getattr(_validation, "check_n_threads", None)
-    if check is not None:
-        try:
-            check(arguments.threads)
-        except (TypeError, ValueError) as exc:
-            raise CommandError(f"--threads: {_one_line(exc)}") from None
+    """--threads: an int in [1, MAX_THREADS], the library's limit (it checks again)."""
+    _check_int(arguments, "threads", 1, MAX_THREADS)
 
 
 def _require_inference():
@@ -169,6 +162,9 @@ def _initial_latents(n_trials, rank, extent, init, seed):
         per_axis = math.ceil(math.sqrt(n_trials))
         grid = latent_grid(per_axis, extent)
         return grid[np.round(np.linspace(0, len(grid) - 1, n_trials)).astype(int)]
+    from ._memory import check_allocation
+
+    check_allocation(8 * 2 * n_trials * rank, f"{n_trials} initial latents", "Use fewer --trials.")
     return np.random.default_rng(seed).uniform(-extent, extent, size=(n_trials, rank))
 
 
