@@ -611,6 +611,12 @@ def _demo(arguments):
 
     # Every option first (the Connector part needs torch): nothing runs on bad input.
     _check_int(arguments, "large_n")
+    if not arguments.quick and not arguments.skip_simulation:
+        from ._memory import check_allocation
+
+        # m, n (N x 2, float32), b, labels, and the float64 draws they are made from: ~64 bytes per neuron.
+        check_allocation(64 * arguments.large_n, f"--large-n {arguments.large_n}: the sampled network",
+                         "Use a smaller --large-n (or --quick).")
     _check_seed(arguments)
     existing = os.path.abspath(arguments.out)  # the report folder, or the folder it will be created in
     while not os.path.exists(existing):

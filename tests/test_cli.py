@@ -395,3 +395,10 @@ def test_sigterm_during_the_save_ends_with_143_and_leaves_the_previous_file(tmp_
     _, err = process.communicate(timeout=30)
     assert process.returncode == 143 and err == "connector-sim simulate: terminated\n", err
     assert files_in(tmp_path) == ["sim.npz"] and target.read_bytes() == before
+
+
+def test_demo_refuses_a_large_network_that_cannot_fit_before_any_work(tmp_path):
+    status, _, err = run(["demo", "--large-n", 10**13, "--out", tmp_path / "report"])
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("connector-sim demo: error: --large-n 10000000000000: the sampled network needs ")
+    assert files_in(tmp_path) == []
