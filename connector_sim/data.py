@@ -23,6 +23,7 @@ Pure NumPy: importing this module does not import torch or pynwb.
 
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -663,11 +664,19 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
         raise ValueError(f"{path!r} is not an NWB file (NWB 2 files are HDF5 files; this one does not start with "
                          "the HDF5 signature).")
     try:
-        spike_times, starts, stops = _read_nwb_tables(NWBHDF5IO, path, units)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            spike_times, starts, stops = _read_nwb_tables(NWBHDF5IO, path, units)
     except (OSError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
         # h5py and pynwb report a truncated or corrupted file with these, from deep inside.
         raise ValueError(f"{path!r} is not a readable NWB file ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())}). It may be truncated or corrupted.") from exc
+    broken = [w for w in caught if type(w.message).__name__ == "BrokenLinkWarning"]
+    if broken:  # hdmf reads past a damaged link with only a warning: the file is corrupted
+        raise ValueError(f"{path!r} is a damaged NWB file ({' '.join(str(broken[0].message).split())}). "
+                         "Read an intact copy.")
+    for warning in caught:  # the others, as they were
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if trials is not None:
         trials = _row_indices(trials, len(starts), "trials", "trials")
         starts, stops = starts[trials], stops[trials]
