@@ -46,10 +46,14 @@ class CommandError(Exception):
     """Bad input found by a command; main prints the message and exits with :data:`BAD_INPUT`."""
 
 
+#: Longest message printed (a compiled module's argument error can run to pages).
+MAX_MESSAGE = 2000
+
+
 def _one_line(exc):
-    """An exception's message on one line (its type when it has none)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """An exception's message on one line (its type when it has none), at most MAX_MESSAGE characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 5] + " ..."
 
 
 # --------------------------------------------------------------------------- shared helpers
