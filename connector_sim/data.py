@@ -450,8 +450,12 @@ def load_network(path, *, return_extra=False):
                          what="a low-rank network (m, n, I, b, tau, activation; see save_network)")
     m = arrays["m"]
     dtype = m.dtype if m.dtype in (np.float32, np.float64) else np.float64
+    tau = arrays["tau"]
+    if tau.size != 1 or not (np.issubdtype(tau.dtype, np.integer) or np.issubdtype(tau.dtype, np.floating)):
+        raise ValueError(f"{os.fspath(path)!r} does not hold a valid network: 'tau' must be one real number. Got "
+                         f"{tau!r}.")
     try:
-        network = LowRankRNN(m, arrays["n"], arrays.get("I"), arrays.get("b"), tau=float(arrays["tau"]),
+        network = LowRankRNN(m, arrays["n"], arrays.get("I"), arrays.get("b"), tau=float(tau.reshape(-1)[0]),
                              activation=str(arrays["activation"]), dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} does not hold a valid network: {exc}") from exc

@@ -312,6 +312,18 @@ def test_complex_data_is_an_error_not_silently_truncated():
         bin_spike_times([np.array([0.1])], [0.0j], [1.0])
 
 
+
+def test_complex_network_files_are_refused(tmp_path):
+    from connector_sim.data import load_network
+
+    save_arrays(tmp_path / "m.npz", m=np.ones((3, 1)) * 1j, n=np.ones((3, 1)), tau=1.0, activation="tanh")
+    with pytest.raises(ValueError, match="m.npz' does not hold a valid network: m must be real"):
+        load_network(tmp_path / "m.npz")
+    save_arrays(tmp_path / "tau.npz", m=np.ones((3, 1)), n=np.ones((3, 1)), tau=1.0 + 1j, activation="tanh")
+    with pytest.raises(ValueError, match="tau.npz' does not hold a valid network: 'tau' must be one real number"):
+        load_network(tmp_path / "tau.npz")
+
+
 def test_read_nwb_refuses_rows_out_of_range_and_negative_rows(tmp_path):
     pynwb = pytest.importorskip("pynwb")
     from datetime import datetime, timezone
