@@ -223,6 +223,8 @@ def _simulate(arguments):
     out = _npz_path(arguments.out, "--out")
     if arguments.network_out is not None:
         _npz_path(arguments.network_out, "--network-out")
+        if os.path.abspath(arguments.network_out) == os.path.abspath(out):
+            raise CommandError(f"--network-out must differ from --out (both are {out!r}).")
     for name in ("n_neurons", "trials", "n_steps"):
         _check_int(arguments, name)
     _check_seed(arguments)

@@ -311,6 +311,7 @@ def test_every_bad_option_is_one_line_and_status_2_before_any_work_or_write(chai
         (simulate_ + ["--record-units", "some", "--out", out / "x.npz"], r"--record-units must be 'none', 'all'"),
         (simulate_ + ["--out", inputs / "folder.npz"], r"--out: Cannot write the file .*folder.npz': it is a folder"),
         (simulate_ + ["--out", out / "missing" / "x.npz"], r"--out: Cannot write .* does not exist. Create it first"),
+        (simulate_ + ["--out", out / "x.npz", "--network-out", out / "x.npz"], r"--network-out must differ from --out"),
         (["simulate", inputs / "truncated.npz", "--out", out / "x.npz"], r"truncated.npz' is not a readable .npz"),
         (["simulate", inputs / "array.npz", "--out", out / "x.npz"], r"it is a single .npy array"),
         (["fit", inputs / "complex.npz", "--rank", 2, "--out", out / "f.npz"],
