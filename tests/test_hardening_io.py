@@ -244,6 +244,11 @@ def test_an_edited_config_is_rejected_before_anything_is_allocated(tiny_connecto
                     recompute_checksum=True)
     with pytest.raises(ModelFileError, match=r"weights do not match its config \(hidden=9"):
         Connector.load(tmp_path / "model")
+    _rewrite_config(tmp_path / "model", lambda config: config["params"].update(hidden=200_000),
+                    recompute_checksum=True)
+    with pytest.raises(ModelFileError, match=r"invalid parameter: The 'hidden' parameter of FlowMatchingCNF must"):
+        Connector.load(tmp_path / "model")
+    _rewrite_config(tmp_path / "model", lambda config: config["params"].update(hidden=8), recompute_checksum=True)
     _rewrite_config(tmp_path / "model", lambda config: config.update(alpha=7.0),
                     recompute_checksum=True)
     with pytest.raises(ModelFileError, match=r"'alpha' must be a finite number in \(0, 1.0\]"):

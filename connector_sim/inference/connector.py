@@ -565,6 +565,7 @@ class Connector(_Distribution):
         connector = cls(**dict(params, device=device))
         try:
             connector._check_params()
+            connector._cnf(1, 0)._check_params()  # hidden, n_layers, ... of a refit
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid parameter: {exc}") from None
         rank = _config_int(config, "rank", 1, MAX_DIM)
