@@ -466,3 +466,23 @@ def test_temporaries_of_writes_still_running_at_exit_are_removed(tmp_path):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0 and out == "True\n", err
     assert os.listdir(tmp_path) == []
+
+
+def test_read_nwb_treats_a_broken_link_as_a_damaged_file(tmp_path, monkeypatch):
+    # Flipped bits in a link made hdmf warn (BrokenLinkWarning) and go on reading; found by the fuzz suite.
+    pytest.importorskip("pynwb")
+    import warnings
+
+    from hdmf.backends.hdf5.h5tools import BrokenLinkWarning
+
+    import connector_sim.data as data
+
+    def damaged(NWBHDF5IO, path, units):
+        warnings.warn("Path to Group altered/broken at /stimulus", BrokenLinkWarning)
+        return [np.array([0.1])], np.array([0.0]), np.array([1.0])
+
+    monkeypatch.setattr(data, "_has_hdf5_signature", lambda path: True)
+    monkeypatch.setattr(data, "_read_nwb_tables", damaged)
+    (tmp_path / "flipped.nwb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"flipped.nwb' is a damaged NWB file \(Path to Group altered/broken"):
+        data.read_nwb(tmp_path / "flipped.nwb")
