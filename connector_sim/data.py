@@ -515,7 +515,13 @@ def causal_gaussian_kernel(bin_width, smoothing, truncate=3.0):
     smoothing = check_positive_scalar(smoothing, "smoothing", owner="causal_gaussian_kernel")
     truncate = check_positive_scalar(truncate, "truncate", owner="causal_gaussian_kernel")
     # The 1e-9 keeps 3 * 0.1 / 0.01 = 30.000000000000004 from rounding up to 31.
-    lags = np.arange(math.ceil(truncate * smoothing / bin_width - 1e-9) + 1) * bin_width
+    n_lags = truncate * smoothing / bin_width
+    if not math.isfinite(n_lags):
+        raise ValueError(f"causal_gaussian_kernel: truncate * smoothing / bin_width = {n_lags} is not finite. Give a "
+                         "larger bin_width or a smaller smoothing.")
+    check_allocation(3 * 8 * (n_lags + 2), f"A causal Gaussian kernel of {n_lags:.3g} bins (smoothing {smoothing} s "
+                     f"over bins of {bin_width} s)", "Use a larger bin_width or a smaller smoothing.")
+    lags = np.arange(math.ceil(n_lags - 1e-9) + 1) * bin_width
     weights = np.exp(-0.5 * (lags / smoothing) ** 2)
     return weights / weights.sum()
 
@@ -556,17 +562,24 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
         raise ValueError(f"starts and stops must have the same length. Got {starts.size} and {stops.size}.")
     if len(starts) == 0:
         raise ValueError("There are no trials (starts is empty).")
-    lengths = np.floor((stops - starts) / bin_width + 1e-9).astype(np.int64)
-    for k, length in enumerate(lengths):
-        if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or length < 1:
+    with np.errstate(invalid="ignore", over="ignore"):
+        spans = np.floor((stops - starts) / bin_width + 1e-9)  # bins per trial, as floats: they may be huge
+    for k, span in enumerate(spans):
+        if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or not span >= 1:
             raise _error("trial interval", k, f"[{starts[k]}, {stops[k]}) must be finite and hold at least one "
                          f"bin of {bin_width} s.")
-    kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
-    history = 0 if kernel is None else len(kernel) - 1
     units = [np.sort(_real_vector(times, f"spike_times[{i}]")) for i, times in enumerate(spike_times)]
     if not units:
         raise ValueError("spike_times holds no units.")
-    out = np.zeros((len(starts), lengths.max(), len(units)))
+    n_bins = float(spans.max())
+    # The output, and per trial and unit the bin edges, the counts and their convolution with the kernel.
+    check_allocation(8 * len(starts) * n_bins * len(units) + 8 * 4 * (n_bins + 2), f"Binning {len(starts)} "
+                     f"trial(s) of up to {n_bins:.0f} bins x {len(units)} unit(s) (bins of {bin_width} s)",
+                     "Use a larger bin_width (or fewer, shorter trials).")
+    lengths, n_bins = spans.astype(np.int64), int(n_bins)
+    kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
+    history = 0 if kernel is None else len(kernel) - 1
+    out = np.zeros((len(starts), n_bins, len(units)))
     for k, (start, length) in enumerate(zip(starts, lengths)):
         edges = start + bin_width * np.arange(-history, length + 1)
         for i, times in enumerate(units):

@@ -486,3 +486,18 @@ def test_read_nwb_treats_a_broken_link_as_a_damaged_file(tmp_path, monkeypatch):
     (tmp_path / "flipped.nwb").write_bytes(b"")
     with pytest.raises(ValueError, match=r"flipped.nwb' is a damaged NWB file \(Path to Group altered/broken"):
         data.read_nwb(tmp_path / "flipped.nwb")
+
+
+def test_binning_that_cannot_fit_in_memory_is_refused_before_any_work(monkeypatch):
+    from connector_sim import TooLargeError, _memory
+
+    monkeypatch.setattr(_memory, "max_bytes", 10**9)
+    started = time.perf_counter()
+    with pytest.raises(TooLargeError, match=r"Binning 4 trial\(s\) of up to 800000000 bins x 3 unit\(s\) "
+                                            r"\(bins of 1e-09 s\) needs 102 GB"):
+        bin_spike_times([[0.1], [0.2], [0.3]], [0.0, 1.0, 2.0, 3.0], [0.8, 1.8, 2.8, 3.8], bin_width=1e-9)
+    with pytest.raises(TooLargeError, match="A causal Gaussian kernel of 3e\\+08 bins"):
+        bin_spike_times([[0.1]], [0.0], [1e-8], bin_width=1e-9, smoothing=0.1)
+    with pytest.raises(TooLargeError, match="Binning 1 trial"):
+        bin_spike_times([[0.1]], [0.0], [1e300], bin_width=1e-300)
+    assert time.perf_counter() - started < 1
