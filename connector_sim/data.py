@@ -514,14 +514,11 @@ def causal_gaussian_kernel(bin_width, smoothing, truncate=3.0):
     bin_width = check_positive_scalar(bin_width, "bin_width", owner="causal_gaussian_kernel")
     smoothing = check_positive_scalar(smoothing, "smoothing", owner="causal_gaussian_kernel")
     truncate = check_positive_scalar(truncate, "truncate", owner="causal_gaussian_kernel")
+    check_allocation(3 * 8 * (truncate * smoothing / bin_width + 2),
+                     f"A smoothing kernel of {truncate} x {smoothing} s in bins of {bin_width} s",
+                     "Use wider bins (bin_width) or less smoothing.")
     # The 1e-9 keeps 3 * 0.1 / 0.01 = 30.000000000000004 from rounding up to 31.
-    n_lags = truncate * smoothing / bin_width
-    if not math.isfinite(n_lags):
-        raise ValueError(f"causal_gaussian_kernel: truncate * smoothing / bin_width = {n_lags} is not finite. Give a "
-                         "larger bin_width or a smaller smoothing.")
-    check_allocation(3 * 8 * (n_lags + 2), f"A causal Gaussian kernel of {n_lags:.3g} bins (smoothing {smoothing} s "
-                     f"over bins of {bin_width} s)", "Use a larger bin_width or a smaller smoothing.")
-    lags = np.arange(math.ceil(n_lags - 1e-9) + 1) * bin_width
+    lags = np.arange(math.ceil(truncate * smoothing / bin_width - 1e-9) + 1) * bin_width
     weights = np.exp(-0.5 * (lags / smoothing) ** 2)
     return weights / weights.sum()
 
