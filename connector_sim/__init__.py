@@ -24,7 +24,7 @@ from .network import LowRankRNN
 from .noise import private_noise
 from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
 from .plotting import plot_flow_field
-from .simulate import SimulationResult, simulate
+from .simulate import NonFiniteStateWarning, SimulationResult, simulate
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .synthetic import SyntheticNetwork, synthetic_network
 
@@ -40,6 +40,7 @@ __all__ = [
     "LimitCycle",
     "LowRankPlusRandomRNN",
     "LowRankRNN",
+    "NonFiniteStateWarning",
     "Perturbation",
     "PerturbationTable",
     "Ring",

@@ -5,6 +5,7 @@ expected, what was given and, where it helps, how to fix it.
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -132,6 +133,40 @@ def check_int(value, name, *, minimum=None, maximum=None, owner=None):
         lo = "-inf" if minimum is None else minimum
         hi = "inf" if maximum is None else maximum
         raise ValueError(f"The {name!r} parameter{where} must be an int in the range [{lo}, {hi}]. Got {value} instead.")
+    return value
+
+
+#: The most threads any ``n_threads`` parameter accepts: four per CPU, and at
+#: least 64 (so that a script written on a workstation still runs on a
+#: laptop). More threads than cores only adds contention, and far more
+#: crashes: OpenMP runtimes fail to create tens of thousands of threads.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_n_threads(n_threads, owner=None, *, allow_none=False):
+    """A thread count: a positive int (Python or NumPy, not bool) <= :data:`MAX_THREADS`.
+
+    Every public ``n_threads`` parameter goes through this check, before any
+    work, so the kernels may assume a count they can run. With
+    ``allow_none``, None (leave the thread pools as they are) passes through.
+    """
+    where = f" of {owner}" if owner else ""
+    if n_threads is None and allow_none:
+        return None
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
+        accepted = "an int or None" if allow_none else "an int"
+        raise TypeError(
+            f"The 'n_threads' parameter{where} must be {accepted} in the range [1, {MAX_THREADS}]. "
+            f"Got {n_threads!r} of type {type(n_threads).__name__} instead."
+        )
+    value = int(n_threads)
+    if not 1 <= value <= MAX_THREADS:
+        raise ValueError(
+            f"The 'n_threads' parameter{where} must be an int in the range [1, {MAX_THREADS}] "
+            f"(64, or 4 per CPU on machines with more than 16 CPUs; this one has {os.cpu_count()}). "
+            f"Got {value} instead. "
+            "Use n_threads=1 (the default), or up to the number of CPU cores."
+        )
     return value
 
 

@@ -36,6 +36,7 @@ from ._validation import (
     check_array,
     check_dtype,
     check_int,
+    check_n_threads,
     check_nonnegative_scalar,
     check_positive_scalar,
 )
@@ -678,6 +679,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         if not seeds:
             raise ValueError("seeds must hold at least one int.")
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="perturbation_study")
+    n_threads = check_n_threads(n_threads, "perturbation_study")
     tau = fixed_network.tau if fixed_network is not None else 1.0
     dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner="perturbation_study")
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="perturbation_study")

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ._memory import check_allocation
-from ._validation import check_int, check_positive_scalar, check_random_state
+from ._validation import check_int, check_n_threads, check_positive_scalar, check_random_state
 from .network import LowRankRNN
 
 
@@ -186,14 +186,17 @@ class TrainedCDDM:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`."""
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            task_fields = {key[5:]: archive[key] for key in archive.files if key.startswith("task_")}
-            task_fields = {key: (tuple(float(c) for c in value) if key == "coherences" else value.item())
-                           for key, value in task_fields.items()}
-            task = CDDMTask(**task_fields)
-            network = LowRankRNN(archive["m"], archive["n"], archive["I"], archive["b"], tau=task.tau)
-            return cls(network, archive["readout"].copy(), task, float(archive["accuracy"]),
-                       {"loss": list(archive["loss"])}, float(archive["train_time"]))
+        from .data import load_arrays
+
+        arrays = load_arrays(path, ("m", "n", "I", "b", "readout", "accuracy", "loss", "train_time"),
+                             what="a trained task network (see save)")
+        task_fields = {key[5:]: value for key, value in arrays.items() if key.startswith("task_")}
+        task_fields = {key: (tuple(float(c) for c in value) if key == "coherences" else value.item())
+                       for key, value in task_fields.items()}
+        task = CDDMTask(**task_fields)
+        network = LowRankRNN(arrays["m"], arrays["n"], arrays["I"], arrays["b"], tau=task.tau)
+        return cls(network, arrays["readout"], task, float(arrays["accuracy"]), {"loss": list(arrays["loss"])},
+                   float(arrays["train_time"]))
 
 
 def readout_of(network, readout, inputs, dt):
@@ -254,6 +257,7 @@ def train_cddm(n_neurons=512, *, task=None, n_iterations=600, batch_size=64, lea
     n_iterations = check_int(n_iterations, "n_iterations", minimum=1, owner="train_cddm")
     batch_size = check_int(batch_size, "batch_size", minimum=1, owner="train_cddm")
     learning_rate = check_positive_scalar(learning_rate, "learning_rate", owner="train_cddm")
+    n_threads = check_n_threads(n_threads, "train_cddm", allow_none=True)
     rng = check_random_state(random_state)
     device = resolve_device(device)
     alpha = task.alpha

@@ -25,18 +25,17 @@ import time
 
 import numpy as np
 
-from .._validation import check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+from .._validation import (
+    check_int,
+    check_n_threads,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+    check_random_state,
+)
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
-from .flows import resolve_device, torch_threads
-
-try:
-    import torch
-except ImportError as exc:  # pragma: no cover - torch is a declared extra
-    raise ImportError(
-        "connector_sim.inference needs torch. Install it with `pip install connector-sim[inference]`."
-    ) from exc
+from .flows import resolve_device, torch, torch_threads  # flows reports a missing torch clearly
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 READOUTS = ("identity", "affine")
@@ -111,8 +110,7 @@ def check_training_params(estimator, owner):
         check_int(estimator.patience, "patience", minimum=1, owner=owner)
     check_nonnegative_scalar(estimator.tol, "tol", owner=owner)
     check_int(estimator.verbose, "verbose", minimum=0, owner=owner)
-    if estimator.n_threads is not None:
-        check_int(estimator.n_threads, "n_threads", minimum=1, owner=owner)
+    check_n_threads(estimator.n_threads, owner, allow_none=True)
     check_callback(estimator.callback, owner)
     for flag in ("fit_inputs", "fit_bias"):
         if not isinstance(getattr(estimator, flag), bool):
@@ -589,6 +587,9 @@ class LINT:
     def _fit(self, rates, inputs, lengths, alpha, mode):
         owner = type(self).__name__
         data = as_trial_data(rates, inputs, lengths)
+        if self.rank > data.n_neurons:
+            raise ValueError(f"The 'rank' parameter of {owner} must be at most the number of neurons, "
+                             f"{data.n_neurons}: a rank-R network needs R <= N. Got {self.rank} instead.")
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]
