@@ -451,7 +451,7 @@ def save_lint_network(path, network, *, readout=None, x0=None):
     arrays = {"wi": network.I.T, "si": np.ones(network.n_inputs, dtype), "m": network.m, "n": network.n,
               "b": network.b, "wo": readout, "so": np.ones(readout.shape[1], dtype),
               "h0": (x0 - network.b).astype(dtype)}
-    state = {key: torch.from_numpy(np.ascontiguousarray(arrays[key])) for key in LINT_KEYS}
+    state = {key: torch.from_numpy(np.array(arrays[key], order="C")) for key in LINT_KEYS}  # writable copies
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(os.fspath(path), buffer.getvalue())
