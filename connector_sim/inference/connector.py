@@ -228,7 +228,7 @@ class Connector(_Distribution):
         alpha : float, default=0.1
         tau : float, default=1.0
             Time constant given to sampled networks.
-        activation : {"tanh", "relu", "identity"}, default="tanh"
+        activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
 
         Returns
         -------
