@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+from .activations import BUILTIN_ACTIVATIONS
 from ._files import json_safe
 from ._validation import MAX_THREADS
 
@@ -235,7 +236,8 @@ def _fit(arguments):
         from .inference.lint import LINT
         from .latents import align_latents
 
-        lint = LINT(rank=rank, dt=dt, tau=tau, n_epochs=arguments.epochs, random_state=arguments.seed)
+        lint = LINT(rank=rank, dt=dt, tau=tau, activation=arguments.activation, n_epochs=arguments.epochs,
+                    random_state=arguments.seed)
         lint.fit(rates, inputs, lengths)
         network, latents = lint.network_, lint.latents_
         message = (f"LINT rank {rank} on {n_trials} trials x {n_times} bins x {n_neurons} neurons, "
@@ -261,7 +263,7 @@ def _fit(arguments):
                                f"{n_times}). Use --method lint.")
         points, velocity, v = velocity_samples(kappa, dt, tau=tau, inputs=inputs)
         matcher = VelocityMatching(n_neurons=arguments.n_neurons or n_neurons, tau=tau, n_epochs=arguments.epochs,
-                                   random_state=arguments.seed)
+                                   activation=arguments.activation, random_state=arguments.seed)
         matcher.fit(points, velocity, v)
         network, latents = matcher.network_, np.asarray(kappa, np.float64)
         message = (f"velocity matching, N = {network.n_neurons}, rank {rank}, on {len(points)} latent points, "
@@ -520,6 +522,8 @@ def _parser():
     fit.add_argument("--latents-out", default=None, help="its latents (.npz; default <out>_latents.npz)")
     fit.add_argument("--method", choices=["lint", "velocity"], default="lint")
     fit.add_argument("--rank", type=int, default=None, help="default: the data's kappa dimension")
+    fit.add_argument("--activation", choices=list(BUILTIN_ACTIVATIONS), default="tanh",
+                     help="phi of the fitted network (default tanh)")
     fit.add_argument("--epochs", type=int, default=100)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--dt", type=float, default=None, help="bin width (default: the file's dt, else tau / 10)")

@@ -211,7 +211,7 @@ def test_parameter_and_state_errors(limit_cycle):
     with pytest.raises(TypeError, match="network must be a LowRankRNN"):
         Connector().fit(limit_cycle.network.m, limit_cycle.trajectories)
     with pytest.raises(ValueError, match="supports the activations"):
-        Connector(**QUICK).fit_latents(limit_cycle.trajectories, limit_cycle.network.m, activation="softplus")
+        Connector(**QUICK).fit_latents(limit_cycle.trajectories, limit_cycle.network.m, activation="softsign")
     with pytest.raises(RuntimeError, match="not fitted yet"):
         Connector().sample(10)
 
@@ -309,3 +309,21 @@ def test_conditional_cnf_agrees_with_the_closed_form():
         periods.append(cycle.period)
     assert periods[0] == pytest.approx(periods[1], rel=0.03)
     assert periods[0] == pytest.approx(reference.period, rel=0.05)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "sigmoid"])
+def test_smooth_activations_carry_through_fit_sample_and_flow(limit_cycle, activation):
+    # The network's activation becomes the Connector's (the conditional mean's phi),
+    # its sampled networks', and the mean field's: the sampled network's flow is the
+    # sample average of n phi(m kappa) with this phi (reference flow, 1e-12).
+    source = limit_cycle.network
+    network = LowRankRNN(source.m, source.n, source.I, source.b, activation=activation)
+    trajectories = simulate(network, 30, dt=0.1, kappa0=np.random.default_rng(0).normal(size=(8, 2))).kappa
+    connector = Connector(**QUICK).fit(network, trajectories)
+    assert connector.activation_ == activation and connector.conditional_mean_.activation == activation
+    sampled = connector.sample(300, random_state=1)
+    assert sampled.activation == activation
+    kappa = np.array([[0.3, -0.2], [1.0, 0.5]])
+    phi = {"softplus": lambda z: np.logaddexp(0, z), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}[activation]
+    direct = -kappa + phi(kappa @ sampled.m.T + sampled.b) @ sampled.n / sampled.n_neurons
+    np.testing.assert_allclose(latent_velocity(sampled, kappa), direct, rtol=0, atol=1e-12)
