@@ -22,6 +22,7 @@ _LAZY = {
     # ``connector_sim.inference.dissimilarity`` is always the function, never a submodule)
     "dissimilarity": "distances",
     "effective_connectivity_dissimilarity": "distances",
+    "paired_effective_connectivity_dissimilarity": "distances",
     # lint.py: fitting a low-rank RNN to rates by BPTT
     "LINT": "lint",
     # velocity_matching.py: distilling a latent flow into a low-rank RNN
