@@ -327,3 +327,32 @@ def test_smooth_activations_carry_through_fit_sample_and_flow(limit_cycle, activ
     phi = {"softplus": lambda z: np.logaddexp(0, z), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}[activation]
     direct = -kappa + phi(kappa @ sampled.m.T + sampled.b) @ sampled.n / sampled.n_neurons
     np.testing.assert_allclose(latent_velocity(sampled, kappa), direct, rtol=0, atol=1e-12)
+
+
+def test_official_preset_samples_with_the_official_number_of_evaluations(limit_cycle, tmp_path):
+    # The official sampler: ODESolver(method="midpoint", step_size=0.05) on [0, 1] is
+    # 20 midpoint steps, 2 velocity evaluations each: 40 calls of each velocity MLP
+    # per batch of samples (this class's default, 10 steps, makes 20).
+    connector = Connector.official(n_epochs=2, random_state=0)
+    assert connector.n_steps == 20 and connector.solver == "midpoint" and connector.weight_decay == 1e-5
+    assert connector.conditional == "cnf" and connector.validation_fraction == 0.0 and not connector.cosine
+    assert Connector.official(n_steps=7).n_steps == 7
+    connector.fit(limit_cycle.network, limit_cycle.trajectories)
+    assert len(connector.marginal_.history_["val_loss"]) == 2  # no early stopping
+
+    def count_calls(flow):
+        calls = []
+        flow.model_.register_forward_hook(lambda module, inputs, output: calls.append(1))
+        return calls
+
+    marginal_calls, conditional_calls = count_calls(connector.marginal_), count_calls(connector.conditional_)
+    connector.sample(50, random_state=0)
+    assert len(marginal_calls) == 40 and len(conditional_calls) == 40
+    default = Connector(n_epochs=2, random_state=0).fit(limit_cycle.network, limit_cycle.trajectories)
+    calls = count_calls(default.marginal_)
+    default.sample(50, random_state=0)
+    assert len(calls) == 20
+    # The preset's settings survive save and load.
+    connector.save(tmp_path / "official")
+    loaded = Connector.load(tmp_path / "official", device="cpu")
+    assert {**loaded.get_params(), "device": "auto"} == connector.get_params()
