@@ -18,6 +18,9 @@ _LAZY = {
     "fit_conditional_mean": "conditional_mean",
     # connector.py: the estimator
     "Connector": "connector",
+    # cross_validation.py: k-fold cross-validation over trials
+    "cross_validate": "cross_validation",
+    "kfold_trials": "cross_validation",
     # distances.py: comparing connectivity distributions (not named after its function, so that
     # ``connector_sim.inference.dissimilarity`` is always the function, never a submodule)
     "dissimilarity": "distances",

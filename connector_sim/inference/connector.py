@@ -514,6 +514,44 @@ class Connector(_Distribution):
         options.setdefault("activation", self.activation_)
         return latent_flow(source, v, **options)
 
+    def score(self, kappa, inputs=None, *, v=None, v0=None, alpha=None, n_samples=20_000, random_state=0):
+        """R^2 of the learned mean field's one-step latent drive on trajectories (e.g. held-out trials).
+
+        ::
+
+            target_t    = (kappa_{t+1} - (1 - alpha) kappa_t) / alpha
+            predicted_t = E[ nbar(m, I, b) phi(m^T kappa_t + I^T v_t + b) ]
+            R^2 = 1 - sum |target - predicted|^2 / sum |target - mean(target)|^2
+
+        The expectation is over ``n_samples`` rows of the marginal (see
+        :meth:`latent_flow`); ``alpha`` defaults to the fitted one. Used by
+        :func:`~connector_sim.inference.cross_validate`.
+
+        Parameters
+        ----------
+        kappa : array-like of shape (n_trials, T + 1, R) or (T + 1, R)
+        inputs, v, v0 : optional
+            As in :meth:`fit`.
+        alpha : float, optional
+        n_samples : int, default=20000
+        random_state : int, Generator or None, default=0
+
+        Returns
+        -------
+        float
+        """
+        from ..mean_field import latent_velocity
+
+        self._check_fitted()
+        alpha = self.alpha_ if alpha is None else check_positive_scalar(alpha, "alpha", owner=_OWNER)
+        points, v_points, target = regression_data(kappa, alpha, inputs=inputs, v=v, v0=v0)
+        source = self.empirical(n_samples, random_state, conditional_mean=True)
+        predicted = latent_velocity(source, points, v_points if v_points.shape[1] else None,
+                                    activation=self.activation_) + points
+        residual = np.sum((target - predicted) ** 2)
+        total = np.sum((target - target.mean(axis=0)) ** 2)
+        return float(1.0 - residual / total) if total > 0 else float("nan")
+
     def log_prob(self, rows, *, n_steps=None):
         """log p(m, n, I, b) = log p(m, I, b) + log p(n | m, I, b) of neuron rows.
 
