@@ -280,7 +280,7 @@ def cpp_full_args(case, **changes):
     (dict(kappa_out=np.empty((2, N_STEPS, 1))), "kappa_out must have shape"),
     (dict(record_idx=np.array([37], np.int64)), "outside the neuron range"),
     (dict(clamp_mask=np.zeros(36, np.uint8), clamp_value=np.zeros(36, np.float32)), "clamp_mask must have shape"),
-    (dict(activation=3), "unknown activation code"),
+    (dict(activation=5), "unknown activation code"),
     (dict(n_threads=0), "n_threads must be at least 1"),
 ])
 def test_cpp_rejects_bad_arrays(cpp_module, change, message):
