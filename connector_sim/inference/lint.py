@@ -455,20 +455,19 @@ class LINT:
             offset, gain = np.zeros(n_neurons), np.ones(n_neurons)
         return gain, offset
 
-    def _low_rank_potentials(self, z, saturated, mask, dimension, n_iterations=30):
+    def _low_rank_potentials(self, z, saturated, mask, dimension, floor=0.0, n_iterations=30):
         """Potentials denoised onto an affine subspace, with saturated entries filled in.
 
         Noise-free potentials lie on the (R + D)-dimensional affine subspace
         m kappa + I v + b, and the one-step differences of the regression
         amplify noise by 1 / alpha: project onto the top principal
         components. A tanh rate beyond +-(1 - RATE_CLIP) pins its potential
-        only to |x| > atanh(1 - RATE_CLIP); those entries are imputed from
-        the subspace (alternating projection, as in EM-PCA), kept beyond the
-        clip level with the rate's sign.
+        only to |x| > floor = atanh(1 - RATE_CLIP) (sigmoid: twice that);
+        those entries are imputed from the subspace (alternating projection,
+        as in EM-PCA), kept beyond the clip level with the potential's sign.
         """
         valid = z[mask]
         unknown = saturated[mask]
-        floor = math.atanh(1 - RATE_CLIP)
         sign = np.sign(valid)
         for _ in range(n_iterations if unknown.any() else 1):
             centre = valid.mean(axis=0)
@@ -523,9 +522,14 @@ class LINT:
         u = None if u is None else u[train]
         normalised = (rates - offset) / gain
         z = _inverse_activation(self.activation, normalised)
-        saturated = (np.abs(normalised) > 1 - RATE_CLIP) if self.activation == "tanh" else np.zeros(z.shape, bool)
+        if self.activation == "tanh":
+            saturated, floor = np.abs(normalised) > 1 - RATE_CLIP, math.atanh(1 - RATE_CLIP)
+        elif self.activation == "sigmoid":  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+            saturated, floor = np.abs(2 * normalised - 1) > 1 - RATE_CLIP, 2 * math.atanh(1 - RATE_CLIP)
+        else:
+            saturated, floor = np.zeros(z.shape, bool), 0.0
         dimension = self.rank + (D if self.fit_inputs else 0)
-        denoised = self._low_rank_potentials(z.copy(), saturated, mask, dimension)
+        denoised = self._low_rank_potentials(z.copy(), saturated, mask, dimension, floor)
         return {"raw": self._rrr_init(z, u, mask, alpha), "denoised": self._rrr_init(denoised, u, mask, alpha)}
 
     def _build(self, data, train, loadings, gain, offset, mode, device, dtype):
