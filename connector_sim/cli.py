@@ -311,8 +311,12 @@ def _infer(arguments):
 
     alpha = float(latents["alpha"])
     started = time.perf_counter()
-    connector = Connector(n_epochs=arguments.epochs, hidden=arguments.hidden, n_layers=arguments.layers,
-                          n_covariance=arguments.n_covariance, random_state=arguments.seed)
+    options = dict(hidden=arguments.hidden, n_layers=arguments.layers, n_covariance=arguments.n_covariance,
+                   random_state=arguments.seed)
+    if arguments.official:
+        connector = Connector.official(n_epochs=1000 if arguments.epochs is None else arguments.epochs, **options)
+    else:
+        connector = Connector(n_epochs=300 if arguments.epochs is None else arguments.epochs, **options)
     connector.fit(network, kappa, inputs=None if inputs is None else inputs[:, :kappa.shape[1] - 1], alpha=alpha)
     connector.save(arguments.out)
     history = connector.marginal_.history_
@@ -536,7 +540,10 @@ def _parser():
     infer.add_argument("network", help="network .npz (from `fit`)")
     infer.add_argument("--latents", default=None, help="latents .npz (default <network>_latents.npz)")
     infer.add_argument("--out", required=True, help="Connector model folder")
-    infer.add_argument("--epochs", type=int, default=300)
+    infer.add_argument("--epochs", type=int, default=None, help="CNF epochs (default 300; 1000 with --official)")
+    infer.add_argument("--official", action="store_true",
+                       help="the official Connector code's settings (Connector.official: a conditional CNF, 20 "
+                            "midpoint sampling steps, weight decay 1e-5, no early stopping)")
     infer.add_argument("--hidden", type=int, default=128)
     infer.add_argument("--layers", type=int, default=4)
     infer.add_argument("--n-covariance", type=float, default=1.0, help="Sigma = s I, the conditional covariance "
