@@ -421,8 +421,8 @@ class LINT:
             mode = "encoder" if self.activation == "relu" else "invert"
         if mode == "invert" and self.activation == "relu":
             raise ValueError(
-                "initial_state='invert' needs an invertible activation (tanh, identity, softplus or sigmoid); relu maps all "
-                "negative potentials to 0. Use initial_state='encoder'."
+                "initial_state='invert' needs an invertible activation (tanh, identity, softplus or sigmoid); "
+                "relu maps all negative potentials to 0. Use initial_state='encoder'."
             )
         return alpha, mode
 
