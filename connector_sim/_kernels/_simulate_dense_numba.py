@@ -181,14 +181,24 @@ def _apply_phi(activation, values):
     raise NotImplementedError("_apply_phi is only callable from numba-compiled code")
 
 
+@njit(**_ELEMENTWISE)
+def _apply_smooth(activation, values):
+    """values[:] = softplus or sigmoid of values: float64 arithmetic, rounded once to the values' dtype.
+
+    A function of its own, called from _apply_phi: written inline there, the
+    larger loop nest changed how LLVM compiled the tanh path of the sparse
+    kernels, whose stored and implicit masks then no longer agreed bitwise.
+    """
+    for i in range(values.size):
+        x = np.float64(values[i])
+        values[i] = _softplus_f64(x) if activation == _SOFTPLUS else _sigmoid_f64(x)
+
+
 @overload(_apply_phi, jit_options=dict(fastmath=True, error_model="numpy"))
 def _apply_phi_overload(activation, values):
     if isinstance(activation, types.Integer):
-        single = values.dtype == types.float32
-        tanh = _tanh_f32 if single else _tanh_f64
-        zero = np.float32(0.0) if single else 0.0
-        # softplus and sigmoid: float64 arithmetic, rounded once to the values' dtype.
-        cast = np.float32 if single else np.float64
+        tanh = _tanh_f32 if values.dtype == types.float32 else _tanh_f64
+        zero = np.float32(0.0) if values.dtype == types.float32 else 0.0
 
         def builtin(activation, values):
             if activation == _TANH:
@@ -197,12 +207,8 @@ def _apply_phi_overload(activation, values):
             elif activation == _RELU:
                 for i in range(values.size):
                     values[i] = values[i] if values[i] > zero else zero
-            elif activation == _SOFTPLUS:
-                for i in range(values.size):
-                    values[i] = cast(_softplus_f64(np.float64(values[i])))
-            elif activation == _SIGMOID:
-                for i in range(values.size):
-                    values[i] = cast(_sigmoid_f64(np.float64(values[i])))
+            elif activation >= _SOFTPLUS:
+                _apply_smooth(activation, values)
             # "identity" leaves the values as they are.
 
         return builtin
