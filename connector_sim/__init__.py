@@ -23,7 +23,7 @@ from .mean_field import latent_flow, latent_velocity, mean_field_trajectory, nor
 from .network import LowRankRNN
 from .noise import private_noise
 from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
-from .plotting import plot_flow_field
+from .plotting import plot_flow_field, plot_loadings, plot_psth, psth
 from .simulate import NonFiniteStateWarning, SimulationResult, simulate
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .synthetic import SyntheticNetwork, synthetic_network
@@ -66,7 +66,10 @@ __all__ = [
     "perturbation_study",
     "perturbed_flow",
     "plot_flow_field",
+    "plot_loadings",
+    "plot_psth",
     "private_noise",
+    "psth",
     "rank_one_gaussian",
     "simulate",
     "sparsify",

@@ -1,5 +1,13 @@
 """Activation functions phi of the low-rank RNN.
 
+The built-in activations:
+
+- ``"tanh"``: tanh(x);
+- ``"relu"``: max(x, 0);
+- ``"identity"``: x;
+- ``"softplus"``: log(1 + exp(x)) (a smooth relu; phi' = sigmoid);
+- ``"sigmoid"``: 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2 (rates in (0, 1)).
+
 Built-in activations are named by a string and run on every backend. A
 user-supplied activation is a scalar function compiled by ``numba.njit``; it
 runs on the numba backend only, which the simulator picks for it.
@@ -8,7 +16,7 @@ runs on the numba backend only, which the simulator picks for it.
 import numpy as np
 
 #: Names of the built-in activations, in the order the compiled kernels number them.
-BUILTIN_ACTIVATIONS = ("tanh", "relu", "identity")
+BUILTIN_ACTIVATIONS = ("tanh", "relu", "identity", "softplus", "sigmoid")
 
 
 def activation_code(name):
@@ -24,6 +32,12 @@ def apply_activation(activation, x):
         return np.maximum(x, x.dtype.type(0))
     if activation == "identity":
         return x.copy()
+    if activation == "softplus":
+        return np.logaddexp(x, x.dtype.type(0))
+    if activation == "sigmoid":
+        # exp(-|x|) never overflows; e / (1 + e) below 0 keeps the relative precision.
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
     return _apply_user_activation(activation, x)
 
 

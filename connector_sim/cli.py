@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+from .activations import BUILTIN_ACTIVATIONS
 from ._files import (
     Terminated,
     check_folder_target,
@@ -424,7 +425,8 @@ def _fit(arguments):
         from .inference.lint import LINT
         from .latents import align_latents
 
-        lint = LINT(rank=rank, dt=dt, tau=tau, n_epochs=arguments.epochs, random_state=arguments.seed)
+        lint = LINT(rank=rank, dt=dt, tau=tau, activation=arguments.activation, n_epochs=arguments.epochs,
+                    random_state=arguments.seed)
         lint._check_params()
         lint.fit(rates, inputs, lengths)
         network, latents = lint.network_, lint.latents_
@@ -450,7 +452,7 @@ def _fit(arguments):
             raise CommandError("--method velocity needs trials of equal length (the data has 'lengths' below "
                                f"{n_times}). Use --method lint.")
         matcher = VelocityMatching(n_neurons=arguments.n_neurons or n_neurons, tau=tau, n_epochs=arguments.epochs,
-                                   random_state=arguments.seed)
+                                   activation=arguments.activation, random_state=arguments.seed)
         if matcher.n_neurons < rank:
             raise CommandError(f"--n-neurons {matcher.n_neurons} is less than the latents' rank {rank}: a rank-R "
                                "network needs R <= N.")
@@ -482,6 +484,8 @@ def _infer(arguments):
     # Every option first: nothing is trained, and nothing written, on bad input.
     for name in ("hidden", "layers", "flow_samples"):
         _check_int(arguments, name)
+    if arguments.epochs is None:
+        arguments.epochs = 1000 if arguments.official else 300
     _check_int(arguments, "epochs", 1, MAX_EPOCHS)
     _check_seed(arguments)
     _check_float(arguments, "n_covariance", positive=False)
@@ -492,8 +496,12 @@ def _infer(arguments):
     _require_inference()
     from .inference.connector import Connector
 
-    connector = Connector(n_epochs=arguments.epochs, hidden=arguments.hidden, n_layers=arguments.layers,
-                          n_covariance=arguments.n_covariance, random_state=arguments.seed)
+    options = dict(hidden=arguments.hidden, n_layers=arguments.layers, n_covariance=arguments.n_covariance,
+                   random_state=arguments.seed)
+    if arguments.official:
+        connector = Connector.official(n_epochs=arguments.epochs, **options)
+    else:
+        connector = Connector(n_epochs=arguments.epochs, **options)
     connector._check_params()
     connector._cnf(arguments.epochs, arguments.seed)._check_params()
     file_format = _file_format(arguments.network, arguments.format)
@@ -855,6 +863,8 @@ def _parser():
     fit.add_argument("--latents-out", default=None, help="its latents (.npz; default <out>_latents.npz)")
     fit.add_argument("--method", choices=["lint", "velocity"], default="lint")
     fit.add_argument("--rank", type=int, default=None, help="default: the data's kappa dimension")
+    fit.add_argument("--activation", choices=list(BUILTIN_ACTIVATIONS), default="tanh",
+                     help="phi of the fitted network (default tanh)")
     fit.add_argument("--epochs", type=int, default=100)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--dt", type=float, default=None, help="bin width (default: the file's dt, else tau / 10)")
@@ -868,7 +878,10 @@ def _parser():
                                        "or a LINT .pt")
     infer.add_argument("--latents", default=None, help="latents .npz (default <network>_latents.npz)")
     infer.add_argument("--out", required=True, help="Connector model folder")
-    infer.add_argument("--epochs", type=int, default=300)
+    infer.add_argument("--epochs", type=int, default=None, help="CNF epochs (default 300; 1000 with --official)")
+    infer.add_argument("--official", action="store_true",
+                       help="the official Connector code's settings (Connector.official: a conditional CNF, 20 "
+                            "midpoint sampling steps, weight decay 1e-5, no early stopping)")
     infer.add_argument("--hidden", type=int, default=128)
     infer.add_argument("--layers", type=int, default=4)
     infer.add_argument("--n-covariance", type=float, default=1.0, help="Sigma = s I, the conditional covariance "

@@ -69,6 +69,14 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
     - identity: <phi> = mu, <phi'> = 1.
     - relu: <phi> = mu Phi(mu / s) + s varphi(mu / s), <phi'> = Phi(mu / s)
       (Phi, varphi: standard normal cdf and density).
+    - sigmoid = (1 + tanh(y / 2)) / 2: <sigmoid>(mu, s) = (1 + <tanh>(mu/2, s/2)) / 2
+      and <sigmoid'>(mu, s) = <tanh'>(mu/2, s/2) / 4, by the tanh rules below.
+    - softplus (phi' = sigmoid): <softplus'> = <sigmoid>; <softplus> by
+      Gauss-Hermite for s <= :data:`WIDE_THRESHOLD` (softplus is analytic
+      within pi of the real axis), and above it as relu + r with
+      r(y) = log(1 + exp(-|y|)): <relu> in closed form, plus
+      int_0^L r(y) [N(y) + N(-y)] dy by Gauss-Legendre and the tail beyond L,
+      where r(y) = exp(-y) to 1e-17, in closed form.
     - tanh (phi' = 1 - tanh^2), by quadrature with ``order`` nodes:
 
       * s <= :data:`WIDE_THRESHOLD`: Gauss-Hermite in g. Its error grows with s,
@@ -89,11 +97,11 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
 
     Parameters
     ----------
-    activation : {"tanh", "relu", "identity"}
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}
     mu, s : array-like, broadcastable
         Mean and standard deviation (s >= 0) of the pre-activation.
     order : int, default=64
-        Nodes of each quadrature rule (tanh only).
+        Nodes of each quadrature rule (tanh, softplus, sigmoid).
 
     Returns
     -------
@@ -105,11 +113,12 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
         return mu.copy(), np.ones_like(mu)
     if activation == "relu":
         return _relu_averages(mu, s)
+    average = {"tanh": _tanh_averages, "sigmoid": _sigmoid_averages, "softplus": _softplus_averages}[activation]
     flat_mu, flat_s = mu.ravel(), s.ravel()
     phi, dphi = np.empty_like(flat_mu), np.empty_like(flat_mu)
     for start in range(0, flat_mu.size, _AVERAGE_CHUNK):
         block = slice(start, start + _AVERAGE_CHUNK)
-        phi[block], dphi[block] = _tanh_averages(flat_mu[block], flat_s[block], order)
+        phi[block], dphi[block] = average(flat_mu[block], flat_s[block], order)
     return phi.reshape(mu.shape), dphi.reshape(mu.shape)
 
 
@@ -153,6 +162,37 @@ def _tanh_averages(mu, s, order):
         residual = -2.0 / (np.exp(2.0 * legendre_y) + 1.0)
         phi[wide] = erf(mu[wide] / (s[wide] * math.sqrt(2))) + (density_pos - density_neg) @ (residual * legendre_w)
         dphi[wide] = (density_pos + density_neg) @ ((1.0 - rates * rates) * legendre_w)
+    return phi, dphi
+
+
+def _sigmoid_averages(mu, s, order):
+    # sigmoid(y) = (1 + tanh(y / 2)) / 2, sigmoid'(y) = (1 - tanh(y / 2)^2) / 4.
+    phi, dphi = _tanh_averages(0.5 * mu, 0.5 * s, order)
+    return 0.5 * (1.0 + phi), 0.25 * dphi
+
+
+def _softplus_averages(mu, s, order):
+    from scipy.special import log_ndtr
+
+    (hermite_x, hermite_w), (legendre_y, legendre_w) = _quadrature_nodes(order)
+    phi = np.empty_like(mu)
+    dphi = _sigmoid_averages(mu, s, order)[0]
+    narrow = s <= WIDE_THRESHOLD
+    if narrow.any():
+        phi[narrow] = np.logaddexp(0.0, mu[narrow, None] + s[narrow, None] * hermite_x) @ hermite_w
+    wide = ~narrow
+    if wide.any():
+        mean, std = mu[wide, None], s[wide, None]
+        norm = 1.0 / (std * math.sqrt(2 * math.pi))
+        density_pos = norm * np.exp(-0.5 * ((legendre_y - mean) / std) ** 2)
+        density_neg = norm * np.exp(-0.5 * ((legendre_y + mean) / std) ** 2)
+        residual = np.log1p(np.exp(-legendre_y))
+        inner = (density_pos + density_neg) @ (residual * legendre_w)
+        # Beyond L, r(y) = exp(-y) (1 - exp(-y) / 2 + ...) = exp(-y) to 2e-18 relative, and
+        # int_L^inf exp(-y) N(y; c, s) dy = exp(s^2 / 2 - c) Phi((c - s^2 - L) / s), in logs.
+        mu_w, s_w = mu[wide], s[wide]
+        tail = sum(np.exp(0.5 * s_w**2 - c + log_ndtr((c - s_w**2 - KINK_HALF_WIDTH) / s_w)) for c in (mu_w, -mu_w))
+        phi[wide] = _relu_averages(mu_w, s_w)[0] + inner + tail
     return phi, dphi
 
 
@@ -378,7 +418,7 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
     v : array-like of shape (D,) or (..., D), optional
         Filtered input at the points (broadcast against kappa's leading
         shape). Zero when omitted; must be None when D = 0.
-    activation : {"tanh", "relu", "identity"}, optional
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, optional
         phi. Default: the network's own, else "tanh". Sampled sources also
         accept a numba function.
     order : int, default=64

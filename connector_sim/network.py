@@ -75,7 +75,7 @@ class LowRankRNN:
         Biases. None means zero.
     tau : float, default=1.0
         Time constant, in the same unit as the simulator's ``dt``.
-    activation : {"tanh", "relu", "identity"} or numba.njit function, default="tanh"
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"} or numba.njit function, default="tanh"
         phi, applied elementwise. A user function runs on the numba backend.
     dtype : {float32, float64}, default=float64
         Storage and simulation precision.
@@ -184,7 +184,7 @@ class LowRankRNN:
 
     @property
     def activation(self):
-        """phi: "tanh", "relu", "identity" or a numba function."""
+        """phi: "tanh", "relu", "identity", "softplus", "sigmoid" or a numba function."""
         return self._activation
 
     @activation.setter

@@ -1,4 +1,5 @@
-"""Figures of latent dynamics: flow fields with fixed points and trajectories.
+"""Figures: flow fields with fixed points and trajectories, trial-averaged PSTHs with
+bootstrap confidence intervals, and scatter matrices of loadings by cell type.
 
 matplotlib is imported inside the functions, and figures are made without
 pyplot (``matplotlib.figure.Figure``), so they work on headless machines and
@@ -165,3 +166,267 @@ def fixed_point_markers(ax):
         if gid.startswith("fixed_points:"):
             found[gid.split(":", 1)[1]] = np.column_stack([line.get_xdata(), line.get_ydata()])
     return found
+
+
+# --------------------------------------------------------------------------- PSTHs
+
+
+class PSTH:
+    """Trial-averaged rates with bootstrap confidence intervals (the data of :func:`plot_psth`).
+
+    Attributes
+    ----------
+    times : ndarray of shape (n_times,)
+    mean : ndarray of shape (n_times, n_units)
+        Mean over the trials valid at each bin.
+    low, high : ndarray of shape (n_times, n_units)
+        The (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the
+        bootstrap means.
+    n_trials : ndarray of shape (n_times,)
+        Trials valid at each bin.
+    """
+
+    def __init__(self, times, mean, low, high, n_trials):
+        self.times, self.mean, self.low, self.high, self.n_trials = times, mean, low, high, n_trials
+
+
+def psth(rates, *, times=None, lengths=None, n_boot=1000, confidence=0.95, random_state=None):
+    """Trial-averaged rates and percentile-bootstrap confidence intervals over trials.
+
+    Each bootstrap replicate draws ``n_trials`` trials with replacement, as
+    counts ``c ~ Multinomial(n_trials, uniform)`` (``rng.multinomial``), and
+    takes the mean over the drawn trials valid at each bin::
+
+        mean_b(t, i) = sum_k c_bk valid_k(t) r_k(t, i) / sum_k c_bk valid_k(t)
+
+    The interval is the percentiles of ``mean_b`` over replicates (NaN where
+    a replicate drew no valid trial at a bin).
+
+    Parameters
+    ----------
+    rates : array-like of shape (n_trials, n_times, n_units)
+    times : array-like of shape (n_times,), optional
+        Bin times; default 0, 1, 2, ...
+    lengths : array-like of int of shape (n_trials,), optional
+        Valid bins per trial (later bins are ignored).
+    n_boot : int, default=1000
+    confidence : float in (0, 1), default=0.95
+    random_state : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    PSTH
+
+    Raises
+    ------
+    ValueError
+        For rates not of shape (n_trials, n_times, n_units), bad lengths, or a
+        confidence outside (0, 1).
+    """
+    from ._validation import check_random_state
+
+    rates = check_array(rates, "rates", ndim=3, dtype=np.float64)
+    K, T, U = rates.shape
+    n_boot = check_int(n_boot, "n_boot", minimum=1, owner="psth")
+    if not 0 < confidence < 1:
+        raise ValueError(f"The 'confidence' parameter of psth must be in (0, 1). Got {confidence!r} instead.")
+    times = np.arange(T, dtype=np.float64) if times is None else check_array(times, "times", ndim=1,
+                                                                             dtype=np.float64, shape=(T,))
+    if lengths is None:
+        valid = np.ones((K, T), bool)
+    else:
+        lengths = check_array(lengths, "lengths", ndim=1, shape=(K,))
+        if np.any(lengths < 1) or np.any(lengths > T) or np.any(lengths != np.round(lengths)):
+            raise ValueError(f"lengths must be integers in [1, n_times = {T}]. Got {lengths}.")
+        valid = np.arange(T)[None, :] < lengths[:, None]
+    check_allocation(8 * 3 * n_boot * T * U + 8 * n_boot * K, f"psth with {n_boot} bootstrap replicates of "
+                     f"{T} x {U} means", "Use fewer bootstrap replicates (n_boot) or fewer units.")
+    flat = np.where(valid[..., None], rates, 0.0).reshape(K, T * U)
+    counts = check_random_state(random_state).multinomial(K, np.full(K, 1.0 / K), size=n_boot).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = flat.sum(axis=0).reshape(T, U) / valid.sum(axis=0)[:, None]
+        boot = (counts @ flat).reshape(n_boot, T, U) / (counts @ valid)[:, :, None]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.nanpercentile(boot, [tail, 100 - tail], axis=0) if np.isnan(boot).any() else \
+        np.percentile(boot, [tail, 100 - tail], axis=0)
+    return PSTH(times, mean, low, high, valid.sum(axis=0))
+
+
+def plot_psth(rates, *, units=None, times=None, lengths=None, n_boot=1000, confidence=0.95, random_state=None,
+              ax=None, labels=None, colors=None, title=None):
+    """Trial-averaged rates of some units, each with its bootstrap confidence band (see :func:`psth`).
+
+    Parameters
+    ----------
+    rates : array-like of shape (n_trials, n_times, n_units)
+    units : sequence of int, optional
+        Units to draw (default: all, at most 10 of them: the first 10).
+    times, lengths, n_boot, confidence, random_state
+        As in :func:`psth`.
+    ax : matplotlib Axes, optional
+    labels : sequence of str, optional
+        One legend label per drawn unit (default "unit i").
+    colors : sequence of colours, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The mean of unit i is the line with gid ``"psth:i"``, its band the
+        collection with gid ``"psth_ci:i"``; ``ax.psth`` holds the :class:`PSTH`.
+    """
+    rates = check_array(rates, "rates", ndim=3, dtype=np.float64)
+    if units is None:
+        units = list(range(min(10, rates.shape[2])))
+    units = [int(u) for u in np.atleast_1d(units)]
+    if any(u < 0 or u >= rates.shape[2] for u in units):
+        raise ValueError(f"units must be indices in [0, {rates.shape[2]}). Got {units}.")
+    if labels is not None and len(labels) != len(units):
+        raise ValueError(f"labels must give one label per unit drawn ({len(units)}). Got {len(labels)}.")
+    result = psth(rates[:, :, units], times=times, lengths=lengths, n_boot=n_boot, confidence=confidence,
+                  random_state=random_state)
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(5.0, 3.5)).subplots()
+    for j, unit in enumerate(units):
+        color = None if colors is None else colors[j % len(colors)]
+        label = f"unit {unit}" if labels is None else labels[j]
+        (line,) = ax.plot(result.times, result.mean[:, j], color=color, lw=1.5, label=label, gid=f"psth:{unit}")
+        band = ax.fill_between(result.times, result.low[:, j], result.high[:, j], color=line.get_color(),
+                               alpha=0.25, linewidth=0)
+        band.set_gid(f"psth_ci:{unit}")
+    ax.set(xlabel="time", ylabel=f"rate (mean, {100 * confidence:.0f}% CI)")
+    if len(units) > 1 or labels is not None:
+        ax.legend(fontsize=7, framealpha=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.psth = result
+    return ax
+
+
+# --------------------------------------------------------------------------- loadings
+
+
+def _loading_table(loadings, names):
+    from .network import LowRankRNN
+
+    if isinstance(loadings, LowRankRNN):
+        R, D = loadings.rank, loadings.n_inputs
+        table = np.hstack([loadings.m, loadings.n, loadings.I]).astype(np.float64)
+        default = ([f"$m_{k + 1}$" for k in range(R)] + [f"$n_{k + 1}$" for k in range(R)]
+                   + [f"$I_{k + 1}$" for k in range(D)])
+        if np.any(loadings.b != 0):
+            table = np.hstack([table, loadings.b[:, None].astype(np.float64)])
+            default.append("$b$")
+    else:
+        table = check_array(loadings, "loadings", ndim=2, dtype=np.float64)
+        default = [f"column {k}" for k in range(table.shape[1])]
+    names = default if names is None else list(names)
+    if len(names) != table.shape[1]:
+        raise ValueError(f"names must give one name per loading column ({table.shape[1]}). Got {len(names)}.")
+    return table, names
+
+
+def plot_loadings(loadings, labels=None, *, names=None, kde=True, max_points=2000, random_state=0, fig=None,
+                  cmap="tab10", title=None):
+    """Scatter matrix of neuron loadings, coloured by cell type, with KDE contours per type.
+
+    Off the diagonal, panel (row a, column b) scatters loading b (x) against
+    loading a (y), one colour per cell type, with the contours (levels at
+    20%, 50% and 80% of the peak) of each type's Gaussian kernel density
+    estimate (``scipy.stats.gaussian_kde``); on the diagonal, each type's
+    1-D density (KDE, or a histogram with ``kde=False``).
+
+    Parameters
+    ----------
+    loadings : LowRankRNN or array-like of shape (n_neurons, n_columns)
+        A network gives the columns [m, n, I] (and b if nonzero).
+    labels : array-like of int of shape (n_neurons,), optional
+        Cell type of each neuron (default: one type).
+    names : sequence of str, optional
+        Axis names of the columns.
+    kde : bool, default=True
+        Draw KDE contours and diagonal densities.
+    max_points : int, default=2000
+        Neurons scattered (a random subset of larger networks; the KDEs use
+        every neuron).
+    random_state : None, int or numpy.random.Generator, default=0
+        Draws the scattered subset.
+    fig : matplotlib Figure, optional
+    cmap : str, default="tab10"
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig.axes`` in row-major order (n_columns^2 panels); the scatter of
+        type k in each panel has gid ``"loadings:k"``, its contours
+        ``"kde:k"``.
+    """
+    from matplotlib import colormaps
+
+    from ._validation import check_random_state
+
+    table, names = _loading_table(loadings, names)
+    N, C = table.shape
+    if C > 8:
+        raise ValueError(f"plot_loadings draws at most 8 loading columns ({C}^2 panels asked). Select columns first.")
+    if labels is None:
+        labels = np.zeros(N, int)
+    labels = check_array(labels, "labels", ndim=1, shape=(N,))
+    types = np.unique(labels)
+    max_points = check_int(max_points, "max_points", minimum=1, owner="plot_loadings")
+    shown = np.arange(N)
+    if N > max_points:
+        shown = np.sort(check_random_state(random_state).choice(N, max_points, replace=False))
+    palette = colormaps[cmap]
+    colors = {t: palette(k % palette.N) for k, t in enumerate(types)}
+    if fig is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(1.9 * C + 0.6, 1.9 * C + 0.4))
+    axes = fig.subplots(C, C, squeeze=False)
+    limits = [(lo - 0.05 * (hi - lo + 1e-12), hi + 0.05 * (hi - lo + 1e-12))
+              for lo, hi in zip(table.min(axis=0), table.max(axis=0))]
+    for a in range(C):
+        for b in range(C):
+            ax = axes[a, b]
+            for t in types:
+                members = table[labels == t]
+                if a == b:
+                    if kde and len(members) > 2 and np.ptp(members[:, a]) > 0:
+                        from scipy.stats import gaussian_kde
+
+                        grid = np.linspace(*limits[a], 200)
+                        ax.plot(grid, gaussian_kde(members[:, a])(grid), color=colors[t], gid=f"density:{t}")
+                    else:
+                        ax.hist(members[:, a], bins=30, range=limits[a], density=True, color=colors[t], alpha=0.5)
+                    continue
+                drawn = table[shown][labels[shown] == t]
+                ax.scatter(drawn[:, b], drawn[:, a], s=3, color=colors[t], alpha=0.5, linewidths=0,
+                           label=f"type {t}", gid=f"loadings:{t}")
+                if kde and len(members) > 3:
+                    pair = members[:, [b, a]].T
+                    if np.linalg.matrix_rank(np.cov(pair)) == 2:
+                        from scipy.stats import gaussian_kde
+
+                        x, y = np.meshgrid(np.linspace(*limits[b], 60), np.linspace(*limits[a], 60))
+                        density = gaussian_kde(pair)(np.vstack([x.ravel(), y.ravel()])).reshape(x.shape)
+                        contours = ax.contour(x, y, density, levels=density.max() * np.array([0.2, 0.5, 0.8]),
+                                              colors=[colors[t]], linewidths=0.8)
+                        contours.set_gid(f"kde:{t}")
+            ax.set_xlim(limits[b])
+            if a != b:
+                ax.set_ylim(limits[a])
+            ax.tick_params(labelsize=6)
+            if a == C - 1:
+                ax.set_xlabel(names[b], fontsize=8)
+            if b == 0:
+                ax.set_ylabel(names[a], fontsize=8)
+    if len(types) > 1:
+        handles = [axes[0, 1 if C > 1 else 0].scatter([], [], color=colors[t], s=10) for t in types]
+        fig.legend(handles, [f"type {t}" for t in types], loc="upper right", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

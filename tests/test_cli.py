@@ -149,6 +149,13 @@ def test_infer_then_perturb_the_connector(chain, tmp_path):
     assert np.isfinite(number_after(out, "points"))  # the mean-field check's R^2
     assert number_after(out, "points") > 0.5
 
+    # --official: the official code's settings, saved with the model.
+    status, out, err = run(["infer", folder / "lint.npz", "--out", tmp_path / "official", "--official",
+                            "--epochs", 2, "--hidden", 16, "--layers", 1, "--flow-samples", 500])
+    assert status == 0, err
+    official = Connector.load(tmp_path / "official")
+    assert official.n_steps == 20 and official.weight_decay == 1e-5 and official.conditional_ is not None
+
     status, out, err = run(["perturb", tmp_path / "model", "--silence", "all", "--n-neurons", 1000, "--grid", 3,
                             "--n-steps", 200, "--k-max", 4, "--cell-type-samples", 400, "--out", tmp_path / "p"])
     assert status == 0, err

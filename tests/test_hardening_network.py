@@ -104,7 +104,7 @@ def test_copies_of_a_network_stay_read_only(network):
     ("tau", 0, ValueError, "'tau' parameter of LowRankRNN must be a finite number > 0. Got 0"),
     ("tau", np.nan, ValueError, "'tau'"),
     ("tau", "1", TypeError, "'tau'"),
-    ("activation", "sigmoid", ValueError, "Unknown activation"),
+    ("activation", "softsign", ValueError, "Unknown activation"),
     ("dtype", np.float32, AttributeError, r"astype\(dtype\)"),
 ])
 def test_network_assignments_are_validated(network, name, value, error, match):

@@ -35,13 +35,15 @@ def adaptive_average(f, mu, s):
 PHI = {
     "tanh": (np.tanh, lambda y: 1.0 - np.tanh(y) ** 2),
     "relu": (lambda y: max(y, 0.0), lambda y: float(y > 0)),
+    "softplus": (lambda y: np.logaddexp(0.0, y), lambda y: 0.5 * (1.0 + np.tanh(0.5 * y))),
+    "sigmoid": (lambda y: 0.5 * (1.0 + np.tanh(0.5 * y)), lambda y: 0.25 * (1.0 - np.tanh(0.5 * y) ** 2)),
 }
 
 # s from 0 through the switch of rules (0.6) to the wide-variance regime (20, 200).
 AVERAGE_CASES = [(mu, s) for mu in (0.0, 0.7, -2.5, 9.0) for s in (0.0, 1e-3, 0.3, 0.59, 0.61, 1.0, 3.0, 20.0, 200.0)]
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus", "sigmoid"])
 def test_gaussian_averages_match_adaptive_quadrature(activation):
     # The adaptive reference is good to ~1e-13; the default rule is 1e-12
     # or better everywhere, so 1e-10 leaves room for both.
@@ -80,7 +82,7 @@ def random_gaussian(rank=2, n_inputs=1, bias=True, seed=0):
                     n_inputs=n_inputs, bias=bias)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity", "softplus", "sigmoid"])
 def test_mean_field_matches_sample_average_at_two_sizes(activation):
     # Theory check: the flow of N sampled neurons is a sample mean of
     # n_i phi(z_i), so it differs from the mean field by ~ sd / sqrt(N) per
@@ -94,7 +96,8 @@ def test_mean_field_matches_sample_average_at_two_sizes(activation):
         network = distribution.sample(n_neurons, 1, activation=activation)
         sampled = latent_velocity(network, kappa, v)
         z = kappa @ network.m.T + v @ network.I.T + network.b
-        rates = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0), "identity": lambda x: x}[activation](z)
+        rates = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0), "identity": lambda x: x,
+                 "softplus": lambda x: np.logaddexp(0, x), "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x)}[activation](z)
         terms = rates[..., None] * network.n  # (5, 5, N, 2)
         standard_error = terms.std(axis=2) / np.sqrt(n_neurons)
         assert np.all(np.abs(sampled - theory) <= 6 * standard_error)
@@ -242,7 +245,7 @@ def test_bad_inputs_say_what_was_expected():
         latent_velocity(network, [0.0, 0.0], labels=np.zeros(49, int))
     with pytest.raises(TypeError, match="needs a Gaussian, GaussianMixture, Empirical or LowRankRNN"):
         latent_velocity(np.eye(4), [0.0, 0.0])
-    with pytest.raises(ValueError, match=r"closed-form mean field supports the activations \['tanh', 'relu', 'identity'\]"):
-        latent_velocity(mixture, [0.0, 0.0], activation="softplus")
+    with pytest.raises(ValueError, match=r"closed-form mean field supports the activations \['tanh', 'relu', 'identity', 'softplus', 'sigmoid'\]"):
+        latent_velocity(mixture, [0.0, 0.0], activation="softsign")
     with pytest.raises(ValueError, match="Give n_steps"):
         mean_field_trajectory(mixture, [0.0, 0.0])

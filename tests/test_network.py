@@ -48,7 +48,7 @@ def test_astype_and_defaults():
         ({"m": np.ones((2, 1)), "n": [[1.0], [np.inf]]}, ValueError, "n must contain only finite values. Got inf"),
         ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "tau": 0.0}, ValueError, "'tau' parameter of LowRankRNN must be a finite number > 0. Got 0.0"),
         ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "tau": -1}, ValueError, "must be a finite number > 0. Got -1"),
-        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "activation": "sigmoid"}, ValueError, r"Unknown activation 'sigmoid'. Expected one of \['tanh', 'relu', 'identity'\]"),
+        ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "activation": "softsign"}, ValueError, r"Unknown activation 'softsign'. Expected one of \['tanh', 'relu', 'identity', 'softplus', 'sigmoid'\]"),
         ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "activation": abs}, TypeError, "numba.njit"),
         ({"m": np.ones((2, 1)), "n": np.ones((2, 1)), "dtype": np.int32}, TypeError, "float32 or float64. Got int32"),
         ({"m": np.ones((2, 1)) * 1j, "n": np.ones((2, 1))}, TypeError, "m must be real"),

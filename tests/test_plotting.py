@@ -61,3 +61,80 @@ def test_demo_writes_the_flow_field_figure(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["flow_field.png", "report.json", "trajectories.png"]
     kinds = [point["stability"] for point in report["mean_field_fixed_points"]]
     assert kinds.count("stable node") == 4 and kinds.count("saddle") == 4 and len(kinds) == 9
+
+
+# --------------------------------------------------------------------------- PSTHs and loadings
+
+
+def bootstrap_by_hand(rates, valid, n_boot, seed):
+    """Resample trial indices explicitly (np.repeat of the multinomial counts) and average the valid bins."""
+    K = len(rates)
+    counts = np.random.default_rng(seed).multinomial(K, np.full(K, 1.0 / K), size=n_boot)
+    means = []
+    for c in counts:
+        drawn = np.repeat(np.arange(K), c)
+        r, v = rates[drawn], valid[drawn]
+        with np.errstate(invalid="ignore"):
+            means.append(np.where(v[..., None], r, 0).sum(axis=0) / v.sum(axis=0)[:, None])
+    return np.array(means)
+
+
+def test_psth_mean_and_bootstrap_interval_against_numpy(tmp_path):
+    from connector_sim import plot_psth, psth
+
+    rng = np.random.default_rng(0)
+    rates = rng.normal(size=(40, 25, 3)) + np.sin(np.linspace(0, 3, 25))[None, :, None]
+    lengths = rng.integers(15, 26, 40)
+    valid = np.arange(25)[None] < lengths[:, None]
+    result = psth(rates, lengths=lengths, n_boot=300, confidence=0.9, random_state=5)
+    masked = np.where(valid[..., None], rates, np.nan)
+    np.testing.assert_allclose(result.mean, np.nanmean(masked, axis=0), rtol=0, atol=1e-13)
+    assert np.array_equal(result.n_trials, valid.sum(axis=0))
+    means = bootstrap_by_hand(rates, valid, 300, 5)
+    np.testing.assert_allclose(result.low, np.nanpercentile(means, 5, axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result.high, np.nanpercentile(means, 95, axis=0), rtol=0, atol=1e-12)
+    # Theory: the bootstrap sd of a mean of k trials is sd / sqrt(k); the 90% interval spans
+    # 2 x 1.645 of it, up to the bootstrap's own error (~ 1 / sqrt(2 n_boot) = 4%) and that of
+    # the sample sd (~ 1 / sqrt(2 k) <= 18% at k = 15): 35% covers both.
+    expected = 2 * 1.645 * np.nanstd(masked, axis=0, ddof=1) / np.sqrt(result.n_trials)[:, None]
+    np.testing.assert_allclose(result.high - result.low, expected, rtol=0.35)
+    ax = plot_psth(rates, units=[0, 2], lengths=lengths, n_boot=300, confidence=0.9, random_state=5)
+    line = next(line for line in ax.get_lines() if line.get_gid() == "psth:2")
+    np.testing.assert_allclose(line.get_ydata(), result.mean[:, 2], rtol=0, atol=1e-13)
+    assert any(c.get_gid() == "psth_ci:0" for c in ax.collections)
+    np.testing.assert_allclose(ax.psth.low[:, 1], result.low[:, 2], rtol=0, atol=1e-12)
+    ax.figure.savefig(tmp_path / "psth.png")
+    assert (tmp_path / "psth.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="'confidence' parameter of psth must be in"):
+        psth(rates, confidence=95)
+    with pytest.raises(ValueError, match="units must be indices"):
+        plot_psth(rates, units=[3])
+
+
+def test_loading_scatter_matrix_by_cell_type(tmp_path):
+    from connector_sim import LowRankRNN, plot_loadings
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 150)
+    m = np.where(labels[:, None] == 0, -1.0, 1.0) + 0.3 * rng.standard_normal((300, 1))
+    network = LowRankRNN(m, 2 * m + 0.3 * rng.standard_normal((300, 1)))
+    fig = plot_loadings(network, labels)
+    assert len(fig.axes) == 4  # 2 columns (m, n): 2 x 2 panels
+    panel = fig.axes[1]  # row m, column n: x = n, y = m
+    for t in (0, 1):
+        scatter = next(c for c in panel.collections if c.get_gid() == f"loadings:{t}")
+        np.testing.assert_allclose(scatter.get_offsets(), np.column_stack([network.n, network.m])[labels == t])
+        assert any(c.get_gid() == f"kde:{t}" for c in panel.collections)
+    # Diagonal: each type's KDE integrates to ~1 over the plotted range (which covers
+    # the data plus 5%; the Gaussian kernels' tails leave < 3% outside).
+    density = next(line for line in fig.axes[0].get_lines() if line.get_gid() == "density:1")
+    x, y = density.get_xdata(), density.get_ydata()
+    assert 0.97 < np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) <= 1.0
+    assert fig.axes[2].get_xlabel() == "$m_1$" and fig.axes[2].get_ylabel() == "$n_1$"
+    fig.savefig(tmp_path / "loadings.png")
+    assert (tmp_path / "loadings.png").stat().st_size > 1000
+    # Subsampled scatter, arrays with names.
+    fig = plot_loadings(np.column_stack([network.m, network.n]), labels, names=["a", "b"], max_points=50, kde=False)
+    assert sum(len(c.get_offsets()) for c in fig.axes[1].collections) == 50
+    with pytest.raises(ValueError, match="names must give one name per loading column"):
+        plot_loadings(network, labels, names=["x"])

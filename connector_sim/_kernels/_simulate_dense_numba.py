@@ -40,6 +40,8 @@ from .simulate_dense import BLOCK_SIZE
 
 _TANH = activation_code("tanh")
 _RELU = activation_code("relu")
+_SOFTPLUS = activation_code("softplus")
+_SIGMOID = activation_code("sigmoid")
 
 #: Element-wise helpers may contract a * b + c into an FMA but never
 #: reassociate: the range reduction of the float64 exp relies on its order.
@@ -121,7 +123,7 @@ def _tanh_f32(x):
 
 @njit(**_ELEMENTWISE)
 def _exp_small(y):
-    """exp(y) for 0 <= y <= 40: 2**k exp(r), y = k ln2 + r, exp(r) by its Taylor polynomial."""
+    """exp(y) for -708 <= y <= 708: 2**k exp(r), y = k ln2 + r, exp(r) by its Taylor polynomial."""
     shifted = y * _INV_LN2 + _ROUND_MAGIC
     k = shifted - _ROUND_MAGIC
     r = (y - k * _LN2_HI) - k * _LN2_LO
@@ -140,9 +142,57 @@ def _tanh_f64(x):
     return math.copysign(1.0 - 2.0 / (_exp_small(2.0 * a) + 1.0), x)
 
 
+@njit(**_ELEMENTWISE)
+def _exp_minus_abs(x):
+    """exp(-|x|) in (0, 1]; -|x| clipped to -708 (NaN stays NaN)."""
+    y = -abs(x)
+    return _exp_small(-708.0 if y < -708.0 else y)
+
+
+@njit(**_ELEMENTWISE)
+def _sigmoid_f64(x):
+    # e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below (relative error ~1e-16).
+    e = _exp_minus_abs(x)
+    s = 1.0 / (1.0 + e)
+    return s if x >= 0.0 else e * s
+
+
+@njit(**_ELEMENTWISE)
+def _log1p_unit(e):
+    """log(1 + e) for 0 <= e <= 1 (error ~1 ulp): 1 + e = 2^k f, f in [0.85, 1.42), atanh series."""
+    large = e > _SQRT2 - 1.0
+    # f - 1 exactly: e itself (k = 0), or (e - 1) / 2 (k = 1).
+    f_minus_one = 0.5 * (e - 1.0) if large else e
+    k = 1.0 if large else 0.0
+    s = f_minus_one / (2.0 + f_minus_one)
+    z = s * s
+    p = (((((((((((_A11 * z + _A10) * z + _A9) * z + _A8) * z + _A7) * z + _A6) * z + _A5) * z + _A4) * z
+            + _A3) * z + _A2) * z + _A1) * z + _A0)
+    return k * _LN2_HI + (k * _LN2_LO + s * p)
+
+
+@njit(**_ELEMENTWISE)
+def _softplus_f64(x):
+    # max(x, 0) + log1p(exp(-|x|)): absolute error ~2e-16 relative to max(1, |x|).
+    return (x if x > 0.0 else 0.0) + _log1p_unit(_exp_minus_abs(x))
+
+
 def _apply_phi(activation, values):
     """values[:] = phi(values), in jitted code only (see the overload below)."""
     raise NotImplementedError("_apply_phi is only callable from numba-compiled code")
+
+
+@njit(**_ELEMENTWISE)
+def _apply_smooth(activation, values):
+    """values[:] = softplus or sigmoid of values: float64 arithmetic, rounded once to the values' dtype.
+
+    A function of its own, called from _apply_phi: written inline there, the
+    larger loop nest changed how LLVM compiled the tanh path of the sparse
+    kernels, whose stored and implicit masks then no longer agreed bitwise.
+    """
+    for i in range(values.size):
+        x = np.float64(values[i])
+        values[i] = _softplus_f64(x) if activation == _SOFTPLUS else _sigmoid_f64(x)
 
 
 @overload(_apply_phi, jit_options=dict(fastmath=True, error_model="numpy"))
@@ -158,6 +208,8 @@ def _apply_phi_overload(activation, values):
             elif activation == _RELU:
                 for i in range(values.size):
                     values[i] = values[i] if values[i] > zero else zero
+            elif activation >= _SOFTPLUS:
+                _apply_smooth(activation, values)
             # "identity" leaves the values as they are.
 
         return builtin

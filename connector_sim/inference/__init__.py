@@ -30,10 +30,14 @@ _LAZY = {
     "fit_conditional_mean": "conditional_mean",
     # connector.py: the estimator
     "Connector": "connector",
+    # cross_validation.py: k-fold cross-validation over trials
+    "cross_validate": "cross_validation",
+    "kfold_trials": "cross_validation",
     # distances.py: comparing connectivity distributions (not named after its function, so that
     # ``connector_sim.inference.dissimilarity`` is always the function, never a submodule)
     "dissimilarity": "distances",
     "effective_connectivity_dissimilarity": "distances",
+    "paired_effective_connectivity_dissimilarity": "distances",
     # lint.py: fitting a low-rank RNN to rates by BPTT
     "LINT": "lint",
     # velocity_matching.py: distilling a latent flow into a low-rank RNN

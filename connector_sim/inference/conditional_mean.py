@@ -171,7 +171,7 @@ class ConditionalMean:
         Filtered inputs v_t.
     weights : ndarray of shape (T, R)
         W.
-    activation : {"tanh", "relu", "identity"}, default="tanh"
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
     """
 
     def __init__(self, points, v_points, weights, activation="tanh"):
@@ -268,7 +268,7 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
         lambda_p, the prior precision of the rows of Nm (paper: 1e-4).
     ridge : float, optional
         lambda itself, overriding ``lambda_prior``.
-    activation : {"tanh", "relu", "identity"}, default="tanh"
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
     form : {"auto", "dual", "primal"}, default="auto"
         "auto": dual when N > T, else primal. Both give the same W.
     return_n : bool, default=False

@@ -11,7 +11,12 @@ compares the conditional means of n, the only part of p(n | m, I, b) the
 dynamics determine (SPEC section 3.2).
 
 :func:`effective_connectivity_dissimilarity` is the baseline of Valente et
-al. (2022) for two networks whose neurons correspond one to one.
+al. (2022) as the Connector paper's Figure 4 uses it: it compares the
+distributions of the entries of the two effective connectivities (sorted
+entries), so neurons need not correspond and a network against a permuted
+copy of itself gives 0. :func:`paired_effective_connectivity_dissimilarity`
+compares them entry by entry, for networks whose neurons correspond one to
+one.
 
 geomloss and torch are imported when :func:`dissimilarity` runs.
 """
@@ -242,8 +247,124 @@ def _projected_left_factors(network):
     return q @ (q.T @ network.n.astype(np.float64))
 
 
-def effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
-    """The baseline of Valente et al. (2022): compare effective connectivities neuron by neuron.
+def _check_networks_and_metric(a, b, metric):
+    for name, network in (("a", a), ("b", b)):
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"{name} must be a LowRankRNN. Got {type(network).__name__}.")
+    if metric not in ("correlation", "mse"):
+        raise ValueError(f"metric must be 'correlation' or 'mse'. Got {metric!r}.")
+
+
+def _sorted_effective_connectivity(network, neurons):
+    """The sorted entries of J_eff = M Nm_P^T / N restricted to ``neurons`` (rows and columns)."""
+    N = network.n_neurons
+    projected = _projected_left_factors(network)
+    m = network.m.astype(np.float64)
+    if neurons is not None:
+        m, projected = m[neurons], projected[neurons]
+    return np.sort((m @ projected.T).ravel() / N)
+
+
+def _quantiles(sorted_values, size):
+    """``sorted_values`` at the quantile levels (k + 1/2) / size, k < size (the values themselves at equal size)."""
+    if sorted_values.size == size:
+        return sorted_values
+    positions = (np.arange(size) + 0.5) * (sorted_values.size / size) - 0.5
+    return np.interp(positions, np.arange(sorted_values.size), sorted_values)
+
+
+def effective_connectivity_dissimilarity(a, b, *, metric="correlation", n_neurons=None, random_state=None):
+    """The baseline of Valente et al. (2022) on unpaired neurons: compare the distributions of J_eff entries.
+
+    ::
+
+        J_eff = M Nm_P^T / N,   Nm_P = projection of Nm on span(M, I)
+        q_a, q_b = the sorted entries of J_eff(a) and J_eff(b)
+        correlation: 1 - corr(q_a, q_b)
+        mse:         mean of (q_a - q_b)^2  (the squared 2-Wasserstein distance
+                     between the two distributions of entries)
+
+    As in the Connector paper's Figure 4 (``1 - corrcoef(sort(J1.flat),
+    sort(J2.flat))``), the entries are sorted before they are compared, so
+    the result does not depend on how either network orders its neurons: a
+    network against a permuted copy of itself gives 0. Networks of different
+    sizes are compared at the quantile levels (k + 1/2) / K of the smaller
+    number of entries K (linear interpolation in the larger). The 1/N scale
+    of J_eff matters only to ``metric="mse"``.
+
+    The entries are formed explicitly (N^2 per network); for large networks
+    give ``n_neurons`` to compare the J_eff restricted to a random subset of
+    that many neurons of each.
+
+    Parameters
+    ----------
+    a, b : LowRankRNN
+    metric : {"correlation", "mse"}, default="correlation"
+    n_neurons : int, optional
+        Neurons drawn (without replacement) from each network; default all.
+    random_state : int, numpy.random.Generator or None
+        Draws the subsets when ``n_neurons`` is given.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``a`` or ``b`` is not a LowRankRNN.
+    ValueError
+        For an unknown metric, or a correlation of entries without variance.
+    TooLargeError
+        If the N^2 entries would not fit in memory (give ``n_neurons``).
+
+    See Also
+    --------
+    paired_effective_connectivity_dissimilarity : entry by entry, for corresponding neurons.
+    dissimilarity : the Connector paper's measure.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN
+    >>> rng = np.random.default_rng(0)
+    >>> a = LowRankRNN(rng.standard_normal((100, 1)), rng.standard_normal((100, 1)))
+    >>> order = rng.permutation(100)
+    >>> shuffled = LowRankRNN(a.m[order], a.n[order])
+    >>> round(effective_connectivity_dissimilarity(a, shuffled), 12)
+    0.0
+    """
+    _check_networks_and_metric(a, b, metric)
+    rng = check_random_state(random_state)
+    subsets = []
+    for network in (a, b):
+        if n_neurons is None:
+            subsets.append(None)
+            continue
+        check_int(n_neurons, "n_neurons", minimum=2, owner="effective_connectivity_dissimilarity")
+        count = min(int(n_neurons), network.n_neurons)
+        subsets.append(np.sort(rng.choice(network.n_neurons, count, replace=False)))
+    sizes = [network.n_neurons if subset is None else len(subset) for network, subset in zip((a, b), subsets)]
+    check_allocation(
+        8.0 * 2 * (sizes[0] ** 2 + sizes[1] ** 2),
+        f"The effective-connectivity baseline of networks of {sizes[0]} and {sizes[1]} neurons: a dense N x N "
+        "matrix per network",
+        "Give n_neurons (e.g. n_neurons=2000) to compare the J_eff of random subsets of neurons.",
+    )
+    qa = _sorted_effective_connectivity(a, subsets[0])
+    qb = _sorted_effective_connectivity(b, subsets[1])
+    size = min(qa.size, qb.size)
+    qa, qb = _quantiles(qa, size), _quantiles(qb, size)
+    if metric == "mse":
+        return float(np.mean((qa - qb) ** 2))
+    if qa[0] == qa[-1] or qb[0] == qb[-1]:
+        raise ValueError("The correlation of effective connectivities is undefined: one network's J_eff has no "
+                         "variance (all entries equal). Use metric='mse'.")
+    return float(1.0 - np.corrcoef(qa, qb)[0, 1])
+
+
+def paired_effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
+    """The baseline of Valente et al. (2022) on paired neurons: compare effective connectivities entry by entry.
 
     ::
 
@@ -252,7 +373,10 @@ def effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
         mse:         mean over the N^2 entries of (J_eff(a) - J_eff(b))^2
 
     computed from the factors in O(N R^2) (no N x N matrix). It needs
-    one-to-one neurons (same N, same order); :func:`dissimilarity` does not.
+    one-to-one neurons (same N, same order): a network against a permuted
+    copy of itself is far from 0 here. :func:`effective_connectivity_dissimilarity`
+    (sorted entries, as the Connector paper's Figure 4) and
+    :func:`dissimilarity` do not pair neurons.
 
     Parameters
     ----------
@@ -263,15 +387,11 @@ def effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
     -------
     float
     """
-    for name, network in (("a", a), ("b", b)):
-        if not isinstance(network, LowRankRNN):
-            raise TypeError(f"{name} must be a LowRankRNN. Got {type(network).__name__}.")
+    _check_networks_and_metric(a, b, metric)
     if a.n_neurons != b.n_neurons:
-        raise ValueError(f"The effective-connectivity baseline compares neuron by neuron: a and b must have the same "
-                         f"number of neurons. Got {a.n_neurons} and {b.n_neurons}; use dissimilarity() for "
-                         "networks of different sizes.")
-    if metric not in ("correlation", "mse"):
-        raise ValueError(f"metric must be 'correlation' or 'mse'. Got {metric!r}.")
+        raise ValueError(f"The paired effective-connectivity baseline compares neuron by neuron: a and b must have "
+                         f"the same number of neurons. Got {a.n_neurons} and {b.n_neurons}; use "
+                         "effective_connectivity_dissimilarity() or dissimilarity() for networks of different sizes.")
     N = a.n_neurons
     ma, mb = a.m.astype(np.float64), b.m.astype(np.float64)
     pa, pb = _projected_left_factors(a), _projected_left_factors(b)
@@ -295,4 +415,5 @@ def effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
     return 1.0 - covariance / math.sqrt(var_a * var_b)
 
 
-__all__ = ["conditional_mean_of", "dissimilarity", "effective_connectivity_dissimilarity", "sinkhorn_divergence"]
+__all__ = ["conditional_mean_of", "dissimilarity", "effective_connectivity_dissimilarity",
+           "paired_effective_connectivity_dissimilarity", "sinkhorn_divergence"]

@@ -224,8 +224,8 @@ class FlowMatchingCNF:
         Rows per optimizer step (paper: 64).
     learning_rate : float, default=1e-3
     weight_decay : float, default=1e-4
-        AdamW's decoupled weight decay. The paper's values were lost in the
-        text extraction; these are common flow-matching defaults.
+        AdamW's decoupled weight decay, a common flow-matching default. The
+        official Connector code uses 1e-5 (``Connector.official``).
     validation_fraction : float in [0, 1), default=0.2
         Rows held out to pick the best epoch (paper: 4/5 train, 1/5 test).
         The state with the lowest validation loss is kept. 0, or too few rows
@@ -233,7 +233,8 @@ class FlowMatchingCNF:
     patience : int, optional
         Stop when the validation loss has not improved for this many epochs.
     n_steps : int, default=10
-        Fixed ODE steps for sampling and densities (paper: 10, midpoint).
+        Fixed ODE steps for sampling and densities (the paper's text: 10,
+        midpoint; the official code's ``step_size=0.05`` integrates 20).
     solver : {"midpoint", "euler", "rk4"}, default="midpoint"
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         "auto" trains on CUDA when it is available.

@@ -32,12 +32,13 @@ from .._validation import (
     check_positive_scalar,
     check_random_state,
 )
+from ..activations import BUILTIN_ACTIVATIONS, apply_activation
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
 from .flows import resolve_device, torch, torch_threads  # flows reports a missing torch clearly
 
-ACTIVATIONS = ("tanh", "relu", "identity")
+ACTIVATIONS = BUILTIN_ACTIVATIONS
 READOUTS = ("identity", "affine")
 INITIAL_STATES = ("auto", "invert", "encoder", "shared", "zero")
 INITS = ("rrr", "random")
@@ -58,6 +59,10 @@ def torch_activation(name):
         return torch.relu
     if name == "identity":
         return lambda x: x
+    if name == "softplus":
+        return torch.nn.functional.softplus
+    if name == "sigmoid":
+        return torch.sigmoid
     raise ValueError(
         f"Fitting supports the activations {list(ACTIVATIONS)}. Got {name!r}; a numba activation has no "
         "torch gradient."
@@ -65,18 +70,37 @@ def torch_activation(name):
 
 
 def _inverse_activation(name, rates):
-    """Potentials whose rates are ``rates`` (tanh: atanh of rates clipped into the open interval)."""
+    """Potentials whose rates are ``rates``, the rates first clipped into the range of phi.
+
+    tanh: atanh of rates clipped to +-(1 - RATE_CLIP); sigmoid (= (1 + tanh(x/2)) / 2):
+    2 atanh(2 r - 1) with the same clip; softplus: log(expm1(r)) of rates clipped to
+    >= RATE_CLIP; relu and identity: the rates.
+    """
     if name == "tanh":
         return np.arctanh(np.clip(rates, -1 + RATE_CLIP, 1 - RATE_CLIP))
+    if name == "sigmoid":
+        return 2.0 * np.arctanh(np.clip(2.0 * rates - 1.0, -1 + RATE_CLIP, 1 - RATE_CLIP))
+    if name == "softplus":
+        clipped = np.maximum(rates, RATE_CLIP)
+        # log(expm1(r)) = r + log(-expm1(-r)), without overflow for large r.
+        return clipped + np.log(-np.expm1(-clipped))
     return rates.copy()
 
 
-def _apply_activation(name, x):
+def _inverse_activation_torch(name, rates):
+    """Torch version of :func:`_inverse_activation`."""
     if name == "tanh":
-        return np.tanh(x)
-    if name == "relu":
-        return np.maximum(x, 0.0)
-    return x
+        return torch.atanh(rates.clamp(-1 + RATE_CLIP, 1 - RATE_CLIP))
+    if name == "sigmoid":
+        return 2.0 * torch.atanh((2.0 * rates - 1.0).clamp(-1 + RATE_CLIP, 1 - RATE_CLIP))
+    if name == "softplus":
+        clipped = rates.clamp(min=RATE_CLIP)
+        return clipped + torch.log(-torch.expm1(-clipped))
+    return rates
+
+
+def _apply_activation(name, x):
+    return apply_activation(name, x)
 
 
 def check_choice(value, name, choices, owner):
@@ -223,7 +247,8 @@ class LINT:
 
     Initialisation (``init="rrr"``, the default): the rates are mapped back
     to potentials z = phi^{-1}(rates) (tanh: atanh of the rates clipped to
-    +-0.99; relu and identity: the rates), then the one-step dynamics
+    +-0.99; sigmoid: its logit, clipped alike; softplus: log(expm1(rates)),
+    rates clipped to >= 0.01; relu and identity: the rates), then the one-step dynamics
     (z_{t+1} - (1 - alpha) z_t) / alpha = J phi(z_t) + I u_t + b is solved by
     ridge regression for a full-rank J, I and b, and J is reduced to rank R
     by reduced-rank regression: with V_R the top R eigenvectors of the
@@ -248,8 +273,8 @@ class LINT:
     ``initial_state``:
 
     - "invert": kappa_0 = (m^T m)^{-1} m^T (phi^{-1}(rates_0) - b), the
-      least-squares latents of the first frame (tanh and identity; default
-      for them, "auto");
+      least-squares latents of the first frame (tanh, identity, softplus,
+      sigmoid; default for them, "auto");
     - "encoder": kappa_0 = E rates_0 + e, a learned linear map of the first
       frame (default for relu);
     - "shared": one learned kappa_0 for all trials; "zero": kappa_0 = 0.
@@ -259,7 +284,7 @@ class LINT:
     rank : int, default=1
     dt, tau : float, default=0.1, 1.0
         Bin width and time constant in the same unit; alpha = dt / tau.
-    activation : {"tanh", "relu", "identity"}, default="tanh"
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
     readout : {"identity", "affine"}, default="identity"
     fit_inputs : bool, default=True
         Learn I when inputs are given (else I = 0).
@@ -389,8 +414,8 @@ class LINT:
             mode = "encoder" if self.activation == "relu" else "invert"
         if mode == "invert" and self.activation == "relu":
             raise ValueError(
-                "initial_state='invert' needs an invertible activation (tanh or identity); relu maps all "
-                "negative potentials to 0. Use initial_state='encoder'."
+                "initial_state='invert' needs an invertible activation (tanh, identity, softplus or sigmoid); "
+                "relu maps all negative potentials to 0. Use initial_state='encoder'."
             )
         return alpha, mode
 
@@ -412,27 +437,30 @@ class LINT:
             # Data mapped into [-0.9, 0.9], inside the range of tanh.
             offset = 0.5 * (high + low)
             gain = np.maximum(0.5 * (high - low), 1e-6) / 0.9
-        elif self.activation == "relu":
+        elif self.activation == "sigmoid":
+            # Data mapped into [0.05, 0.95], inside the range of sigmoid.
+            gain = np.maximum(high - low, 1e-6) / 0.9
+            offset = low - 0.05 * gain
+        elif self.activation in ("relu", "softplus"):
             offset = low
             gain = np.maximum(valid.std(axis=0), 1e-6)
         else:
             offset, gain = np.zeros(n_neurons), np.ones(n_neurons)
         return gain, offset
 
-    def _low_rank_potentials(self, z, saturated, mask, dimension, n_iterations=30):
+    def _low_rank_potentials(self, z, saturated, mask, dimension, floor=0.0, n_iterations=30):
         """Potentials denoised onto an affine subspace, with saturated entries filled in.
 
         Noise-free potentials lie on the (R + D)-dimensional affine subspace
         m kappa + I v + b, and the one-step differences of the regression
         amplify noise by 1 / alpha: project onto the top principal
         components. A tanh rate beyond +-(1 - RATE_CLIP) pins its potential
-        only to |x| > atanh(1 - RATE_CLIP); those entries are imputed from
-        the subspace (alternating projection, as in EM-PCA), kept beyond the
-        clip level with the rate's sign.
+        only to |x| > floor = atanh(1 - RATE_CLIP) (sigmoid: twice that);
+        those entries are imputed from the subspace (alternating projection,
+        as in EM-PCA), kept beyond the clip level with the potential's sign.
         """
         valid = z[mask]
         unknown = saturated[mask]
-        floor = math.atanh(1 - RATE_CLIP)
         sign = np.sign(valid)
         for _ in range(n_iterations if unknown.any() else 1):
             centre = valid.mean(axis=0)
@@ -487,9 +515,14 @@ class LINT:
         u = None if u is None else u[train]
         normalised = (rates - offset) / gain
         z = _inverse_activation(self.activation, normalised)
-        saturated = (np.abs(normalised) > 1 - RATE_CLIP) if self.activation == "tanh" else np.zeros(z.shape, bool)
+        if self.activation == "tanh":
+            saturated, floor = np.abs(normalised) > 1 - RATE_CLIP, math.atanh(1 - RATE_CLIP)
+        elif self.activation == "sigmoid":  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+            saturated, floor = np.abs(2 * normalised - 1) > 1 - RATE_CLIP, 2 * math.atanh(1 - RATE_CLIP)
+        else:
+            saturated, floor = np.zeros(z.shape, bool), 0.0
         dimension = self.rank + (D if self.fit_inputs else 0)
-        denoised = self._low_rank_potentials(z.copy(), saturated, mask, dimension)
+        denoised = self._low_rank_potentials(z.copy(), saturated, mask, dimension, floor)
         return {"raw": self._rrr_init(z, u, mask, alpha), "denoised": self._rrr_init(denoised, u, mask, alpha)}
 
     def _build(self, data, train, loadings, gain, offset, mode, device, dtype):
@@ -536,8 +569,7 @@ class LINT:
         batch = first_rates.shape[0]
         if mode == "invert":
             normalised = (first_rates - p["offset"]) / p["gain"]
-            if self.activation == "tanh":
-                normalised = torch.atanh(normalised.clamp(-1 + RATE_CLIP, 1 - RATE_CLIP))
+            normalised = _inverse_activation_torch(self.activation, normalised)
             m = p["m"]
             return torch.linalg.solve(m.T @ m, m.T @ (normalised - p["b"]).T).T
         if mode == "encoder":

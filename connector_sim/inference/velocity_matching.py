@@ -102,7 +102,7 @@ class VelocityMatching:
         Loadings from latents to neurons.
     fit_m : bool, optional
         Learn m. Default: False when ``m`` is given, else True.
-    activation : {"tanh", "relu", "identity"}, default="tanh"
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
     tau : float, default=1.0
         Time constant of the returned network (the velocity is per unit of tau).
     fit_inputs, fit_bias : bool, default=True

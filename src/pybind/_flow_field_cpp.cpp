@@ -76,28 +76,54 @@ CONNECTOR_SIM_ALWAYS_INLINE void repeat_activation(const T* __restrict x, T* __r
   }
 }
 
-CONNECTOR_SIM_TARGET_CLONES void repeat_tanh_f32(const float* x, float* out, std::int64_t n, std::int64_t n_repeats) {
-  repeat_activation<float, connector_sim::simd::tanh_code>(x, out, n, n_repeats);
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE void repeat_any(int activation, const T* x, T* out, std::int64_t n, std::int64_t n_repeats) {
+  namespace simd = connector_sim::simd;
+  switch (activation) {
+    case simd::tanh_code:
+      return repeat_activation<T, simd::tanh_code>(x, out, n, n_repeats);
+    case simd::relu_code:
+      return repeat_activation<T, simd::relu_code>(x, out, n, n_repeats);
+    case simd::softplus_code:
+      return repeat_activation<T, simd::softplus_code>(x, out, n, n_repeats);
+    case simd::sigmoid_code:
+      return repeat_activation<T, simd::sigmoid_code>(x, out, n, n_repeats);
+    default:
+      return repeat_activation<T, simd::identity_code>(x, out, n, n_repeats);
+  }
 }
 
-CONNECTOR_SIM_TARGET_CLONES void repeat_tanh_f64(const double* x, double* out, std::int64_t n,
-                                                 std::int64_t n_repeats) {
-  repeat_activation<double, connector_sim::simd::tanh_code>(x, out, n, n_repeats);
+CONNECTOR_SIM_TARGET_CLONES void repeat_f32(int activation, const float* x, float* out, std::int64_t n,
+                                            std::int64_t n_repeats) {
+  repeat_any<float>(activation, x, out, n, n_repeats);
 }
 
-void tanh_repeated(py::array x, py::array out, std::int64_t n_repeats) {
+CONNECTOR_SIM_TARGET_CLONES void repeat_f64(int activation, const double* x, double* out, std::int64_t n,
+                                            std::int64_t n_repeats) {
+  repeat_any<double>(activation, x, out, n, n_repeats);
+}
+
+void activation_repeated(py::array x, py::array out, int activation, std::int64_t n_repeats) {
   if (n_repeats < 0) throw std::invalid_argument("n_repeats must be >= 0, got " + std::to_string(n_repeats));
+  if (!connector_sim::simd::is_activation_code(activation)) {
+    throw std::invalid_argument("unknown activation code " + std::to_string(activation) + " " +
+                                CONNECTOR_SIM_ACTIVATION_CODES);
+  }
   const auto shape = dims(x, "x", 1);
   if (py::isinstance<py::array_t<float>>(x)) {
     const float* in = input<float>(x, "x", shape);
     check<float>(out, "out", shape, true);
     py::gil_scoped_release release;
-    return repeat_tanh_f32(in, static_cast<float*>(out.mutable_data()), shape[0], n_repeats);
+    return repeat_f32(activation, in, static_cast<float*>(out.mutable_data()), shape[0], n_repeats);
   }
   const double* in = input<double>(x, "x", shape);
   check<double>(out, "out", shape, true);
   py::gil_scoped_release release;
-  repeat_tanh_f64(in, static_cast<double*>(out.mutable_data()), shape[0], n_repeats);
+  repeat_f64(activation, in, static_cast<double*>(out.mutable_data()), shape[0], n_repeats);
+}
+
+void tanh_repeated(py::array x, py::array out, std::int64_t n_repeats) {
+  activation_repeated(x, out, connector_sim::simd::tanh_code, n_repeats);
 }
 
 }  // namespace
@@ -119,4 +145,9 @@ PYBIND11_MODULE(_flow_field_cpp, m) {
         "out += tanh(x + k 2^-20) for k < n_repeats, with the kernel's SIMD tanh (float32 or float64; x, out 1-D). "
         "For benchmarks: the activation-only time of x.size * n_repeats evaluations.",
         py::arg("x").noconvert(), py::arg("out").noconvert(), py::arg("n_repeats"));
+  m.def("activation_repeated", &activation_repeated,
+        "out += phi(x + k 2^-20) for k < n_repeats, with the kernels' inlined activation of code `activation` "
+        "(connector_sim.activations.activation_code; float32 or float64; x, out 1-D). With n_repeats = 1 and out "
+        "zero it evaluates phi(x) as the kernels do (tests); larger n_repeats time the activation alone.",
+        py::arg("x").noconvert(), py::arg("out").noconvert(), py::arg("activation"), py::arg("n_repeats"));
 }

@@ -213,7 +213,7 @@ def test_fit_input_errors():
     with pytest.raises(ValueError, match="I has inputs .* v_points was not given"):
         fit_conditional_mean(np.zeros((5, 2)), points, increments, I=np.zeros((5, 1)))
     with pytest.raises(ValueError, match="activation must be one of"):
-        fit_conditional_mean(np.zeros((5, 2)), points, increments, activation="softplus")
+        fit_conditional_mean(np.zeros((5, 2)), points, increments, activation="softsign")
     m = np.zeros((5, 2))
     m[2, 1] = np.nan
     with pytest.raises(ValueError, match="m must contain only finite values"):

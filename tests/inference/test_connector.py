@@ -211,7 +211,7 @@ def test_parameter_and_state_errors(limit_cycle):
     with pytest.raises(TypeError, match="network must be a LowRankRNN"):
         Connector().fit(limit_cycle.network.m, limit_cycle.trajectories)
     with pytest.raises(ValueError, match="supports the activations"):
-        Connector(**QUICK).fit_latents(limit_cycle.trajectories, limit_cycle.network.m, activation="softplus")
+        Connector(**QUICK).fit_latents(limit_cycle.trajectories, limit_cycle.network.m, activation="softsign")
     with pytest.raises(RuntimeError, match="not fitted yet"):
         Connector().sample(10)
 
@@ -309,3 +309,50 @@ def test_conditional_cnf_agrees_with_the_closed_form():
         periods.append(cycle.period)
     assert periods[0] == pytest.approx(periods[1], rel=0.03)
     assert periods[0] == pytest.approx(reference.period, rel=0.05)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "sigmoid"])
+def test_smooth_activations_carry_through_fit_sample_and_flow(limit_cycle, activation):
+    # The network's activation becomes the Connector's (the conditional mean's phi),
+    # its sampled networks', and the mean field's: the sampled network's flow is the
+    # sample average of n phi(m kappa) with this phi (reference flow, 1e-12).
+    source = limit_cycle.network
+    network = LowRankRNN(source.m, source.n, source.I, source.b, activation=activation)
+    trajectories = simulate(network, 30, dt=0.1, kappa0=np.random.default_rng(0).normal(size=(8, 2))).kappa
+    connector = Connector(**QUICK).fit(network, trajectories)
+    assert connector.activation_ == activation and connector.conditional_mean_.activation == activation
+    sampled = connector.sample(300, random_state=1)
+    assert sampled.activation == activation
+    kappa = np.array([[0.3, -0.2], [1.0, 0.5]])
+    phi = {"softplus": lambda z: np.logaddexp(0, z), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}[activation]
+    direct = -kappa + phi(kappa @ sampled.m.T + sampled.b) @ sampled.n / sampled.n_neurons
+    np.testing.assert_allclose(latent_velocity(sampled, kappa), direct, rtol=0, atol=1e-12)
+
+
+def test_official_preset_samples_with_the_official_number_of_evaluations(limit_cycle, tmp_path):
+    # The official sampler: ODESolver(method="midpoint", step_size=0.05) on [0, 1] is
+    # 20 midpoint steps, 2 velocity evaluations each: 40 calls of each velocity MLP
+    # per batch of samples (this class's default, 10 steps, makes 20).
+    connector = Connector.official(n_epochs=2, random_state=0)
+    assert connector.n_steps == 20 and connector.solver == "midpoint" and connector.weight_decay == 1e-5
+    assert connector.conditional == "cnf" and connector.validation_fraction == 0.0 and not connector.cosine
+    assert Connector.official(n_steps=7).n_steps == 7
+    connector.fit(limit_cycle.network, limit_cycle.trajectories)
+    assert len(connector.marginal_.history_["val_loss"]) == 2  # no early stopping
+
+    def count_calls(flow):
+        calls = []
+        flow.model_.register_forward_hook(lambda module, inputs, output: calls.append(1))
+        return calls
+
+    marginal_calls, conditional_calls = count_calls(connector.marginal_), count_calls(connector.conditional_)
+    connector.sample(50, random_state=0)
+    assert len(marginal_calls) == 40 and len(conditional_calls) == 40
+    default = Connector(n_epochs=2, random_state=0).fit(limit_cycle.network, limit_cycle.trajectories)
+    calls = count_calls(default.marginal_)
+    default.sample(50, random_state=0)
+    assert len(calls) == 20
+    # The preset's settings survive save and load.
+    connector.save(tmp_path / "official")
+    loaded = Connector.load(tmp_path / "official", device="cpu")
+    assert {**loaded.get_params(), "device": "auto"} == connector.get_params()

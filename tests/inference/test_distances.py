@@ -11,6 +11,7 @@ from connector_sim.inference.distances import (
     conditional_mean_of,
     dissimilarity,
     effective_connectivity_dissimilarity,
+    paired_effective_connectivity_dissimilarity,
     sinkhorn_divergence,
 )
 from connector_sim.synthetic import gaussian_network_distribution, quadstable_mixture
@@ -35,6 +36,7 @@ def test_package_attributes_are_the_functions_not_submodules():
     assert inference.dissimilarity is dissimilarity
     assert inspect.isfunction(inference.dissimilarity)
     assert inference.effective_connectivity_dissimilarity is effective_connectivity_dissimilarity
+    assert inference.paired_effective_connectivity_dissimilarity is paired_effective_connectivity_dissimilarity
     from connector_sim.inference import dissimilarity as imported
 
     assert imported is dissimilarity
@@ -167,32 +169,77 @@ def dense_effective_connectivity(network):
     return network.m @ projected.T / network.n_neurons
 
 
-def test_effective_connectivity_baseline_matches_the_dense_computation():
+def test_paired_effective_connectivity_baseline_matches_the_dense_computation():
     rng = np.random.default_rng(0)
     a = LowRankRNN(rng.standard_normal((200, 2)), rng.standard_normal((200, 2)), rng.standard_normal((200, 1)))
     b = LowRankRNN(rng.standard_normal((200, 1)), rng.standard_normal((200, 1)))
     dense_a, dense_b = dense_effective_connectivity(a), dense_effective_connectivity(b)
     expected = 1 - np.corrcoef(dense_a.ravel(), dense_b.ravel())[0, 1]
-    assert effective_connectivity_dissimilarity(a, b) == pytest.approx(expected, rel=1e-10)
-    assert effective_connectivity_dissimilarity(a, b, metric="mse") == pytest.approx(
+    assert paired_effective_connectivity_dissimilarity(a, b) == pytest.approx(expected, rel=1e-10)
+    assert paired_effective_connectivity_dissimilarity(a, b, metric="mse") == pytest.approx(
         np.mean((dense_a - dense_b) ** 2), rel=1e-10)
-    assert effective_connectivity_dissimilarity(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert paired_effective_connectivity_dissimilarity(a, a) == pytest.approx(0.0, abs=1e-12)
     # Components of n outside span(m, I) do not count.
     outside = rng.standard_normal((200, 2))
     basis = np.hstack([a.m, a.I])
     outside -= basis @ np.linalg.lstsq(basis, outside, rcond=None)[0]
     shifted = LowRankRNN(a.m, a.n + outside, a.I)
-    assert effective_connectivity_dissimilarity(a, shifted) == pytest.approx(0.0, abs=1e-12)
+    assert paired_effective_connectivity_dissimilarity(a, shifted) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_effective_connectivity_baseline_errors():
     rng = np.random.default_rng(0)
     a = LowRankRNN(rng.standard_normal((20, 1)), rng.standard_normal((20, 1)))
     with pytest.raises(ValueError, match="same number of neurons. Got 20 and 30"):
-        effective_connectivity_dissimilarity(a, LowRankRNN(rng.standard_normal((30, 1)), rng.standard_normal((30, 1))))
+        paired_effective_connectivity_dissimilarity(a, LowRankRNN(rng.standard_normal((30, 1)), rng.standard_normal((30, 1))))
     zero = LowRankRNN(np.ones((20, 1)), np.ones((20, 1)))
     with pytest.raises(ValueError, match="no variance"):
         effective_connectivity_dissimilarity(a, zero)
     assert effective_connectivity_dissimilarity(a, zero, metric="mse") > 0
     with pytest.raises(TypeError, match="a must be a LowRankRNN"):
         effective_connectivity_dissimilarity(a.m, a)
+
+
+def test_unpaired_baseline_ignores_the_order_of_neurons():
+    # Issue check: a network against a permuted copy of itself. The paired baseline
+    # sees two unrelated matrices (~1); the unpaired one, the default, compares the
+    # sorted entries, which are identical: 0 up to rounding in the projection (1e-12).
+    rng = np.random.default_rng(1)
+    N = 300
+    m, I = rng.standard_normal((N, 2)), rng.standard_normal((N, 1))
+    a = LowRankRNN(m, 1.5 * m + rng.standard_normal((N, 2)), I)
+    order = rng.permutation(N)
+    permuted = LowRankRNN(a.m[order], a.n[order], a.I[order])
+    assert paired_effective_connectivity_dissimilarity(a, permuted) > 0.5
+    assert effective_connectivity_dissimilarity(a, permuted) == pytest.approx(0.0, abs=1e-12)
+    assert effective_connectivity_dissimilarity(a, permuted, metric="mse") == pytest.approx(0.0, abs=1e-20)
+    # It is the official Figure-4 formula: 1 - corr(sort(J1.flat), sort(J2.flat)).
+    b = LowRankRNN(rng.standard_normal((N, 1)), rng.standard_normal((N, 1)))
+    dense_a, dense_b = dense_effective_connectivity(a), dense_effective_connectivity(b)
+    expected = 1 - np.corrcoef(np.sort(dense_a.ravel()), np.sort(dense_b.ravel()))[0, 1]
+    assert effective_connectivity_dissimilarity(a, b) == pytest.approx(expected, rel=1e-10)
+    assert effective_connectivity_dissimilarity(a, b, metric="mse") == pytest.approx(
+        np.mean((np.sort(dense_a.ravel()) - np.sort(dense_b.ravel())) ** 2), rel=1e-10)
+
+
+def test_unpaired_baseline_across_sizes_and_subsets():
+    # Two networks drawn from one Gaussian distribution: their entry distributions
+    # agree up to sampling (correlation of quantiles near 1), whatever the sizes,
+    # and much closer than a network whose loadings have a mean (skewed entries).
+    rng = np.random.default_rng(2)
+
+    def draw(N, mean):
+        m = mean + rng.standard_normal((N, 1))
+        return LowRankRNN(m, 2.0 * m + rng.standard_normal((N, 1)))
+
+    small, large, skewed = draw(200, 0.0), draw(500, 0.0), draw(200, 1.5)
+    same = effective_connectivity_dissimilarity(small, large)
+    other = effective_connectivity_dissimilarity(small, skewed)
+    assert same < 0.02 and other > 5 * same
+    subset = effective_connectivity_dissimilarity(small, large, n_neurons=150, random_state=0)
+    assert subset < 0.05
+    assert subset == effective_connectivity_dissimilarity(small, large, n_neurons=150, random_state=0)
+    with pytest.raises(ValueError, match="no variance"):
+        effective_connectivity_dissimilarity(small, LowRankRNN(np.ones((20, 1)), np.ones((20, 1))))
+    with pytest.raises(ValueError, match="metric must be"):
+        effective_connectivity_dissimilarity(small, large, metric="cosine")

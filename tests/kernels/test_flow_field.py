@@ -18,6 +18,9 @@ from conftest import REQUIRE_BACKENDS
 #: Largest absolute error of the compiled tanh against float64 np.tanh
 #: (fast_math.py: rational float32 3.5e-7; exp-based float64 1e-15).
 TANH_ERROR = {np.float32: 3.5e-7, np.float64: 1e-15}
+#: Largest error of the compiled softplus and sigmoid relative to max(1, |phi|)
+#: (measured 1.3e-7 and 2.2e-16 in test_activations.py), with room.
+SMOOTH_ERROR = {np.float32: 3e-7, np.float64: 1e-15}
 #: Terms per float32 lane partial sum in the C++ kernel: CHUNK / LANES of
 #: flow_field.hpp (numba sums in float64 throughout; the bound covers both).
 CHUNK_TERMS = 32
@@ -80,6 +83,8 @@ def error_bound(case, activation):
     C = m.shape[0] + I.shape[0]
     size = b + np.abs(case["kappa"]) @ m + np.abs(case["v"]) @ I  # (P, N): S_i at each point
     tanh_error = TANH_ERROR[dtype] if activation == "tanh" else 0.0
+    if activation in ("softplus", "sigmoid"):
+        tanh_error = SMOOTH_ERROR[dtype] * (1.0 + size)  # |phi| <= 1 + S_i
     eps = np.finfo(dtype).eps
     per_unit = (C + 1) * eps * size + tanh_error
     float32_partials = (CHUNK_TERMS + 1) * eps / 2 if dtype is np.float32 else 0.0
@@ -87,7 +92,7 @@ def error_bound(case, activation):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity", "softplus", "sigmoid"])
 @pytest.mark.parametrize("rank, n_inputs", [(1, 0), (2, 2), (3, 1)])
 def test_backends_match_reference(fast_backend, dtype, activation, rank, n_inputs):
     # N crosses the 4096-neuron blocks and leaves remainders of the 256-neuron

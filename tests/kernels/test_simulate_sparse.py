@@ -62,7 +62,8 @@ def make_mask(n_neurons, kind, representation, seed=5):
     return SparseMask(n_neurons, seed=seed, representation=representation, **MASKS[kind])._kernel_args()
 
 
-def run(backend, case, mask, *, noise_scale=0.0, clamp=NO_CLAMP, n_threads=1, weight=None, gain=0.7):
+def run(backend, case, mask, *, noise_scale=0.0, clamp=NO_CLAMP, n_threads=1, weight=None, gain=0.7,
+        activation="tanh"):
     full_path, _ = simulate_sparse.kernels(backend)
     B, N = case["x0"].shape
     R = case["m_T"].shape[0]
@@ -72,7 +73,7 @@ def run(backend, case, mask, *, noise_scale=0.0, clamp=NO_CLAMP, n_threads=1, we
     kappa_out = np.empty((B, N_STEPS + 1, R))
     record_out = np.empty((B, N_STEPS + 1, len(record_idx)), x.dtype)
     weight = 3.0 / N if weight is None else weight
-    full_path(mask, case["m_T"], case["n_T"], case["I_T"], case["b"], "tanh", weight, gain, x, case["u"], ALPHA,
+    full_path(mask, case["m_T"], case["n_T"], case["I_T"], case["b"], activation, weight, gain, x, case["u"], ALPHA,
               noise_scale, 17, 1, record_idx, kappa, kappa_out, record_out, clamp, n_threads=n_threads)
     return dict(x=x, kappa=kappa, kappa_out=kappa_out, record_out=record_out)
 
@@ -98,6 +99,19 @@ def test_kernel_matches_reference(fast_backend, dtype, kind, noisy):
     for representation in ("stored", "implicit"):
         result = run(fast_backend, case, make_mask(N, kind, representation), **options)
         assert_close(result, reference, dtype)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_smooth_activations_match_reference(fast_backend, activation, dtype):
+    # Same tolerance as tanh: both compiled activations are within 2e-16 (float64) and
+    # 1.3e-7 (float32) of the reference relative to max(1, |phi|) (test_activations.py),
+    # as the tanh is.
+    require_sparse_backend(fast_backend)
+    case = make_case(dtype)
+    reference = run("numpy", case, make_mask(250, "fixed", "stored"), noise_scale=0.3, activation=activation)
+    result = run(fast_backend, case, make_mask(250, "fixed", "stored"), noise_scale=0.3, activation=activation)
+    assert_close(result, reference, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

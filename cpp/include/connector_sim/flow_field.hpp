@@ -188,6 +188,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void point_block_f32(const FlowFieldArgs<floa
       return detail::point_block<float, simd::tanh_code>(a, p0, count, w);
     case simd::relu_code:
       return detail::point_block<float, simd::relu_code>(a, p0, count, w);
+    case simd::softplus_code:
+      return detail::point_block<float, simd::softplus_code>(a, p0, count, w);
+    case simd::sigmoid_code:
+      return detail::point_block<float, simd::sigmoid_code>(a, p0, count, w);
     default:
       return detail::point_block<float, simd::identity_code>(a, p0, count, w);
   }
@@ -200,6 +204,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void point_block_f64(const FlowFieldArgs<doub
       return detail::point_block<double, simd::tanh_code>(a, p0, count, w);
     case simd::relu_code:
       return detail::point_block<double, simd::relu_code>(a, p0, count, w);
+    case simd::softplus_code:
+      return detail::point_block<double, simd::softplus_code>(a, p0, count, w);
+    case simd::sigmoid_code:
+      return detail::point_block<double, simd::sigmoid_code>(a, p0, count, w);
     default:
       return detail::point_block<double, simd::identity_code>(a, p0, count, w);
   }
@@ -219,9 +227,9 @@ inline void check_arguments(std::int64_t N, std::int64_t R, std::int64_t D, std:
   if (n_threads < 1) {
     throw std::invalid_argument("n_threads must be at least 1, got " + std::to_string(n_threads));
   }
-  if (activation != simd::tanh_code && activation != simd::relu_code && activation != simd::identity_code) {
+  if (!simd::is_activation_code(activation)) {
     throw std::invalid_argument("unknown activation code " + std::to_string(activation) +
-                                " (0 tanh, 1 relu, 2 identity)");
+                                " " CONNECTOR_SIM_ACTIVATION_CODES);
   }
   if (N < 1 || R < 1 || D < 0 || P < 0) {
     throw std::invalid_argument("need N >= 1 neurons, rank R >= 1, D >= 0 inputs and P >= 0 points, got N = " +

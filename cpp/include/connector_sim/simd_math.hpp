@@ -8,7 +8,9 @@
 // the haswell clones of the kernels keep everything in ymm registers.
 //
 // Specification: connector_sim/_kernels/fast_math.py (tanh) and
-// connector_sim/_kernels/counter_rng.py (Box-Muller).
+// connector_sim/_kernels/counter_rng.py (Box-Muller); softplus and sigmoid
+// approximate np.logaddexp(0, x) and 1 / (1 + np.exp(-x))
+// (connector_sim.activations.apply_activation).
 #pragma once
 
 #include <algorithm>
@@ -40,7 +42,11 @@ namespace connector_sim {
 namespace simd {
 
 // Integer codes of the built-in activations (connector_sim.activations.BUILTIN_ACTIVATIONS).
-enum Activation : int { tanh_code = 0, relu_code = 1, identity_code = 2 };
+enum Activation : int { tanh_code = 0, relu_code = 1, identity_code = 2, softplus_code = 3, sigmoid_code = 4 };
+
+// Whether `code` names a built-in activation, and the message for one that does not.
+inline bool is_activation_code(int code) { return code >= tanh_code && code <= sigmoid_code; }
+#define CONNECTOR_SIM_ACTIVATION_CODES "(0 tanh, 1 relu, 2 identity, 3 softplus, 4 sigmoid)"
 
 template <typename To, typename From>
 CONNECTOR_SIM_ALWAYS_INLINE To bit_cast(From value) {
@@ -81,6 +87,18 @@ constexpr double EXP_TAYLOR[13] = {
     1.0 / factorial(0), 1.0 / factorial(1), 1.0 / factorial(2),  1.0 / factorial(3),  1.0 / factorial(4),
     1.0 / factorial(5), 1.0 / factorial(6), 1.0 / factorial(7),  1.0 / factorial(8),  1.0 / factorial(9),
     1.0 / factorial(10), 1.0 / factorial(11), 1.0 / factorial(12)};
+
+// 1 / k!, k = 0 .. 7, in float: the float exp's Taylor polynomial (its
+// truncation error on |r| <= ln2 / 2 is r^8 / 8! < 5e-9, below float rounding).
+constexpr float EXP_TAYLOR_F32[8] = {
+    static_cast<float>(1.0 / factorial(0)), static_cast<float>(1.0 / factorial(1)),
+    static_cast<float>(1.0 / factorial(2)), static_cast<float>(1.0 / factorial(3)),
+    static_cast<float>(1.0 / factorial(4)), static_cast<float>(1.0 / factorial(5)),
+    static_cast<float>(1.0 / factorial(6)), static_cast<float>(1.0 / factorial(7))};
+// ln 2 = LN2_HI_F32 + LN2_LO_F32 in float, LN2_HI_F32 with 12 significant bits
+// so that n * LN2_HI_F32 is exact for |n| <= 126.
+constexpr float LN2_HI_F32 = 0x1.63p-1f;
+constexpr float LN2_LO_F32 = static_cast<float>(LN2 - 0x1.63p-1);
 
 // 1 / (2k + 1): log(1 + f) = 2 atanh(s) = 2 (s + s^3 / 3 + s^5 / 5 + ...), s = f / (2 + f).
 constexpr double ATANH_TAYLOR_F64[11] = {1.0,        1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,  1.0 / 9.0, 1.0 / 11.0,
@@ -167,6 +185,19 @@ CONNECTOR_SIM_ALWAYS_INLINE double tanh_approx(double x) {
   return std::copysign(1.0 - 2.0 / (e + 1.0), x);
 }
 
+// np.exp(y) in float with y clipped to [-87, 87] (2^n stays a normal float):
+// y = n ln2 + r, exp(y) = 2^n * (degree-7 Taylor of e^r). Relative error
+// a few float ulps.
+CONNECTOR_SIM_ALWAYS_INLINE float exp_approx(float y) {
+  y = clip_symmetric(y, 87.0f);
+  const float shifted = y * static_cast<float>(LOG2E) + ROUND_SHIFT_F32;
+  const float n = shifted - ROUND_SHIFT_F32;
+  const float r = (y - n * LN2_HI_F32) - n * LN2_LO_F32;
+  const std::uint32_t n_bits = bit_cast<std::uint32_t>(shifted) - bit_cast<std::uint32_t>(ROUND_SHIFT_F32);
+  const float two_to_n = bit_cast<float>((n_bits + 127u) << 23);
+  return horner(EXP_TAYLOR_F32, r) * two_to_n;
+}
+
 // np.log(x) for a normal float x > 0, given also x_minus_one = x - 1 to full
 // precision (np.log1p(x_minus_one) when x rounds near 1; pass x - 1 if x is
 // all there is). x = 2^k m, m in [sqrt(1/2), sqrt(2)), log x = k ln2 +
@@ -198,6 +229,43 @@ CONNECTOR_SIM_ALWAYS_INLINE double log_approx(double x, double x_minus_one) {
 template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE T log_approx(T x) {
   return log_approx(x, x - T(1));
+}
+
+// np.maximum(x, 0) (NaN and -0 stay as they are), by integer operations on
+// the bits for the reason given at clip_symmetric: x < 0 exactly when the
+// sign bit is set and 0 < |x| <= inf, and then all bits are cleared.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T relu(T x) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "relu of float or double");
+  using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+  constexpr int sign_shift = 8 * sizeof(T) - 1;
+  constexpr U infinity = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  const U bits = bit_cast<U>(x);
+  const U magnitude = bits & ~(U(1) << sign_shift);
+  const U negative = (bits >> sign_shift) & U(magnitude - 1 < infinity);
+  return bit_cast<T>(bits & (negative - 1));
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)), from e = exp(-|x|) in (0, 1]: 1 / (1 + e)
+// for x >= 0 and e / (1 + e) below (no cancellation on either side; NaN
+// stays NaN). Relative error ~1e-16 (double) and a few ulps (float); for
+// x < -708 (double) or -87 (float) e stops decreasing, an absolute error
+// below 1e-307 (1e-37).
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T sigmoid(T x) {
+  const T e = exp_approx(-std::fabs(x));
+  const T s = T(1) / (T(1) + e);
+  return select(x >= T(0), s, e * s);
+}
+
+// softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), the log1p by
+// log_approx(1 + e, e) (full precision for small e). Absolute error ~2e-16
+// (double) and ~2e-7 relative to max(1, |x|) (float); for very negative x see
+// sigmoid.
+template <typename T>
+CONNECTOR_SIM_ALWAYS_INLINE T softplus(T x) {
+  const T e = exp_approx(-std::fabs(x));
+  return relu(x) + log_approx(T(1) + e, e);
 }
 
 // np.cos(2 pi s) for |s| <= 1/2: sin(2 pi c), c = 1/4 - |s| in [-1/4, 1/4],
@@ -244,30 +312,19 @@ CONNECTOR_SIM_ALWAYS_INLINE double cos_2pi(double u) {
   return cos_2pi_reduced(u - ((u + ROUND_SHIFT_F64) - ROUND_SHIFT_F64));
 }
 
-// np.maximum(x, 0) (NaN and -0 stay as they are), by integer operations on
-// the bits for the reason given at clip_symmetric: x < 0 exactly when the
-// sign bit is set and 0 < |x| <= inf, and then all bits are cleared.
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE T relu(T x) {
-  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "relu of float or double");
-  using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
-  constexpr int sign_shift = 8 * sizeof(T) - 1;
-  constexpr U infinity = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
-  const U bits = bit_cast<U>(x);
-  const U magnitude = bits & ~(U(1) << sign_shift);
-  const U negative = (bits >> sign_shift) & U(magnitude - 1 < infinity);
-  return bit_cast<T>(bits & (negative - 1));
-}
-
 // phi(x) of a built-in activation; `code` is a compile-time constant, so the
 // kernels instantiate one loop per activation.
 template <int code, typename T>
 CONNECTOR_SIM_ALWAYS_INLINE T activation(T x) {
-  static_assert(code == tanh_code || code == relu_code || code == identity_code, "unknown activation code");
+  static_assert(code >= tanh_code && code <= sigmoid_code, "unknown activation code");
   if constexpr (code == tanh_code) {
     return tanh_approx(x);
   } else if constexpr (code == relu_code) {
     return relu(x);
+  } else if constexpr (code == softplus_code) {
+    return softplus(x);
+  } else if constexpr (code == sigmoid_code) {
+    return sigmoid(x);
   } else {
     return x;
   }

@@ -150,9 +150,9 @@ inline void check_threads_and_activation(int n_threads, int activation) {
   if (n_threads < 1) {
     throw std::invalid_argument("n_threads must be at least 1, got " + std::to_string(n_threads));
   }
-  if (activation != simd::tanh_code && activation != simd::relu_code && activation != simd::identity_code) {
+  if (!simd::is_activation_code(activation)) {
     throw std::invalid_argument("unknown activation code " + std::to_string(activation) +
-                                " (0 tanh, 1 relu, 2 identity)");
+                                " " CONNECTOR_SIM_ACTIVATION_CODES);
   }
 }
 
@@ -446,6 +446,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f32(const FullPathArgs<f
       return detail::full_path_block<float, simd::tanh_code>(a, records, block, t, krec, accumulate, scratch, partial);
     case simd::relu_code:
       return detail::full_path_block<float, simd::relu_code>(a, records, block, t, krec, accumulate, scratch, partial);
+    case simd::softplus_code:
+      return detail::full_path_block<float, simd::softplus_code>(a, records, block, t, krec, accumulate, scratch, partial);
+    case simd::sigmoid_code:
+      return detail::full_path_block<float, simd::sigmoid_code>(a, records, block, t, krec, accumulate, scratch, partial);
     default:
       return detail::full_path_block<float, simd::identity_code>(a, records, block, t, krec, accumulate, scratch,
                                                                  partial);
@@ -460,6 +464,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f64(const FullPathArgs<d
       return detail::full_path_block<double, simd::tanh_code>(a, records, block, t, krec, accumulate, scratch, partial);
     case simd::relu_code:
       return detail::full_path_block<double, simd::relu_code>(a, records, block, t, krec, accumulate, scratch, partial);
+    case simd::softplus_code:
+      return detail::full_path_block<double, simd::softplus_code>(a, records, block, t, krec, accumulate, scratch, partial);
+    case simd::sigmoid_code:
+      return detail::full_path_block<double, simd::sigmoid_code>(a, records, block, t, krec, accumulate, scratch, partial);
     default:
       return detail::full_path_block<double, simd::identity_code>(a, records, block, t, krec, accumulate, scratch,
                                                                   partial);
@@ -474,6 +482,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f32(const LatentPathAr
       return detail::latent_path_block<float, simd::tanh_code>(a, block, t, kappa, v, decay, scratch, partial);
     case simd::relu_code:
       return detail::latent_path_block<float, simd::relu_code>(a, block, t, kappa, v, decay, scratch, partial);
+    case simd::softplus_code:
+      return detail::latent_path_block<float, simd::softplus_code>(a, block, t, kappa, v, decay, scratch, partial);
+    case simd::sigmoid_code:
+      return detail::latent_path_block<float, simd::sigmoid_code>(a, block, t, kappa, v, decay, scratch, partial);
     default:
       return detail::latent_path_block<float, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }
@@ -487,6 +499,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f64(const LatentPathAr
       return detail::latent_path_block<double, simd::tanh_code>(a, block, t, kappa, v, decay, scratch, partial);
     case simd::relu_code:
       return detail::latent_path_block<double, simd::relu_code>(a, block, t, kappa, v, decay, scratch, partial);
+    case simd::softplus_code:
+      return detail::latent_path_block<double, simd::softplus_code>(a, block, t, kappa, v, decay, scratch, partial);
+    case simd::sigmoid_code:
+      return detail::latent_path_block<double, simd::sigmoid_code>(a, block, t, kappa, v, decay, scratch, partial);
     default:
       return detail::latent_path_block<double, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }

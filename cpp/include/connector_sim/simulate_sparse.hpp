@@ -480,6 +480,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f32(const SparsePathA
       return detail::sparse_rates_block<float, simd::tanh_code>(a, block, t, y, lanes, partial);
     case simd::relu_code:
       return detail::sparse_rates_block<float, simd::relu_code>(a, block, t, y, lanes, partial);
+    case simd::softplus_code:
+      return detail::sparse_rates_block<float, simd::softplus_code>(a, block, t, y, lanes, partial);
+    case simd::sigmoid_code:
+      return detail::sparse_rates_block<float, simd::sigmoid_code>(a, block, t, y, lanes, partial);
     default:
       return detail::sparse_rates_block<float, simd::identity_code>(a, block, t, y, lanes, partial);
   }
@@ -493,6 +497,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f64(const SparsePathA
       return detail::sparse_rates_block<double, simd::tanh_code>(a, block, t, y, lanes, partial);
     case simd::relu_code:
       return detail::sparse_rates_block<double, simd::relu_code>(a, block, t, y, lanes, partial);
+    case simd::softplus_code:
+      return detail::sparse_rates_block<double, simd::softplus_code>(a, block, t, y, lanes, partial);
+    case simd::sigmoid_code:
+      return detail::sparse_rates_block<double, simd::sigmoid_code>(a, block, t, y, lanes, partial);
     default:
       return detail::sparse_rates_block<double, simd::identity_code>(a, block, t, y, lanes, partial);
   }
