@@ -1,7 +1,7 @@
 """Cell types: clustering connectivity samples, and mixtures built from the clusters.
 
 A cell type is a cluster of neuron rows (m, n, I, b), or of any subset of
-their columns (SPEC section 4: k-means or a Gaussian mixture; k chosen by
+their columns (theory section 4: k-means or a Gaussian mixture; k chosen by
 held-out log-likelihood, inertia and silhouette; by default the held-out
 completed log-likelihood, see :func:`find_cell_types`). :func:`mixture_from_labels`
 turns clusters into a :class:`~connector_sim.GaussianMixture` whose components

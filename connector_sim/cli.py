@@ -1,6 +1,6 @@
 """Command line: ``connector-sim <subcommand>``.
 
-The Connector workflow (SPEC section 3), one file per step::
+The Connector workflow (theory section 3), one file per step::
 
     connector-sim simulate quadstable --n-neurons 500 --trials 64 --record-units all --out sim.npz
     connector-sim fit sim.npz --rank 2 --out lint.npz          # also writes lint_latents.npz
@@ -555,7 +555,7 @@ def _infer(arguments):
     history = connector.marginal_.history_
     best = history.get("best_epoch")
     validation = history["val_loss"][best] if best is not None and history.get("val_loss") else float("nan")
-    # Does the learned distribution have the fitted network's dynamics? Mean-field velocity (SPEC eq. 4)
+    # Does the learned distribution have the fitted network's dynamics? Mean-field velocity (theory eq. 4)
     # against the network's own: at latent points drawn uniformly over the box the latents span (the
     # trajectories themselves sit mostly near fixed points, where both velocities are small), or at the
     # trajectory points with their filtered inputs when there are inputs.

@@ -1,7 +1,7 @@
 """Connectivity distributions p(m, n, I, b) and sampling networks from them.
 
 A neuron is one row ``[m (R), n (R), I (D), b (1 if bias)]``; a connectivity
-distribution is the distribution of these rows (SPEC section 1). Every
+distribution is the distribution of these rows (theory section 1). Every
 distribution here describes the row layout with :class:`RowLayout` and samples
 networks of any size with ``sample(n_neurons, random_state)``.
 """

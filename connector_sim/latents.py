@@ -1,7 +1,7 @@
-"""Latents of a fitted low-rank RNN, their identifiability and their alignment (SPEC section 3 step 2).
+"""Latents of a fitted low-rank RNN, their identifiability and their alignment (theory section 3, step 2).
 
 Without private noise, a low-rank RNN started on x_0 = m kappa_0 + I v_0 + b
-stays on (SPEC eq. 2-3)::
+stays on (theory eq. 2-3)::
 
     x_t = m kappa_t + I v_t + b,    kappa_t = (m^T m)^{-1} m^T (x_t - I v_t - b)
 
@@ -64,7 +64,7 @@ def loadings(network):
 
 
 def filtered_inputs(inputs, alpha, v0=None):
-    """Low-pass filtered inputs v_t of SPEC eq. 3.
+    """Low-pass filtered inputs v_t of theory eq. 3.
 
     ::
 

@@ -1,7 +1,7 @@
-"""Mean-field latent dynamics, cell-type flows and perturbations (SPEC sections 1-2).
+"""Mean-field latent dynamics, cell-type flows and perturbations (theory sections 1-2).
 
 For neuron rows (m, n, I, b) drawn i.i.d. from p, the latents of an infinitely
-large network follow (SPEC eq. 4)::
+large network follow (theory eq. 4)::
 
     dkappa/dt = -kappa + E_p[ n phi(z) ],    z = m^T kappa + I^T v + b
 
@@ -20,7 +20,7 @@ neurons (the flow of that finite network).
 Cell types are mixture components (or, for sampled sources, neuron labels).
 ``component=k`` gives the type-k flow F_k(kappa) = -kappa + E_k[n phi(z)];
 ``clamp_components={k: c}`` replaces type k's term w_k E_k[n phi(z)] by
-w_k E_k[n] c (c = 0 silences it, SPEC section 2).
+w_k E_k[n] c (c = 0 silences it, theory section 2).
 """
 
 import functools
@@ -396,7 +396,7 @@ def _check_inputs(v, leading_shape, n_inputs, name="v"):
 
 def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORDER, component=None,
                     clamp_components=None, labels=None, backend="auto"):
-    """The mean-field latent velocity dkappa/dt at latent points (SPEC eq. 4).
+    """The mean-field latent velocity dkappa/dt at latent points (theory eq. 4).
 
     ::
 
@@ -478,7 +478,7 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
 
 def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=None, *, activation=None,
                           order=DEFAULT_ORDER, backend="auto"):
-    """Normalized difference index of two cell types' flows (SPEC section 2).
+    """Normalized difference index of two cell types' flows (theory section 2).
 
     ::
 
@@ -524,7 +524,7 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
                     = (1 - alpha) kappa_t + alpha E_p[n phi(m^T kappa_t + I^T v_t + b)]
         v_{t+1}     = (1 - alpha) v_t + alpha u_t,       alpha = dt / tau
 
-    the discrete latent recursion of :func:`connector_sim.simulate` (SPEC
+    the discrete latent recursion of :func:`connector_sim.simulate` (theory
     eq. 3) with the sample average replaced by the mean field: for a sampled
     network it reproduces ``simulate(network, ...).kappa`` to rounding.
 

@@ -1,4 +1,4 @@
-"""The low-rank RNN model object (SPEC section 1).
+"""The low-rank RNN model object (theory section 1).
 
     tau dx/dt = -x + (1/N) M Nm^T phi(x) + I u(t) + b
 """
@@ -246,7 +246,7 @@ class LowRankRNN:
         self._n_T = _checked_T(value, "n", self._n_T.shape[::-1], self._dtype, transpose=True)
 
     @property
-    def I(self):  # noqa: E743 - the SPEC's name for the input loadings
+    def I(self):  # noqa: E743 - the theory page's name for the input loadings
         """Input loadings, shape (n_neurons, n_inputs) (a read-only view)."""
         return self._I_T.T
 

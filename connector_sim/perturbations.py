@@ -1,4 +1,4 @@
-"""Perturbations: silencing or clamping units, in simulation and in mean field (SPEC section 2).
+"""Perturbations: silencing or clamping units, in simulation and in mean field (theory section 2).
 
 A :class:`Perturbation` replaces the rates phi(x_i) of a set S of units by
 clamp values c_i (c_i = 0 silences them) at the steps start <= t < stop::
@@ -12,7 +12,7 @@ random fraction f of the units. The same description acts on
   its latent flow (the sample average over the free units plus the constant
   clamped term);
 - a :class:`~connector_sim.Gaussian` or :class:`~connector_sim.GaussianMixture`
-  in mean field (SPEC eq. 4): clamping cell type k replaces its term
+  in mean field (theory eq. 4): clamping cell type k replaces its term
   w_k E_k[n phi(z)] by w_k E_k[n] c, and clamping a random fraction f of all
   units replaces E[n phi(z)] by (1 - f) E[n phi(z)] + f c E[n].
 
@@ -300,7 +300,7 @@ def perturbed_flow(source, perturbation=None, *, labels=None, v=None, activation
         F(kappa) = -kappa + (1/N) [ sum_{i not in S} n_i phi(z_i) + sum_{i in S} n_i c_i ]
 
     exactly the velocity of :func:`connector_sim.simulate` with the same
-    ``clamp``. For a Gaussian or Gaussian mixture (mean field, SPEC section 2),
+    ``clamp``. For a Gaussian or Gaussian mixture (mean field, theory section 2),
     clamping cell types K at c::
 
         F(kappa) = -kappa + sum_{k not in K} w_k E_k[n phi(z)] + c sum_{k in K} w_k E_k[n]
@@ -586,7 +586,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
                        keep_trajectories=False, progress=None):
     """Run perturbations x initial conditions x seeds and tabulate where each run ends.
 
-    Each run follows the latent recursion (SPEC eq. 3) with the
+    Each run follows the latent recursion (theory eq. 3) with the
     perturbation's clamp in force at steps start <= t < stop::
 
         kappa_{t+1} = (1 - alpha) kappa_t + alpha E[n phi_clamped(m^T kappa_t + b)],  alpha = dt / tau
@@ -594,7 +594,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     with E the average over the N sampled neurons (method "simulation",
     through :func:`connector_sim.simulate`, all initial conditions of one
     perturbation and seed in one batched call) or the mean field (method
-    "mean field", the expectation under the distribution, SPEC eq. 4). Each
+    "mean field", the expectation under the distribution, theory eq. 4). Each
     end state is then matched to the nearest stable fixed point of the
     system in force at the last step (the perturbed one, or the unperturbed
     one after a window), found by :func:`connector_sim.find_fixed_points` on

@@ -15,7 +15,7 @@
    :func:`~connector_sim.find_cell_types`);
    the fixed points left when each Connector cell type is silenced; and the
    dissimilarity matrix of the four synthetic networks' ground truths
-   against Connector fits of them (section 4 of the SPEC).
+   against Connector fits of them (section 4 of the theory page).
 
 Outputs in the report folder: ``connector_flow_fields.png``,
 ``cell_types.png``, ``connector.json`` (every number) and ``connector.md``

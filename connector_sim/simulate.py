@@ -1,4 +1,4 @@
-"""Simulate a low-rank RNN by forward Euler (SPEC section 1).
+"""Simulate a low-rank RNN by forward Euler (theory section 1).
 
     x_{t+1} = x_t + alpha (-x_t + m n^T phi(x_t) / N + I u_t + b)
               + sqrt(alpha) sigma xi_t,        alpha = dt / tau
@@ -51,7 +51,7 @@ class SimulationResult:
     ----------
     kappa : ndarray of shape (n_trials, n_steps + 1, rank), float64
         Latents: x_t = m kappa_t + I v_t + b + (1 - alpha)^t xperp + noise
-        part (SPEC eq. 2-3); row 0 is the initial state.
+        part (theory eq. 2-3); row 0 is the initial state.
     v : ndarray of shape (n_trials or 1, n_steps + 1, n_inputs), float64
         Low-pass filtered inputs, v_{t+1} = (1 - alpha) v_t + alpha u_t.
     time : ndarray of shape (n_steps + 1,)
@@ -341,7 +341,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     sequences) run in one pass, sharing each read of the loadings.
 
     Without private noise the state stays on x_t = m kappa_t + I v_t + b
-    + (1 - alpha)^t xperp (SPEC eq. 2-3), and the *latent path* advances only
+    + (1 - alpha)^t xperp (theory eq. 2-3), and the *latent path* advances only
     kappa: O(N R) work per step and no per-neuron state. It is exact, chosen
     automatically, and can be forced either way with ``path``.
 

@@ -1,9 +1,9 @@
-"""Sparse low-rank networks (SPEC section 5; Herbert & Ostojic).
+"""Sparse low-rank networks (theory section 5; Herbert & Ostojic).
 
 A sparse low-rank network keeps a random subset of the connections of a
 low-rank one::
 
-    P_ij = w X_ij m_i . n_j,     w = 1 / N ("1/N", SPEC's scaling)  or  w = 1 ("1", high-sparsity scaling)
+    P_ij = w X_ij m_i . n_j,     w = 1 / N ("1/N", the theory's scaling)  or  w = 1 ("1", high-sparsity scaling)
 
 with the mask X either Bernoulli(1 - s) per entry or exactly C nonzeros per
 row (s = 1 - C / N). The recurrent input of neuron i is then::
@@ -376,7 +376,7 @@ class SparseLowRankRNN(_DenseLoadings):
 
         tau dx/dt = -x + P phi(x) + I u(t) + b,   P_ij = w X_ij m_i . n_j
 
-    with w = 1 / N (``scaling="1/N"``, SPEC section 5) or w = 1
+    with w = 1 / N (``scaling="1/N"``, theory section 5) or w = 1
     (``scaling="1"``, the high-sparsity scaling with C fixed). For s = 0 and
     w = 1 / N it is the dense :class:`LowRankRNN`.
 
@@ -541,7 +541,7 @@ def sparsify(network, *, n_connections=None, sparsity=None, seed=None, represent
         Key of the mask.
     representation : {"implicit", "stored"}, default="implicit"
     scaling : {"1/N", "1"}, default="1/N"
-        w = 1 / N (SPEC section 5) or w = 1 (high-sparsity scaling).
+        w = 1 / N (theory section 5) or w = 1 (high-sparsity scaling).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""Dynamics of sparse low-rank networks (SPEC section 5; Herbert & Ostojic).
+"""Dynamics of sparse low-rank networks (theory section 5; Herbert & Ostojic).
 
 Four studies of the paper, each with its theory:
 

@@ -1,4 +1,4 @@
-"""Eigenvalue spectra of sparse low-rank networks and their theory (SPEC section 5).
+"""Eigenvalue spectra of sparse low-rank networks and their theory (theory section 5).
 
 For P_ij = w X_ij m_i . n_j with P(X_ij = 1) = 1 - s (Herbert & Ostojic):
 
@@ -347,13 +347,13 @@ def plot_spectrum(values, *, theory=None, ax=None, unit_circle=True):
     return ax
 
 
-#: The regimes of the autonomous dynamics (SPEC section 5).
+#: The regimes of the autonomous dynamics (theory section 5).
 REGIMES = ("decaying", "structured", "chaotic")
 
 
 def predicted_regime(variance, covariance, *, n_connections=None, sparsity=None, n_neurons=None, scaling="1",
                      correlated=False):
-    """Regime of the autonomous dynamics predicted from the spectrum (SPEC section 5).
+    """Regime of the autonomous dynamics predicted from the spectrum (theory section 5).
 
     With lambda_1 = :func:`predicted_outlier` and R = :func:`predicted_bulk_radius`::
 

@@ -145,7 +145,7 @@ class SyntheticNetwork:
         Initial latents, ``latent_grid(20, 2.4)``.
     trajectories : ndarray of shape (400, 101, 2)
         Latents of 100 steps of the network's discrete latent recursion
-        (SPEC eq. 3) with alpha = 0.1 from each of ``kappa0``.
+        (theory eq. 3) with alpha = 0.1 from each of ``kappa0``.
     """
 
     name: str
@@ -173,7 +173,7 @@ def synthetic_network(name, n_neurons=1000, random_state=0):
         truth is the mixture p(m) times N(E[n | m], I), which no Gaussian
         mixture represents. ``distribution`` is :func:`quadstable_mixture`
         instead: it has the same E[n phi(z)] (the mean field depends on
-        p(n | m) only through E[n | m], SPEC eq. 4), hence the same
+        p(n | m) only through E[n | m], theory eq. 4), hence the same
         mean-field dynamics; only the per-type flows differ slightly, because
         E[n | m] mixes the types' n-means where their m-clouds overlap.
         For the Gaussian networks, ``distribution`` is exact and the network

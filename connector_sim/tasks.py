@@ -14,7 +14,7 @@ Inputs u_t (D = 4): ``[stimulus A, stimulus B, context A, context B]``.
 
 The network is a rank-1 lrRNN without bias (the paper's example has none),
 trained by backpropagation through time on the exact latent form
-x_t = m kappa_t + I v_t (SPEC eq. 2-3, from x_0 = 0). Accuracy is the
+x_t = m kappa_t + I v_t (theory eq. 2-3, from x_0 = 0). Accuracy is the
 fraction of trials whose mean readout over the decision steps has the
 target's sign.
 

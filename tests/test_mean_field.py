@@ -128,7 +128,7 @@ def test_flow_field_reference_is_the_direct_sum_for_any_chunking(monkeypatch):
 
 
 def test_trajectory_of_a_sampled_network_reproduces_the_simulator():
-    # Same Euler recursion (SPEC eq. 3) on the same neurons: rounding only.
+    # Same Euler recursion (theory eq. 3) on the same neurons: rounding only.
     network = random_gaussian(seed=2).sample(300, 7)
     rng = np.random.default_rng(8)
     kappa0 = rng.standard_normal((3, 2))

@@ -1,5 +1,5 @@
 """Dynamics of sparse low-rank networks: the dense-plus-random comparison model, regimes from theory and
-simulation, input-driven dynamics and the evidence-accumulation task (Herbert & Ostojic; SPEC section 5)."""
+simulation, input-driven dynamics and the evidence-accumulation task (Herbert & Ostojic; theory section 5)."""
 
 import math
 

@@ -1,6 +1,6 @@
 """Flow field of a sampled low-rank RNN at many latent points: the NumPy reference.
 
-``flow_field`` evaluates the recurrent term of the latent velocity (SPEC eq. 3-4)
+``flow_field`` evaluates the recurrent term of the latent velocity (theory eq. 3-4)
 at P latent points, for a network of N neurons::
 
     z[p, i]   = m_i^T kappa_p + I_i^T v_p + b_i      # never stored whole

@@ -1,7 +1,7 @@
 """Dense low-rank RNN time loops: the NumPy reference and the numba kernels.
 
 Every backend implements the same two kernels with the same arguments; the
-NumPy functions below are the specification (SPEC section 1).
+NumPy functions below are the specification (theory section 1).
 
 ``full_path``: the state x (B, N) of B trials, one Euler step per time step::
 
@@ -11,7 +11,7 @@ NumPy functions below are the specification (SPEC section 1).
     xi_t[b, i] = counter_rng.standard_normal(seed, trial_offset + b, step_offset + t, N)[i]
 
 ``latent_path``: no private noise, so x_t = m kappa_t + I v_t + b
-+ decay_t xperp (SPEC eq. 2) and only kappa (B, R) is carried::
++ decay_t xperp (theory eq. 2) and only kappa (B, R) is carried::
 
     z     = m kappa + I v_t + b + decay_t xperp  # (B, N), never stored
     kappa = (1 - alpha) kappa + alpha n^T phi(z) / N

@@ -26,7 +26,7 @@ hash per two connections, and column j is present with probability
 factor (1 +- C / N)). Rows are independent. The entries of one row are
 negatively correlated within a stratum, as they are for a uniform C-subset;
 neither the mean nor the variance of X_ij, which is all the spectral theory
-of SPEC section 5 uses, depends on the choice (checked in tests/test_sparse.py).
+of theory section 5 uses, depends on the choice (checked in tests/test_sparse.py).
 
 Bernoulli(p) per entry ("bernoulli"): the gaps between successive columns of
 i.i.d. Bernoulli(p) trials are i.i.d. geometric, so::

@@ -1,4 +1,4 @@
-"""Inference of connectivity distributions (Connector, SPEC sections 3-4).
+"""Inference of connectivity distributions (Connector, theory sections 3-4).
 
 This subpackage needs torch (and geomloss for :func:`dissimilarity`).
 Importing it imports neither: each public name loads its module on first

@@ -1,6 +1,6 @@
-"""The conditional mean of n given (m, I, b) by ridge regression (SPEC section 3.4). NumPy only.
+"""The conditional mean of n given (m, I, b) by ridge regression (theory section 3, step 4). NumPy only.
 
-The latent recursion (SPEC eq. 3) of a network of N neurons,
+The latent recursion (theory eq. 3) of a network of N neurons,
 kappa_{t+1} = (1 - alpha) kappa_t + (alpha / N) Nm^T phi(x_t), is linear in
 the left factors Nm. With the T time points stacked (all trials),
 
@@ -17,7 +17,7 @@ a closed-form function of (m, I, b) that :class:`ConditionalMean` evaluates
 for new samples. For large N it approximates E[n | m, I, b] (paper,
 appendix G.1).
 
-lambda comes from the Bayesian reading of SPEC section 3.4 (prior rows
+lambda comes from the Bayesian reading of theory section 3, step 4 (prior rows
 n ~ N(0, I / lambda_p), unit observation noise on the latent increments):
 lambda = lambda_p N^2 / alpha^2; the paper uses lambda_p = 1e-4, alpha = 0.1
 and N = 1,000 sampled rows. Note that with lambda_p fixed, lambda / N grows
@@ -32,7 +32,7 @@ Numerically both forms are computed scaled by 1/N, in float64:
   W = (Delta - Phi Nm_hat) / lambda, which follows from
   (Phi Phi^T + lambda I) W = Delta and Nm_hat = Phi^T W.
 
-Maximum entropy (SPEC section 3.2): given the conditional covariance Sigma,
+Maximum entropy (theory section 3, step 2): given the conditional covariance Sigma,
 p(n | m, I, b) = N(nbar(m, I, b), Sigma); :func:`conditional_covariance`
 turns a scalar, a diagonal or a full matrix into Sigma.
 """
@@ -76,7 +76,7 @@ def regression_data(kappa, alpha=0.1, *, inputs=None, v=None, v0=None):
                      = (1/N) sum_i n_i phi(m_i^T kappa_t + I_i^T v_t + b_i)
         v_{t+1}      = (1 - alpha) v_t + alpha u_t                (from inputs u)
 
-    so that Delta = N * increments (SPEC section 3.4).
+    so that Delta = N * increments (theory section 3, step 4).
 
     Parameters
     ----------
@@ -233,7 +233,7 @@ class ConditionalMean:
 
 
 def ridge_lambda(n_rows, alpha, lambda_prior=1e-4, ridge=None):
-    """The ridge coefficient lambda: ``ridge`` if given, else lambda_p N^2 / alpha^2 (SPEC section 3.4)."""
+    """The ridge coefficient lambda: ``ridge`` if given, else lambda_p N^2 / alpha^2 (theory section 3, step 4)."""
     if ridge is not None:
         return check_positive_scalar(ridge, "ridge", owner="the conditional mean")
     lambda_prior = check_positive_scalar(lambda_prior, "lambda_prior", owner="the conditional mean")

@@ -1,4 +1,4 @@
-"""Connector: the maximum-entropy connectivity distribution of a fitted low-rank RNN (SPEC section 3).
+"""Connector: the maximum-entropy connectivity distribution of a fitted low-rank RNN (theory section 3).
 
 From the latents kappa_t and the loadings (m_i, I_i, b_i) of a fitted
 network (LINT, velocity matching, or a ground truth):
@@ -7,14 +7,14 @@ network (LINT, velocity matching, or a ground truth):
    (m_i, I_i, b_i) (:class:`~connector_sim.inference.flows.FlowMatchingCNF`);
 2. the conditional mean nbar(m, I, b) = E[n | m, I, b] comes from the ridge
    regression of the latent increments on phi(m^T kappa_t + I^T v_t + b)
-   over rows sampled from the marginal (SPEC section 3.4,
+   over rows sampled from the marginal (theory section 3, step 4,
    :mod:`~connector_sim.inference.conditional_mean`);
 3. the conditional p(n | m, I, b) is the maximum-entropy N(nbar, Sigma) for
    a given conditional covariance Sigma (default), or a conditional CNF
    trained on samples of it (``conditional="cnf"``, as in the paper).
 
 Sampling (m, I, b) from the marginal and n from the conditional gives
-networks of any size with the fitted network's mean-field dynamics (SPEC
+networks of any size with the fitted network's mean-field dynamics (theory
 eq. 4, which depends on p(n | m, I, b) only through nbar).
 """
 
@@ -76,7 +76,7 @@ class Connector(_Distribution):
         Sigma, the conditional covariance of n given (m, I, b): a scalar
         (Sigma = s I), a diagonal, a full matrix, or "residual" (the
         covariance of n_i - nbar(m_i, I_i, b_i) over the fitted network's
-        rows; needs n). Dynamics do not determine it (SPEC section 3.2).
+        rows; needs n). Dynamics do not determine it (theory section 3, step 2).
     lambda_prior : float, default=1e-4
         lambda_p of the ridge regression, lambda = lambda_p N^2 / alpha^2
         (paper: 1e-4). It shrinks nbar: on the ring network (N = 1,000
@@ -500,7 +500,7 @@ class Connector(_Distribution):
         """An :class:`~connector_sim.Empirical` distribution of ``n_samples`` rows of this one.
 
         With ``conditional_mean=True`` each row's n is nbar(m, I, b) rather
-        than a draw around it: the mean field (SPEC eq. 4) depends on
+        than a draw around it: the mean field (theory eq. 4) depends on
         p(n | m, I, b) only through nbar, so this has the same mean field
         with less sampling noise (but not the same per-neuron n).
         """
@@ -515,7 +515,7 @@ class Connector(_Distribution):
         return Empirical(rows, rank=layout.rank, n_inputs=layout.n_inputs, bias=True)
 
     def latent_flow(self, v=None, *, n_samples=100_000, random_state=0, **options):
-        """The learned mean-field flow kappa -> dkappa/dt (SPEC eq. 4), by Monte Carlo.
+        """The learned mean-field flow kappa -> dkappa/dt (theory eq. 4), by Monte Carlo.
 
         ::
 

@@ -1,4 +1,4 @@
-"""Comparing connectivity distributions (SPEC section 4).
+"""Comparing connectivity distributions (theory section 4).
 
 :func:`dissimilarity` is the paper's measure for two distributions of any
 network sizes::
@@ -8,7 +8,7 @@ network sizes::
 S_eps is the debiased Sinkhorn divergence (GeomLoss, cost |x - y|^2 / 2,
 blur 0.05) between samples of the two (m, I, b) marginals; the second term
 compares the conditional means of n, the only part of p(n | m, I, b) the
-dynamics determine (SPEC section 3.2).
+dynamics determine (theory section 3, step 2).
 
 :func:`effective_connectivity_dissimilarity` is the baseline of Valente et
 al. (2022) as the Connector paper's Figure 4 uses it: it compares the
@@ -186,7 +186,7 @@ def _check_sinkhorn_params(blur, scaling, owner):
 
 
 def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.9, n_threads=1, return_terms=False):
-    """Dissimilarity of two connectivity distributions (SPEC section 4, paper eq. 11).
+    """Dissimilarity of two connectivity distributions (theory section 4, paper eq. 11).
 
     ::
 

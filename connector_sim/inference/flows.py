@@ -1,4 +1,4 @@
-"""Continuous normalizing flows trained by flow matching, in plain torch (SPEC section 3.3 and 3.5).
+"""Continuous normalizing flows trained by flow matching, in plain torch (theory section 3, step 3 and 3.5).
 
 A CNF moves samples of a standard normal x_0 ~ N(0, I) at t = 0 to the data
 distribution at t = 1 along the ODE dx/dt = v_theta(x, t [, c]). Flow

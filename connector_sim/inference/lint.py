@@ -1,7 +1,7 @@
 """LINT: fit a low-rank RNN to trial-structured rates by backpropagation through time.
 
-Low-rank inference (Valente et al., 2022; SPEC section 3 step 1). One network
-unit per recorded neuron; the network runs the discrete dynamics of SPEC
+Low-rank inference (Valente et al., 2022; theory section 3, step 1). One network
+unit per recorded neuron; the network runs the discrete dynamics of theory
 section 1 in its exact latent form (no private noise)::
 
     x_t        = m kappa_t + I v_t + b
@@ -232,7 +232,7 @@ class LINT:
     """Fit a low-rank RNN to rates by backpropagation through time (LINT).
 
     The network has one unit per recorded neuron and runs the discrete
-    latent dynamics (SPEC eq. 2-3, alpha = dt / tau)::
+    latent dynamics (theory eq. 2-3, alpha = dt / tau)::
 
         x_t = m kappa_t + I v_t + b,   kappa_{t+1} = (1 - alpha) kappa_t + alpha n^T phi(x_t) / N
         y_t = g * phi(x_t) + c         (g = 1, c = 0 for readout="identity")

@@ -1,7 +1,7 @@
 """Velocity matching: distil a latent vector field into a low-rank RNN, without BPTT.
 
 The Connector paper's route for the rat recordings (its Appendix G.4.1,
-SPEC section 3 step 1): given latent points kappa (and filtered inputs v) and
+theory section 3, step 1): given latent points kappa (and filtered inputs v) and
 the target velocity there, fit the loadings so that the network's latent
 velocity matches it::
 
@@ -43,7 +43,7 @@ from .lint import (
 def velocity_samples(trajectories, dt, *, tau=1.0, inputs=None):
     """Latent points and velocities from trajectories of the discrete latent recursion.
 
-    For kappa_{t+1} = kappa_t + alpha F(kappa_t, v_t) (alpha = dt / tau, SPEC
+    For kappa_{t+1} = kappa_t + alpha F(kappa_t, v_t) (alpha = dt / tau, theory
     eq. 3) the velocity is exactly
 
         F(kappa_t, v_t) = (kappa_{t+1} - kappa_t) / alpha.

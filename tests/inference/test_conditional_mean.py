@@ -1,4 +1,4 @@
-"""The ridge conditional mean of n (SPEC section 3.4) and the maximum-entropy conditional."""
+"""The ridge conditional mean of n (theory section 3, step 4) and the maximum-entropy conditional."""
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def small_network_with_inputs(N=300, seed=0):
 
 
 def test_increments_are_the_population_average_of_n_phi():
-    # SPEC eq. 3: (kappa_{t+1} - (1 - alpha) kappa_t) / alpha = (1/N) n^T phi(m kappa_t + I v_t + b),
+    # theory eq. 3: (kappa_{t+1} - (1 - alpha) kappa_t) / alpha = (1/N) n^T phi(m kappa_t + I v_t + b),
     # with v filtered from the raw inputs exactly as the simulator does. Float64 rounding only.
     network = small_network_with_inputs()
     rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""Dissimilarity of connectivity distributions (SPEC section 4) and the Valente et al. baseline."""
+"""Dissimilarity of connectivity distributions (theory section 4) and the Valente et al. baseline."""
 
 import numpy as np
 import pytest

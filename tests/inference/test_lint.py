@@ -41,7 +41,7 @@ def test_lint_recovers_teacher_rates_and_latents():
 
 
 def test_latents_are_those_of_the_returned_network():
-    # The estimator's rollout is the simulator's latent recursion (SPEC eq. 3) in
+    # The estimator's rollout is the simulator's latent recursion (theory eq. 3) in
     # float32: the returned network, simulated in float64 by the package from
     # kappa0_, gives the same latents and rates to float32 rounding (1e-4).
     result, rates = quadstable_rates(n_trials=6, n_times=20)

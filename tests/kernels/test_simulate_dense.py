@@ -155,7 +155,7 @@ def test_other_activations_match_reference(fast_backend, activation, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("input_rows", [1, 3])
 def test_latent_path_equals_full_path(fast_backend, dtype, input_rows):
-    """Noise-free, x_t = m kappa_t + I v_t + b + (1 - alpha)^t xperp (SPEC eq. 2)."""
+    """Noise-free, x_t = m kappa_t + I v_t + b + (1 - alpha)^t xperp (theory eq. 2)."""
     case = make_case(dtype, 5000, 3, 2, 2, input_rows=input_rows)
     u, v = case["u"].astype(np.float64), case["v"]
     for t in range(N_STEPS):
