@@ -22,6 +22,7 @@ does not import it.
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def check_training_params(estimator, owner):
     check_n_threads(estimator.n_threads, owner, allow_none=True)
     check_callback(estimator.callback, owner)
     for flag in ("fit_inputs", "fit_bias"):
-        if not isinstance(getattr(estimator, flag), bool):
+        if hasattr(estimator, flag) and not isinstance(getattr(estimator, flag), bool):
             raise TypeError(
                 f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(estimator, flag)!r} instead."
             )
@@ -164,9 +165,17 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
     for training samples ``indices``; ``evaluate(split)`` returns the data
     loss of "train" or "val" without gradients. Returns (history, best epoch,
     epochs run).
+
+    Ctrl-C (KeyboardInterrupt) stops the training after the epochs done: the
+    best state so far is kept, ``history["interrupted"]`` is True and a
+    RuntimeWarning says so. An estimator with ``cosine = True`` anneals the
+    learning rate to 0 along a cosine over ``n_epochs`` (stepped per epoch).
     """
     optimizer = torch.optim.Adam(list(parameters.values()), lr=estimator.learning_rate)
-    history = {"epoch": [], "train_loss": [], "val_loss": [], "time": []}
+    # Optional cosine annealing of the learning rate to 0 over n_epochs (estimators with cosine=True).
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, estimator.n_epochs))
+                if getattr(estimator, "cosine", False) else None)
+    history = {"epoch": [], "train_loss": [], "val_loss": [], "time": [], "interrupted": False}
     started = time.perf_counter()
 
     def record(epoch, train_loss, val_loss):
@@ -192,36 +201,43 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
     stop = record(0, train0, val0)
     epoch = 0
     batch_size = min(estimator.batch_size, n_train)
-    while not stop and epoch < estimator.n_epochs:
-        epoch += 1
-        order = rng.permutation(n_train)
-        total, count = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            indices = order[start: start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            objective, data_loss = batch_loss(indices)
-            if not torch.isfinite(objective):
-                raise FloatingPointError(
-                    f"{owner}: the loss became {objective.item()} at epoch {epoch}. Lower learning_rate or "
-                    "max_grad_norm, or standardise the data."
-                )
-            objective.backward()
-            if estimator.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(parameters.values()), estimator.max_grad_norm)
-            optimizer.step()
-            total += data_loss.item() * len(indices)
-            count += len(indices)
-        train_loss = total / count
-        with torch.no_grad():
-            val_loss = evaluate("val") if has_validation else None
-        monitored = val_loss if has_validation else train_loss
-        if monitored < best_loss * (1 - estimator.tol) or (best_loss == 0 and monitored < best_loss):
-            best_loss, best_state, best_epoch, since_best = monitored, snapshot(), epoch, 0
-        else:
-            since_best += 1
-        stop = record(epoch, train_loss, val_loss)
-        if estimator.patience is not None and since_best >= estimator.patience:
-            break
+    try:
+        while not stop and epoch < estimator.n_epochs:
+            epoch += 1
+            order = rng.permutation(n_train)
+            total, count = 0.0, 0
+            for start in range(0, n_train, batch_size):
+                indices = order[start: start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                objective, data_loss = batch_loss(indices)
+                if not torch.isfinite(objective):
+                    raise FloatingPointError(
+                        f"{owner}: the loss became {objective.item()} at epoch {epoch}. Lower learning_rate or "
+                        "max_grad_norm, or standardise the data."
+                    )
+                objective.backward()
+                if estimator.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(list(parameters.values()), estimator.max_grad_norm)
+                optimizer.step()
+                total += data_loss.item() * len(indices)
+                count += len(indices)
+            train_loss = total / count
+            if schedule is not None:
+                schedule.step()
+            with torch.no_grad():
+                val_loss = evaluate("val") if has_validation else None
+            monitored = val_loss if has_validation else train_loss
+            if monitored < best_loss * (1 - estimator.tol) or (best_loss == 0 and monitored < best_loss):
+                best_loss, best_state, best_epoch, since_best = monitored, snapshot(), epoch, 0
+            else:
+                since_best += 1
+            stop = record(epoch, train_loss, val_loss)
+            if estimator.patience is not None and since_best >= estimator.patience:
+                break
+    except KeyboardInterrupt:
+        history["interrupted"] = True
+        warnings.warn(f"{owner}: training interrupted at epoch {epoch}; keeping the best state so far "
+                      f"(epoch {best_epoch}).", RuntimeWarning, stacklevel=3)
     with torch.no_grad():
         for name, value in parameters.items():
             value.copy_(best_state[name])
@@ -343,7 +359,9 @@ class LINT:
     alpha_ : float
     history_ : dict of lists
         "epoch", "train_loss" (mean minibatch loss; epoch 0: at the
-        initialisation), "val_loss" (None without validation), "time".
+        initialisation), "val_loss" (None without validation), "time";
+        "interrupted" is True when Ctrl-C stopped the training (the best
+        state so far is kept).
     best_epoch_, n_epochs_ : int
     train_trials_, validation_trials_ : ndarray of int
     device_ : torch.device
