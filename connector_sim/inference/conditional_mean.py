@@ -237,7 +237,14 @@ def ridge_lambda(n_rows, alpha, lambda_prior=1e-4, ridge=None):
     if ridge is not None:
         return check_positive_scalar(ridge, "ridge", owner="the conditional mean")
     lambda_prior = check_positive_scalar(lambda_prior, "lambda_prior", owner="the conditional mean")
-    return lambda_prior * n_rows**2 / alpha**2
+    # (N / alpha)^2 in float64: alpha**2 underflows to 0 (a ZeroDivisionError) for alpha < 1e-162.
+    with np.errstate(over="ignore", divide="ignore"):
+        lam = float(lambda_prior * np.square(np.float64(n_rows) / np.float64(alpha)))
+    if not np.isfinite(lam):
+        raise ValueError(f"The ridge coefficient lambda_prior N^2 / alpha^2 overflows for N = {n_rows}, alpha = "
+                         f"{alpha!r}, lambda_prior = {lambda_prior!r}. alpha is dt / tau of the trajectories "
+                         "(0.1 is usual); give it, or set ridge= explicitly.")
+    return lam
 
 
 def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None, alpha=0.1, lambda_prior=1e-4,
