@@ -5,6 +5,7 @@ torch, numba or the compiled modules; they load when first used.
 """
 
 from ._backends import available_backends, warn_missing_extensions
+from ._memory import TooLargeError
 from .cell_types import CellTypes, choose_k, find_cell_types, mixture_from_labels
 from .distributions import Empirical, Gaussian, GaussianMixture, RowLayout
 from .fixed_points import (
@@ -23,7 +24,7 @@ from .network import LowRankRNN
 from .noise import private_noise
 from .perturbations import Perturbation, PerturbationTable, perturbation_study, perturbed_flow
 from .plotting import plot_flow_field
-from .simulate import SimulationResult, simulate
+from .simulate import NonFiniteStateWarning, SimulationResult, simulate
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .synthetic import SyntheticNetwork, synthetic_network
 
@@ -39,6 +40,7 @@ __all__ = [
     "LimitCycle",
     "LowRankPlusRandomRNN",
     "LowRankRNN",
+    "NonFiniteStateWarning",
     "Perturbation",
     "PerturbationTable",
     "Ring",
@@ -47,6 +49,7 @@ __all__ = [
     "SparseLowRankRNN",
     "SparseMask",
     "SyntheticNetwork",
+    "TooLargeError",
     "available_backends",
     "choose_k",
     "classify_dynamics",

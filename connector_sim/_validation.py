@@ -5,6 +5,7 @@ expected, what was given and, where it helps, how to fix it.
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -94,12 +95,20 @@ def _shape_words(shape):
     return "" if shape is None else f" with shape {_shape_text(shape)}"
 
 
+def _finite_real(value):
+    """Whether a real number is finite as a float (an int too large for a float, like 10**400, is not)."""
+    try:
+        return bool(np.isfinite(float(value)))
+    except OverflowError:
+        return False
+
+
 def check_positive_scalar(value, name, *, owner=None):
     """A finite real number > 0."""
     where = f" of {owner}" if owner else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"The {name!r} parameter{where} must be a positive number. Got {value!r} instead.")
-    if not np.isfinite(value) or value <= 0:
+    if not _finite_real(value) or value <= 0:
         raise ValueError(f"The {name!r} parameter{where} must be a finite number > 0. Got {value!r} instead.")
     return float(value)
 
@@ -109,7 +118,7 @@ def check_nonnegative_scalar(value, name, *, owner=None):
     where = f" of {owner}" if owner else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"The {name!r} parameter{where} must be a number >= 0. Got {value!r} instead.")
-    if not np.isfinite(value) or value < 0:
+    if not _finite_real(value) or value < 0:
         raise ValueError(f"The {name!r} parameter{where} must be a finite number >= 0. Got {value!r} instead.")
     return float(value)
 
@@ -124,6 +133,40 @@ def check_int(value, name, *, minimum=None, maximum=None, owner=None):
         lo = "-inf" if minimum is None else minimum
         hi = "inf" if maximum is None else maximum
         raise ValueError(f"The {name!r} parameter{where} must be an int in the range [{lo}, {hi}]. Got {value} instead.")
+    return value
+
+
+#: The most threads any ``n_threads`` parameter accepts: four per CPU, and at
+#: least 64 (so that a script written on a workstation still runs on a
+#: laptop). More threads than cores only adds contention, and far more
+#: crashes: OpenMP runtimes fail to create tens of thousands of threads.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_n_threads(n_threads, owner=None, *, allow_none=False):
+    """A thread count: a positive int (Python or NumPy, not bool) <= :data:`MAX_THREADS`.
+
+    Every public ``n_threads`` parameter goes through this check, before any
+    work, so the kernels may assume a count they can run. With
+    ``allow_none``, None (leave the thread pools as they are) passes through.
+    """
+    where = f" of {owner}" if owner else ""
+    if n_threads is None and allow_none:
+        return None
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
+        accepted = "an int or None" if allow_none else "an int"
+        raise TypeError(
+            f"The 'n_threads' parameter{where} must be {accepted} in the range [1, {MAX_THREADS}]. "
+            f"Got {n_threads!r} of type {type(n_threads).__name__} instead."
+        )
+    value = int(n_threads)
+    if not 1 <= value <= MAX_THREADS:
+        raise ValueError(
+            f"The 'n_threads' parameter{where} must be an int in the range [1, {MAX_THREADS}] "
+            f"(64, or 4 per CPU on machines with more than 16 CPUs; this one has {os.cpu_count()}). "
+            f"Got {value} instead. "
+            "Use n_threads=1 (the default), or up to the number of CPU cores."
+        )
     return value
 
 

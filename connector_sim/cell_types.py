@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_positive_scalar
+from ._validation import check_array, check_int, check_n_threads, check_positive_scalar
 from .distributions import GaussianMixture, RowLayout
 
 METHODS = ("gmm", "kmeans")
@@ -188,8 +188,7 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
     def mixture(k):
         return SklearnMixture(k, covariance_type=covariance_type, n_init=n_init, random_state=random_state)
 
-    if n_threads is not None:
-        n_threads = check_int(n_threads, "n_threads", minimum=1, owner="find_cell_types")
+    n_threads = check_n_threads(n_threads, "find_cell_types", allow_none=True)
     folds = list(KFold(n_folds, shuffle=True, random_state=random_state).split(samples))
     scores = {name: np.full(len(ks), np.nan)
               for name in ("log_likelihood", "log_likelihood_se", "completed_log_likelihood",

@@ -19,6 +19,7 @@ import sys
 import time
 
 from ._files import json_safe
+from ._validation import MAX_THREADS
 
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
@@ -94,6 +95,9 @@ def _initial_latents(n_trials, rank, extent, init, seed):
         per_axis = math.ceil(math.sqrt(n_trials))
         grid = latent_grid(per_axis, extent)
         return grid[np.round(np.linspace(0, len(grid) - 1, n_trials)).astype(int)]
+    from ._memory import check_allocation
+
+    check_allocation(8 * 2 * n_trials * rank, f"{n_trials} initial latents", "Use fewer --trials.")
     return np.random.default_rng(seed).uniform(-extent, extent, size=(n_trials, rank))
 
 
@@ -145,6 +149,8 @@ def _simulate(arguments):
     for name in ("n_neurons", "trials", "n_steps"):
         if getattr(arguments, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
+    if not 1 <= arguments.threads <= MAX_THREADS:
+        raise CommandError(f"--threads must be in [1, {MAX_THREADS}] (at most 4 per CPU). Got {arguments.threads}.")
     network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
                                                                    arguments.seed)
     extent = extent if arguments.extent is None else arguments.extent

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._files import write_atomic
+from ._memory import check_allocation, format_bytes
 from ._validation import check_positive_scalar
 from .activations import BUILTIN_ACTIVATIONS
 from .network import LowRankRNN
@@ -302,6 +303,43 @@ def save_arrays(path, /, **arrays):
     write_atomic(path, lambda stream: np.savez(stream, **arrays))
 
 
+def npz_nbytes(path):
+    """The bytes the arrays of an ``.npz`` file take once loaded, read from the ``.npy`` headers only.
+
+    Each member's header gives its shape and dtype (shape x itemsize bytes);
+    no array data is read. Returns None when the file is not a zip archive
+    or a header cannot be read (:func:`load_arrays` then reports the file as
+    unreadable).
+    """
+    import zipfile
+
+    total = 0
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                total += math.prod(int(size) for size in shape) * int(dtype.itemsize)
+    except Exception:  # not a zip, a truncated member, a malformed header: left to np.load to report
+        return None
+    return total
+
+
+def _check_npz_size(path, what, copies=1):
+    """Refuse, before loading, an ``.npz`` whose headers claim more than the memory available."""
+    nbytes = npz_nbytes(path)
+    if nbytes is not None:
+        check_allocation(copies * nbytes, f"Loading {os.fspath(path)!r} ({what}; its array headers claim "
+                         f"{format_bytes(nbytes)})", "Check that the file is the one you meant (a corrupted or edited header "
+                         "claims sizes its data does not hold), or load it on a machine with more memory.")
+
+
 def load_arrays(path, required=(), *, what="arrays"):
     """Read every array of an ``.npz`` file (without pickle), checking that the required keys are there.
 
@@ -327,6 +365,7 @@ def load_arrays(path, required=(), *, what="arrays"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist (expected an .npz file of {what}).")
+    _check_npz_size(path, what)
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files"):
@@ -387,6 +426,8 @@ def load_network(path, *, return_extra=False):
         In the dtype it was saved in.
     extra : dict of str to ndarray, only if ``return_extra``
     """
+    if os.path.isfile(os.fspath(path)):
+        _check_npz_size(path, "a low-rank network", copies=2)  # the arrays and the network's copies
     arrays = load_arrays(path, ("m", "n", "tau", "activation"),
                          what="a low-rank network (m, n, I, b, tau, activation; see save_network)")
     m = arrays["m"]
@@ -415,6 +456,7 @@ def load_npz(path, *, kind="rates", dt=None):
     TrialData
         Validated by :func:`as_trial_data`.
     """
+    _check_npz_size(path, "trial data")
     with np.load(os.fspath(path), allow_pickle=False) as archive:
         missing = {"spikes", "lengths"} - set(archive.files)
         if missing:

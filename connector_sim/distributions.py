@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_random_state
+from ._memory import check_allocation
+from ._validation import check_array, check_dtype, check_int, check_random_state
 from .network import LowRankRNN
 
 #: Rows are drawn and written in chunks of this many neurons, so that sampling
@@ -85,7 +86,7 @@ def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activati
         if layout.bias:
             b[start:stop] = rows[:, layout.b].ravel()
         labels[start:stop] = chunk_labels
-    network = LowRankRNN(m_T.T, n_T.T, I_T.T, b, tau=tau, activation=activation, dtype=dtype)
+    network = LowRankRNN._adopt(m_T, n_T, I_T, b, tau=tau, activation=activation, dtype=dtype)
     return network, labels
 
 
@@ -102,6 +103,12 @@ class _Distribution:
             Mixture component (or resampled row) of each sample.
         """
         n_samples = check_int(n_samples, "n_samples", minimum=1, owner=type(self).__name__)
+        dim = self.layout.dim
+        # rows, the standard normals and the product (float64), and the labels
+        check_allocation(
+            n_samples * (3 * 8 * dim + 8), f"{type(self).__name__}.sample_rows({n_samples})",
+            "Draw fewer rows, or draw them in several calls with one numpy.random.Generator.",
+        )
         return self._draw(n_samples, check_random_state(random_state))
 
     def sample(self, n_neurons, random_state=None, *, return_labels=False, dtype=np.float64,
@@ -125,6 +132,16 @@ class _Distribution:
         labels : ndarray of shape (n_neurons,), only if ``return_labels``
         """
         n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner=type(self).__name__)
+        itemsize = check_dtype(dtype).itemsize
+        layout = self.layout
+        # The loadings (2R + D + 1 per neuron), the labels, and one chunk of float64 rows and temporaries.
+        check_allocation(
+            n_neurons * ((2 * layout.rank + layout.n_inputs + 1) * itemsize + 8)
+            + 3 * 8 * min(n_neurons, _SAMPLE_CHUNK) * layout.dim,
+            f"Sampling a network of {n_neurons} neurons ({type(self).__name__}.sample, dtype {np.dtype(dtype)})",
+            "Sample fewer neurons, use dtype=np.float32 (half the memory), or simulate a sparse network with an "
+            "implicit mask.",
+        )
         rng = check_random_state(random_state)
         network, labels = _network_from_row_chunks(
             self.layout, n_neurons, lambda count: self._draw(count, rng), dtype, tau, activation

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_positive_scalar, check_random_state
+from ._memory import check_allocation
+from ._validation import check_array, check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
 
 STABILITY_CLASSES = ("stable node", "stable focus", "saddle", "unstable node", "unstable focus", "center/marginal")
 
@@ -140,8 +141,14 @@ def _check_box(box):
 
 
 def _call(velocity, points):
-    """velocity(points), checked to return the shape of ``points``."""
-    out = np.asarray(velocity(points), dtype=np.float64)
+    """velocity(points), checked to return real numbers of the shape of ``points``."""
+    out = np.asarray(velocity(points))
+    if not (np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating) or out.dtype == bool):
+        raise TypeError(
+            "velocity must return real numbers (float arrays) of the shape of its input. "
+            f"Given points of shape {points.shape} it returned an array of dtype {out.dtype}."
+        )
+    out = out.astype(np.float64, copy=False)
     if out.shape != points.shape:
         raise ValueError(
             "velocity must map latent points of shape (..., R) to velocities of the same shape. "
@@ -152,6 +159,11 @@ def _call(velocity, points):
 
 class _Diverged(Exception):
     """A root-finding step left the finite numbers (a singular Jacobian); that start is dropped."""
+
+
+#: Most starts :func:`find_fixed_points` accepts: each runs a root finder (about a millisecond),
+#: so a million starts already take tens of minutes.
+MAX_STARTS = 1_000_000
 
 
 def _starts(box, n_starts, rng):
@@ -231,6 +243,7 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     box : array-like of shape (R, 2)
         [low, high] of each latent dimension.
     n_starts : int, default=100
+        At most ``MAX_STARTS`` (10^6).
     random_state : None, int or numpy.random.Generator, default=0
         Draws the random starts.
     tol : float, default=1e-9
@@ -251,9 +264,13 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     from scipy.optimize import root
 
     box = _check_box(box)
-    n_starts = check_int(n_starts, "n_starts", minimum=1, owner="find_fixed_points")
+    n_starts = check_int(n_starts, "n_starts", minimum=1, maximum=MAX_STARTS, owner="find_fixed_points")
     tol = check_positive_scalar(tol, "tol", owner="find_fixed_points")
     dedup_tol = check_positive_scalar(dedup_tol, "dedup_tol", owner="find_fixed_points")
+    jacobian_step = check_positive_scalar(jacobian_step, "jacobian_step", owner="find_fixed_points")
+    marginal_tol = check_nonnegative_scalar(marginal_tol, "marginal_tol", owner="find_fixed_points")
+    check_allocation(3 * 8 * n_starts * len(box), f"find_fixed_points with {n_starts} starts in {len(box)} dimensions",
+                     "Use fewer starts (n_starts).")
     rng = check_random_state(random_state)
     _call(velocity, box.mean(axis=1))
     found = []
@@ -312,6 +329,8 @@ def integrate(velocity, kappa0, dt, n_steps):
     if kappa.ndim < 1:
         raise ValueError(f"kappa0 must have shape (..., R). Got a scalar {kappa0!r}.")
     kappa = check_array(kappa, "kappa0", ndim=kappa.ndim, dtype=np.float64)
+    check_allocation(8 * (int(n_steps) + 1 + 6) * kappa.size, f"integrate ({n_steps} steps of {kappa.size} latents)",
+                     "Use fewer steps (n_steps) or fewer starting points.")
     out = np.empty(kappa.shape[:-1] + (n_steps + 1, kappa.shape[-1]))
     out[..., 0, :] = kappa
     for t in range(n_steps):

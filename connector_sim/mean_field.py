@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from ._kernels import flow_field
+from ._memory import check_allocation
 from ._validation import check_array, check_int, check_positive_scalar
 from .activations import BUILTIN_ACTIVATIONS, activation_name, check_activation
 from .distributions import Empirical, Gaussian, GaussianMixture
@@ -155,6 +156,15 @@ def _tanh_averages(mu, s, order):
     return phi, dphi
 
 
+def _check_points_memory(n_types, n_points, per_point):
+    """Refuse a flow evaluation whose float64 temporaries (``per_point`` per point and type) would not fit."""
+    check_allocation(
+        8 * 3 * int(n_types) * int(n_points) * int(per_point),
+        f"The mean-field velocity at {n_points} latent points ({n_types} cell type(s))",
+        "Evaluate fewer points per call (split the grid into chunks), or use a lower quadrature order.",
+    )
+
+
 class _GaussianTerms:
     """E_k[n phi(z)] and E_k[n] of the components of a mixture, by Stein's lemma."""
 
@@ -170,6 +180,7 @@ class _GaussianTerms:
 
     def recurrent(self, which, kappa, v, activation, order):
         """(len(which), P, R): the terms of components ``which`` at the P points."""
+        _check_points_memory(len(which), len(kappa), kappa.shape[1] + v.shape[1] + 2 + order)
         columns = [kappa, v] + ([np.ones((len(kappa), 1))] if self.bias else [])
         a = np.hstack(columns)
         mu_z = self.mean_z[which] @ a.T  # (k, P)
@@ -212,6 +223,7 @@ class _SampleTerms:
         self.mean_n = np.stack([n.astype(np.float64).mean(axis=1) for _, n, _, _ in self.loadings])
 
     def recurrent(self, which, kappa, v, activation, order):
+        _check_points_memory(len(which), len(kappa), kappa.shape[1] + 1)
         out = np.empty((len(which),) + kappa.shape)
         kappa, v = np.ascontiguousarray(kappa), np.ascontiguousarray(v)
         for slot, k in enumerate(which):
@@ -525,6 +537,10 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
     elif n_steps is None:
         raise ValueError("Give n_steps (or inputs, whose length sets it).")
     T = check_int(n_steps, "n_steps", minimum=1, owner="mean_field_trajectory")
+    batch = max(len(kappa), 1 if inputs is None or inputs.ndim == 2 else len(inputs))
+    check_allocation(8 * (batch * (T + 1) * R + (T * D if inputs is None else 0)),
+                     f"mean_field_trajectory ({batch} trial(s) of {T} steps, rank {R})",
+                     "Use fewer steps (n_steps) or fewer initial conditions.")
     u = np.zeros((1, T, D)) if inputs is None else inputs.reshape((-1, T, D))
     if v0 is None:
         v = np.zeros((1, D))

@@ -31,9 +31,12 @@ import warnings
 import numpy as np
 
 from ._files import write_atomic
+from ._memory import check_allocation
 from ._validation import (
     check_array,
+    check_dtype,
     check_int,
+    check_n_threads,
     check_nonnegative_scalar,
     check_positive_scalar,
 )
@@ -555,6 +558,24 @@ def _euler_runs(flow, base, perturbation, kappa0, n_steps, alpha):
     return out
 
 
+def _check_study_memory(n_initial, n_steps, rank, n_kept, distribution, n_neurons, dtype, network, noise_std):
+    """Refuse, before any run, a study whose trajectories, sampled networks or states would not fit."""
+    n_initial, n_steps, rank, n_kept = int(n_initial), int(n_steps), int(rank), int(n_kept)
+    needed = 8 * n_initial * (n_steps + 1) * rank * (n_kept + 1)  # the kept runs and the one running
+    size = n_neurons if network is None else network.n_neurons
+    if distribution is not None:
+        layout = distribution.layout
+        needed += int(n_neurons) * ((2 * layout.rank + layout.n_inputs + 1) * check_dtype(dtype).itemsize + 8)
+    if size is not None and noise_std > 0:
+        needed += 16 * n_initial * int(size)  # the full-path state of a noisy simulation
+    check_allocation(
+        needed, f"perturbation_study ({n_initial} initial condition(s), {n_steps} steps, rank {rank}"
+        + (f", {n_kept} kept trajectories" if n_kept > 1 else "") + ")",
+        "Use fewer steps (n_steps), fewer initial conditions or a smaller n_neurons"
+        + (", or keep_trajectories=False." if n_kept > 1 else "."),
+    )
+
+
 def _progress_printer(done, total, description):
     print(f"[perturbation_study] {done}/{total} runs: {description}", file=sys.stderr, flush=True)
 
@@ -658,6 +679,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         if not seeds:
             raise ValueError("seeds must hold at least one int.")
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="perturbation_study")
+    n_threads = check_n_threads(n_threads, "perturbation_study")
     tau = fixed_network.tau if fixed_network is not None else 1.0
     dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner="perturbation_study")
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="perturbation_study")
@@ -690,6 +712,10 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
             )
         return distribution is not None and expressible
 
+    # Sizes before any work.
+    _check_study_memory(len(kappa0), n_steps, rank, len(seeds) * len(perturbations) if keep_trajectories else 1,
+                        distribution if method == "simulation" and fixed_network is None else None, n_neurons,
+                        dtype, fixed_network, noise_std)
     # Fail before any run on a perturbation naming units that do not exist.
     for perturbation in perturbations:
         if fixed_network is not None:

@@ -7,7 +7,8 @@ in threads, with any (or no) interactive backend selected.
 
 import numpy as np
 
-from ._validation import check_array
+from ._memory import check_allocation
+from ._validation import check_array, check_int
 
 #: Marker of each stability class: filled = stable, open = unstable, x = saddle.
 FIXED_POINT_MARKERS = {
@@ -34,6 +35,9 @@ def _grid_axes(box, resolution):
     box = _check_box(box)
     if box.shape[0] != 2:
         raise ValueError(f"plot_flow_field draws rank-2 latents: box must have shape (2, 2). Got shape {box.shape}.")
+    resolution = check_int(resolution, "resolution", minimum=2, owner="plot_flow_field")
+    check_allocation(8 * 2 * 4 * resolution**2, f"plot_flow_field with resolution {resolution} ({resolution}^2 points)",
+                     "Use a lower resolution.")
     return box, [np.linspace(low, high, resolution) for low, high in box]
 
 
@@ -100,6 +104,8 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
         box, axes = _grid_axes(box, resolution)
     else:
         raise ValueError("Give box=[[low, high], [low, high]] (or grid=(x, y)) for the region to draw.")
+    check_allocation(8 * 2 * 4 * len(axes[0]) * len(axes[1]), f"plot_flow_field on a {len(axes[0])} x {len(axes[1])} grid",
+                     "Use shorter grid axes.")
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     if callable(velocity):
         field = np.asarray(velocity(points), dtype=np.float64)

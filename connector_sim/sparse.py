@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _backends
 from ._kernels import sparse_mask as _spec
+from ._memory import check_allocation
 from ._validation import check_int, check_seed
 from .network import LowRankRNN
 
@@ -35,9 +36,9 @@ _DENSE_LIMIT_FRACTION = 0.5
 
 
 def _available_memory():
-    from .simulate import _available_memory as available
+    from ._memory import available_memory
 
-    return available()
+    return available_memory()
 
 
 def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
@@ -47,32 +48,73 @@ def _check_dense_fits(n_neurons, what, itemsize=8, copies=1, fix=None):
     """
     needed = copies * itemsize * float(n_neurons) ** 2
     limit = _DENSE_LIMIT_FRACTION * _available_memory()
-    if needed > limit:
-        advice = fix if fix is not None else (
-            "the sparse network with an implicit mask, which needs no N x N storage.")
-        raise ValueError(
-            f"{what} needs a dense {n_neurons} x {n_neurons} matrix ({needed / 1e9:.1f} GB), more than "
-            f"half the available memory ({limit / 1e9:.1f} GB). Use a smaller network (N <= "
-            f"{int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}"
+    advice = fix if fix is not None else "the sparse network with an implicit mask, which needs no N x N storage."
+    check_allocation(
+        needed, f"{what}: a dense {n_neurons} x {n_neurons} matrix",
+        f"Use a smaller network (N <= {int(math.sqrt(limit / (copies * itemsize)))} here), or {advice}",
+        available=limit, limit_text="half the available memory",
+    )
+
+
+def _forwarded(name):
+    """A property reading ``self.dense.<name>``; assigning it says where to change it instead."""
+
+    def get(self):
+        return getattr(self.dense, name)
+
+    def refuse(self, value):
+        owner = type(self).__name__
+        raise AttributeError(
+            f"{owner}.{name} is the {name!r} of its low-rank part and cannot be assigned here. "
+            f"Assign it on the low-rank part (network.dense.{name} = ..., validated there; the low-rank "
+            f"part may be shared with other networks), or build a new {owner} from a new LowRankRNN."
         )
+
+    return property(get, refuse, doc=f"``dense.{name}`` (read-only here).")
+
+
+def _read_only(name, doc=None):
+    """A property reading ``self._<name>`` that cannot be assigned."""
+
+    def get(self):
+        return getattr(self, "_" + name)
+
+    def refuse(self, value):
+        owner = type(self).__name__
+        raise AttributeError(
+            f"The {name!r} attribute of {owner} cannot be assigned after construction (the kernels rely on "
+            f"it matching the rest of the object). Build a new {owner} instead."
+        )
+
+    return property(get, refuse, doc=doc)
+
+
+def _read_only_array(array):
+    if array is not None:
+        array.flags.writeable = False
+    return array
 
 
 class _DenseLoadings:
-    """The loadings and settings of the low-rank network ``self.dense`` that a wrapper builds on."""
+    """The loadings and settings of the low-rank network ``self.dense`` that a wrapper builds on.
 
-    m_T = property(lambda self: self.dense.m_T)
-    n_T = property(lambda self: self.dense.n_T)
-    I_T = property(lambda self: self.dense.I_T)
-    b = property(lambda self: self.dense.b)
-    m = property(lambda self: self.dense.m)
-    n = property(lambda self: self.dense.n)
-    I = property(lambda self: self.dense.I)
-    tau = property(lambda self: self.dense.tau)
-    activation = property(lambda self: self.dense.activation)
-    dtype = property(lambda self: self.dense.dtype)
-    n_neurons = property(lambda self: self.dense.n_neurons)
-    rank = property(lambda self: self.dense.rank)
-    n_inputs = property(lambda self: self.dense.n_inputs)
+    They are read here and assigned on ``self.dense`` (a :class:`LowRankRNN`,
+    which validates every assignment).
+    """
+
+    m_T = _forwarded("m_T")
+    n_T = _forwarded("n_T")
+    I_T = _forwarded("I_T")
+    b = _forwarded("b")
+    m = _forwarded("m")
+    n = _forwarded("n")
+    I = _forwarded("I")  # noqa: E741
+    tau = _forwarded("tau")
+    activation = _forwarded("activation")
+    dtype = _forwarded("dtype")
+    n_neurons = _forwarded("n_neurons")
+    rank = _forwarded("rank")
+    n_inputs = _forwarded("n_inputs")
 
 
 class SparseMask:
@@ -109,9 +151,16 @@ class SparseMask:
         1 - s = C / N or P(X_ij = 1).
     """
 
+    n_neurons = _read_only("n_neurons", "N.")
+    kind = _read_only("kind", '"fixed" or "bernoulli".')
+    n_connections = _read_only("n_connections", 'C of a "fixed" mask (None for "bernoulli").')
+    density = _read_only("density", "1 - s.")
+    seed = _read_only("seed", "Key of the mask.")
+    representation = _read_only("representation", '"implicit" or "stored".')
+
     def __init__(self, n_neurons, *, n_connections=None, sparsity=None, seed=None, representation="implicit"):
         owner = "SparseMask"
-        self.n_neurons = check_int(n_neurons, "n_neurons", minimum=1, maximum=_spec.MAX_NEURONS, owner=owner)
+        self._n_neurons = check_int(n_neurons, "n_neurons", minimum=1, maximum=_spec.MAX_NEURONS, owner=owner)
         if (n_connections is None) == (sparsity is None):
             raise ValueError(
                 "Give exactly one of n_connections (exactly C connections per row) and sparsity (each "
@@ -129,9 +178,9 @@ class SparseMask:
                     f"The 'n_connections' parameter of {owner} must be an int in [1, n_neurons = "
                     f"{self.n_neurons}] (C connections per row out of N neurons). Got {n_connections} instead."
                 )
-            self.kind = "fixed"
-            self.n_connections = int(n_connections)
-            self.density = self.n_connections / self.n_neurons
+            self._kind = "fixed"
+            self._n_connections = int(n_connections)
+            self._density = self.n_connections / self.n_neurons
         else:
             if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
                 raise TypeError(f"The 'sparsity' parameter of {owner} must be a number in [0, 1). Got {sparsity!r}.")
@@ -140,22 +189,23 @@ class SparseMask:
                     f"The 'sparsity' parameter of {owner} must be a number in [0, 1) (the fraction of "
                     f"connections removed; s = 1 would remove all). Got {sparsity} instead."
                 )
-            self.kind = "bernoulli"
-            self.n_connections = None
-            self.density = 1.0 - float(sparsity)
+            self._kind = "bernoulli"
+            self._n_connections = None
+            self._density = 1.0 - float(sparsity)
         if representation not in REPRESENTATIONS:
             raise ValueError(
                 f"The 'representation' parameter of {owner} must be one of {list(REPRESENTATIONS)}. "
                 f"Got {representation!r} instead."
             )
-        self.seed = check_seed(seed, owner)
-        self.representation = representation
+        self._seed = check_seed(seed, owner)
+        self._representation = representation
         self._csr = None  # stored Bernoulli masks: (indptr, indices)
         self._tiles = None  # stored fixed masks: offsets in tile order (sparse_mask.to_tile_offsets)
+        # Stored columns are read-only: the kernels trust them to be in range.
         if representation == "stored" and self.kind == "fixed":
-            self._tiles = self._build_tile_offsets()
+            self._tiles = _read_only_array(self._build_tile_offsets())
         elif representation == "stored":
-            self._csr = self._build_csr()
+            self._csr = tuple(_read_only_array(part) for part in self._build_csr())
 
     # --- description -----------------------------------------------------------
 
@@ -200,12 +250,11 @@ class SparseMask:
 
     def _check_storage(self, itemsize=4):
         needed = itemsize * self.expected_nnz * (1 + 1e-3) + 8 * (self.n_neurons + 1)
-        if needed > _DENSE_LIMIT_FRACTION * _available_memory():
-            raise ValueError(
-                f"Storing this mask needs {needed / 1e9:.2f} GB ({itemsize} bytes per connection, "
-                f"{self.expected_nnz:.3g} connections), more than half the available memory. "
-                "Use representation='implicit', which regenerates the columns and needs no storage."
-            )
+        check_allocation(
+            needed, f"Storing this mask ({itemsize} bytes per connection, {self.expected_nnz:.3g} connections)",
+            "Use representation='implicit', which regenerates the columns and needs no storage.",
+            available=_DENSE_LIMIT_FRACTION * _available_memory(), limit_text="half the available memory",
+        )
 
     def _build_tile_offsets(self):
         N, C = self.n_neurons, self.n_connections
@@ -361,10 +410,53 @@ class SparseLowRankRNN(_DenseLoadings):
                 f"The 'scaling' parameter of SparseLowRankRNN must be '1/N' (P_ij = X_ij m_i n_j / N) or '1' "
                 f"(P_ij = X_ij m_i n_j, high-sparsity scaling). Got {scaling!r} instead."
             )
-        self.dense = network
-        self.mask = mask
-        self.scaling = scaling
+        self._dense = network
+        self._mask = mask
+        self._scaling = scaling
 
+    # Assigning dense, mask or scaling validates the new value as the constructor does.
+
+    @property
+    def dense(self):
+        """The low-rank part (a :class:`LowRankRNN`): m, n, I, b, tau, activation, dtype."""
+        return self._dense
+
+    @dense.setter
+    def dense(self, network):
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"The 'dense' attribute of SparseLowRankRNN must be a LowRankRNN. Got "
+                            f"{type(network).__name__}.")
+        if network.n_neurons != self._mask.n_neurons:
+            raise ValueError(
+                f"The 'dense' attribute of SparseLowRankRNN must have the mask's {self._mask.n_neurons} neurons. "
+                f"Got a network of {network.n_neurons}. Build a new SparseLowRankRNN (or sparsify) instead.")
+        self._dense = network
+
+    @property
+    def mask(self):
+        """The connectivity mask X (a :class:`SparseMask`)."""
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask):
+        if not isinstance(mask, SparseMask):
+            raise TypeError(f"The 'mask' attribute of SparseLowRankRNN must be a SparseMask. Got {type(mask).__name__}.")
+        if mask.n_neurons != self._dense.n_neurons:
+            raise ValueError(
+                f"The 'mask' attribute of SparseLowRankRNN must be for the network's {self._dense.n_neurons} "
+                f"neurons. Got a mask for {mask.n_neurons}. Build it with SparseMask(network.n_neurons, ...).")
+        self._mask = mask
+
+    @property
+    def scaling(self):
+        """w: "1/N" or "1"."""
+        return self._scaling
+
+    @scaling.setter
+    def scaling(self, scaling):
+        if scaling not in SCALINGS:
+            raise ValueError(f"The 'scaling' attribute of SparseLowRankRNN must be '1/N' or '1'. Got {scaling!r}.")
+        self._scaling = scaling
 
     @property
     def weight(self):
@@ -554,9 +646,9 @@ class LowRankPlusRandomRNN(_DenseLoadings):
         owner = "LowRankPlusRandomRNN"
         if not isinstance(network, LowRankRNN):
             raise TypeError(f"network must be a LowRankRNN (the low-rank part). Got {type(network).__name__}.")
-        self.g = check_nonnegative_scalar(g, "g", owner=owner)
-        self.seed = check_seed(seed, owner)
-        self.dense = network
+        self._g = check_nonnegative_scalar(g, "g", owner=owner)
+        self._seed = check_seed(seed, owner)
+        self._dense = network
         N = network.n_neurons
         _check_dense_fits(
             N, f"{owner} (the random part g chi)", itemsize=network.dtype.itemsize,
@@ -564,9 +656,30 @@ class LowRankPlusRandomRNN(_DenseLoadings):
                 "which needs no N x N storage.")
         chi = np.random.default_rng(self.seed).standard_normal((N, N), dtype=network.dtype)
         chi *= network.dtype.type(self.g / math.sqrt(N))
-        self.random_part = chi
+        chi.flags.writeable = False
+        self._random_part = chi
 
     gain = property(lambda self: 1.0)
+    random_part = _read_only("random_part", "g chi, shape (N, N), read-only.")
+    g = _read_only("g", "Strength of the random part (fixed: it scales random_part).")
+    seed = _read_only("seed", "Seed of chi.")
+
+    @property
+    def dense(self):
+        """The low-rank part (a :class:`LowRankRNN`); assigning it keeps N and the dtype of the random part."""
+        return self._dense
+
+    @dense.setter
+    def dense(self, network):
+        if not isinstance(network, LowRankRNN):
+            raise TypeError(f"The 'dense' attribute of LowRankPlusRandomRNN must be a LowRankRNN. Got "
+                            f"{type(network).__name__}.")
+        if network.n_neurons != self.n_neurons or network.dtype != self._dense.dtype:
+            raise ValueError(
+                f"The 'dense' attribute of LowRankPlusRandomRNN must have {self.n_neurons} neurons and dtype "
+                f"{self._dense.dtype} (those of the random part). Got {network.n_neurons} neurons, dtype "
+                f"{network.dtype}. Build a new LowRankPlusRandomRNN instead.")
+        self._dense = network
 
     @property
     def nbytes(self):

@@ -135,6 +135,7 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
         SimulationResult,
         _batch_size,
         _check_memory,
+        _FiniteWatch,
         _inputs_and_steps,
         _leading,
         _optional_state,
@@ -191,18 +192,23 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
     chunk = max(1, min(T, (1 << 23) // max(1, B * N)))  # noise drawn in blocks of steps
     xi = None
     started = time.perf_counter()
-    for t in range(T):
-        if noise_scale and t % chunk == 0:
-            xi = private_noise(seed, min(chunk, T - t), N, n_trials=B, step_start=t)
-        rates = apply_activation(network.activation, x)
-        krec = rates.astype(np.float64) @ n64 / N
-        kappa = (1 - alpha) * kappa + alpha * krec
-        drive = krec.astype(dtype) @ m_T + rates @ G_T + u_kernel[:, t] @ I_T + b
-        x += a * (drive - x)
-        if noise_scale:
-            x += (noise_scale * xi[:, t % chunk]).astype(dtype)
-        kappa_out[:, t + 1] = kappa
-        record_out[:, t + 1] = x[:, units]
+    # A diverging run is reported once, as by simulate() (numpy's overflow warnings are not).
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T):
+            if noise_scale and t % chunk == 0:
+                xi = private_noise(seed, min(chunk, T - t), N, n_trials=B, step_start=t)
+            rates = apply_activation(network.activation, x)
+            krec = rates.astype(np.float64) @ n64 / N
+            kappa = (1 - alpha) * kappa + alpha * krec
+            drive = krec.astype(dtype) @ m_T + rates @ G_T + u_kernel[:, t] @ I_T + b
+            x += a * (drive - x)
+            if noise_scale:
+                x += (noise_scale * xi[:, t % chunk]).astype(dtype)
+            kappa_out[:, t + 1] = kappa
+            record_out[:, t + 1] = x[:, units]
+    watch = _FiniteWatch("warn", dt, alpha)
+    watch.check(kappa_out, 0, T, state=x)
+    watch.warn_if_diverged()
     wall_time = time.perf_counter() - started
     return SimulationResult(
         kappa=kappa_out, v=v, time=dt * np.arange(T + 1), units=units if len(units) else None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_int
+from ._validation import check_int, check_n_threads
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
 
@@ -232,7 +232,9 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     which : {"LR", "LM"}, default="LR"
         Largest real part (the outliers) or largest modulus (the edge of the bulk).
     backend : {"auto", "cpp", "numba", "numpy"}
-    n_threads : int
+    n_threads : int, default=1
+        Threads of the compiled operator, in [1, MAX_THREADS] (see
+        :func:`connector_sim._validation.check_n_threads`); the eigenvalues do not depend on it.
     tol : float
         ARPACK's relative tolerance.
     random_state : int
@@ -254,6 +256,7 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     k = network.rank + 4 if k is None else check_int(k, "k", minimum=1, maximum=N - 2, owner="leading_eigenvalues")
     if which not in ("LR", "LM"):
         raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
+    n_threads = check_n_threads(n_threads, "leading_eigenvalues")
     if backend == "auto":
         backend = "cpp" if _backends.extension_built("_simulate_sparse_cpp") else (
             "numba" if "numba" in _backends.available_backends() else "numpy")

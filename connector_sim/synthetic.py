@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_int, check_random_state
+from ._memory import check_allocation
+from ._validation import check_dtype, check_int, check_random_state
 from .distributions import Gaussian, GaussianMixture
 from .network import LowRankRNN
 from .simulate import simulate
@@ -88,6 +89,10 @@ def quadstable_network(n_neurons=1000, random_state=0, *, dtype=np.float64):
         Cell type of each neuron.
     """
     n_neurons = check_int(n_neurons, "n_neurons", minimum=4, owner="quadstable_network")
+    dtype = check_dtype(dtype)
+    # labels, m and n with their float64 temporaries, and the network's copies
+    check_allocation(n_neurons * (8 + 4 * 2 * 8 * 2 + 4 * dtype.itemsize),
+                     f"quadstable_network({n_neurons}) (dtype {dtype})", "Use fewer neurons, or dtype=np.float32.")
     rng = check_random_state(random_state)
     mixture = quadstable_mixture()
     labels = np.repeat(np.arange(4), [len(chunk) for chunk in np.array_split(np.arange(n_neurons), 4)])
@@ -112,6 +117,9 @@ def gaussian_network_distribution(name):
 
 def latent_grid(n_per_axis=20, extent=2.4):
     """Initial latents on an n x n grid over [-extent, extent]^2, shape (n*n, 2)."""
+    n_per_axis = check_int(n_per_axis, "n_per_axis", minimum=1, owner="latent_grid")
+    check_allocation(3 * 16 * n_per_axis**2, f"latent_grid({n_per_axis}) ({n_per_axis}^2 points)",
+                     "Use fewer points per axis.")
     axis = np.linspace(-extent, extent, n_per_axis)
     return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
 

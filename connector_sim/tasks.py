@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ._validation import check_int, check_positive_scalar, check_random_state
+from ._validation import check_int, check_n_threads, check_positive_scalar, check_random_state
 from .network import LowRankRNN
 
 
@@ -251,6 +251,7 @@ def train_cddm(n_neurons=512, *, task=None, n_iterations=600, batch_size=64, lea
     n_iterations = check_int(n_iterations, "n_iterations", minimum=1, owner="train_cddm")
     batch_size = check_int(batch_size, "batch_size", minimum=1, owner="train_cddm")
     learning_rate = check_positive_scalar(learning_rate, "learning_rate", owner="train_cddm")
+    n_threads = check_n_threads(n_threads, "train_cddm", allow_none=True)
     rng = check_random_state(random_state)
     device = resolve_device(device)
     alpha = task.alpha

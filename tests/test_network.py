@@ -17,10 +17,16 @@ def test_loadings_round_trip_and_layout():
     assert network.rows().shape == (5, 2 * 2 + 3 + 1)
 
 
-def test_views_are_not_copied():
+def test_loadings_are_read_only_copies():
+    # The network owns read-only copies: changing the caller's array later
+    # cannot put the network in a state its kernels did not validate.
     m_T = np.ones((2, 7))
     network = LowRankRNN(m_T.T, m_T.T)
-    assert np.shares_memory(network.m_T, m_T)
+    assert not np.shares_memory(network.m_T, m_T)
+    m_T[0, 0] = np.nan
+    assert np.all(np.isfinite(network.m))
+    for array in (network.m_T, network.n_T, network.I_T, network.b, network.m, network.n, network.I):
+        assert not array.flags.writeable
 
 
 def test_astype_and_defaults():

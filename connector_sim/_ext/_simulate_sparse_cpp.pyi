@@ -34,6 +34,7 @@ def full_path(
     clamp_start: int,
     clamp_stop: int,
     n_threads: int,
+    step_offset: int = 0,
 ) -> int: ...
 def matvec(
     mode: int,

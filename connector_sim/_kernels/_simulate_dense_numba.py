@@ -337,7 +337,7 @@ def _sum_blocks(partial, N, out):
 # --- time loops ----------------------------------------------------------------
 
 
-def _full_path(m_T, n_T, I_T, b, activation, x, u, alpha, alpha_x, noise_scale, seed, trial_offset,
+def _full_path(m_T, n_T, I_T, b, activation, x, u, alpha, alpha_x, noise_scale, seed, trial_offset, step_offset,
                record_idx, kappa, kappa_out, record_out, clamp_mask, clamp_value, clamp_start, clamp_stop):
     R, N = m_T.shape
     B = x.shape[0]
@@ -358,7 +358,7 @@ def _full_path(m_T, n_T, I_T, b, activation, x, u, alpha, alpha_x, noise_scale, 
                     # kappa_{t+1} = (1 - alpha) kappa_t + alpha krec_t (float64)
                     kappa[trial, r] = (1 - alpha) * kappa[trial, r] + alpha * krec[trial, r]
                     krec_x[trial, r] = krec[trial, r]
-                keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), t)
+                keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), step_offset + t)
         kappa_out[:, s] = kappa
 
         for block in prange(n_blocks):
@@ -470,7 +470,7 @@ def _kernel_and_activation(builtin_kernel, user_kernel, activation):
 
 
 def full_path_numba(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
-                    record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), n_threads=1):
+                    record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), step_offset=0, n_threads=1):
     """Full-state loop; arguments and results as :func:`.simulate_dense.full_path_reference`.
 
     ``activation`` is a built-in name or a scalar ``numba.njit`` function;
@@ -479,7 +479,7 @@ def full_path_numba(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed
     kernel, phi = _kernel_and_activation(_full_path_builtin, _full_path_user, activation)
     with _threads(n_threads):
         kernel(m_T, n_T, I_T, b, phi, x, u, float(alpha), x.dtype.type(alpha), float(noise_scale),
-               np.uint64(int(seed) & _U64_MASK), np.uint64(int(trial_offset) & _U64_MASK),
+               np.uint64(int(seed) & _U64_MASK), np.uint64(int(trial_offset) & _U64_MASK), np.int64(step_offset),
                np.ascontiguousarray(record_idx, np.int64), kappa, kappa_out, record_out,
                *_clamp_arrays(clamp, x.dtype))
 

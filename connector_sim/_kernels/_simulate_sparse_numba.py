@@ -205,8 +205,8 @@ def _gather_row(mode, key, lo, width, log_q, indptr, indices, N, row, y, acc, co
 
 
 def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight, gain, x, u,
-               alpha, alpha_x, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out, record_out,
-               clamp_mask, clamp_value, clamp_start, clamp_stop):
+               alpha, alpha_x, noise_scale, seed, trial_offset, step_offset, record_idx, kappa, kappa_out,
+               record_out, clamp_mask, clamp_value, clamp_start, clamp_stop):
     R, N = m_T.shape
     D = I_T.shape[0]
     B = x.shape[0]
@@ -250,7 +250,7 @@ def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, a
         for trial in range(B):
             for r in range(R):
                 kappa[trial, r] = (1 - alpha) * kappa[trial, r] + alpha * gain * krec[trial, r]
-            keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), t)
+            keys[trial] = _step_key(seed, trial_offset + np.uint64(trial), step_offset + t)
         kappa_out[:, t + 1] = kappa
         # Pass B: x_{t+1} from the gathered sums, in tiles (fixed masks) or blocks of rows.
         tiled = mode == _TILED or mode == _FIXED
@@ -333,13 +333,15 @@ def _mask_arrays(mask):
 
 
 def full_path_numba(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
-                    trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), n_threads=1):
+                    trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), step_offset=0,
+                    n_threads=1):
     """Sparse time loop; arguments and results as :func:`.simulate_sparse.full_path_reference`."""
     kernel, phi = _kernel_and_activation(_full_path_builtin, _full_path_user, activation)
     with _threads(n_threads):
         kernel(*_mask_arrays(mask), m_T, n_T, I_T, b, phi, float(weight), float(gain), x, u, float(alpha),
                x.dtype.type(alpha), float(noise_scale), np.uint64(int(seed) & _U64_MASK),
-               np.uint64(int(trial_offset) & _U64_MASK), np.ascontiguousarray(record_idx, np.int64), kappa,
+               np.uint64(int(trial_offset) & _U64_MASK), np.int64(step_offset),
+               np.ascontiguousarray(record_idx, np.int64), kappa,
                kappa_out, record_out, *_clamp_arrays(clamp, x.dtype))
 
 

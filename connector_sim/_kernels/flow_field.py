@@ -114,9 +114,11 @@ def _no_threads(function):
 
 def _cpp_kernel():
     from .._ext import _flow_field_cpp as ext
+    from . import aligned
     from ..activations import activation_code
 
     def flow_field_cpp(m_T, n_T, I_T, b, activation, kappa_points, v, out, n_threads=1):
+        m_T, n_T, I_T, b, kappa_points, v = aligned(m_T, n_T, I_T, b, kappa_points, v)
         ext.flow_field(m_T, n_T, I_T, b, activation_code(activation), kappa_points, v, out, int(n_threads))
 
     return flow_field_cpp

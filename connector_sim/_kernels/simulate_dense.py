@@ -8,7 +8,7 @@ NumPy functions below are the specification (SPEC section 1).
     krec  = n^T phi(x) / N                       # (B, R), float64 sums
     kappa = (1 - alpha) kappa + alpha krec       # float64
     x     = x + alpha (-x + m krec + I u_t + b) + noise_scale xi_t
-    xi_t[b, i] = counter_rng.standard_normal(seed, trial_offset + b, t, N)[i]
+    xi_t[b, i] = counter_rng.standard_normal(seed, trial_offset + b, step_offset + t, N)[i]
 
 ``latent_path``: no private noise, so x_t = m kappa_t + I v_t + b
 + decay_t xperp (SPEC eq. 2) and only kappa (B, R) is carried::
@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from ..activations import apply_activation
-from . import counter_rng
+from . import aligned, counter_rng
 
 #: Neurons per reduction block. The compiled kernels sum each block into its
 #: own float64 partial and add the partials in block order, so results do not
@@ -48,7 +48,7 @@ def _phi(activation, x, t, clamp):
 
 def full_path_reference(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed,
                         trial_offset, record_idx, kappa, kappa_out, record_out,
-                        clamp=(None, None, 0, 0)):
+                        clamp=(None, None, 0, 0), step_offset=0):
     """Reference full-state loop; updates ``x`` in place and fills the outputs.
 
     Parameters
@@ -70,6 +70,10 @@ def full_path_reference(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, 
     clamp : tuple (clamp_mask, clamp_value, clamp_start, clamp_stop)
         clamp_mask of shape (N,) bool (or None: no clamping), clamp_value of
         shape (N,) in the dtype of x, and the step window.
+    step_offset : int, default=0
+        Step t of this call draws the noise of counter_rng step
+        ``step_offset + t``: a run split into calls over consecutive steps
+        (carrying x and kappa, clamp window shifted) equals one call.
     """
     dtype = x.dtype.type
     N = x.shape[1]
@@ -84,7 +88,7 @@ def full_path_reference(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, 
         x += dtype(alpha) * (drive - x)
         if noise_scale:
             for trial in range(x.shape[0]):
-                xi = counter_rng.standard_normal(seed, trial_offset + trial, t, N)
+                xi = counter_rng.standard_normal(seed, trial_offset + trial, step_offset + t, N)
                 x[trial] += (noise_scale * xi).astype(dtype)
         kappa_out[:, t + 1] = kappa
         record_out[:, t + 1] = x[:, record_idx]
@@ -140,14 +144,17 @@ def _cpp_kernels():
     from ..activations import activation_code
 
     def full_path_cpp(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
-                      record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), n_threads=1):
+                      record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), step_offset=0,
+                      n_threads=1):
+        m_T, n_T, I_T, b, u = aligned(m_T, n_T, I_T, b, u)
         ext.full_path(m_T, n_T, I_T, b, activation_code(activation), x, u, float(alpha),
                       float(noise_scale), int(seed) & 0xFFFFFFFFFFFFFFFF, int(trial_offset),
                       np.ascontiguousarray(record_idx, np.int64), kappa, kappa_out, record_out,
-                      *_cpp_clamp_arrays(clamp, x.dtype), int(n_threads))
+                      *_cpp_clamp_arrays(clamp, x.dtype), int(n_threads), step_offset=int(step_offset))
 
     def latent_path_cpp(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kappa, kappa_out,
                         clamp=(None, None, 0, 0), n_threads=1):
+        m_T, n_T, I_T, b, v, xperp, decay = aligned(m_T, n_T, I_T, b, v, xperp, decay)
         ext.latent_path(m_T, n_T, I_T, b, activation_code(activation), v, xperp, decay, float(alpha),
                         kappa, kappa_out, *_cpp_clamp_arrays(clamp, m_T.dtype), int(n_threads))
 

@@ -11,7 +11,7 @@ the specification. Per Euler step t, for trials b::
     krec   = rates @ n / N                             # float64
     kappa  = (1 - alpha) kappa + alpha gain krec        # float64
     x      = x + alpha ((h + u_t @ I + b) - x) [+ noise_scale xi_t]
-    xi_t[b, i] = counter_rng.standard_normal(seed, trial_offset + b, t, N)[i]
+    xi_t[b, i] = counter_rng.standard_normal(seed, trial_offset + b, step_offset + t, N)[i]
 
 (the same noise, clamping and recording conventions as the dense full path,
 ``simulate_dense.full_path_reference``). The mask arrives as
@@ -25,7 +25,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import counter_rng, sparse_mask
+from . import aligned, counter_rng, sparse_mask
 from .simulate_dense import _no_threads, _phi
 
 #: How the kernels read the mask: stored CSR (Bernoulli masks), stored tiles
@@ -81,7 +81,8 @@ def gather_reference(indptr, indices, y):
 
 
 def full_path_reference(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
-                        trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0)):
+                        trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0),
+                        step_offset=0):
     """Reference time loop; updates ``x`` and ``kappa`` in place and fills the outputs.
 
     Parameters
@@ -105,6 +106,8 @@ def full_path_reference(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, 
     kappa_out : ndarray of shape (B, T + 1, R), float64
     record_out : ndarray of shape (B, T + 1, K)
     clamp : tuple (clamp_mask, clamp_value, clamp_start, clamp_stop), as in the dense kernels
+    step_offset : int, default=0
+        Step t draws the noise of counter_rng step ``step_offset + t``, as in the dense kernels.
     """
     dtype = x.dtype.type
     N = x.shape[1]
@@ -123,7 +126,7 @@ def full_path_reference(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, 
         x += dtype(alpha) * ((h + u[:, t] @ I_T + b) - x)
         if noise_scale:
             for trial in range(x.shape[0]):
-                xi = counter_rng.standard_normal(seed, trial_offset + trial, t, N)
+                xi = counter_rng.standard_normal(seed, trial_offset + trial, step_offset + t, N)
                 x[trial] += (noise_scale * xi).astype(dtype)
         kappa_out[:, t + 1] = kappa
         record_out[:, t + 1] = x[:, record_idx]
@@ -158,13 +161,14 @@ def _cpp_kernels():
 
     def full_path_cpp(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
                       trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0),
-                      n_threads=1):
+                      step_offset=0, n_threads=1):
+        m_T, n_T, I_T, b, u = aligned(m_T, n_T, I_T, b, u)
         return ext.full_path(MASK_MODES[mask.mode], mask.key, mask.strata, float(mask.log_q), mask.indptr,
                              mask.indices, m_T, n_T, I_T, b, activation_code(activation), float(weight),
                              float(gain), x, u, float(alpha), float(noise_scale),
                              int(seed) & 0xFFFFFFFFFFFFFFFF, int(trial_offset),
                              np.ascontiguousarray(record_idx, np.int64), kappa, kappa_out, record_out,
-                             *_cpp_clamp_arrays(clamp, x.dtype), int(n_threads))
+                             *_cpp_clamp_arrays(clamp, x.dtype), int(n_threads), step_offset=int(step_offset))
 
     def matvec_cpp(mask, m_T, n_T, weight, v, n_threads=1):
         v = np.ascontiguousarray(v, np.float64)

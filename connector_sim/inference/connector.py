@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from .._memory import check_allocation
 from .._validation import check_array, check_int, check_positive_scalar, check_random_state
 from ..activations import BUILTIN_ACTIVATIONS
 from ..distributions import Empirical, RowLayout, _Distribution
@@ -404,6 +405,9 @@ class Connector(_Distribution):
         """
         self._check_fitted()
         n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner=f"{_OWNER}.sample")
+        # The rows, the flows' float64 samples and temporaries, labels, and the network's copies.
+        check_allocation(n_neurons * (8 * 4 * self.layout_.dim + 8 + 2 * 8 * self.layout_.dim),
+                         f"{_OWNER}.sample({n_neurons})", "Sample fewer neurons.")
         rows, labels = self._draw(n_neurons, check_random_state(random_state))
         layout = self.layout_
         # A column of rows is a strided view: the compiled kernels need a contiguous b.

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .._validation import check_int, check_positive_scalar, check_random_state
+from .._validation import check_int, check_n_threads, check_positive_scalar, check_random_state
 from ..distributions import Gaussian, GaussianMixture, RowLayout
 from ..network import LowRankRNN
 
@@ -128,6 +128,7 @@ def sinkhorn_divergence(x, y, *, blur=0.05, scaling=0.9, n_threads=1):
 
     from .flows import torch_threads
 
+    n_threads = check_n_threads(n_threads, "sinkhorn_divergence", allow_none=True)
     blur = check_positive_scalar(blur, "blur", owner="sinkhorn_divergence")
     scaling = check_positive_scalar(scaling, "scaling", owner="sinkhorn_divergence")
     if scaling >= 1:
@@ -185,6 +186,7 @@ def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.
         raise ValueError(f"p and q must have the same rank and number of inputs. Got (R, D) = "
                          f"({layout_p.rank}, {layout_p.n_inputs}) and ({layout_q.rank}, {layout_q.n_inputs}).")
     n_samples = check_int(n_samples, "n_samples", minimum=1, owner=_OWNER)
+    n_threads = check_n_threads(n_threads, _OWNER, allow_none=True)
     rng = check_random_state(random_state)
     rows_p, _ = p.sample_rows(n_samples, rng)
     rows_q, _ = q.sample_rows(n_samples, rng)

@@ -53,6 +53,7 @@ from .._files import json_safe, write_atomic
 from .._validation import (
     check_array,
     check_int,
+    check_n_threads,
     check_nonnegative_scalar,
     check_positive_scalar,
     check_random_state,
@@ -101,6 +102,7 @@ def torch_threads(n_threads):
     SVDs of 816 x 120: 4.2 s against 0.33 s; a 3-epoch LINT fit of 16
     trials x 120 neurons: 20 s against 1.6 s).
     """
+    n_threads = check_n_threads(n_threads, "torch_threads", allow_none=True)
     if n_threads is None:
         yield
         return
@@ -304,8 +306,7 @@ class FlowMatchingCNF:
             decay = check_nonnegative_scalar(self.ema_decay, "ema_decay", owner=_OWNER)
             if decay >= 1:
                 raise ValueError(f"The 'ema_decay' parameter of {_OWNER} must be in [0, 1). Got {decay!r} instead.")
-        if self.n_threads is not None:
-            check_int(self.n_threads, "n_threads", minimum=1, owner=_OWNER)
+        check_n_threads(self.n_threads, _OWNER, allow_none=True)
         if not isinstance(self.verbose, (bool, int, np.integer)) or self.verbose < 0:
             raise TypeError(f"The 'verbose' parameter of {_OWNER} must be a bool or an int >= 0. Got {self.verbose!r}.")
         return resolve_device(self.device)

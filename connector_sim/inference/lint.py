@@ -25,7 +25,13 @@ import time
 
 import numpy as np
 
-from .._validation import check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+from .._validation import (
+    check_int,
+    check_n_threads,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+    check_random_state,
+)
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
@@ -111,8 +117,7 @@ def check_training_params(estimator, owner):
         check_int(estimator.patience, "patience", minimum=1, owner=owner)
     check_nonnegative_scalar(estimator.tol, "tol", owner=owner)
     check_int(estimator.verbose, "verbose", minimum=0, owner=owner)
-    if estimator.n_threads is not None:
-        check_int(estimator.n_threads, "n_threads", minimum=1, owner=owner)
+    check_n_threads(estimator.n_threads, owner, allow_none=True)
     check_callback(estimator.callback, owner)
     for flag in ("fit_inputs", "fit_bias"):
         if not isinstance(getattr(estimator, flag), bool):

@@ -40,11 +40,12 @@ int full_path_typed(const py::array& m_T, const py::array& n_T, const py::array&
                     int activation, py::array& x, const py::array& u, double alpha, double noise_scale,
                     std::uint64_t seed, std::int64_t trial_offset, const py::array& record_idx, py::array& kappa,
                     py::array& kappa_out, py::array& record_out, const py::array& clamp_mask,
-                    const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
+                    const py::array& clamp_value, std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads,
+                    std::int64_t step_offset) {
   cs::FullPathArgs<T> args;
   args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
-  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out, record_out,
-                      clamp_mask, clamp_value, clamp_start, clamp_stop);
+  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, step_offset, record_idx, kappa, kappa_out,
+                      record_out, clamp_mask, clamp_value, clamp_start, clamp_stop);
   py::gil_scoped_release release;
   return static_cast<int>(cs::full_path(args, n_threads));
 }
@@ -98,15 +99,15 @@ int full_path(py::array m_T, py::array n_T, py::array I_T, py::array b, int acti
               py::array x, py::array u, double alpha, double noise_scale, std::uint64_t seed,
               std::int64_t trial_offset, py::array record_idx, py::array kappa, py::array kappa_out,
               py::array record_out, py::array clamp_mask, py::array clamp_value,
-              std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads) {
+              std::int64_t clamp_start, std::int64_t clamp_stop, int n_threads, std::int64_t step_offset) {
   if (is_float32(m_T, "m_T")) {
     return full_path_typed<float>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
                                   record_idx, kappa, kappa_out, record_out, clamp_mask, clamp_value, clamp_start,
-                                  clamp_stop, n_threads);
+                                  clamp_stop, n_threads, step_offset);
   }
   return full_path_typed<double>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
                                  record_idx, kappa, kappa_out, record_out, clamp_mask, clamp_value, clamp_start,
-                                 clamp_stop, n_threads);
+                                 clamp_stop, n_threads, step_offset);
 }
 
 int latent_path(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation,
@@ -172,13 +173,13 @@ PYBIND11_MODULE(_simulate_dense_cpp, m) {
   m.attr("BLOCK_SIZE") = cs::BLOCK_SIZE;
   m.def("full_path", &full_path,
         "Full-state time loop (full_path_reference); updates x, kappa, kappa_out, record_out in place.\n"
-        "Returns a status: 0 ok, 1 kappa ended non-finite.",
+        "Returns a status: 0 ok, 1 kappa ended non-finite. Step t draws the noise of counter_rng step step_offset + t.",
         py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
         py::arg("activation"), py::arg("x").noconvert(), py::arg("u").noconvert(), py::arg("alpha"),
         py::arg("noise_scale"), py::arg("seed"), py::arg("trial_offset"), py::arg("record_idx").noconvert(),
         py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(), py::arg("record_out").noconvert(),
         py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
-        py::arg("clamp_stop"), py::arg("n_threads"));
+        py::arg("clamp_stop"), py::arg("n_threads"), py::arg("step_offset") = 0);
   m.def("latent_path", &latent_path,
         "Latent time loop (latent_path_reference); updates kappa and kappa_out in place.\n"
         "Returns a status: 0 ok, 1 kappa ended non-finite.",

@@ -71,14 +71,14 @@ int full_path_typed(int mode, std::uint64_t key, const py::array& strata, double
                     double alpha, double noise_scale, std::uint64_t seed, std::int64_t trial_offset,
                     const py::array& record_idx, py::array& kappa, py::array& kappa_out, py::array& record_out,
                     const py::array& clamp_mask, const py::array& clamp_value, std::int64_t clamp_start,
-                    std::int64_t clamp_stop, int n_threads) {
+                    std::int64_t clamp_stop, int n_threads, std::int64_t step_offset) {
   cs::SparsePathArgs<T> args;
   args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
   args.mask = mask_view(mode, key, strata, log_q, indptr, indices, args.net.N);
   args.weight = weight;
   args.gain = gain;
-  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out, record_out,
-                      clamp_mask, clamp_value, clamp_start, clamp_stop);
+  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, step_offset, record_idx, kappa, kappa_out,
+                      record_out, clamp_mask, clamp_value, clamp_start, clamp_stop);
   py::gil_scoped_release release;
   return static_cast<int>(cs::sparse_full_path(args, n_threads));
 }
@@ -88,16 +88,16 @@ int full_path(int mode, std::uint64_t key, py::array strata, double log_q, py::a
               py::array x, py::array u, double alpha, double noise_scale, std::uint64_t seed,
               std::int64_t trial_offset, py::array record_idx, py::array kappa, py::array kappa_out,
               py::array record_out, py::array clamp_mask, py::array clamp_value, std::int64_t clamp_start,
-              std::int64_t clamp_stop, int n_threads) {
+              std::int64_t clamp_stop, int n_threads, std::int64_t step_offset) {
   if (py::isinstance<py::array_t<float>>(m_T)) {
     return full_path_typed<float>(mode, key, strata, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight,
                                   gain, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out,
-                                  record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+                                  record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads, step_offset);
   }
   if (py::isinstance<py::array_t<double>>(m_T)) {
     return full_path_typed<double>(mode, key, strata, log_q, indptr, indices, m_T, n_T, I_T, b, activation, weight,
                                    gain, x, u, alpha, noise_scale, seed, trial_offset, record_idx, kappa, kappa_out,
-                                   record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+                                   record_out, clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads, step_offset);
   }
   throw std::invalid_argument("m_T must have dtype float32 or float64, got " + py::str(m_T.dtype()).cast<std::string>());
 }
@@ -124,7 +124,7 @@ PYBIND11_MODULE(_simulate_sparse_cpp, m) {
   m.attr("TILE_ROWS") = cs::SPARSE_TILE_ROWS;  // sparse_mask.TILE_ROWS
   m.def("full_path", &full_path,
         "Sparse time loop (full_path_reference); updates x, kappa, kappa_out, record_out in place.\n"
-        "Returns a status: 0 ok, 1 kappa ended non-finite.",
+        "Returns a status: 0 ok, 1 kappa ended non-finite. Step t draws the noise of counter_rng step step_offset + t.",
         py::arg("mode"), py::arg("key"), py::arg("strata").noconvert(), py::arg("log_q"),
         py::arg("indptr").noconvert(), py::arg("indices").noconvert(), py::arg("m_T").noconvert(),
         py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(), py::arg("activation"),
@@ -132,7 +132,7 @@ PYBIND11_MODULE(_simulate_sparse_cpp, m) {
         py::arg("noise_scale"), py::arg("seed"), py::arg("trial_offset"), py::arg("record_idx").noconvert(),
         py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(), py::arg("record_out").noconvert(),
         py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
-        py::arg("clamp_stop"), py::arg("n_threads"));
+        py::arg("clamp_stop"), py::arg("n_threads"), py::arg("step_offset") = 0);
   m.def("matvec", &matvec, "out = P v (matvec_reference), v and out (N, K) float64.", py::arg("mode"),
         py::arg("key"), py::arg("strata").noconvert(), py::arg("log_q"), py::arg("indptr").noconvert(),
         py::arg("indices").noconvert(), py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("weight"),

@@ -29,11 +29,13 @@ connector_sim::Clamp<T> clamp(const py::array& mask, const py::array& value, std
 }
 
 // Fills everything of args but args.net, which must be set: x (B, N), u
-// (1 or B, n_steps, D), the recording, kappa and its history, the clamp.
+// (1 or B, n_steps, D), the noise keys (step t draws counter_rng step
+// step_offset + t), the recording, kappa and its history, the clamp.
 template <typename T>
 void fill_full_path_args(connector_sim::FullPathArgs<T>& args, py::array& x, const py::array& u, double alpha,
                          double noise_scale, std::uint64_t seed, std::int64_t trial_offset,
-                         const py::array& record_idx, py::array& kappa, py::array& kappa_out, py::array& record_out,
+                         std::int64_t step_offset, const py::array& record_idx, py::array& kappa,
+                         py::array& kappa_out, py::array& record_out,
                          const py::array& clamp_mask, const py::array& clamp_value, std::int64_t clamp_start,
                          std::int64_t clamp_stop) {
   const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
@@ -52,6 +54,7 @@ void fill_full_path_args(connector_sim::FullPathArgs<T>& args, py::array& x, con
   args.noise_scale = noise_scale;
   args.seed = seed;
   args.trial_offset = trial_offset;
+  args.step_offset = step_offset;
   args.record_idx = input<std::int64_t>(record_idx, "record_idx", {K});
   args.K = K;
   args.kappa = output<double>(kappa, "kappa", {B, R});

@@ -91,6 +91,7 @@ struct FullPathArgs {
   double alpha, noise_scale;
   std::uint64_t seed;              // noise of trial b: counter_rng trial trial_offset + b
   std::int64_t trial_offset;
+  std::int64_t step_offset;        // noise of step t: counter_rng step step_offset + t (runs in chunks of steps)
   const std::int64_t* record_idx;  // (K,)
   std::int64_t K;
   double* kappa;                   // (B, R): kappa_0, overwritten with kappa_T
@@ -299,7 +300,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
     const T* u_bt = a.u + ((a.u_rows == 1 ? 0 : b) * a.n_steps + t) * D;
     std::copy(krec + b * R, krec + (b + 1) * R, scratch.coef + b * K);
     std::copy(u_bt, u_bt + D, scratch.coef + b * K + R);
-    if (noisy) scratch.keys[b] = step_key(a.seed, a.trial_offset + b, t);
+    if (noisy) scratch.keys[b] = step_key(a.seed, a.trial_offset + b, a.step_offset + t);
   }
   // The passes over one chunk; whole chunks get a constant length (loops
   // without remainder handling), the last chunk of the last block its own.

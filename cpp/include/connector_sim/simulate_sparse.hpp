@@ -777,7 +777,7 @@ Status sparse_full_path(const SparsePathArgs<T>& a, int n_threads) {
       // kappa = (1 - alpha) kappa + alpha gain n^T phi(x_t) / N (every thread, same order)
       detail::sum_blocks(partial.data(), n_blocks, BR, N, krec.data());
       for (std::int64_t i = 0; i < BR; ++i) kappa[i] = (1.0 - a.alpha) * kappa[i] + a.alpha * a.gain * krec[i];
-      for (std::int64_t b = 0; b < B; ++b) keys[b] = step_key(a.seed, a.trial_offset + b, t);
+      for (std::int64_t b = 0; b < B; ++b) keys[b] = step_key(a.seed, a.trial_offset + b, a.step_offset + t);
       // Pass B: the rows, in tiles ("fixed" masks) or in chunks of SPARSE_ROW_CHUNK rows
 #pragma omp for schedule(static)
       for (std::int64_t part = 0; part < n_parts; ++part) {
