@@ -8,8 +8,12 @@ The Connector workflow (SPEC section 3), one file per step::
     connector-sim perturb connector_model --silence all --out perturb   # perturb.csv, perturb.json
 
 and ``demo`` (the embedded quadstable report) and ``backends`` (the built
-simulation backends). Bad input (a missing file, a wrong key or shape)
-ends the command with a one-line message on stderr and exit status 2.
+simulation backends). Every option is checked before any work or any
+write. Bad input (a missing or unreadable file, a wrong key, shape or
+value, an output path that cannot be written, a missing optional
+dependency) ends the command with a one-line message on stderr and exit
+status 2; SIGTERM ends it with status 143 and Ctrl-C with 130, removing
+any half-written temporary file.
 """
 
 import argparse
@@ -18,15 +22,33 @@ import os
 import sys
 import time
 
-from ._files import json_safe
-from ._validation import MAX_THREADS
+from ._files import (
+    Terminated,
+    check_folder_target,
+    check_writable_file,
+    check_writable_folder,
+    json_safe,
+    sigterm_as_exit,
+)
 
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
 
+#: Exit status of a command stopped by another error of the system (a full disk, say).
+FAILED = 1
+
+#: Seeds are stored in the output files as int64.
+MAX_SEED = 2**63 - 1
+
 
 class CommandError(Exception):
     """Bad input found by a command; main prints the message and exits with :data:`BAD_INPUT`."""
+
+
+def _one_line(exc):
+    """An exception's message on one line (its type when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -38,12 +60,64 @@ def _stem(path):
 
 
 def _npz_path(path, option):
+    """An output .npz path that can be written (checked before any work)."""
     if not os.fspath(path).endswith(".npz"):
         raise CommandError(f"{option} must name an .npz file. Got {path!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CommandError(f"{option}: the folder {folder!r} does not exist. Create it first.")
+    _writable(path, option)
     return path
+
+
+def _writable(path, option):
+    try:
+        check_writable_file(path, "the file")
+    except OSError as exc:
+        raise CommandError(f"{option}: {_one_line(exc)}") from None
+    return path
+
+
+def _check_int(arguments, name, minimum=1, maximum=None):
+    """--name as an int in [minimum, maximum] (None: unset, allowed)."""
+    value = getattr(arguments, name)
+    option = "--" + name.replace("_", "-")
+    if value is None:
+        return None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"at least {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise CommandError(f"{option} must be {bound}. Got {value}.")
+    return value
+
+
+def _check_float(arguments, name, *, positive=True):
+    """--name as a finite number > 0 (or >= 0); None: unset, allowed."""
+    value = getattr(arguments, name)
+    option = "--" + name.replace("_", "-")
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise CommandError(f"{option} must be a finite number {'>' if positive else '>='} 0. Got {value!r}.")
+    return value
+
+
+def _check_seed(arguments):
+    return _check_int(arguments, "seed", 0, MAX_SEED)
+
+
+def _check_threads(arguments):
+    """--threads: an int >= 1, and within the library's limit when it has one."""
+    _check_int(arguments, "threads")
+    from . import _validation
+
+    check = getattr(_validation, "check_n_threads", None)
+    if check is not None:
+        try:
+            check(arguments.threads)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"--threads: {_one_line(exc)}") from None
+
+
+def _require_inference():
+    """Import the torch-based part first, so that a missing torch stops the command before any work."""
+    from .inference import flows  # noqa: F401 (raises ImportError with how to install torch)
 
 
 def _default_latents_path(network_path):
@@ -101,9 +175,8 @@ def _initial_latents(n_trials, rank, extent, init, seed):
     return np.random.default_rng(seed).uniform(-extent, extent, size=(n_trials, rank))
 
 
-def _record_units(value, n_neurons):
-    import numpy as np
-
+def _record_units(value):
+    """--record-units: None, "all" or a number of units (their indices depend on the network's size)."""
     if value is None or value == "none":
         return None
     if value == "all":
@@ -114,7 +187,13 @@ def _record_units(value, n_neurons):
         raise CommandError(f"--record-units must be 'none', 'all' or a number of units. Got {value!r}.") from None
     if count < 1:
         raise CommandError(f"--record-units must be at least 1. Got {count}.")
-    return np.arange(min(count, n_neurons))
+    return count
+
+
+def _record_indices(record, n_neurons):
+    import numpy as np
+
+    return np.arange(min(record, n_neurons)) if isinstance(record, int) else record
 
 
 def _distinct_rows(points, decimals=1):
@@ -143,21 +222,25 @@ def _simulate(arguments):
     from .data import save_arrays, save_network
     from .simulate import simulate
 
+    # Every option first: nothing runs, and nothing is written, on bad input.
     out = _npz_path(arguments.out, "--out")
     if arguments.network_out is not None:
         _npz_path(arguments.network_out, "--network-out")
     for name in ("n_neurons", "trials", "n_steps"):
-        if getattr(arguments, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
-    if not 1 <= arguments.threads <= MAX_THREADS:
-        raise CommandError(f"--threads must be in [1, {MAX_THREADS}] (at most 4 per CPU). Got {arguments.threads}.")
+        _check_int(arguments, name)
+    _check_seed(arguments)
+    _check_threads(arguments)
+    _check_float(arguments, "dt")
+    _check_float(arguments, "extent")
+    _check_float(arguments, "noise_std", positive=False)
+    record = _record_units(arguments.record_units)
     network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
                                                                    arguments.seed)
     extent = extent if arguments.extent is None else arguments.extent
     init = arguments.init or ("grid" if network.rank == 2 else "random")
     kappa0 = _initial_latents(arguments.trials, network.rank, extent, init, arguments.seed)
     dt = 0.1 * network.tau if arguments.dt is None else arguments.dt
-    record = _record_units(arguments.record_units, network.n_neurons)
+    record = _record_indices(record, network.n_neurons)
     result = simulate(network, arguments.n_steps, dt=dt, kappa0=kappa0, noise_std=arguments.noise_std,
                       seed=arguments.seed, record_units=record, backend=arguments.backend,
                       n_threads=arguments.threads)
@@ -196,6 +279,9 @@ def _read_neural_data(path):
                 if "kappa" in arrays else "")
         raise CommandError(f"{path!r} has no 'rates' (or 'spikes') array of shape (n_trials, n_times, n_neurons). "
                            f"Found {sorted(arrays)}.{hint}")
+    for name in (key, "inputs", "externalinputs", "kappa", "lengths", "dt", "tau"):
+        if name in arrays:
+            _check_real(path, name, arrays[name])
     rates = arrays[key]
     if rates.ndim != 3:
         raise CommandError(f"{path!r}: '{key}' must have shape (n_trials, n_times, n_neurons). Got shape "
@@ -207,10 +293,29 @@ def _read_neural_data(path):
     if kappa is not None and (kappa.ndim != 3 or kappa.shape[:2] != rates.shape[:2]):
         raise CommandError(f"{path!r}: 'kappa' must hold latents of the same trials and bins as '{key}', shape "
                            f"({rates.shape[0]}, {rates.shape[1]}, R). Got shape {kappa.shape}.")
-    dt = float(arrays["dt"]) if "dt" in arrays else None
-    tau = float(arrays["tau"]) if "tau" in arrays else None
+    dt = _file_scalar(path, arrays, "dt")
+    tau = _file_scalar(path, arrays, "tau")
     lengths = arrays.get("lengths")
     return np.asarray(rates, np.float64), inputs, lengths, kappa, dt, tau
+
+
+def _check_real(path, name, array):
+    """A numeric array of a data file must be real: a complex one is an error, never silently truncated."""
+    import numpy as np
+
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == bool):
+        raise CommandError(f"{path!r}: '{name}' must be a real numeric array. Got dtype {array.dtype}.")
+
+
+def _file_scalar(path, arrays, name):
+    """A positive finite scalar of a data file (dt, tau), or None when absent."""
+    if name not in arrays:
+        return None
+    value = arrays[name]
+    if value.size != 1 or not math.isfinite(float(value.reshape(-1)[0])) or float(value.reshape(-1)[0]) <= 0:
+        raise CommandError(f"{path!r}: '{name}' must be a single finite number > 0. Got {value!r}.")
+    return float(value.reshape(-1)[0])
 
 
 def _fit(arguments):
@@ -219,23 +324,34 @@ def _fit(arguments):
 
     from .data import save_arrays, save_network
 
+    # Every option first: nothing runs, and nothing is written, on bad input.
     out = _npz_path(arguments.out, "--out")
     latents_out = _npz_path(arguments.latents_out or _default_latents_path(out), "--latents-out")
+    if os.path.abspath(latents_out) == os.path.abspath(out):
+        raise CommandError(f"--latents-out must differ from --out (both are {out!r}).")
+    for name in ("rank", "epochs", "n_neurons"):
+        _check_int(arguments, name)
+    _check_seed(arguments)
+    _check_float(arguments, "dt")
+    _check_float(arguments, "tau")
+    _require_inference()
     rates, inputs, lengths, kappa, file_dt, file_tau = _read_neural_data(arguments.data)
     tau = arguments.tau if arguments.tau is not None else file_tau if file_tau is not None else 1.0
     dt = arguments.dt if arguments.dt is not None else file_dt if file_dt is not None else 0.1 * tau
     rank = arguments.rank if arguments.rank is not None else None if kappa is None else kappa.shape[2]
     if rank is None:
         raise CommandError("Give --rank (the data file has no 'kappa' latents to take it from).")
-    if arguments.epochs < 1:
-        raise CommandError(f"--epochs must be at least 1. Got {arguments.epochs}.")
     n_trials, n_times, n_neurons = rates.shape
+    if arguments.method == "lint" and rank > n_neurons:
+        raise CommandError(f"--rank {rank} is more than the data's {n_neurons} neurons: a rank-R network needs "
+                           f"R <= N. Give --rank {n_neurons} or less.")
     started = time.perf_counter()
     if arguments.method == "lint":
         from .inference.lint import LINT
         from .latents import align_latents
 
         lint = LINT(rank=rank, dt=dt, tau=tau, n_epochs=arguments.epochs, random_state=arguments.seed)
+        lint._check_params()
         lint.fit(rates, inputs, lengths)
         network, latents = lint.network_, lint.latents_
         message = (f"LINT rank {rank} on {n_trials} trials x {n_times} bins x {n_neurons} neurons, "
@@ -259,9 +375,12 @@ def _fit(arguments):
         if lengths is not None and np.any(np.asarray(lengths) != n_times):
             raise CommandError("--method velocity needs trials of equal length (the data has 'lengths' below "
                                f"{n_times}). Use --method lint.")
-        points, velocity, v = velocity_samples(kappa, dt, tau=tau, inputs=inputs)
         matcher = VelocityMatching(n_neurons=arguments.n_neurons or n_neurons, tau=tau, n_epochs=arguments.epochs,
                                    random_state=arguments.seed)
+        if matcher.n_neurons < rank:
+            raise CommandError(f"--n-neurons {matcher.n_neurons} is less than the latents' rank {rank}: a rank-R "
+                               "network needs R <= N.")
+        points, velocity, v = velocity_samples(kappa, dt, tau=tau, inputs=inputs)
         matcher.fit(points, velocity, v)
         network, latents = matcher.network_, np.asarray(kappa, np.float64)
         message = (f"velocity matching, N = {network.n_neurons}, rank {rank}, on {len(points)} latent points, "
@@ -286,6 +405,22 @@ def _infer(arguments):
     from .data import load_arrays, load_network
     from .mean_field import latent_velocity
 
+    # Every option first: nothing is trained, and nothing written, on bad input.
+    for name in ("epochs", "hidden", "layers", "flow_samples"):
+        _check_int(arguments, name)
+    _check_seed(arguments)
+    _check_float(arguments, "n_covariance", positive=False)
+    try:
+        check_folder_target(arguments.out, ("config.json", "weights.pt"), probe=True)
+    except OSError as exc:
+        raise CommandError(f"--out must be a folder that a Connector can be saved as: {_one_line(exc)}") from None
+    _require_inference()
+    from .inference.connector import Connector
+
+    connector = Connector(n_epochs=arguments.epochs, hidden=arguments.hidden, n_layers=arguments.layers,
+                          n_covariance=arguments.n_covariance, random_state=arguments.seed)
+    connector._check_params()
+    connector._cnf(arguments.epochs, arguments.seed)._check_params()
     network = load_network(arguments.network)
     latents_path = arguments.latents or _default_latents_path(arguments.network)
     latents = load_arrays(latents_path, ("kappa", "alpha"),
@@ -301,16 +436,13 @@ def _infer(arguments):
         raise CommandError(f"The network has {network.n_inputs} input(s) but the latents file has "
                            f"{0 if inputs is None else inputs.shape[2]} input channel(s): give the latents written "
                            "with this network.")
-    if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
-        raise CommandError(f"--out must be a folder; {arguments.out!r} is a file.")
-    if arguments.epochs < 1:
-        raise CommandError(f"--epochs must be at least 1. Got {arguments.epochs}.")
-    from .inference.connector import Connector
-
-    alpha = float(latents["alpha"])
+    for name in ("kappa", "inputs", "alpha"):
+        if name in latents:
+            _check_real(latents_path, name, latents[name])
+    alpha = _file_scalar(latents_path, latents, "alpha")
+    if alpha > 1:
+        raise CommandError(f"{latents_path!r}: 'alpha' = dt / tau must be in (0, 1]. Got {alpha!r}.")
     started = time.perf_counter()
-    connector = Connector(n_epochs=arguments.epochs, hidden=arguments.hidden, n_layers=arguments.layers,
-                          n_covariance=arguments.n_covariance, random_state=arguments.seed)
     connector.fit(network, kappa, inputs=None if inputs is None else inputs[:, :kappa.shape[1] - 1], alpha=alpha)
     connector.save(arguments.out)
     history = connector.marginal_.history_
@@ -344,33 +476,36 @@ def _infer(arguments):
 
 
 def _parse_units(text, n_neurons):
-    """Unit indices from '0:10,15,20:25' (Python slices, stop excluded)."""
+    """Unit indices from '0:10,15,20:25' (Python slices, stop excluded), each in [0, n_neurons).
+
+    With ``n_neurons=None`` only the syntax is checked (nothing is expanded).
+    """
     import numpy as np
 
-    index = []
+    parts = []
     try:
         for part in text.split(","):
-            if ":" in part:
-                start, stop = part.split(":")
-                index.extend(range(int(start), int(stop)))
-            else:
-                index.append(int(part))
+            bounds = [int(value) for value in part.split(":")] if ":" in part else [int(part), int(part) + 1]
+            if len(bounds) != 2:
+                raise ValueError
+            parts.append(bounds)
     except ValueError:
         raise CommandError(f"--silence-units takes indices and ranges like '0:10,15'. Got {text!r}.") from None
-    index = np.unique(index)
-    if len(index) == 0 or index.min() < 0 or index.max() >= n_neurons:
-        raise CommandError(f"--silence-units must name units in [0, {n_neurons - 1}]. Got {text!r}.")
-    return index
+    if n_neurons is None:
+        return None
+    if not parts or any(start < 0 or stop > n_neurons or start >= stop for start, stop in parts):
+        raise CommandError(f"--silence-units must name units in [0, {n_neurons - 1}] (ranges start:stop with "
+                           f"start < stop). Got {text!r}.")
+    return np.unique(np.concatenate([np.arange(start, stop) for start, stop in parts]))
 
 
 def _perturbation_source(arguments):
-    """(network, labels or None, description, extent, cell-type summary or None)."""
+    """(network, labels or None, description, features to cluster) of a Connector folder or a network file."""
     import numpy as np
-
-    from .cell_types import find_cell_types
 
     source = arguments.source
     if os.path.isdir(source):
+        _require_inference()
         from .inference.connector import Connector
 
         try:
@@ -380,12 +515,19 @@ def _perturbation_source(arguments):
         network, rows = connector.sample(arguments.n_neurons, arguments.seed, return_rows=True)
         layout = connector.layout_
         features = rows[:, layout.m.start:layout.n.stop]  # [m, n]
-        labels, description = None, f"Connector {source!r} sampled at N = {arguments.n_neurons}"
-    elif os.path.isfile(source) or source.endswith(".npz"):
+        return network, None, f"Connector {source!r} sampled at N = {arguments.n_neurons}", features
+    if os.path.isfile(source) or source.endswith(".npz"):
         network, labels, description, _ = _load_network_argument(source, None, arguments.seed)
-        features = np.hstack([network.m, network.n])
-    else:
-        raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
+        return network, labels, description, np.hstack([network.m, network.n])
+    raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
+
+
+def _cell_types(arguments, features, labels):
+    """(labels, cell-type summary or None): the file's labels, or clusters of the rows [m, n]."""
+    import numpy as np
+
+    from .cell_types import find_cell_types
+
     summary = None
     if labels is None or arguments.cluster:
         subset = features[np.random.default_rng(arguments.seed).permutation(len(features))[:arguments.cell_type_samples]]
@@ -393,7 +535,7 @@ def _perturbation_source(arguments):
         labels = found.model.predict(features).astype(np.int64)
         summary = {"n_types": found.n_types, "criterion": found.criterion,
                    "scores": {key: np.asarray(value).tolist() for key, value in found.scores.items()}}
-    return network, np.asarray(labels, np.int64), description, _latent_extent(network), summary
+    return np.asarray(labels, np.int64), summary
 
 
 def _perturb(arguments):
@@ -403,34 +545,40 @@ def _perturb(arguments):
     from .demo import write_json_atomic
     from .perturbations import Perturbation, perturbation_study
 
+    # Every option first: nothing runs, and nothing is written, on bad input.
     out = _stem(arguments.out)
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise CommandError(f"--out: the folder {folder!r} does not exist. Create it first.")
+    _writable(out + ".csv", "--out")
+    _writable(out + ".json", "--out")
     if not arguments.silence and not arguments.silence_units:
         raise CommandError("Say what to silence: --silence TYPE [TYPE ...] (cell types, or 'all') and/or "
                            "--silence-units '0:10,15'.")
     for name in ("n_neurons", "n_steps", "grid", "cell_type_samples", "k_max"):
-        if getattr(arguments, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {getattr(arguments, name)}.")
-    network, labels, description, extent, summary = _perturbation_source(arguments)
-    types = np.unique(labels).tolist()
-    perturbations = [Perturbation(name="control")]
-    requested = []
+        _check_int(arguments, name)
+    _check_seed(arguments)
+    _check_float(arguments, "extent")
+    tokens = []  # cell-type labels, and "all" where it was given
     for value in arguments.silence or ():
         if value == "all":
-            requested.extend(types)
+            tokens.append(value)
             continue
         try:
-            requested.append(int(value))
+            tokens.append(int(value))
         except ValueError:
             raise CommandError(f"--silence takes cell-type labels (ints) or 'all'. Got {value!r}.") from None
+    if arguments.silence_units:
+        _parse_units(arguments.silence_units, None)  # the syntax now, the range once N is known
+    network, labels, description, features = _perturbation_source(arguments)
+    units = None if not arguments.silence_units else _parse_units(arguments.silence_units, network.n_neurons)
+    extent = _latent_extent(network)
+    labels, summary = _cell_types(arguments, features, labels)
+    types = np.unique(labels).tolist()
+    perturbations = [Perturbation(name="control")]
+    requested = [k for token in tokens for k in (types if token == "all" else [token])]
     for k in dict.fromkeys(requested):
         if k not in types:
             raise CommandError(f"--silence {k}: no such cell type. The cell types here are {types}.")
         perturbations.append(Perturbation.silence(cell_types=[k], name=f"silence type {k}"))
-    if arguments.silence_units:
-        units = _parse_units(arguments.silence_units, network.n_neurons)
+    if units is not None:
         perturbations.append(Perturbation.silence(units, name=f"silence units {arguments.silence_units}"))
     extent = extent if arguments.extent is None else arguments.extent
     kappa0 = _initial_latents(arguments.grid ** network.rank if network.rank == 2 else arguments.grid,
@@ -468,6 +616,17 @@ def _demo(arguments):
     from .demo import run_demo
     from .pipeline import run_connector_pipeline
 
+    # Every option first (the Connector part needs torch): nothing runs on bad input.
+    _check_int(arguments, "large_n")
+    _check_seed(arguments)
+    existing = os.path.abspath(arguments.out)  # the report folder, or the folder it will be created in
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        check_writable_folder(existing, "the report folder")
+    except OSError as exc:
+        raise CommandError(f"--out: {_one_line(exc)}") from None
+    _require_inference()
     if not arguments.skip_simulation:
         run_demo(arguments.out, large_n=1000 if arguments.quick else arguments.large_n, seed=arguments.seed,
                  backend=arguments.backend)
@@ -487,9 +646,16 @@ def _backends(arguments):
 BACKENDS = ["auto", "cpp", "numba", "numpy"]
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (exit status 2) like every other bad input."""
+
+    def error(self, message):
+        self.exit(BAD_INPUT, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="connector-sim", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _ArgumentParser(prog="connector-sim", description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     simulate = commands.add_parser("simulate", help="simulate a synthetic or saved network; write its latents (.npz)")
@@ -576,18 +742,37 @@ def _parser():
     return parser
 
 
+#: Exceptions that mean bad input (arguments, files, paths, the environment): one line and exit status 2.
+#: MemoryError covers the library's refusals of sizes that cannot fit in memory.
+BAD_INPUT_ERRORS = (CommandError, ValueError, TypeError, OverflowError, MemoryError, ImportError, FileNotFoundError,
+                    FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
 def main(argv=None):
-    """Run ``connector-sim`` with ``argv`` (default: the process arguments); return the exit status."""
-    arguments = _parser().parse_args(argv)
-    try:
-        return arguments.run(arguments)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (CommandError, FileNotFoundError, ValueError, TypeError) as exc:
-        # Library validation raises these with messages that say what to fix: no traceback for bad input.
-        print(f"connector-sim {arguments.command}: error: {exc}", file=sys.stderr)
-        return BAD_INPUT
+    """Run ``connector-sim`` with ``argv`` (default: the process arguments); return the exit status.
+
+    Bad input returns 2 after one line on stderr; SIGTERM (turned into an
+    exception while the command runs, so that temporary files are removed)
+    returns 143, Ctrl-C 130, another system error (a full disk) 1.
+    """
+    arguments = _parser().parse_args(None if argv is None else [os.fspath(a) for a in argv])
+    prefix = f"connector-sim {arguments.command}"
+    with sigterm_as_exit():
+        try:
+            return arguments.run(arguments)
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
+        except Terminated as exc:
+            print(f"{prefix}: terminated", file=sys.stderr)
+            return exc.code
+        except BAD_INPUT_ERRORS as exc:
+            # Library validation raises these with messages that say what to fix: no traceback for bad input.
+            print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+            return BAD_INPUT
+        except OSError as exc:
+            print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
+            return FAILED
 
 
 if __name__ == "__main__":

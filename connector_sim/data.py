@@ -23,6 +23,8 @@ Pure NumPy: importing this module does not import torch or pynwb.
 
 import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,9 +101,15 @@ def _stack(value, field):
     trials = []
     for k, trial in enumerate(value):
         try:
-            trial = np.asarray(trial, dtype=np.float64)
+            trial = np.asarray(trial)
+            complex_values = np.iscomplexobj(trial)
+            if not complex_values:
+                trial = trial.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise _error(field, k, f"must be a numeric (n_times, n_features) array: {exc}") from exc
+        if complex_values:
+            raise TypeError(f"{field} of trial {k} must be real. Got dtype {trial.dtype}: give the real part (or "
+                            "the magnitude) explicitly.")
         if trial.ndim != 2:
             raise _error(field, k, f"must be 2-D (n_times, n_features). Got shape {trial.shape}.")
         trials.append(trial)
@@ -141,6 +149,8 @@ def _as_3d(value, field):
 
 def _check_lengths(lengths, n_trials, n_times):
     values = np.asarray(lengths)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise TypeError(f"lengths must be integers (numbers of time bins). Got dtype {values.dtype}.")
     if values.shape != (n_trials,):
         raise ValueError(f"lengths must have one entry per trial, shape ({n_trials},). Got shape {values.shape}.")
     if not np.issubdtype(values.dtype, np.integer):
@@ -365,15 +375,22 @@ def load_arrays(path, required=(), *, what="arrays"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} does not exist (expected an .npz file of {what}).")
+    with open(path, "rb") as stream:
+        magic = stream.read(4)
+    if magic != b"PK\x03\x04" and magic != b"PK\x05\x06":  # a zip archive (the second: an empty one)
+        kind = "a single .npy array" if magic == b"\x93NUM" else "not a zip archive"
+        raise ValueError(f"{path!r} is not a readable .npz archive of {what} (it is {kind}). Write it with "
+                         "numpy.savez or connector_sim.data.save_arrays.")
     _check_npz_size(path, what)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("it holds a single array, not named arrays")
+        # np.load given a path leaves the file open when the zip is unreadable: open (and close) it here.
+        with open(path, "rb") as stream, np.load(stream, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a readable .npz archive of {what} ({exc}). Write it with "
-                         "numpy.savez or connector_sim.data.save_arrays; object arrays (pickle) are not read.") from exc
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        # A truncated or corrupted archive (zipfile.BadZipFile, zlib.error), or one that needs pickle.
+        raise ValueError(f"{path!r} is not a readable .npz archive of {what} ({' '.join(str(exc).split())}). "
+                         "It may be truncated or corrupted: write it again with numpy.savez or "
+                         "connector_sim.data.save_arrays; object arrays (pickle) are not read.") from exc
     missing = [key for key in required if key not in arrays]
     if missing:
         raise ValueError(f"{path!r} lacks the key(s) {missing} of {what}. Found {sorted(arrays)}.")
@@ -456,17 +473,12 @@ def load_npz(path, *, kind="rates", dt=None):
     TrialData
         Validated by :func:`as_trial_data`.
     """
-    _check_npz_size(path, "trial data")
-    with np.load(os.fspath(path), allow_pickle=False) as archive:
-        missing = {"spikes", "lengths"} - set(archive.files)
-        if missing:
-            raise ValueError(
-                f"{os.fspath(path)!r} lacks the key(s) {sorted(missing)}. Expected 'spikes' (n_trials, n_times, "
-                f"n_neurons), 'externalinputs' (n_trials, n_times, D) and 'lengths' (n_trials,); found {archive.files}."
-            )
-        spikes = archive["spikes"]
-        lengths = archive["lengths"].reshape(-1)
-        inputs = archive["externalinputs"] if "externalinputs" in archive.files else None
+    arrays = load_arrays(path, ("spikes", "lengths"), what="trial data ('spikes' (n_trials, n_times, n_neurons), "
+                                                          "'externalinputs' (n_trials, n_times, D), 'lengths' "
+                                                          "(n_trials,))")
+    spikes = arrays["spikes"]
+    lengths = arrays["lengths"].reshape(-1)
+    inputs = arrays.get("externalinputs")
     return as_trial_data(spikes, inputs, lengths, kind=kind, dt=dt)
 
 
@@ -533,8 +545,8 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
         ``spikes`` (n_trials, max bins, n_units), ``lengths``, ``dt = bin_width``.
     """
     bin_width = check_positive_scalar(bin_width, "bin_width", owner="bin_spike_times")
-    starts = np.asarray(starts, dtype=np.float64).reshape(-1)
-    stops = np.asarray(stops, dtype=np.float64).reshape(-1)
+    starts = _real_vector(starts, "starts")
+    stops = _real_vector(stops, "stops")
     if starts.shape != stops.shape:
         raise ValueError(f"starts and stops must have the same length. Got {starts.size} and {stops.size}.")
     if len(starts) == 0:
@@ -546,7 +558,7 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
                          f"bin of {bin_width} s.")
     kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
     history = 0 if kernel is None else len(kernel) - 1
-    units = [np.sort(np.asarray(times, dtype=np.float64).reshape(-1)) for times in spike_times]
+    units = [np.sort(_real_vector(times, f"spike_times[{i}]")) for i, times in enumerate(spike_times)]
     if not units:
         raise ValueError("spike_times holds no units.")
     out = np.zeros((len(starts), lengths.max(), len(units)))
@@ -560,6 +572,41 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
                 # full convolution, then keep the bins of the trial (index history + t).
                 out[k, :length, i] = np.convolve(counts, kernel)[history: history + length] / bin_width
     return as_trial_data(out, None, lengths, kind="counts" if kernel is None else "rates", dt=bin_width)
+
+
+def _real_vector(value, name):
+    """``value`` flattened to float64; complex or non-numeric values are an error, never silently cast."""
+    array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must hold real numbers. Got dtype {array.dtype}.")
+    return array.astype(np.float64).reshape(-1)
+
+
+def _row_indices(rows, n_rows, name, table):
+    """Rows of an NWB table: distinct integers in [0, n_rows); negative indices are refused, not wrapped."""
+    index = np.asarray(rows)
+    if index.ndim != 1 or not (np.issubdtype(index.dtype, np.integer) or index.size == 0):
+        raise TypeError(f"{name} must be a 1-D sequence of integer row indices of the {table} table. Got {rows!r}.")
+    if index.size == 0:
+        raise ValueError(f"{name} is empty: give at least one row of the {table} table (or None for all).")
+    bad = index[(index < 0) | (index >= n_rows)]
+    if bad.size:
+        raise ValueError(f"{name} must index rows of the {table} table, in [0, {n_rows - 1}]. Got {int(bad[0])} "
+                         f"(negative indices are not allowed).")
+    return index.astype(np.int64)
+
+
+def _has_hdf5_signature(path):
+    """The HDF5 signature sits at offset 0, or 512, 1024, 2048, ... after a user block."""
+    with open(path, "rb") as stream:
+        for offset in [0] + [512 << k for k in range(16)]:
+            stream.seek(offset)
+            head = stream.read(8)
+            if len(head) < 8:
+                return False
+            if head == b"\x89HDF\r\n\x1a\n":
+                return True
+    return False
 
 
 def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0):
@@ -578,9 +625,9 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
     smoothing : float or None, default=0.1
         100 ms causal Gaussian; None gives spike counts.
     units : array-like of int, optional
-        Rows of the units table to read (default all).
+        Rows of the units table to read (default all), each in [0, number of units).
     trials : array-like of int, optional
-        Rows of the trials table to read (default all).
+        Rows of the trials table to read (default all), each in [0, number of trials).
     truncate : float, default=3.0
 
     Returns
@@ -593,18 +640,25 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
         raise ImportError(
             "read_nwb needs pynwb. Install it with `pip install connector-sim[nwb]` (or `pip install pynwb`)."
         ) from exc
-    with NWBHDF5IO(os.fspath(path), "r") as io:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} does not exist (expected an NWB file).")
+    if not _has_hdf5_signature(path):
+        raise ValueError(f"{path!r} is not an NWB file (NWB 2 files are HDF5 files; this one does not start with "
+                         "the HDF5 signature).")
+    with NWBHDF5IO(path, "r") as io:
         nwbfile = io.read()
         if nwbfile.units is None or len(nwbfile.units) == 0:
             raise ValueError(f"{os.fspath(path)!r} has no units table (spike-sorted units): nothing to bin.")
         if nwbfile.trials is None or len(nwbfile.trials) == 0:
             raise ValueError(f"{os.fspath(path)!r} has no trials table: give trial intervals to bin_spike_times "
                              "instead.")
-        unit_rows = range(len(nwbfile.units)) if units is None else [int(u) for u in units]
-        spike_times = [np.asarray(nwbfile.units["spike_times"][u]) for u in unit_rows]
+        unit_rows = (range(len(nwbfile.units)) if units is None else
+                     _row_indices(units, len(nwbfile.units), "units", "units"))
+        spike_times = [np.asarray(nwbfile.units["spike_times"][int(u)]) for u in unit_rows]
         starts = np.asarray(nwbfile.trials["start_time"][:])
         stops = np.asarray(nwbfile.trials["stop_time"][:])
     if trials is not None:
-        trials = np.asarray(trials, dtype=np.int64)
+        trials = _row_indices(trials, len(starts), "trials", "trials")
         starts, stops = starts[trials], stops[trials]
     return bin_spike_times(spike_times, starts, stops, bin_width, smoothing, truncate=truncate)

@@ -183,14 +183,17 @@ class TrainedCDDM:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`."""
-        with np.load(os.fspath(path), allow_pickle=False) as archive:
-            task_fields = {key[5:]: archive[key] for key in archive.files if key.startswith("task_")}
-            task_fields = {key: (tuple(float(c) for c in value) if key == "coherences" else value.item())
-                           for key, value in task_fields.items()}
-            task = CDDMTask(**task_fields)
-            network = LowRankRNN(archive["m"], archive["n"], archive["I"], archive["b"], tau=task.tau)
-            return cls(network, archive["readout"].copy(), task, float(archive["accuracy"]),
-                       {"loss": list(archive["loss"])}, float(archive["train_time"]))
+        from .data import load_arrays
+
+        arrays = load_arrays(path, ("m", "n", "I", "b", "readout", "accuracy", "loss", "train_time"),
+                             what="a trained task network (see save)")
+        task_fields = {key[5:]: value for key, value in arrays.items() if key.startswith("task_")}
+        task_fields = {key: (tuple(float(c) for c in value) if key == "coherences" else value.item())
+                       for key, value in task_fields.items()}
+        task = CDDMTask(**task_fields)
+        network = LowRankRNN(arrays["m"], arrays["n"], arrays["I"], arrays["b"], tau=task.tau)
+        return cls(network, arrays["readout"], task, float(arrays["accuracy"]), {"loss": list(arrays["loss"])},
+                   float(arrays["train_time"]))
 
 
 def readout_of(network, readout, inputs, dt):

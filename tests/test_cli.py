@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +24,10 @@ def run(argv):
     """main(argv) with its stdout and stderr captured: (status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main([str(a) for a in argv])
+        try:
+            status = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's errors
+            status = exc.code
     return status, out.getvalue(), err.getvalue()
 
 
@@ -259,3 +263,135 @@ def test_bad_input_ends_with_a_message_and_status_2(chain, tmp_path):
     status, _, err = run(["fit", tmp_path / "rates_only.npz", "--method", "velocity", "--rank", 2,
                           "--out", tmp_path / "f.npz"])
     assert status == 2 and "needs a 'kappa' array (n_trials, n_times, R)" in err
+
+
+# --------------------------------------------------------------------------- issue 12: validation before work
+
+
+def files_in(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_every_bad_option_is_one_line_and_status_2_before_any_work_or_write(chain, tmp_path):
+    from connector_sim.inference import Connector
+
+    folder, _ = chain
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    save_arrays(inputs / "complex.npz", rates=np.ones((2, 5, 50)) * (1 + 2j))
+    save_arrays(inputs / "fifty.npz", rates=np.random.default_rng(0).uniform(-0.5, 0.5, (2, 5, 50)))
+    data = (folder / "sim.npz").read_bytes()
+    (inputs / "truncated.npz").write_bytes(data[: len(data) // 3])
+    np.save(inputs / "array.npy", np.zeros(3))
+    (inputs / "array.npy").rename(inputs / "array.npz")
+    (inputs / "folder.npz").mkdir()
+    (inputs / "notes").mkdir()
+    (inputs / "notes" / "todo.txt").write_text("mine")
+    rng = np.random.default_rng(0)
+    model = inputs / "model"
+    Connector(n_epochs=1, hidden=4, n_layers=1, n_regression_samples=20, device="cpu").fit_latents(
+        np.cumsum(rng.standard_normal((2, 6, 2)), axis=1), rng.standard_normal((20, 2))).save(model)
+    weights = bytearray((model / "weights.pt").read_bytes())
+    weights[len(weights) // 2] ^= 0xFF
+    (model / "weights.pt").write_bytes(bytes(weights))
+    before = files_in(inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    simulate_ = ["simulate", "ring", "--n-neurons", 40, "--trials", 2, "--n-steps", 5]
+    lint, latents = folder / "lint.npz", folder / "lint_latents.npz"
+    cases = [
+        (simulate_ + ["--seed", 99999999999999999999999, "--out", out / "x.npz"],
+         r"--seed must be in \[0, 9223372036854775807\]. Got 99999999999999999999999"),
+        (simulate_ + ["--seed", -1, "--out", out / "x.npz"], r"--seed must be in \[0, "),
+        (simulate_ + ["--seed", "abc", "--out", out / "x.npz"], r"argument --seed: invalid int value: 'abc'"),
+        (simulate_ + ["--dt", 0, "--out", out / "x.npz"], r"--dt must be a finite number > 0. Got 0.0"),
+        (simulate_ + ["--noise-std", "nan", "--out", out / "x.npz"], r"--noise-std must be a finite number >= 0"),
+        (simulate_ + ["--extent", "inf", "--out", out / "x.npz"], r"--extent must be a finite number > 0"),
+        (simulate_ + ["--threads", 0, "--out", out / "x.npz"], r"--threads must be at least 1. Got 0"),
+        (simulate_ + ["--record-units", "some", "--out", out / "x.npz"], r"--record-units must be 'none', 'all'"),
+        (simulate_ + ["--out", inputs / "folder.npz"], r"--out: Cannot write the file .*folder.npz': it is a folder"),
+        (simulate_ + ["--out", out / "missing" / "x.npz"], r"--out: Cannot write .* does not exist. Create it first"),
+        (["simulate", inputs / "truncated.npz", "--out", out / "x.npz"], r"truncated.npz' is not a readable .npz"),
+        (["simulate", inputs / "array.npz", "--out", out / "x.npz"], r"it is a single .npy array"),
+        (["fit", inputs / "complex.npz", "--rank", 2, "--out", out / "f.npz"],
+         r"complex.npz': 'rates' must be a real numeric array. Got dtype complex128"),
+        (["fit", inputs / "fifty.npz", "--rank", 1000, "--out", out / "f.npz"],
+         r"--rank 1000 is more than the data's 50 neurons"),
+        (["fit", inputs / "fifty.npz", "--rank", 2, "--epochs", 0, "--out", out / "f.npz"], r"--epochs must be at"),
+        (["fit", inputs / "fifty.npz", "--rank", 2, "--dt", -1, "--out", out / "f.npz"], r"--dt must be a finite"),
+        (["fit", inputs / "fifty.npz", "--rank", 2, "--out", out / "f.npz", "--latents-out", out / "f.npz"],
+         r"--latents-out must differ from --out"),
+        (["infer", lint, "--latents", latents, "--flow-samples", 0, "--out", out / "m"],
+         r"--flow-samples must be at least 1. Got 0"),
+        (["infer", lint, "--latents", latents, "--hidden", 0, "--out", out / "m"], r"--hidden must be at least 1"),
+        (["infer", lint, "--latents", latents, "--n-covariance", -1, "--out", out / "m"], r"--n-covariance must"),
+        (["infer", lint, "--latents", latents, "--hidden", 100_000, "--out", out / "m"],
+         r"'hidden' parameter of FlowMatchingCNF must be an int in the range \[1, 65536\]"),
+        (["infer", lint, "--latents", latents, "--hidden", 20_000, "--layers", 1000, "--out", out / "m"],
+         r"The velocity MLP of FlowMatchingCNF would have about 4e\+11 weights"),
+        (["infer", lint, "--latents", latents, "--out", inputs / "notes"],
+         r"--out must be a folder that a Connector can be saved as: .* holds other files \('todo.txt'\)"),
+        (["infer", lint, "--latents", inputs / "truncated.npz", "--out", out / "m"], r"is not a readable .npz"),
+        (["perturb", model, "--silence", "all", "--out", out / "p"],
+         r"model' is not a Connector folder .*weights.pt does not match its config"),
+        (["perturb", folder / "truth.npz", "--silence-units", "0:10000000000000", "--out", out / "p"],
+         rf"--silence-units must name units in \[0, {N_NEURONS - 1}\]"),
+        (["perturb", folder / "truth.npz", "--silence-units", "-1", "--out", out / "p"], r"--silence-units must"),
+        (["perturb", folder / "truth.npz", "--silence", 0, "--seed", 2**64, "--out", out / "p"], r"--seed must be"),
+        (["perturb", folder / "truth.npz", "--silence", 0, "--out", inputs / "folder.npz" / "missing" / "p"],
+         r"--out: Cannot write"),
+        (["demo", "--out", inputs / "complex.npz"], r"--out: Cannot write the report folder .*: it is a file"),
+        (["demo", "--large-n", 0, "--out", out / "report"], r"--large-n must be at least 1"),
+    ]
+    for argv, message in cases:
+        started = time.perf_counter()
+        status, stdout, err = run(argv)
+        assert status == 2, (argv, stdout, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+        assert err.startswith(f"connector-sim {argv[0]}: error: ") and re.search(message, err), (argv, err)
+        assert time.perf_counter() - started < 10, argv  # refused at once (a hang guard)
+        assert files_in(out) == [] and files_in(inputs) == before, argv  # and before any write
+
+
+def test_argparse_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "ring", "--seed", "abc", "--out", "x.npz"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err == ("connector-sim simulate: error: argument --seed: invalid int value: 'abc' "
+                   "(see connector-sim simulate --help)\n")
+
+
+def test_sigterm_during_the_save_ends_with_143_and_leaves_the_previous_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    target = tmp_path / "sim.npz"
+    save_arrays(target, kappa=np.zeros(3))
+    before = target.read_bytes()
+    script = textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        from connector_sim.cli import main
+
+        def slow_savez(stream, **arrays):
+            stream.write(b"PK half an archive")
+            print("saving", flush=True)
+            time.sleep(30)
+
+        np.savez = slow_savez
+        sys.exit(main(["simulate", "ring", "--n-neurons", "30", "--trials", "2", "--n-steps", "3",
+                       "--backend", "numpy", "--out", {str(target)!r}]))
+    """)
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=repository,
+                                                                        OMP_NUM_THREADS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "saving\n"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143 and err == "connector-sim simulate: terminated\n", err
+    assert files_in(tmp_path) == ["sim.npz"] and target.read_bytes() == before

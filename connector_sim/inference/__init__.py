@@ -8,11 +8,23 @@ optional dependency is reported by the function that needs it.
 
 import importlib
 
+#: How to install what this subpackage needs; part of the ImportError raised when torch or geomloss is missing.
+INSTALL_HINT = ('Install the inference extra: pip install "connector-sim[inference]" '
+                "(or pip install torch==2.13.0 geomloss).")
+
+
+def missing_dependency(package):
+    """The ImportError for a missing optional dependency (``torch`` or ``geomloss``), with how to install it."""
+    return ImportError(f"connector_sim.inference needs {package}, which is not installed here. {INSTALL_HINT}",
+                       name=package)
+
+
 #: Public name -> submodule that defines it.
 _LAZY = {
     # flows.py: flow-matching continuous normalizing flows
     "FlowMatchingCNF": "flows",
     "VelocityMLP": "flows",
+    "ModelFileError": "flows",
     # conditional_mean.py: ridge regression for E[n | m, I, b] (NumPy only)
     "ConditionalMean": "conditional_mean",
     "fit_conditional_mean": "conditional_mean",

@@ -18,7 +18,9 @@ networks of any size with the fitted network's mean-field dynamics (SPEC
 eq. 4, which depends on p(n | m, I, b) only through nbar).
 """
 
+import math
 import numbers
+import os
 
 import numpy as np
 
@@ -35,7 +37,17 @@ from .conditional_mean import (
     regression_data,
     sample_conditional,
 )
-from .flows import FlowMatchingCNF, load_bundle, save_bundle, torch, torch_threads
+from .flows import (
+    MAX_DIM,
+    FlowMatchingCNF,
+    ModelFileError,
+    _config_int,
+    _state_array,
+    load_bundle,
+    save_bundle,
+    torch,
+    torch_threads,
+)
 
 _OWNER = "Connector"
 CONDITIONALS = ("closed_form", "cnf")
@@ -258,6 +270,14 @@ class Connector(_Distribution):
             raise ValueError(f"The inputs and the loadings disagree: I has {D} column(s) (shape {I.shape}) but the "
                              f"inputs have {v_points.shape[1]} dimension(s). Give one input dimension per column "
                              "of I (or no inputs when D = 0).")
+        if isinstance(self.n_covariance, str):
+            if self.n_covariance != "residual":
+                raise ValueError(f"n_covariance must be a number, a vector, a matrix or 'residual'. "
+                                 f"Got {self.n_covariance!r}.")
+            if n is None:
+                raise ValueError("n_covariance='residual' needs the fitted network's left factors n.")
+        else:
+            conditional_covariance(self.n_covariance, R)  # checked before any training
         mIb = np.hstack([m, I, b[:, None]])
         dim = mIb.shape[1]
         if N < dim + 1:
@@ -282,11 +302,6 @@ class Connector(_Distribution):
         self.conditional_mean_ = ConditionalMean(points, v_points, np.mean(weights, axis=0), activation)
 
         if isinstance(self.n_covariance, str):
-            if self.n_covariance != "residual":
-                raise ValueError(f"n_covariance must be a number, a vector, a matrix or 'residual'. "
-                                 f"Got {self.n_covariance!r}.")
-            if n is None:
-                raise ValueError("n_covariance='residual' needs the fitted network's left factors n.")
             residual = n - self.conditional_mean_.from_rows(mIb)
             sigma = np.atleast_2d(np.cov(residual, rowvar=False))
         else:
@@ -520,29 +535,74 @@ class Connector(_Distribution):
 
     @classmethod
     def load(cls, path, device="auto"):
-        """Read a Connector written by :meth:`save` (no training data or pickled code needed)."""
+        """Read a Connector written by :meth:`save` (no training data or pickled code needed).
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` lacks ``config.json`` or ``weights.pt``.
+        ModelFileError (a ValueError)
+            When the folder was modified after it was saved (both files are
+            covered by checksums), or holds values out of range: everything
+            is checked before the model is built.
+        """
         from .flows import FlowMatchingCNF as Flow
 
         config, tensors = load_bundle(path, _OWNER)
-        params = dict(config["params"])
-        params["device"] = device
-        connector = cls(**params)
+        try:
+            return cls._from_bundle(config, tensors, device, Flow)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{os.fspath(path)!r} is not a valid {_OWNER} folder: {exc}") from None
+
+    @classmethod
+    def _from_bundle(cls, config, tensors, device, Flow):
+        params = config.get("params")
+        if not isinstance(params, dict) or set(params) - set(cls._PARAMS):
+            raise ModelFileError(f"'params' must map {_OWNER}'s parameter names to values.")
+        connector = cls(**dict(params, device=device))
+        try:
+            connector._check_params()
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"invalid parameter: {exc}") from None
+        rank = _config_int(config, "rank", 1, MAX_DIM)
+        n_inputs = _config_int(config, "n_inputs", 0, MAX_DIM)
+        n_rows = _config_int(config, "n_rows", 1, 2**62)
+        alpha, tau = config.get("alpha"), config.get("tau")
+        for name, value, high in (("alpha", alpha, 1.0), ("tau", tau, math.inf)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high \
+                    or not math.isfinite(value):
+                raise ModelFileError(f"{name!r} must be a finite number in (0, {high}]. Got {value!r}.")
+        activation = config.get("activation")
+        if not isinstance(activation, str) or activation not in BUILTIN_ACTIVATIONS:
+            raise ModelFileError(f"'activation' must be one of {list(BUILTIN_ACTIVATIONS)}. Got {activation!r}.")
+        dim = rank + n_inputs + 1
+        marginal_config, conditional_config = config.get("marginal"), config.get("conditional")
+        if not isinstance(marginal_config, dict) or (marginal_config.get("dim"), marginal_config.get(
+                "condition_dim")) != (dim, 0):
+            raise ModelFileError(f"the marginal flow must model the rows [m, I, b] of dimension {dim}.")
+        if conditional_config is not None and (not isinstance(conditional_config, dict) or (
+                conditional_config.get("dim"), conditional_config.get("condition_dim")) != (rank, dim)):
+            raise ModelFileError(f"the conditional flow must model n ({rank}) given [m, I, b] ({dim}).")
+        points = _state_array(tensors, "conditional_mean.points", (None, rank))
+        n_points = len(points)
+        v_points = _state_array(tensors, "conditional_mean.v_points", (n_points, n_inputs))
+        weights = _state_array(tensors, "conditional_mean.weights", (n_points, rank))
+        n_covariance = _state_array(tensors, "n_covariance", (rank, rank))
 
         def part(prefix):
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-        connector.layout_ = RowLayout(int(config["rank"]), int(config["n_inputs"]), bias=True)
-        connector.alpha_, connector.tau_ = float(config["alpha"]), float(config["tau"])
-        connector.activation_, connector.n_rows_ = config["activation"], int(config["n_rows"])
-        connector.marginal_ = Flow.from_state(config["marginal"], part("marginal."), device=device)
-        connector.conditional_ = (None if config["conditional"] is None else
-                                  Flow.from_state(config["conditional"], part("conditional."), device=device))
-        connector.conditional_mean_ = ConditionalMean(tensors["conditional_mean.points"].numpy(),
-                                                      tensors["conditional_mean.v_points"].numpy(),
-                                                      tensors["conditional_mean.weights"].numpy(),
-                                                      connector.activation_)
-        connector.n_covariance_, connector._n_factor = conditional_covariance(
-            tensors["n_covariance"].numpy().astype(np.float64), connector.layout_.rank)
+        connector.layout_ = RowLayout(rank, n_inputs, bias=True)
+        connector.alpha_, connector.tau_ = float(alpha), float(tau)
+        connector.activation_, connector.n_rows_ = activation, n_rows
+        connector.marginal_ = Flow.from_state(marginal_config, part("marginal."), device=device)
+        connector.conditional_ = (None if conditional_config is None else
+                                  Flow.from_state(conditional_config, part("conditional."), device=device))
+        connector.conditional_mean_ = ConditionalMean(points, v_points, weights, activation)
+        try:
+            connector.n_covariance_, connector._n_factor = conditional_covariance(n_covariance, rank)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"invalid 'n_covariance': {exc}") from None
         return connector
 
     def __repr__(self):

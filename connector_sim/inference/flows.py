@@ -46,10 +46,16 @@ import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
 
-from .._files import json_safe, write_atomic
+from . import missing_dependency
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:
+    raise missing_dependency("torch") from exc
+
+from .._files import json_safe, write_folder_atomic
 from .._validation import (
     check_array,
     check_int,
@@ -65,6 +71,12 @@ SOLVERS = ("euler", "midpoint", "rk4")
 #: A coordinate whose standard deviation is below this fraction of its
 #: magnitude (or of 1) is constant: held fixed, not modelled by the flow.
 CONSTANT_RTOL = 1e-12
+
+#: Bounds on the velocity MLP (hidden width, layers, and their weights n_layers * hidden * (hidden + 1)),
+#: checked before it is built: the paper's 4 x 128 has 66,000 weights.
+MAX_HIDDEN = 65_536
+MAX_LAYERS = 1_000
+MAX_PARAMETERS = 2**28
 
 #: Rows per torch call when sampling or evaluating densities.
 DEFAULT_BATCH = 65_536
@@ -288,8 +300,12 @@ class FlowMatchingCNF:
     # ------------------------------------------------------------------ checks
 
     def _check_params(self):
-        check_int(self.hidden, "hidden", minimum=1, owner=_OWNER)
-        check_int(self.n_layers, "n_layers", minimum=1, owner=_OWNER)
+        hidden = check_int(self.hidden, "hidden", minimum=1, maximum=MAX_HIDDEN, owner=_OWNER)
+        n_layers = check_int(self.n_layers, "n_layers", minimum=1, maximum=MAX_LAYERS, owner=_OWNER)
+        if n_layers * hidden * (hidden + 1) > MAX_PARAMETERS:
+            raise ValueError(f"The velocity MLP of {_OWNER} would have about {n_layers * hidden * (hidden + 1):.3g} "
+                             f"weights (n_layers={n_layers} x hidden={hidden}^2), more than {MAX_PARAMETERS:.3g} "
+                             "(1 GiB of float32, several to train). Reduce hidden or n_layers (paper: 4 x 128).")
         check_int(self.n_epochs, "n_epochs", minimum=1, owner=_OWNER)
         check_int(self.batch_size, "batch_size", minimum=1, owner=_OWNER)
         check_positive_scalar(self.learning_rate, "learning_rate", owner=_OWNER)
@@ -678,23 +694,61 @@ class FlowMatchingCNF:
 
     @classmethod
     def from_state(cls, config, tensors, device="auto"):
-        """Rebuild a fitted flow from :meth:`get_state` output (no training data needed)."""
-        params = {name: config[name] for name in cls._PARAMS}
-        flow = cls(device=device, **params)
+        """Rebuild a fitted flow from :meth:`get_state` output (no training data needed).
+
+        Every value is checked before anything is allocated: the sizes in
+        ``config`` must lie in sane ranges and agree with the shapes of the
+        tensors (so a modified config cannot make the model allocate more
+        than the weights file holds). Raises :class:`ModelFileError` otherwise.
+        """
         device = resolve_device(device)
-        flow.dim_, flow.condition_dim_ = int(config["dim"]), int(config["condition_dim"])
-        flow.mean_ = tensors["mean"].numpy().astype(np.float64)
-        flow.scale_ = tensors["scale"].numpy().astype(np.float64)
-        flow.free_ = tensors["free"].numpy().astype(bool)
-        flow.condition_mean_ = tensors["condition_mean"].numpy().astype(np.float64)
-        flow.condition_scale_ = tensors["condition_scale"].numpy().astype(np.float64)
-        flow.history_ = dict(config.get("history", {}))
+        if not isinstance(config, dict):
+            raise ModelFileError(f"A flow's config must be a JSON object. Got {type(config).__name__}.")
+        missing = [name for name in cls._PARAMS + ("dim", "condition_dim", "has_model") if name not in config]
+        if missing:
+            raise ModelFileError(f"The flow's config lacks {missing}.")
+        dim = _config_int(config, "dim", 1, MAX_DIM)
+        condition_dim = _config_int(config, "condition_dim", 0, MAX_DIM)
+        hidden = _config_int(config, "hidden", 1, MAX_HIDDEN)
+        n_layers = _config_int(config, "n_layers", 1, MAX_LAYERS)
+        _config_int(config, "sample_batch_size", 1, MAX_SAMPLE_BATCH)
+        _config_int(config, "n_steps", 1, MAX_STEPS)
+        flow = cls(device=device, **{name: config[name] for name in cls._PARAMS})
+        try:
+            flow._check_params()
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"The flow's config holds an invalid parameter: {exc}") from None
+        if not isinstance(config["has_model"], bool):
+            raise ModelFileError(f"The flow's config: 'has_model' must be true or false. Got {config['has_model']!r}.")
+        flow.dim_, flow.condition_dim_ = dim, condition_dim
+        flow.mean_ = _state_array(tensors, "mean", (dim,))
+        flow.scale_ = _state_array(tensors, "scale", (dim,))
+        flow.free_ = _state_array(tensors, "free", (dim,), dtype=bool)
+        flow.condition_mean_ = _state_array(tensors, "condition_mean", (condition_dim,))
+        flow.condition_scale_ = _state_array(tensors, "condition_scale", (condition_dim,))
+        if np.any(flow.scale_ <= 0) or np.any(flow.condition_scale_ <= 0):
+            raise ModelFileError("The flow's standardisation scales must be > 0.")
+        history = config.get("history", {})
+        flow.history_ = dict(history) if isinstance(history, dict) else {}
         flow.device_ = device
         flow.model_ = None
+        n_free = int(flow.free_.sum())
         if config["has_model"]:
-            model = VelocityMLP(int(flow.free_.sum()), flow.condition_dim_, int(config["hidden"]),
-                                int(config["n_layers"]))
+            # The shapes VelocityMLP(n_free, condition_dim, hidden, n_layers) will have, checked before it exists.
+            expected, width = {}, n_free + condition_dim + 1
+            for layer in range(n_layers):
+                expected[f"net.{2 * layer}.weight"], expected[f"net.{2 * layer}.bias"] = (hidden, width), (hidden,)
+                width = hidden
+            expected[f"net.{2 * n_layers}.weight"], expected[f"net.{2 * n_layers}.bias"] = (n_free, width), (n_free,)
             state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            got = {k: tuple(v.shape) for k, v in state.items()}
+            if got != expected:
+                raise ModelFileError(f"The flow's weights do not match its config (hidden={hidden}, "
+                                     f"n_layers={n_layers}, {n_free} modelled coordinate(s), condition_dim="
+                                     f"{condition_dim}).")
+            if not all(v.dtype.is_floating_point and bool(torch.isfinite(v).all()) for v in state.values()):
+                raise ModelFileError("The flow's weights must be finite floating-point tensors.")
+            model = VelocityMLP(n_free, condition_dim, hidden, n_layers)
             model.load_state_dict(state)
             flow.model_ = model.to(device).eval()
         return flow
@@ -708,53 +762,140 @@ class FlowMatchingCNF:
     def load(cls, path, device="auto"):
         """Read a flow written by :meth:`save`; loads weights with ``torch.load(weights_only=True)``."""
         config, tensors = load_bundle(path, _OWNER)
-        return cls.from_state(config["flow"], tensors, device=device)
+        try:
+            return cls.from_state(config.get("flow"), tensors, device=device)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{os.fspath(path)!r} is not a valid {_OWNER} folder: {exc}") from None
 
 
 # ---------------------------------------------------------------------- files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+#: A config.json larger than this is not one written by save_bundle (a long training history is ~100 kB).
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+class ModelFileError(ValueError):
+    """A model folder that is not a valid one (modified, truncated, or not written by ``save``)."""
+
+
+#: Bounds on the sizes read from a model config (checked before anything is allocated).
+MAX_DIM = 100_000
+MAX_SAMPLE_BATCH = 2**24
+MAX_STEPS = 1_000_000
+
+
+def _config_int(config, name, minimum, maximum):
+    value = config.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ModelFileError(f"The model config's {name!r} must be an int in [{minimum}, {maximum}]. Got {value!r}.")
+    return value
+
+
+def _state_array(tensors, name, shape, dtype=np.float64):
+    """tensors[name] as a finite NumPy array of ``shape``, or a ModelFileError."""
+    tensor = tensors.get(name)
+    if tensor is None:
+        raise ModelFileError(f"The model's weights lack the tensor {name!r}.")
+    if tensor.ndim != len(shape) or any(want is not None and want != got for want, got in zip(shape, tensor.shape)):
+        wanted = "(" + ", ".join("any" if want is None else str(want) for want in shape) + ")"
+        raise ModelFileError(f"The model's tensor {name!r} must have shape {wanted}. Got {tuple(tensor.shape)}.")
+    if tensor.is_complex() or not (tensor.dtype.is_floating_point or tensor.dtype == torch.bool):
+        raise ModelFileError(f"The model's tensor {name!r} must be real floating point (or bool). Got {tensor.dtype}.")
+    array = tensor.numpy().astype(dtype)
+    if dtype is not bool and not np.all(np.isfinite(array)):
+        raise ModelFileError(f"The model's tensor {name!r} holds non-finite values.")
+    return array
+
+
+def _canonical(config):
+    """The bytes the config checksum covers: the config without its checksum, as canonical JSON."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def save_bundle(path, config, tensors):
-    """Write ``tensors`` (torch.save of a dict of tensors) and ``config`` (JSON) into the folder ``path``.
+    """Write ``tensors`` (torch.save of a dict of tensors) and ``config`` (JSON) as the folder ``path``.
 
-    The weights are written first and the config, which records the
-    weights' SHA-256, last: a reader never pairs a config with other
-    weights, and an interrupted save leaves the previous pair (or nothing).
+    The folder is written as one unit (:func:`connector_sim._files.write_folder_atomic`:
+    a hidden folder beside ``path``, then a swap), so an interrupted save
+    leaves the previous model, or the new one, never a mixture. The config
+    records the SHA-256 of the weights and of itself: :func:`load_bundle`
+    rejects a folder whose config or weights were modified. An existing
+    ``path`` may only hold an earlier save's files.
     """
-    os.makedirs(path, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, buffer)
     weights = buffer.getvalue()
-    write_atomic(os.path.join(path, WEIGHTS_FILE), weights)
-    config = dict(config, format_version=FORMAT_VERSION, weights_sha256=hashlib.sha256(weights).hexdigest(),
-                  torch_version=torch.__version__)
-    write_atomic(os.path.join(path, CONFIG_FILE), json.dumps(json_safe(config), indent=1).encode())
+    config = json_safe(dict(config, format_version=FORMAT_VERSION,
+                            weights_sha256=hashlib.sha256(weights).hexdigest(), torch_version=torch.__version__))
+    config["config_sha256"] = hashlib.sha256(_canonical(config)).hexdigest()
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)  # as before: parents made
+    write_folder_atomic(path, {WEIGHTS_FILE: weights, CONFIG_FILE: json.dumps(config, indent=1).encode()},
+                        replaceable=(CONFIG_FILE, WEIGHTS_FILE))
 
 
 def load_bundle(path, kind):
-    """Read a folder written by :func:`save_bundle`; checks its kind and the weights' checksum."""
+    """Read a folder written by :func:`save_bundle`: its kind, version and both checksums are checked.
+
+    The weights are read with ``torch.load(weights_only=True)`` (no pickled
+    code runs) after the checksums match.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a file of the folder is missing.
+    ModelFileError (a ValueError)
+        When the folder was modified, truncated, or is not of ``kind``.
+    """
+    path = os.fspath(path)
     config_path, weights_path = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
     for required in (config_path, weights_path):
         if not os.path.isfile(required):
             raise FileNotFoundError(f"{required} does not exist: {path!r} is not a folder written by save().")
+    again = "Save the model again, or load a folder written by save()."
+    if os.path.getsize(config_path) > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{config_path} is not a valid model config: it is larger than "
+                             f"{MAX_CONFIG_BYTES // 2**20} MiB. {again}")
     with open(config_path, "rb") as stream:
-        config = json.loads(stream.read().decode())
+        text = stream.read()
+    try:
+        config = json.loads(text.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ModelFileError(f"{config_path} is not a valid model config (not JSON). {again}") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{config_path} is not a valid model config (not a JSON object). {again}")
     if config.get("kind") != kind:
-        raise ValueError(f"{path!r} holds a {config.get('kind')!r}, not a {kind}.")
+        raise ModelFileError(f"{path!r} holds a {config.get('kind')!r}, not a {kind}.")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has format version {config.get('format_version')!r}; this version of "
-                         f"connector_sim reads version {FORMAT_VERSION}.")
+        raise ModelFileError(f"{path!r} has format version {config.get('format_version')!r}; this version of "
+                             f"connector_sim reads version {FORMAT_VERSION}. Fit and save the model again.")
+    try:
+        canonical = _canonical(config)
+    except ValueError:  # NaN or infinity: never written by save_bundle
+        canonical = b""
+    if hashlib.sha256(canonical).hexdigest() != config.get("config_sha256"):
+        raise ModelFileError(f"{config_path} does not match its checksum: the config was modified after it was "
+                             f"saved. Its values are not trusted. {again}")
     with open(weights_path, "rb") as stream:
         weights = stream.read()
     if hashlib.sha256(weights).hexdigest() != config.get("weights_sha256"):
-        raise ValueError(f"{weights_path} does not match its config (SHA-256 differs): the folder was modified "
-                         "or a save was interrupted. Save the model again.")
-    tensors = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        raise ModelFileError(f"{weights_path} does not match its config (SHA-256 differs): the folder was "
+                             f"modified or a save was interrupted. {again}")
+    try:
+        tensors = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # torch's own message suggests weights_only=False, which would run the file's pickled code: never do that.
+        raise ModelFileError(f"{weights_path} is not a valid model file: it does not hold plain tensors that load "
+                             f"safely ({type(exc).__name__}). Do not load it with pickle. {again}") from None
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in tensors.items()):
+        raise ModelFileError(f"{weights_path} is not a valid model file: it must hold a dict of named tensors. "
+                             f"{again}")
     return config, tensors
 
 
-__all__ = ["SOLVERS", "FlowMatchingCNF", "VelocityMLP", "resolve_device"]
+__all__ = ["SOLVERS", "FlowMatchingCNF", "ModelFileError", "VelocityMLP", "resolve_device"]

@@ -35,14 +35,7 @@ from .._validation import (
 from ..data import as_trial_data
 from ..latents import check_identifiability, filtered_inputs
 from ..network import LowRankRNN
-from .flows import resolve_device, torch_threads
-
-try:
-    import torch
-except ImportError as exc:  # pragma: no cover - torch is a declared extra
-    raise ImportError(
-        "connector_sim.inference needs torch. Install it with `pip install connector-sim[inference]`."
-    ) from exc
+from .flows import resolve_device, torch, torch_threads  # flows reports a missing torch clearly
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 READOUTS = ("identity", "affine")
@@ -594,6 +587,9 @@ class LINT:
     def _fit(self, rates, inputs, lengths, alpha, mode):
         owner = type(self).__name__
         data = as_trial_data(rates, inputs, lengths)
+        if self.rank > data.n_neurons:
+            raise ValueError(f"The 'rank' parameter of {owner} must be at most the number of neurons, "
+                             f"{data.n_neurons}: a rank-R network needs R <= N. Got {self.rank} instead.")
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device)
         dtype = DTYPES[self.dtype]

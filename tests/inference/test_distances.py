@@ -71,7 +71,7 @@ def test_sinkhorn_input_errors():
         sinkhorn_divergence(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="finite"):
         sinkhorn_divergence(np.full((3, 2), np.nan), np.zeros((3, 2)))
-    with pytest.raises(ValueError, match=r"scaling must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"'scaling' parameter of sinkhorn_divergence must be in \(0, 0.99\]"):
         sinkhorn_divergence(np.zeros((3, 2)), np.zeros((3, 2)), scaling=1.0)
 
 
