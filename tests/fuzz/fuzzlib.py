@@ -80,6 +80,7 @@ class ArraySpec:
                 array = np.nan_to_num(values, nan=0.0, posinf=1e9, neginf=-1e9).clip(-1e9, 1e9).astype(self.dtype)
             else:
                 array = values.astype(self.dtype)
+        array = np.asarray(array)  # (clip and astype give scalars for 0-d input)
         layout = self.layout
         if layout == "list":
             return array.tolist()

@@ -1,6 +1,7 @@
 """Property-based tests of the distributions, find_fixed_points and perturbation_study (see fuzzlib)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,3 +234,63 @@ def perturbation_arguments(draw):
 @given(perturbation_arguments())
 def test_perturbation_study_gives_a_clear_error_or_a_finite_table(sandbox, params):
     check(sandbox, "perturbation_study", run_perturbation_study, params)
+
+
+# --------------------------------------------------------------------------- the reproducers of issue 12, always run
+
+
+def run_leading_eigenvalues(n_threads, backend):
+    from connector_sim import SparseLowRankRNN, SparseMask
+    from connector_sim.spectra import leading_eigenvalues
+
+    network = make_network(30, 1, 0, "float64", "tanh", 1.0, 1.0, False, 0)
+    return leading_eigenvalues(SparseLowRankRNN(network, SparseMask(30, n_connections=5, seed=0)), 2,
+                               backend=backend, n_threads=n_threads)
+
+
+BOX = np.array([[-2.0, 2.0]])
+
+
+@pytest.mark.parametrize("params", [
+    dict(velocity="linear", box=BOX, kwargs={"n_starts": 2**63}),
+    dict(velocity="linear", box=BOX, kwargs={"n_starts": 10**12}),
+    dict(velocity="linear", box=BOX, kwargs={"tol": 1j}),
+    dict(velocity="linear", box=BOX, kwargs={"tol": None}),
+    dict(velocity="linear", box=BOX, kwargs={"dedup_tol": 1 + 0j}),
+    dict(velocity="linear", box=BOX, kwargs={"jacobian_step": 1 + 0j}),
+    dict(velocity="linear", box=BOX, kwargs={"marginal_tol": None}),
+    dict(velocity="complex_valued", box=BOX, kwargs={"n_starts": 3}),
+], ids=lambda p: f"{p['velocity']}-{p['kwargs']}")
+def test_find_fixed_points_issue_reproducers(sandbox, params):
+    check(sandbox, "find_fixed_points", run_find_fixed_points, params)
+
+
+GAUSSIAN = ("Gaussian", [np.zeros(2), np.eye(2)], {"rank": 1})
+
+
+@pytest.mark.parametrize("n_neurons", [10**12, 2**63, 10**10])
+@pytest.mark.parametrize("rows_only", [False, True])
+def test_distribution_issue_reproducers(sandbox, n_neurons, rows_only):
+    kind, args, layout = GAUSSIAN
+    check(sandbox, f"{kind}.{'sample_rows' if rows_only else 'sample'}", run_distribution,
+          dict(kind=kind, args=args, layout=layout, n_neurons=n_neurons, sample_kwargs={}, rows_only=rows_only))
+
+
+PERTURB_NET = dict(n_neurons=20, rank=1, n_inputs=0, dtype="float64", activation="tanh", tau=1.0, scale=1.0, bias=False,
+                   seed=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_steps": 10**10}, {"n_threads": 100_000}, {"n_threads": 0},
+                                    {"n_steps": 5, "fixed_point_options": {"n_starts": 2**63}}],
+                         ids=str)
+def test_perturbation_study_issue_reproducers(sandbox, kwargs):
+    check(sandbox, "perturbation_study", run_perturbation_study,
+          dict(source=("network", PERTURB_NET), perturbations=[{"constructor": "init"}],
+               initial_conditions=np.array([[0.5]]), kwargs=dict({"fixed_point_options": {"n_starts": 4}}, **kwargs)))
+
+
+@pytest.mark.parametrize("n_threads", [100_000, 2**31 - 1, 0, 1])
+@pytest.mark.parametrize("backend", ["cpp", "numba", "auto"])
+def test_leading_eigenvalues_thread_counts(sandbox, n_threads, backend):
+    """Issue item 1: spectra.leading_eigenvalues with n_threads beyond what OpenMP can start."""
+    check(sandbox, "spectra.leading_eigenvalues", run_leading_eigenvalues, dict(n_threads=n_threads, backend=backend))

@@ -196,9 +196,9 @@ def demo_argv(draw, files, folder):
                                 ["--out", files["a_file.npz"]], ["--large-n", "x"], ["--backend", "gpu"],
                                 ["--seed", "99999999999999999999999"], ["--seed", "-1"]]))
     out = fresh(folder, "")
-    argv = ["demo", "--quick", "--out", out] + bad
-    if bad[0] != "--large-n" and draw(st.booleans()):
-        argv.append("--skip-simulation")  # (which makes --large-n irrelevant)
+    argv = ["demo", "--out", out] + bad
+    if bad[0] != "--large-n":  # (--quick and --skip-simulation make --large-n irrelevant)
+        argv += draw(st.sampled_from([[], ["--quick"], ["--quick", "--skip-simulation"]]))
     return argv, [out] if bad[0] != "--out" else []
 
 
@@ -235,3 +235,45 @@ test_cli_infer_exits_0_or_2_with_one_line = _test("infer")
 test_cli_perturb_exits_0_or_2_with_one_line = _test("perturb")
 test_cli_demo_exits_0_or_2_with_one_line = _test("demo")
 test_cli_backends_exits_0_or_2_with_one_line = _test("backends")
+
+
+# --------------------------------------------------------------------------- the reproducers of issue 12, always run
+
+ISSUE_ARGV = {
+    "simulate --threads 100000": ["simulate", "quadstable", "--n-neurons", "30", "--trials", "4", "--n-steps", "5",
+                                  "--backend", "cpp", "--threads", "100000", "--out", "{out}"],
+    "simulate --n-steps 10**10": ["simulate", "quadstable", "--n-neurons", "30", "--trials", "4", "--n-steps",
+                                  "10000000000", "--out", "{out}"],
+    "simulate --n-neurons 1e10": ["simulate", "quadstable", "--n-neurons", "10000000000", "--out", "{out}"],
+    "simulate --seed 10**23": ["simulate", "quadstable", "--n-neurons", "30", "--trials", "4", "--n-steps", "5",
+                               "--seed", "99999999999999999999999", "--out", "{out}"],
+    "simulate --out a directory": ["simulate", "quadstable", "--n-neurons", "30", "--out", "{dir}.npz"],
+    "simulate --out unwritable": ["simulate", "quadstable", "--n-neurons", "30", "--out", "/proc/x.npz"],
+    "simulate a corrupted network": ["simulate", "{corrupt.npz}", "--out", "{out}"],
+    "fit --rank 1000": ["fit", "{sim.npz}", "--rank", "1000", "--epochs", "1", "--out", "{out}"],
+    "fit complex rates": ["fit", "{complex.npz}", "--rank", "1", "--epochs", "1", "--out", "{out}"],
+    "infer --flow-samples 0": ["infer", "{lint.npz}", "--epochs", "1", "--hidden", "4", "--layers", "1",
+                               "--flow-samples", "0", "--out", "{folder}"],
+    "infer --hidden 200000": ["infer", "{lint.npz}", "--epochs", "1", "--hidden", "200000", "--out", "{folder}"],
+    "perturb --n-steps 10**10": ["perturb", "{truth.npz}", "--silence", "all", "--n-steps", "10000000000", "--out",
+                                 "{folder}"],
+    "perturb --n-neurons 1e10": ["perturb", "{model}", "--silence", "all", "--n-neurons", "10000000000", "--out",
+                                 "{folder}"],
+}
+
+
+@pytest.mark.parametrize("name", list(ISSUE_ARGV))
+def test_cli_issue_reproducers(sandbox, cli_files, fuzz_dir, name):
+    """Issue items 1, 5, 6, 7, 8: exit 2, one line, nothing written, before any work."""
+    folder = os.path.join(fuzz_dir, "cli_out")
+    os.makedirs(folder, exist_ok=True)
+    out, target = fresh(folder), fresh(folder, "")
+    os.makedirs(os.path.join(fuzz_dir, "a_dir.npz"), exist_ok=True)
+    names = dict(cli_files, out=out, folder=target, dir=os.path.join(fuzz_dir, "a_dir"))
+    argv = []
+    for part in ISSUE_ARGV[name]:
+        for key, value in names.items():
+            part = part.replace("{" + key + "}", value)
+        argv.append(part)
+    outputs = [path for path in (out, target, target + ".csv", target + ".json") if not os.path.exists(path)]
+    check(sandbox, f"cli {argv[0]}", run_cli, dict(argv=argv, outputs=outputs), timeout=30)

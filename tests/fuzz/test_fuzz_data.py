@@ -200,3 +200,28 @@ def nwb_arguments(draw):
 def test_read_nwb_gives_a_clear_error_or_finite_rates(sandbox, nwb_files, case):
     which, kwargs = case
     check(sandbox, "read_nwb", run_read_nwb, dict(path=nwb_files[which], kwargs=kwargs))
+
+
+# --------------------------------------------------------------------------- the reproducers of issue 12, always run
+
+
+@pytest.mark.parametrize("kwargs", [{"units": [5]}, {"units": [-1]}, {"trials": [4]}, {"trials": [-1]},
+                                    {"bin_width": 1e-9}], ids=str)
+def test_read_nwb_issue_reproducers(sandbox, nwb_files, kwargs):
+    """Issue item 7: units out of range; negative indices were silently accepted."""
+    check(sandbox, "read_nwb", run_read_nwb, dict(path=nwb_files["valid"], kwargs=kwargs))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "npy renamed", "huge header", "random bytes", "bit flips", "empty",
+                                  "directory", "object array"])
+@pytest.mark.parametrize("loader", ["load_arrays", "load_network", "load_npz"])
+def test_loader_issue_reproducers(sandbox, fuzz_dir, kind, loader):
+    """Issue items 6 and 7: corrupted/truncated npz, an .npy renamed .npz, a header claiming 745 GiB."""
+    rng = np.random.default_rng(0)
+    arrays = {"m": rng.standard_normal((4, 2)), "n": rng.standard_normal((4, 2)), "tau": np.float64(1.0),
+              "activation": np.array("tanh"), "spikes": rng.uniform(0, 1, (2, 3, 4)), "lengths": np.array([3, 2])}
+    recipe = {"kind": kind, "arrays": arrays, "cut": 0.6, "flips": [(0.3, 0), (0.5, 255), (0.7, 17)], "seed": 0}
+    path = write_recipe(fresh_path(fuzz_dir), recipe)
+    function, params = {"load_arrays": (run_load_arrays, {"required": ()}), "load_network": (run_load_network, {}),
+                        "load_npz": (run_load_npz, {"kwargs": {}})}[loader]
+    check(sandbox, loader, function, dict(path=path, **params))

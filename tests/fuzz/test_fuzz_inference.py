@@ -133,3 +133,20 @@ def dissimilarity_arguments(draw):
 @given(dissimilarity_arguments())
 def test_dissimilarity_gives_a_clear_error_or_a_finite_value(sandbox, params):
     check(sandbox, "dissimilarity", run_dissimilarity, params)
+
+
+# --------------------------------------------------------------------------- the reproducers of issue 12, always run
+
+
+@pytest.mark.parametrize("kwargs", [{"blur": 1e-200}, {"blur": 1e-320}, {"n_threads": 0}, {"n_threads": 100_000},
+                                    {"scaling": 1.0}, {"n_samples": 10**12}], ids=str)
+def test_dissimilarity_issue_reproducers(sandbox, kwargs):
+    check(sandbox, "dissimilarity", run_dissimilarity, dict(p=(1, 0.0, 1.0), q=(1, 0.5, 1.0),
+                                                             kwargs=dict({"n_samples": 20}, **kwargs)))
+
+
+@pytest.mark.parametrize("params", [{"rank": 1000}, {"n_threads": 100_000}, {"n_threads": 0}], ids=str)
+def test_lint_issue_reproducers(sandbox, params):
+    rates = np.tanh(np.random.default_rng(0).standard_normal((3, 5, 4)))
+    check(sandbox, "LINT.fit", run_lint, dict(rates=rates, inputs=None, lengths=None,
+                                              params=dict({"n_epochs": 1, "random_state": 0, "device": "cpu"}, **params)))

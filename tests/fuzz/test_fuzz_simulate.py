@@ -5,11 +5,14 @@ see fuzzlib for the property.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzzlib import (
+    CLEAR_ERROR,
     ArraySpec,
+    Verdict,
     arrays,
     check,
     examples,
@@ -36,8 +39,10 @@ def run_simulate(network, n_steps, kwargs, attributes=None):
         try:
             setattr(net, name, value)
         except AttributeError as exc:
-            # An immutable attribute is a clear refusal too, if Python or the package says so.
-            raise ValueError(f"cannot set {name}: {exc}") from None
+            # An attribute that cannot be set (immutable, read-only) is a clear refusal too.
+            if not str(exc).strip():
+                raise Verdict("empty message", f"setting {name}: AttributeError without a message") from None
+            raise Verdict(CLEAR_ERROR, f"setting {name}: AttributeError: {exc}") from None
     result = simulate(net, n_steps, **kwargs)
     return result, result.final_state, result.rates
 
@@ -237,3 +242,59 @@ def sparse_arguments(draw):
 def test_sparse_masks_and_networks_give_a_clear_error_or_finite_latents(sandbox, params):
     entry = f"SparseMask.{params['method']}" if params["method"] else "simulate (SparseLowRankRNN)"
     check(sandbox, "SparseMask" if params["method"] else entry, run_sparse, params)
+
+
+# --------------------------------------------------------------------------- the reproducers of issue 12, always run
+
+NET = dict(n_neurons=4, rank=1, n_inputs=1, dtype="float64", activation="tanh", tau=1.0, scale=1.0, bias=False, seed=0)
+DIVERGING = dict(NET, activation="identity", scale=30.0, n_inputs=0)
+X0 = np.linspace(-1.0, 1.0, 4)
+
+ISSUE_CASES = {
+    # item 1: thread counts beyond what the OpenMP runtime can start
+    "n_threads=100_000 (cpp)": (NET, 5, {"n_threads": 100_000, "backend": "cpp", "noise_std": 0.1, "seed": 0}),
+    "n_threads=2**31-1 (cpp)": (NET, 5, {"n_threads": 2**31 - 1, "backend": "cpp"}),
+    "n_threads=2**31 (numba)": (NET, 5, {"n_threads": 2**31, "backend": "numba", "noise_std": 0.1, "seed": 0}),
+    # item 2: diverging dynamics, every backend
+    "diverging (numpy)": (DIVERGING, 300, {"kappa0": [1.0], "backend": "numpy"}),
+    "diverging (numba)": (DIVERGING, 300, {"kappa0": [1.0], "backend": "numba"}),
+    "diverging (cpp)": (DIVERGING, 300, {"kappa0": [1.0], "backend": "cpp"}),
+    "diverging, full path (cpp)": (DIVERGING, 300, {"kappa0": [1.0], "backend": "cpp", "path": "full"}),
+    "diverging float32 (numba)": (dict(DIVERGING, dtype="float32"), 60, {"kappa0": [1.0], "backend": "numba"}),
+    # item 5: sizes checked before any work
+    "n_steps=10**10": (NET, 10**10, {}),
+    # item 6: memory
+    "n_trials=10**12": (NET, 5, {"n_trials": 10**12}),
+    "n_trials=2**63": (NET, 5, {"n_trials": 2**63}),
+    "n_trials=10**9, full path": (NET, 5, {"n_trials": 10**9, "noise_std": 0.1, "seed": 0}),
+    # item 7: clear errors
+    "max_record_bytes='1'": (NET, 5, {"max_record_bytes": "1", "record_units": [0]}),
+    "ragged x0": (NET, 5, {"x0": ArraySpec(np.ones((2, 4)), layout="ragged")}),
+    "ragged v0": (NET, 5, {"v0": [[1.0], [1.0, 2.0]]}),
+    "clamp value 'x'": (NET, 5, {"clamp": {"units": [0], "value": "x"}}),
+    "noise_std=10**400": (NET, 5, {"noise_std": 10**400, "seed": 0}),
+    "record_units=[]": (NET, 5, {"record_units": []}),
+    "inputs with zero time steps": (NET, None, {"inputs": np.zeros((0, 1))}),
+    "unaligned x0 (cpp)": (NET, 5, {"x0": ArraySpec(X0, layout="unaligned"), "backend": "cpp", "noise_std": 0.1,
+                                    "seed": 0}),
+    "big-endian read-only x0 (numba)": (NET, 5, {"x0": ArraySpec(X0, ">f8", "readonly"), "backend": "numba"}),
+}
+
+
+@pytest.mark.parametrize("name", list(ISSUE_CASES))
+def test_simulate_issue_reproducers(sandbox, name):
+    network, n_steps, kwargs = ISSUE_CASES[name]
+    check(sandbox, "simulate", run_simulate, dict(network=network, n_steps=n_steps, kwargs=kwargs))
+
+
+ATTRIBUTE_CASES = {"b = NaN": {"b": np.array([np.nan, 0.0, 0.0, 0.0])}, "n_T too short": {"n_T": np.ones((1, 2))},
+                   "I_T wrong": {"I_T": np.ones((3, 4))}, "tau = 0": {"tau": 0}, "tau = -1": {"tau": -1.0}}
+
+
+@pytest.mark.parametrize("name", list(ATTRIBUTE_CASES))
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp"])
+def test_network_attribute_issue_reproducers(sandbox, name, backend):
+    """Issue item 3: numba read out of bounds, numpy broadcast, tau = 0 gave ZeroDivisionError."""
+    check(sandbox, "LowRankRNN (attributes set later)", run_simulate,
+          dict(network=NET, n_steps=5, kwargs={"backend": backend, "noise_std": 0.1, "seed": 1},
+               attributes=ATTRIBUTE_CASES[name]))
