@@ -209,8 +209,8 @@ def backends_argv(draw, files, folder):
 
 
 #: (strategy, examples under the default profile, seconds an example may take: a refusal is immediate).
-COMMANDS = {"simulate": (simulate_argv, 150, None), "fit": (fit_argv, 40, None), "infer": (infer_argv, 25, None),
-            "perturb": (perturb_argv, 30, None), "demo": (demo_argv, 16, 20), "backends": (backends_argv, 6, None)}
+COMMANDS = {"simulate": (simulate_argv, 100, None), "fit": (fit_argv, 40, None), "infer": (infer_argv, 25, None),
+            "perturb": (perturb_argv, 16, None), "demo": (demo_argv, 16, 20), "backends": (backends_argv, 6, None)}
 
 
 def _test(command):
@@ -277,3 +277,77 @@ def test_cli_issue_reproducers(sandbox, cli_files, fuzz_dir, name):
         argv.append(part)
     outputs = [path for path in (out, target, target + ".csv", target + ".json") if not os.path.exists(path)]
     check(sandbox, f"cli {argv[0]}", run_cli, dict(argv=argv, outputs=outputs), timeout=30)
+
+
+# --------------------------------------------------------------------------- Connector.load on damaged model folders
+
+
+def run_connector_load(folder):
+    from connector_sim.inference import Connector
+
+    network = Connector.load(folder, device="cpu").sample(5, random_state=0)
+    return network.m, network.n, network.I, network.b
+
+
+CONFIG_EDITS = [("kind", "LINT"), ("format_version", 99), ("rank", 0), ("rank", 10**9), ("alpha", "nan"),
+                ("n_rows", -1), ("activation", "softplus"), ("params", None), ("marginal", {"hidden": 200000})]
+
+
+@st.composite
+def damaged_model(draw):
+    target = draw(st.sampled_from(["config.json", "weights.pt"]))
+    how = draw(st.sampled_from(["truncate", "flip", "random", "empty", "delete", "intact"]
+                               + (["edit", "edit", "not json"] if target == "config.json" else ["pickle"])))
+    return {"target": target, "how": how, "fraction": draw(st.floats(0, 1)),
+            "flips": draw(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=6)),
+            "edit": draw(st.sampled_from(CONFIG_EDITS))}
+
+
+def damage(source, folder, recipe):
+    """A copy of the model folder ``source`` at ``folder`` with one file damaged as ``recipe`` says."""
+    import json
+    import shutil
+
+    shutil.copytree(source, folder)
+    path = os.path.join(folder, recipe["target"])
+    with open(path, "rb") as stream:
+        data = bytearray(stream.read())
+    how = recipe["how"]
+    if how == "delete":
+        os.remove(path)
+        return folder
+    if how == "truncate":
+        data = data[:int(recipe["fraction"] * len(data))]
+    elif how == "flip":
+        for position, byte in recipe["flips"]:
+            data[min(int(position * len(data)), len(data) - 1)] = byte
+    elif how == "random":
+        data = bytearray(np.random.default_rng(len(data)).bytes(len(data)))
+    elif how == "empty":
+        data = bytearray()
+    elif how == "not json":
+        data = bytearray(b"{'kind': 'Connector',")
+    elif how == "edit":
+        config = json.loads(data.decode())
+        key, value = recipe["edit"]
+        config[key] = value
+        data = bytearray(json.dumps(config).encode())
+    elif how == "pickle":
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"payload": {1, 2, 3}, "fn": os.getcwd}, buffer)  # weights_only refuses sets and functions
+        data = bytearray(buffer.getvalue())
+    with open(path, "wb") as stream:
+        stream.write(bytes(data))
+    return folder
+
+
+@settings(max_examples=examples(80))
+@given(damaged_model())
+def test_connector_load_refuses_damaged_folders_clearly(sandbox, cli_files, fuzz_dir, recipe):
+    """Issue items 4 and 7: truncated, edited or tampered model files: a clear error (never torch's pickle hint)."""
+    folder = damage(cli_files["model"], fresh(os.path.join(fuzz_dir, "cli"), ""), recipe)
+    check(sandbox, "Connector.load", run_connector_load, dict(folder=folder))

@@ -209,7 +209,7 @@ def test_read_nwb_gives_a_clear_error_or_finite_rates(sandbox, nwb_files, case):
                                     {"bin_width": 1e-9}], ids=str)
 def test_read_nwb_issue_reproducers(sandbox, nwb_files, kwargs):
     """Issue item 7: units out of range; negative indices were silently accepted."""
-    check(sandbox, "read_nwb", run_read_nwb, dict(path=nwb_files["valid"], kwargs=kwargs))
+    check(sandbox, "read_nwb", run_read_nwb, dict(path=nwb_files["valid"], kwargs=kwargs), timeout=30)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "npy renamed", "huge header", "random bytes", "bit flips", "empty",
