@@ -90,6 +90,31 @@ def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activati
     return network, labels
 
 
+def _frozen_attribute(name, doc):
+    """A read-only property over ``self._<name>``: a distribution's parameters are fixed at construction.
+
+    Its arrays are read-only too; the sampling factors derived from them
+    (Cholesky-like factors of the covariances) could otherwise go stale.
+    """
+
+    def get(self):
+        return getattr(self, "_" + name)
+
+    def refuse(self, value):
+        owner = type(self).__name__
+        raise AttributeError(
+            f"The {name!r} attribute of {owner} cannot be assigned: the distribution is validated (and its "
+            f"sampling factors computed) at construction. Build a new {owner}(...) instead."
+        )
+
+    return property(get, refuse, doc=doc)
+
+
+def _read_only(array):
+    array.flags.writeable = False
+    return array
+
+
 class _Distribution:
     """Shared sampling interface: subclasses define ``layout`` and ``_draw``."""
 
@@ -180,11 +205,16 @@ class Gaussian(_Distribution):
         dim must equal 2 * rank + n_inputs + bias.
     """
 
+    layout = _frozen_attribute("layout", "The row layout (a RowLayout).")
+    mean = _frozen_attribute("mean", "Mean row, shape (dim,) (read-only).")
+    cov = _frozen_attribute("cov", "Covariance, shape (dim, dim) (read-only).")
+
     def __init__(self, mean, cov, *, rank, n_inputs=0, bias=False):
-        self.layout = RowLayout(rank, n_inputs, bias)
+        self._layout = RowLayout(rank, n_inputs, bias)
         dim = self.layout.dim
-        self.mean = check_array(mean, "mean", ndim=1, dtype=np.float64, shape=(dim,))
-        self.cov, self._factor = _check_covariance(cov, dim, "cov")
+        self._mean = _read_only(np.array(check_array(mean, "mean", ndim=1, dtype=np.float64, shape=(dim,))))
+        cov, factor = _check_covariance(cov, dim, "cov")
+        self._cov, self._factor = _read_only(np.array(cov)), _read_only(np.array(factor))
 
     def _draw(self, count, rng):
         noise = rng.standard_normal((count, self.layout.dim))
@@ -207,19 +237,24 @@ class GaussianMixture(_Distribution):
         The row layout, as for :class:`Gaussian`.
     """
 
+    layout = _frozen_attribute("layout", "The row layout (a RowLayout).")
+    weights = _frozen_attribute("weights", "Component weights, shape (n_components,) (read-only).")
+    means = _frozen_attribute("means", "Component means, shape (n_components, dim) (read-only).")
+    covs = _frozen_attribute("covs", "Component covariances, shape (n_components, dim, dim) (read-only).")
+
     def __init__(self, weights, means, covs, *, rank, n_inputs=0, bias=False):
-        self.layout = RowLayout(rank, n_inputs, bias)
+        self._layout = RowLayout(rank, n_inputs, bias)
         dim = self.layout.dim
         weights = check_array(weights, "weights", ndim=1, dtype=np.float64)
         if np.any(weights < 0) or abs(weights.sum() - 1.0) > 1e-8:
             raise ValueError(f"weights must be non-negative and sum to 1. Got {weights} (sum {weights.sum()}).")
         k = len(weights)
-        self.weights = weights / weights.sum()
-        self.means = check_array(means, "means", ndim=2, dtype=np.float64, shape=(k, dim))
+        self._weights = _read_only(weights / weights.sum())
+        self._means = _read_only(np.array(check_array(means, "means", ndim=2, dtype=np.float64, shape=(k, dim))))
         covs = check_array(covs, "covs", ndim=3, dtype=np.float64, shape=(k, dim, dim))
         checked = [_check_covariance(c, dim, f"covs[{i}]") for i, c in enumerate(covs)]
-        self.covs = np.stack([c for c, _ in checked])
-        self._factors = np.stack([f for _, f in checked])
+        self._covs = _read_only(np.stack([c for c, _ in checked]))
+        self._factors = _read_only(np.stack([f for _, f in checked]))
 
     @property
     def n_components(self):
@@ -250,9 +285,13 @@ class Empirical(_Distribution):
         The row layout.
     """
 
+    layout = _frozen_attribute("layout", "The row layout (a RowLayout).")
+    rows = _frozen_attribute("rows", "The rows, shape (n_rows, dim) (read-only).")
+
     def __init__(self, rows, *, rank, n_inputs=0, bias=False):
-        self.layout = RowLayout(rank, n_inputs, bias)
-        self.rows = check_array(rows, "rows", ndim=2, dtype=np.float64, shape=(None, self.layout.dim))
+        self._layout = RowLayout(rank, n_inputs, bias)
+        self._rows = _read_only(np.array(check_array(rows, "rows", ndim=2, dtype=np.float64,
+                                                     shape=(None, self.layout.dim))))
         if len(self.rows) == 0:
             raise ValueError("rows must contain at least one row. Got an empty array.")
 

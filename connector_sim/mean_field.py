@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ._kernels import flow_field
+from ._kernels import flow_field, read_only
 from ._memory import check_allocation
 from ._validation import check_array, check_int, check_positive_scalar
 from .activations import BUILTIN_ACTIVATIONS, activation_name, check_activation
@@ -217,8 +217,8 @@ class _SampleTerms:
             self.keys = [int(label) for label in np.unique(labels)]
             groups = [np.flatnonzero(labels == label) for label in self.keys]
         whole = len(groups) == 1
-        self.loadings = [(m_T, n_T, I_T, b) if whole else
-                         tuple(np.ascontiguousarray(a[..., g]) for a in (m_T, n_T, I_T, b)) for g in groups]
+        self.loadings = [read_only(m_T, n_T, I_T, b) if whole else
+                         read_only(*(np.ascontiguousarray(a[..., g]) for a in (m_T, n_T, I_T, b))) for g in groups]
         self.weights = np.array([len(g) / n_neurons for g in groups])
         self.mean_n = np.stack([n.astype(np.float64).mean(axis=1) for _, n, _, _ in self.loadings])
 

@@ -190,14 +190,15 @@ def _check_memory(n_trials, n_times, n_units, dtype, max_record_bytes):
     )
 
 
-def _check_simulation_memory(B, Bv, T, N, R, D, n_units, dtype, path, has_x0, has_inputs):
+def _check_simulation_memory(B, Bv, T, N, R, D, n_units, dtype, path, has_x0, has_inputs, backend="cpp"):
     """Refuse, before any work, a simulation whose arrays would not fit in memory.
 
     Counts what :func:`simulate` allocates at once: kappa (B, T + 1, R), the
     filtered inputs v (Bv, T + 1, D) and the inputs, the recorded potentials,
     the time axis and, on the full path, the state x (B, N) (on the latent
     path with x0, the part xperp of x0 outside span(m) and its float64
-    temporaries).
+    temporaries). The NumPy reference also builds (B, N) temporaries at
+    every step, which the compiled kernels do block by block.
     """
     B, Bv, T, N, R, D, n_units = (int(value) for value in (B, Bv, T, N, R, D, n_units))
     itemsize = np.dtype(dtype).itemsize
@@ -206,9 +207,11 @@ def _check_simulation_memory(B, Bv, T, N, R, D, n_units, dtype, path, has_x0, ha
     if not has_inputs:
         needed += 8 * Bv * T * D
     if path == "full":
-        needed += itemsize * B * N + 8 * B * N  # x and its float64 initial value
+        needed += itemsize * B * N + 16 * B * N  # x and the float64 temporaries of its initial value
     elif has_x0:
         needed += (itemsize + 3 * 8) * B * N  # xperp and the least-squares temporaries
+    if backend == "numpy":
+        needed += 3 * 8 * B * N  # the reference's whole-state temporaries (z or x, phi, n^T phi)
     check_allocation(
         needed, f"Simulating {B} trial(s) of {T} steps (N = {N}, R = {R}, D = {D}, {path} path)",
         "Use fewer trials (n_trials, or a smaller batch of x0 / kappa0 / inputs), fewer steps (n_steps), "
@@ -471,7 +474,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     if path == "auto":
         path = "full" if (noise_std > 0 or sparse) else "latent"
     _check_simulation_memory(B, B if (inputs_batched or v0_batched) else 1, T, N, R, D, len(units), dtype, path,
-                             x0 is not None, inputs is not None)
+                             x0 is not None, inputs is not None, backend)
 
     # Filtered inputs v_t (float64, shared across trials unless something is batched).
     Bv = B if (inputs_batched or v0_batched) else 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels import read_only
 from ._validation import check_int, check_n_threads
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
@@ -262,8 +263,7 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
             "numba" if "numba" in _backends.available_backends() else "numpy")
     _, matvec = simulate_sparse.kernels(backend)
     mask = network.mask._kernel_args()
-    m64 = np.ascontiguousarray(network.m_T, np.float64)
-    n64 = np.ascontiguousarray(network.n_T, np.float64)
+    m64, n64 = read_only(np.ascontiguousarray(network.m_T, np.float64), np.ascontiguousarray(network.n_T, np.float64))
     weight = network.weight
 
     def apply(v):

@@ -157,6 +157,20 @@ def test_sparse_and_random_networks_cannot_be_put_out_of_shape(network):
         mixed.dense = network.astype(np.float32)
 
 
+def test_distribution_parameters_are_fixed_at_construction():
+    # The sampling factors are computed from cov at construction: an assigned cov would be ignored silently.
+    gaussian = cs.Gaussian(np.zeros(2), np.eye(2), rank=1)
+    mixture = cs.GaussianMixture([1.0], np.zeros((1, 2)), np.eye(2)[None], rank=1)
+    empirical = cs.Empirical(np.ones((3, 2)), rank=1)
+    for distribution, names in ((gaussian, ("mean", "cov", "layout")),
+                                (mixture, ("weights", "means", "covs", "layout")), (empirical, ("rows", "layout"))):
+        for name in names:
+            with pytest.raises(AttributeError, match=f"'{name}' attribute of {type(distribution).__name__} cannot"):
+                setattr(distribution, name, getattr(distribution, name))
+            if name != "layout":
+                assert not getattr(distribution, name).flags.writeable
+
+
 # --------------------------------------------------------------------------- item 5: hangs
 
 

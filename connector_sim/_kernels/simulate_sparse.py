@@ -25,7 +25,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import aligned, counter_rng, sparse_mask
+from . import aligned, counter_rng, read_only, sparse_mask
 from .simulate_dense import _no_threads, _phi
 
 #: How the kernels read the mask: stored CSR (Bernoulli masks), stored tiles
@@ -43,16 +43,17 @@ MaskArgs = namedtuple("MaskArgs", "mode n_neurons seed key strata log_q indptr i
 
 def mask_args(mask):
     """The :class:`MaskArgs` of a :class:`connector_sim.SparseMask`."""
-    empty64, empty32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    # Read-only in every mode (stored masks are), so that numba compiles one specialization.
+    empty64, empty32 = read_only(np.zeros(0, np.int64), np.zeros(0, np.int32))
     key = int(sparse_mask.mask_key(mask.seed))
     if mask.representation == "stored" and mask.kind == "fixed":
-        return MaskArgs("tiled", mask.n_neurons, mask.seed, key, mask.strata(), 0.0, empty64,
-                        mask.tile_offsets())
+        return MaskArgs("tiled", mask.n_neurons, mask.seed, key, read_only(mask.strata()), 0.0, empty64,
+                        read_only(mask.tile_offsets()))
     if mask.representation == "stored":
-        indptr, indices = mask.csr()
+        indptr, indices = read_only(*mask.csr())
         return MaskArgs("csr", mask.n_neurons, mask.seed, key, empty64, 0.0, indptr, indices)
     if mask.kind == "fixed":
-        return MaskArgs("fixed", mask.n_neurons, mask.seed, key, mask.strata(), 0.0, empty64, empty32)
+        return MaskArgs("fixed", mask.n_neurons, mask.seed, key, read_only(mask.strata()), 0.0, empty64, empty32)
     return MaskArgs("bernoulli", mask.n_neurons, mask.seed, key, empty64, float(mask.log_q), empty64, empty32)
 
 

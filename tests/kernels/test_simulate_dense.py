@@ -59,7 +59,7 @@ def make_clamp(case, window, seed=1):
 
 
 def run_full(backend, case, *, noise_scale=0.0, seed=11, trial_offset=2, clamp=NO_CLAMP, n_threads=1,
-             activation="tanh"):
+             activation="tanh", step_offset=0):
     full_path, _ = kernels(backend)
     B, N = case["x0"].shape
     R = case["m_T"].shape[0]
@@ -69,7 +69,8 @@ def run_full(backend, case, *, noise_scale=0.0, seed=11, trial_offset=2, clamp=N
     kappa_out = np.empty((B, N_STEPS + 1, R))
     record_out = np.empty((B, N_STEPS + 1, len(record_idx)), x.dtype)
     full_path(case["m_T"], case["n_T"], case["I_T"], case["b"], activation, x, case["u"], ALPHA, noise_scale,
-              seed, trial_offset, record_idx, kappa, kappa_out, record_out, clamp, n_threads=n_threads)
+              seed, trial_offset, record_idx, kappa, kappa_out, record_out, clamp, step_offset=step_offset,
+              n_threads=n_threads)
     return dict(x=x, kappa=kappa, kappa_out=kappa_out, record_out=record_out)
 
 
@@ -195,6 +196,16 @@ def test_batched_trials_equal_separate_runs(fast_backend, dtype):
         assert_equal(alone, {key: value[b:b + 1] for key, value in together.items()})
         alone = run_latent(fast_backend, case)
         assert_equal(alone, {key: value[b:b + 1] for key, value in together_latent.items()})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_offset_keys_the_noise_by_the_global_step(fast_backend, dtype):
+    """Step t of a call with step_offset s draws the noise of step s + t, as the reference does."""
+    case = make_case(dtype, 300, 2, 2, 1)
+    clamp = make_clamp(case, (3, 7))
+    shifted = run_full(fast_backend, case, noise_scale=0.1, clamp=clamp, step_offset=40)
+    assert_matches(shifted, run_full("numpy", case, noise_scale=0.1, clamp=clamp, step_offset=40), dtype)
+    assert not np.array_equal(shifted["x"], run_full(fast_backend, case, noise_scale=0.1, clamp=clamp)["x"])
 
 
 def test_trial_offset_changes_the_noise(fast_backend):
