@@ -149,6 +149,10 @@ class SparseMask:
     kind : {"fixed", "bernoulli"}
     density : float
         1 - s = C / N or P(X_ij = 1).
+
+    All attributes are read-only (the kernels rely on them agreeing with
+    each other), and so are the stored columns; build a new mask to change
+    them.
     """
 
     n_neurons = _read_only("n_neurons", "N.")
@@ -393,6 +397,10 @@ class SparseLowRankRNN(_DenseLoadings):
         sum_j P_ij phi(x_j) ~= gain m_i . (n^T phi(x) / N) (Herbert & Ostojic
         eq. 26), so the latent kappa of a simulation is the low-pass
         filtered gain * n^T phi(x) / N, and x ~= m kappa + I v + b.
+
+    Assigning ``dense``, ``mask`` or ``scaling`` validates the new value as
+    the constructor does; the loadings (m, n, I, b, tau, activation) are read
+    here and assigned on ``network.dense`` (a validated :class:`LowRankRNN`).
     """
 
     def __init__(self, network, mask, *, scaling="1/N"):

@@ -135,6 +135,7 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
         SimulationResult,
         _batch_size,
         _check_memory,
+        _check_simulation_memory,
         _FiniteWatch,
         _inputs_and_steps,
         _leading,
@@ -164,6 +165,8 @@ def simulate_low_rank_plus_random(network, n_steps=None, *, dt=None, inputs=None
                           ("inputs", inputs if inputs_batched else None)], n_trials)
     units = _record_indices(record_units, N)
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
+    _check_simulation_memory(B, 1 if inputs is None else inputs.shape[0], T, N, R, D, len(units), dtype, "full",
+                             x0 is not None, inputs is not None, "numpy")
 
     m64, n64 = network.m.astype(np.float64), network.n.astype(np.float64)
     b = network.b

@@ -25,6 +25,7 @@ import connector_sim.data  # noqa: F401 (cs.data)
 from connector_sim import _memory
 from connector_sim.cli import main
 from connector_sim.fixed_points import integrate
+from connector_sim.sparse_dynamics import simulate_low_rank_plus_random
 from connector_sim.synthetic import latent_grid, quadstable_mixture
 
 from conftest import require_backend
@@ -179,6 +180,8 @@ def test_huge_step_counts_are_refused_before_any_work(network, budget):
     _refused_quickly(lambda: cs.perturbation_study(quadstable_mixture(), [cs.Perturbation()], np.zeros((1, 2)),
                                                    n_steps=10**10), match="perturbation_study")
     _refused_quickly(lambda: integrate(lambda k: -k, np.zeros(2), 0.1, 10**12), match="integrate")
+    mixed = cs.LowRankPlusRandomRNN(cs.Gaussian(np.zeros(2), np.eye(2), rank=1).sample(50, 0), 0.5, seed=0)
+    _refused_quickly(lambda: simulate_low_rank_plus_random(mixed, 10**10), match="Simulating 1 trial")
     _refused_quickly(lambda: cs.mean_field_trajectory(quadstable_mixture(), np.zeros(2), 10**10),
                      match="mean_field_trajectory")
 

@@ -23,6 +23,7 @@ the same loop (without disk cache, as in ``_simulate_dense_numba``).
 import numpy as np
 from numba import njit, prange
 
+from . import read_only
 from ._simulate_dense_numba import _KERNEL, _affine, _apply_phi, _clamp_dot_n, _kernel_and_activation, _threads
 
 #: Neurons per reduction block (the C++ kernel's block size too).
@@ -80,6 +81,7 @@ def flow_field_numba(m_T, n_T, I_T, b, activation, kappa_points, v, out, n_threa
     ``activation`` is a built-in name or a scalar ``numba.njit`` function;
     ``n_threads`` (capped at numba's thread pool) does not change the results.
     """
+    m_T, n_T, I_T, b = read_only(m_T, n_T, I_T, b)  # one numba specialization (networks' arrays are read-only)
     kernel, phi = _kernel_and_activation(_flow_field_builtin, _flow_field_user, activation)
     with _threads(n_threads):
         kernel(m_T, n_T, I_T, b, phi, kappa_points, v, out)

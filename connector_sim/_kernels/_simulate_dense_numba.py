@@ -33,6 +33,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..activations import activation_code
+from . import read_only
 from .counter_rng import _MIX1, _MIX2, GOLDEN, PAIR_BLOCK, PAIR_HALF
 from .fast_math import TANH_F32_CLAMP, TANH_F32_P, TANH_F32_Q
 from .simulate_dense import BLOCK_SIZE
@@ -476,6 +477,7 @@ def full_path_numba(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed
     ``activation`` is a built-in name or a scalar ``numba.njit`` function;
     ``n_threads`` (capped at numba's thread pool) does not change the results.
     """
+    m_T, n_T, I_T, b = read_only(m_T, n_T, I_T, b)  # one numba specialization (networks' arrays are read-only)
     kernel, phi = _kernel_and_activation(_full_path_builtin, _full_path_user, activation)
     with _threads(n_threads):
         kernel(m_T, n_T, I_T, b, phi, x, u, float(alpha), x.dtype.type(alpha), float(noise_scale),
@@ -490,6 +492,7 @@ def latent_path_numba(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kapp
 
     ``activation`` and ``n_threads`` as in :func:`full_path_numba`.
     """
+    m_T, n_T, I_T, b = read_only(m_T, n_T, I_T, b)  # one numba specialization (networks' arrays are read-only)
     kernel, phi = _kernel_and_activation(_latent_path_builtin, _latent_path_user, activation)
     with _threads(n_threads):
         kernel(m_T, n_T, I_T, b, phi, v, xperp, decay, float(alpha), kappa, kappa_out,

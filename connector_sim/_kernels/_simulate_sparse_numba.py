@@ -35,6 +35,7 @@ from ._simulate_dense_numba import (
     _sum_blocks,
     _threads,
 )
+from . import read_only
 from .counter_rng import GOLDEN
 from .simulate_dense import BLOCK_SIZE
 from .simulate_sparse import MASK_MODES
@@ -329,13 +330,14 @@ def _mask_arrays(mask):
     fixed = mask.mode in ("fixed", "tiled")
     lo = np.ascontiguousarray(mask.strata[:-1], np.uint64) if fixed else np.zeros(0, np.uint64)
     width = np.diff(mask.strata).astype(np.uint64) if fixed else np.zeros(0, np.uint64)
-    return (MASK_MODES[mask.mode], np.uint64(mask.key), lo, width, float(mask.log_q), mask.indptr, mask.indices)
+    return (MASK_MODES[mask.mode], np.uint64(mask.key), lo, width, float(mask.log_q), *read_only(mask.indptr, mask.indices))
 
 
 def full_path_numba(mask, m_T, n_T, I_T, b, activation, weight, gain, x, u, alpha, noise_scale, seed,
                     trial_offset, record_idx, kappa, kappa_out, record_out, clamp=(None, None, 0, 0), step_offset=0,
                     n_threads=1):
     """Sparse time loop; arguments and results as :func:`.simulate_sparse.full_path_reference`."""
+    m_T, n_T, I_T, b = read_only(m_T, n_T, I_T, b)  # one numba specialization (networks' arrays are read-only)
     kernel, phi = _kernel_and_activation(_full_path_builtin, _full_path_user, activation)
     with _threads(n_threads):
         kernel(*_mask_arrays(mask), m_T, n_T, I_T, b, phi, float(weight), float(gain), x, u, float(alpha),
@@ -351,6 +353,6 @@ def matvec_numba(mask, m_T, n_T, weight, v, n_threads=1):
     v2 = np.ascontiguousarray(v.reshape(v.shape[0], -1))
     out = np.empty_like(v2)
     with _threads(n_threads):
-        _matvec(*_mask_arrays(mask), np.ascontiguousarray(m_T, np.float64), np.ascontiguousarray(n_T, np.float64),
+        _matvec(*_mask_arrays(mask), *read_only(np.ascontiguousarray(m_T, np.float64), np.ascontiguousarray(n_T, np.float64)),
                 float(weight), v2, out)
     return out.reshape(v.shape)
