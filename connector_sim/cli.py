@@ -30,6 +30,7 @@ from ._files import (
     json_safe,
     sigterm_as_exit,
 )
+from ._validation import MAX_THREADS
 
 #: Exit status of a command stopped by bad input.
 BAD_INPUT = 2
@@ -103,16 +104,8 @@ def _check_seed(arguments):
 
 
 def _check_threads(arguments):
-    """--threads: an int >= 1, and within the library's limit when it has one."""
-    _check_int(arguments, "threads")
-    from . import _validation
-
-    check = getattr(_validation, "check_n_threads", None)
-    if check is not None:
-        try:
-            check(arguments.threads)
-        except (TypeError, ValueError) as exc:
-            raise CommandError(f"--threads: {_one_line(exc)}") from None
+    """--threads: an int in [1, MAX_THREADS], the library's limit (it checks again)."""
+    _check_int(arguments, "threads", 1, MAX_THREADS)
 
 
 def _require_inference():
@@ -618,6 +611,12 @@ def _demo(arguments):
 
     # Every option first (the Connector part needs torch): nothing runs on bad input.
     _check_int(arguments, "large_n")
+    if not arguments.quick and not arguments.skip_simulation:
+        from ._memory import check_allocation
+
+        # m, n (N x 2, float32), b, labels, and the float64 draws they are made from: ~64 bytes per neuron.
+        check_allocation(64 * arguments.large_n, f"--large-n {arguments.large_n}: the sampled network",
+                         "Use a smaller --large-n (or --quick).")
     _check_seed(arguments)
     existing = os.path.abspath(arguments.out)  # the report folder, or the folder it will be created in
     while not os.path.exists(existing):

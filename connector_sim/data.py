@@ -23,6 +23,7 @@ Pure NumPy: importing this module does not import torch or pynwb.
 
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -609,6 +610,22 @@ def _has_hdf5_signature(path):
     return False
 
 
+def _read_nwb_tables(NWBHDF5IO, path, units):
+    """(spike times of the chosen units, trial starts, trial stops) of an NWB file."""
+    with NWBHDF5IO(path, "r") as io:
+        nwbfile = io.read()
+        if nwbfile.units is None or len(nwbfile.units) == 0:
+            raise ValueError(f"{path!r} has no units table (spike-sorted units): nothing to bin.")
+        if nwbfile.trials is None or len(nwbfile.trials) == 0:
+            raise ValueError(f"{path!r} has no trials table: give trial intervals to bin_spike_times instead.")
+        unit_rows = (range(len(nwbfile.units)) if units is None else
+                     _row_indices(units, len(nwbfile.units), "units", "units"))
+        spike_times = [np.asarray(nwbfile.units["spike_times"][int(u)]) for u in unit_rows]
+        starts = np.asarray(nwbfile.trials["start_time"][:])
+        stops = np.asarray(nwbfile.trials["stop_time"][:])
+    return spike_times, starts, stops
+
+
 def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, truncate=3.0):
     """Read units' spike times and the trial intervals of an NWB file into binned rates.
 
@@ -646,18 +663,20 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
     if not _has_hdf5_signature(path):
         raise ValueError(f"{path!r} is not an NWB file (NWB 2 files are HDF5 files; this one does not start with "
                          "the HDF5 signature).")
-    with NWBHDF5IO(path, "r") as io:
-        nwbfile = io.read()
-        if nwbfile.units is None or len(nwbfile.units) == 0:
-            raise ValueError(f"{os.fspath(path)!r} has no units table (spike-sorted units): nothing to bin.")
-        if nwbfile.trials is None or len(nwbfile.trials) == 0:
-            raise ValueError(f"{os.fspath(path)!r} has no trials table: give trial intervals to bin_spike_times "
-                             "instead.")
-        unit_rows = (range(len(nwbfile.units)) if units is None else
-                     _row_indices(units, len(nwbfile.units), "units", "units"))
-        spike_times = [np.asarray(nwbfile.units["spike_times"][int(u)]) for u in unit_rows]
-        starts = np.asarray(nwbfile.trials["start_time"][:])
-        stops = np.asarray(nwbfile.trials["stop_time"][:])
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            spike_times, starts, stops = _read_nwb_tables(NWBHDF5IO, path, units)
+    except (OSError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        # h5py and pynwb report a truncated or corrupted file with these, from deep inside.
+        raise ValueError(f"{path!r} is not a readable NWB file ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}). It may be truncated or corrupted.") from exc
+    broken = [w for w in caught if type(w.message).__name__ == "BrokenLinkWarning"]
+    if broken:  # hdmf reads past a damaged link with only a warning: the file is corrupted
+        raise ValueError(f"{path!r} is a damaged NWB file ({' '.join(str(broken[0].message).split())}). "
+                         "Read an intact copy.")
+    for warning in caught:  # the others, as they were
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if trials is not None:
         trials = _row_indices(trials, len(starts), "trials", "trials")
         starts, stops = starts[trials], stops[trials]

@@ -307,7 +307,7 @@ def test_every_bad_option_is_one_line_and_status_2_before_any_work_or_write(chai
         (simulate_ + ["--dt", 0, "--out", out / "x.npz"], r"--dt must be a finite number > 0. Got 0.0"),
         (simulate_ + ["--noise-std", "nan", "--out", out / "x.npz"], r"--noise-std must be a finite number >= 0"),
         (simulate_ + ["--extent", "inf", "--out", out / "x.npz"], r"--extent must be a finite number > 0"),
-        (simulate_ + ["--threads", 0, "--out", out / "x.npz"], r"--threads must be at least 1. Got 0"),
+        (simulate_ + ["--threads", 0, "--out", out / "x.npz"], r"--threads must be in \[1, [0-9]+\]. Got 0"),
         (simulate_ + ["--record-units", "some", "--out", out / "x.npz"], r"--record-units must be 'none', 'all'"),
         (simulate_ + ["--out", inputs / "folder.npz"], r"--out: Cannot write the file .*folder.npz': it is a folder"),
         (simulate_ + ["--out", out / "missing" / "x.npz"], r"--out: Cannot write .* does not exist. Create it first"),
@@ -395,3 +395,10 @@ def test_sigterm_during_the_save_ends_with_143_and_leaves_the_previous_file(tmp_
     _, err = process.communicate(timeout=30)
     assert process.returncode == 143 and err == "connector-sim simulate: terminated\n", err
     assert files_in(tmp_path) == ["sim.npz"] and target.read_bytes() == before
+
+
+def test_demo_refuses_a_large_network_that_cannot_fit_before_any_work(tmp_path):
+    status, _, err = run(["demo", "--large-n", 10**13, "--out", tmp_path / "report"])
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("connector-sim demo: error: --large-n 10000000000000: the sampled network needs ")
+    assert files_in(tmp_path) == []

@@ -418,6 +418,15 @@ def test_read_nwb_of_a_missing_or_non_hdf5_file(tmp_path):
     (tmp_path / "text.nwb").write_text("not hdf5")
     with pytest.raises(ValueError, match="is not an NWB file"):
         read_nwb(tmp_path / "text.nwb")
+    # A truncated HDF5 file: h5py's OSError becomes a ValueError that says so.
+    import h5py
+
+    with h5py.File(tmp_path / "whole.h5", "w") as file:
+        file["x"] = np.arange(10_000.0)
+    data = (tmp_path / "whole.h5").read_bytes()
+    (tmp_path / "truncated.nwb").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.nwb' is not a readable NWB file .* truncated or corrupted"):
+        read_nwb(tmp_path / "truncated.nwb")
 
 
 def test_temporaries_of_writes_still_running_at_exit_are_removed(tmp_path):
