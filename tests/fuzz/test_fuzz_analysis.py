@@ -141,7 +141,7 @@ def distribution_arguments(draw):
                 rows_only=draw(st.integers(0, 4)) == 0)
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(250))
 @given(distribution_arguments())
 def test_distributions_give_a_clear_error_or_a_finite_network(sandbox, params):
     entry = f"{params['kind']}.{'sample_rows' if params['rows_only'] else 'sample'}"
@@ -167,7 +167,7 @@ def fixed_point_arguments(draw):
     return dict(velocity=velocity, box=box, kwargs=kwargs)
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(fixed_point_arguments())
 def test_find_fixed_points_gives_a_clear_error_or_finite_points(sandbox, params):
     check(sandbox, "find_fixed_points", run_find_fixed_points, params)

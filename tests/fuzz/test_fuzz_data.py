@@ -91,14 +91,14 @@ def trial_arrays():
         optional={"externalinputs": hostile_arrays((K, T, 1)), "other": arrays((2,))})
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(120))
 @given(npz_recipes(st.one_of(network_arrays(), trial_arrays())), st.sampled_from([(), ("m",), ("m", "nothere")]))
 def test_load_arrays_reads_any_file_or_says_why_not(sandbox, fuzz_dir, recipe, required):
     path = write_recipe(fresh_path(fuzz_dir), recipe)
     check(sandbox, "load_arrays", run_load_arrays, dict(path=path, required=required))
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(npz_recipes(network_arrays()))
 def test_load_network_gives_a_clear_error_or_a_finite_network(sandbox, fuzz_dir, recipe):
     path = write_recipe(fresh_path(fuzz_dir), recipe)
@@ -129,7 +129,7 @@ def trial_data_arguments(draw):
     return dict(spikes=spikes, inputs=inputs, lengths=lengths, kwargs=kwargs)
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(trial_data_arguments())
 def test_as_trial_data_gives_a_clear_error_or_finite_trials(sandbox, params):
     check(sandbox, "as_trial_data", run_as_trial_data, params)

@@ -134,7 +134,7 @@ def floats_or_hostile():
 # --------------------------------------------------------------------------- properties
 
 
-@settings(max_examples=examples(250))
+@settings(max_examples=examples(200))
 @given(simulate_arguments())
 def test_simulate_gives_a_clear_error_or_finite_latents(sandbox, case):
     network, n_steps, kwargs = case
@@ -197,7 +197,7 @@ def low_rank_rnn_arguments(draw):
     return args, kwargs
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(low_rank_rnn_arguments())
 def test_low_rank_rnn_validates_its_loadings(sandbox, case):
     args, kwargs = case
@@ -237,7 +237,7 @@ def sparse_arguments(draw):
                 kwargs=kwargs, method=method)
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(150))
 @given(sparse_arguments())
 def test_sparse_masks_and_networks_give_a_clear_error_or_finite_latents(sandbox, params):
     entry = f"SparseMask.{params['method']}" if params["method"] else "simulate (SparseLowRankRNN)"
