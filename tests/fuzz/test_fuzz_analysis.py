@@ -39,7 +39,8 @@ def velocity_of(name):
 
     def bistable(kappa):
         kappa = np.asarray(kappa)
-        return kappa - kappa**3
+        with np.errstate(over="ignore", invalid="ignore"):  # far from the box: inf, without numpy's warning
+            return kappa - kappa**3
 
     def nan_outside(kappa):
         kappa = np.asarray(kappa, dtype=float)
