@@ -243,3 +243,14 @@ def test_connector_fit_with_a_tiny_alpha_is_a_clear_error():
     with pytest.raises(ValueError, match="overflows"):
         Connector(hidden=4, n_layers=1, n_epochs=1, device="cpu").fit(network, alpha=1e-320, n_sim_steps=2,
                                                                        kappa0=np.zeros((4, 1)))
+
+
+def test_a_numerically_singular_ridge_regression_is_a_clear_error():
+    # A normal matrix that is not positive definite in floating point (lambda_prior = 1e-200 in Connector.fit):
+    # scipy's LinAlgError from inside cho_factor became a ValueError that says what to change.
+    from connector_sim.inference.conditional_mean import _cholesky
+
+    with pytest.raises(ValueError, match="numerically singular .* lambda_prior"):
+        _cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]), 1e-196)
+    factor, lower = _cholesky(np.array([[4.0, 0.0], [0.0, 9.0]]), 1e-4)
+    np.testing.assert_allclose(np.diag(factor), [2.0, 3.0])

@@ -194,3 +194,12 @@ def test_warns_when_latents_are_not_identifiable():
     with pytest.warns(IdentifiabilityWarning, match="constant in time"):
         lint = LINT(rank=1, n_epochs=0, fit_bias=False, validation_fraction=0.0, random_state=0).fit(result.rates)
     assert not lint.identifiability_.varies
+
+
+def test_a_tiny_alpha_is_a_clear_error_not_an_eigen_failure():
+    # dt = 1e-200: the increments divided by alpha overflow and numpy's eigh raised "Eigenvalues did not converge".
+    from connector_sim.inference import LINT
+
+    rates = np.tanh(np.random.default_rng(0).standard_normal((2, 5, 3)))
+    with pytest.raises(ValueError, match="not finite"):
+        LINT(rank=1, dt=1e-200, n_epochs=1, random_state=0, device="cpu").fit(rates)
