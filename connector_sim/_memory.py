@@ -93,6 +93,8 @@ def available_memory():
 
 def format_bytes(n_bytes):
     """'1.5 GB', '745 TB', '12 bytes': decimal units, three significant digits."""
+    if isinstance(n_bytes, numbers.Integral) and n_bytes >= 10**300:
+        return f"about 10^{len(str(int(n_bytes))) - 1} bytes"
     n_bytes = float(n_bytes)
     for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n_bytes >= scale:
@@ -124,7 +126,11 @@ def check_allocation(n_bytes, what, fix, *, available=None, limit_text=None):
     int
         ``n_bytes`` (rounded up), for use in messages.
     """
-    n_bytes = math.ceil(float(n_bytes)) if math.isfinite(float(n_bytes)) else math.inf
+    if isinstance(n_bytes, numbers.Integral):
+        n_bytes = int(n_bytes)  # exact, however large (a float would overflow past 1e308)
+    else:
+        n_bytes = float(n_bytes)
+        n_bytes = math.ceil(n_bytes) if math.isfinite(n_bytes) else math.inf
     limit = available_memory() if available is None else available
     if n_bytes > limit:
         how = limit_text or "the memory available"

@@ -510,6 +510,9 @@ def causal_gaussian_kernel(bin_width, smoothing, truncate=3.0):
     bin_width = check_positive_scalar(bin_width, "bin_width", owner="causal_gaussian_kernel")
     smoothing = check_positive_scalar(smoothing, "smoothing", owner="causal_gaussian_kernel")
     truncate = check_positive_scalar(truncate, "truncate", owner="causal_gaussian_kernel")
+    check_allocation(3 * 8 * (truncate * smoothing / bin_width + 2),
+                     f"A smoothing kernel of {truncate} x {smoothing} s in bins of {bin_width} s",
+                     "Use wider bins (bin_width) or less smoothing.")
     # The 1e-9 keeps 3 * 0.1 / 0.01 = 30.000000000000004 from rounding up to 31.
     lags = np.arange(math.ceil(truncate * smoothing / bin_width - 1e-9) + 1) * bin_width
     weights = np.exp(-0.5 * (lags / smoothing) ** 2)
@@ -552,7 +555,12 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
         raise ValueError(f"starts and stops must have the same length. Got {starts.size} and {stops.size}.")
     if len(starts) == 0:
         raise ValueError("There are no trials (starts is empty).")
-    lengths = np.floor((stops - starts) / bin_width + 1e-9).astype(np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bins = np.floor((stops - starts) / bin_width + 1e-9)
+    longest = float(np.max(np.where(np.isfinite(bins), bins, 0.0)))
+    check_allocation(8 * 2 * len(starts) * (longest + 1), f"Binning {len(starts)} trial(s) of up to {longest:.3g} "
+                     f"bins of {bin_width} s", "Use wider bins (bin_width), fewer or shorter trials.")
+    lengths = np.where(np.isfinite(bins), bins, -1).astype(np.int64)
     for k, length in enumerate(lengths):
         if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or length < 1:
             raise _error("trial interval", k, f"[{starts[k]}, {stops[k]}) must be finite and hold at least one "
@@ -562,6 +570,9 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
     units = [np.sort(_real_vector(times, f"spike_times[{i}]")) for i, times in enumerate(spike_times)]
     if not units:
         raise ValueError("spike_times holds no units.")
+    check_allocation(8 * len(starts) * int(lengths.max()) * len(units),
+                     f"{len(starts)} trial(s) x {int(lengths.max())} bins x {len(units)} unit(s)",
+                     "Use wider bins (bin_width), fewer or shorter trials, or fewer units.")
     out = np.zeros((len(starts), lengths.max(), len(units)))
     for k, (start, length) in enumerate(zip(starts, lengths)):
         edges = start + bin_width * np.arange(-history, length + 1)

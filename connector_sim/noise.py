@@ -13,6 +13,7 @@ import numpy as np
 
 from ._backends import extension_built, load_extension
 from ._kernels import counter_rng
+from ._memory import check_allocation
 from ._validation import check_int
 
 
@@ -74,6 +75,8 @@ def private_noise(seed, n_steps, n_units, n_trials=1, trial_offset=0, step_start
     n_trials = check_int(n_trials, "n_trials", minimum=1, owner="private_noise")
     trial_offset = check_int(trial_offset, "trial_offset", minimum=0, owner="private_noise")
     step_start = check_int(step_start, "step_start", minimum=0, owner="private_noise")
+    check_allocation(8 * n_trials * n_steps * n_units, f"private_noise of {n_trials} x {n_steps} x {n_units} draws",
+                     "Ask for fewer trials, steps or units (or for blocks of steps, with step_start).")
     seed = int(seed)
     if extension_built("_counter_rng"):
         return load_extension("_counter_rng").noise_block(

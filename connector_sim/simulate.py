@@ -481,8 +481,9 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     u = np.zeros((Bv, T, D)) if inputs is None else np.broadcast_to(inputs, (Bv, T, D))
     v = np.empty((Bv, T + 1, D))
     v[:, 0] = 0.0 if v0 is None else np.broadcast_to(v0, (Bv, D))
-    for t in range(T if D else 0):  # nothing to filter without inputs
-        v[:, t + 1] = (1 - alpha) * v[:, t] + alpha * u[:, t]
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging filter (alpha > 2) is reported below
+        for t in range(T if D else 0):  # nothing to filter without inputs
+            v[:, t + 1] = (1 - alpha) * v[:, t] + alpha * u[:, t]
 
     # Initial latents, and the part of x0 outside span(m) (carried exactly).
     # base = I v0 + b is (Bv, N) float64: built only where it is needed, so the
@@ -543,7 +544,8 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
         potentials = record_out if len(units) else None
     else:
         xperp_kernel = np.zeros((0, N), dtype) if xperp is None else np.ascontiguousarray(xperp, dtype=dtype)
-        decay = (1 - alpha) ** np.arange(T + 1, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # |1 - alpha| > 1 diverges: reported by the watch
+            decay = (1 - alpha) ** np.arange(T + 1, dtype=np.float64)
         for t0, t1 in chunks:
             kappa_chunk = _window(kappa_out, t0, t1)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._kernels import read_only
+from ._memory import check_allocation
 from ._validation import check_int, check_n_threads
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
@@ -258,6 +259,9 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     if which not in ("LR", "LM"):
         raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
     n_threads = check_n_threads(n_threads, "leading_eigenvalues")
+    # ARPACK's Krylov basis (ncv = 2k + 1 vectors of N, and its work arrays) and the float64 loadings
+    check_allocation(8 * N * (3 * (2 * k + 1) + 2 * network.rank + 4),
+                     f"leading_eigenvalues(k={k}) of a network of {N} neurons", "Ask for fewer eigenvalues (k).")
     if backend == "auto":
         backend = "cpp" if _backends.extension_built("_simulate_sparse_cpp") else (
             "numba" if "numba" in _backends.available_backends() else "numpy")

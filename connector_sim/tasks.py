@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ._memory import check_allocation
 from ._validation import check_int, check_n_threads, check_positive_scalar, check_random_state
 from .network import LowRankRNN
 
@@ -128,6 +129,8 @@ def cddm_trials(n_trials, task=None, random_state=None):
     """
     task = (task or CDDMTask()).validate()
     n_trials = check_int(n_trials, "n_trials", minimum=1, owner="cddm_trials")
+    check_allocation(8 * n_trials * (2 * task.n_steps * 4 + 8), f"cddm_trials({n_trials}) of {task.n_steps} steps",
+                     "Ask for fewer trials.")
     rng = check_random_state(random_state)
     levels = np.concatenate([-np.asarray(task.coherences, float), np.asarray(task.coherences, float)])
     coherence = rng.choice(levels, size=(n_trials, 2))

@@ -217,6 +217,8 @@ def test_check_allocation_says_what_how_much_and_how_to_fix(budget):
     assert "memory available (1 GB)" in message and "CONNECTOR_SIM_MAX_BYTES" in message
     assert message.endswith("Load a smaller one.")
     assert (info.value.requested, info.value.available) == (745 * 2**30, 10**9)
+    with pytest.raises(_memory.TooLargeError, match=r"needs about 10\^400 bytes"):
+        _memory.check_allocation(10**400, "A request past the float range", "Ask for less.")
 
 
 def test_memory_override_from_the_environment(monkeypatch):
@@ -267,6 +269,10 @@ def test_sparse_masks_and_dense_matrices_are_checked(monkeypatch):
                      match="Storing this mask.*half the available memory.*representation='implicit'")
     small = cs.Gaussian(np.zeros(2), np.eye(2), rank=1).sample(1000, 0)
     _refused_quickly(lambda: cs.LowRankPlusRandomRNN(small, 1.0), match="1000 x 1000 matrix")
+    from connector_sim import spectra
+
+    _refused_quickly(lambda: spectra.leading_eigenvalues(cs.sparsify(small, n_connections=10, seed=0), k=500),
+                     match=r"leading_eigenvalues\(k=500\)")
     assert cs.SparseMask(10**6, n_connections=1000, seed=0).nbytes == 0  # implicit: nothing stored
 
 
@@ -372,3 +378,30 @@ def test_find_fixed_points_tolerances_are_validated(name, value):
 def test_find_fixed_points_refuses_a_velocity_that_is_not_real(velocity):
     with pytest.raises(TypeError, match="velocity must return real numbers"):
         cs.find_fixed_points(velocity, [[-1, 1]], n_starts=3)
+
+
+def test_flow_networks_are_checked_before_torch_allocates(budget):
+    pytest.importorskip("torch")
+    from connector_sim.inference.flows import VelocityMLP
+
+    _refused_quickly(lambda: VelocityMLP(2, 0, hidden=200_000), match="4 hidden layers of width 200000")
+    _refused_quickly(lambda: VelocityMLP(2, 0, hidden=4, n_layers=10**10), match="10000000000 hidden layers")
+    assert sum(p.numel() for p in VelocityMLP(2, 1, hidden=8, n_layers=2).parameters()) == (4 + 1) * 8 + 9 * 8 + 9 * 2
+
+
+def test_binning_smoothing_and_noise_blocks_are_checked(budget):
+    from connector_sim.data import bin_spike_times, causal_gaussian_kernel
+
+    _refused_quickly(lambda: causal_gaussian_kernel(1e-300, 0.1), match="smoothing kernel")
+    _refused_quickly(lambda: bin_spike_times([[0.1]], [0.0], [1.0], bin_width=1e-12, smoothing=None),
+                     match="Binning 1 trial")
+    _refused_quickly(lambda: cs.private_noise(0, 10**6, 10**6), match="private_noise of 1 x 1000000 x 1000000")
+    assert bin_spike_times([[0.1, 0.25]], [0.0], [1.0], bin_width=0.1, smoothing=None).spikes.sum() == 2
+
+
+def test_sinkhorn_cost_matrices_are_checked(budget):
+    pytest.importorskip("geomloss")
+    from connector_sim.inference.distances import sinkhorn_divergence
+
+    _refused_quickly(lambda: sinkhorn_divergence(np.zeros((10**5, 2)), np.ones((10**5, 2))),
+                     match="sinkhorn_divergence of 100000 and 100000 points")

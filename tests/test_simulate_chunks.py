@@ -214,3 +214,15 @@ def test_the_low_rank_plus_random_simulator_reports_divergence_the_same_way():
         result = simulate_low_rank_plus_random(network, 400, kappa0=[1.0])
     step = reported_step(records[0])
     assert np.isfinite(result.kappa[0, :step]).all() and not np.isfinite(result.kappa[0, step]).all()
+
+
+@pytest.mark.parametrize("path", ["auto", "full"])
+def test_a_huge_dt_gives_the_package_s_warnings_only(backend, path):
+    # alpha = 1e300: the input filter and the decay overflow; NumPy's own
+    # overflow warnings stay inside, the user sees simulate's two warnings.
+    network = LowRankRNN(np.ones((2, 1)), np.ones((2, 1)), I=np.ones((2, 1)))
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        simulate(network, 20, dt=1e300, v0=[0.3], backend=backend, path=path)
+    messages = sorted((r.category.__name__, str(r.message)[:6]) for r in records)
+    assert messages == [("NonFiniteStateWarning", "The si"), ("RuntimeWarning", "dt = 1")], messages

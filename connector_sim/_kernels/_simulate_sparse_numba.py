@@ -296,8 +296,14 @@ def _full_path(mode, key, lo, width, log_q, indptr, indices, m_T, n_T, I_T, b, a
                 record_out[trial, t + 1, k] = x[trial, record_idx[k]]
 
 
-_full_path_builtin = njit(parallel=True, **_OPTIONS)(_full_path)
-_full_path_user = njit(parallel=True, fastmath=True, error_model="numpy")(_full_path)
+# The time loop adds in source order too (_IN_ORDER: no reassociation): with
+# reassociation LLVM's choices (how a reduction is split into vector lanes,
+# how (drive + inputs + b) - x is regrouped) may differ between the
+# specialisations for stored and implicit masks, and between a specialisation
+# compiled in this process and one loaded from numba's cache, which broke
+# their bitwise equality depending on the cache's state.
+_full_path_builtin = njit(parallel=True, **_IN_ORDER)(_full_path)
+_full_path_user = njit(parallel=True, fastmath=_IN_ORDER["fastmath"], error_model="numpy")(_full_path)
 
 
 @njit(parallel=True, **_OPTIONS)

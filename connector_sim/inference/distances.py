@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .._memory import check_allocation
 from .._validation import check_int, check_n_threads, check_positive_scalar, check_random_state
 from ..distributions import Gaussian, GaussianMixture, RowLayout
 from ..network import LowRankRNN
@@ -140,6 +141,9 @@ def sinkhorn_divergence(x, y, *, blur=0.05, scaling=0.9, n_threads=1):
                          f"Got shapes {x.shape} and {y.shape}.")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must contain only finite values.")
+    # The tensorized Sinkhorn keeps the (n + k)^2 cost and kernel matrices (float64) in memory.
+    check_allocation(8 * 4 * (len(x) + len(y)) ** 2, f"sinkhorn_divergence of {len(x)} and {len(y)} points",
+                     "Use fewer samples (n_samples of dissimilarity).")
     # GeomLoss takes the log of the clouds' diameter for its epsilon schedule,
     # which is 0 for clouds that are one and the same point: give it at least blur.
     both = np.vstack([x, y])

@@ -150,7 +150,15 @@ class VelocityMLP(nn.Module):
     """
 
     def __init__(self, dim, condition_dim=0, hidden=128, n_layers=4):
+        from .._memory import check_allocation
+
         super().__init__()
+        width = int(dim) + int(condition_dim) + 1
+        n_params = (width + 1) * hidden + max(int(n_layers) - 1, 0) * (hidden + 1) * hidden + (hidden + 1) * dim
+        # float64 weights, gradients and two Adam moments, and ~16 kB of Python objects per layer
+        check_allocation(32 * n_params + 16_000 * int(n_layers),
+                         f"A velocity MLP of {n_layers} hidden layers of width {hidden} ({n_params:.3g} parameters)",
+                         "Use fewer or narrower hidden layers (the Connector paper uses 4 layers of 128).")
         self.dim, self.condition_dim = dim, condition_dim
         layers, width = [], dim + condition_dim + 1
         for _ in range(n_layers):
