@@ -41,15 +41,22 @@ FAILED = 1
 #: Seeds are stored in the output files as int64.
 MAX_SEED = 2**63 - 1
 
+#: More epochs than this is a typo, not a training run (the paper trains for 1,000).
+MAX_EPOCHS = 10**6
+
 
 class CommandError(Exception):
     """Bad input found by a command; main prints the message and exits with :data:`BAD_INPUT`."""
 
 
+#: Longest message printed (a compiled module's argument error can run to pages).
+MAX_MESSAGE = 2000
+
+
 def _one_line(exc):
-    """An exception's message on one line (its type when it has none)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """An exception's message on one line (its type when it has none), at most MAX_MESSAGE characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 5] + " ..."
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -219,6 +226,8 @@ def _simulate(arguments):
     out = _npz_path(arguments.out, "--out")
     if arguments.network_out is not None:
         _npz_path(arguments.network_out, "--network-out")
+        if os.path.abspath(arguments.network_out) == os.path.abspath(out):
+            raise CommandError(f"--network-out must differ from --out (both are {out!r}).")
     for name in ("n_neurons", "trials", "n_steps"):
         _check_int(arguments, name)
     _check_seed(arguments)
@@ -322,8 +331,9 @@ def _fit(arguments):
     latents_out = _npz_path(arguments.latents_out or _default_latents_path(out), "--latents-out")
     if os.path.abspath(latents_out) == os.path.abspath(out):
         raise CommandError(f"--latents-out must differ from --out (both are {out!r}).")
-    for name in ("rank", "epochs", "n_neurons"):
+    for name in ("rank", "n_neurons"):
         _check_int(arguments, name)
+    _check_int(arguments, "epochs", 1, MAX_EPOCHS)
     _check_seed(arguments)
     _check_float(arguments, "dt")
     _check_float(arguments, "tau")
@@ -399,8 +409,9 @@ def _infer(arguments):
     from .mean_field import latent_velocity
 
     # Every option first: nothing is trained, and nothing written, on bad input.
-    for name in ("epochs", "hidden", "layers", "flow_samples"):
+    for name in ("hidden", "layers", "flow_samples"):
         _check_int(arguments, name)
+    _check_int(arguments, "epochs", 1, MAX_EPOCHS)
     _check_seed(arguments)
     _check_float(arguments, "n_covariance", positive=False)
     try:
@@ -432,6 +443,12 @@ def _infer(arguments):
     for name in ("kappa", "inputs", "alpha"):
         if name in latents:
             _check_real(latents_path, name, latents[name])
+    from ._memory import check_allocation
+
+    # The mean-field check after the save: rows [m, n, I, b] of --flow-samples draws, and their copies.
+    check_allocation(8 * 4 * arguments.flow_samples * (2 * network.rank + network.n_inputs + 1),
+                     f"--flow-samples {arguments.flow_samples}: the mean-field check's samples",
+                     "Use fewer --flow-samples (default 20000).")
     alpha = _file_scalar(latents_path, latents, "alpha")
     if alpha > 1:
         raise CommandError(f"{latents_path!r}: 'alpha' = dt / tau must be in (0, 1]. Got {alpha!r}.")

@@ -450,8 +450,12 @@ def load_network(path, *, return_extra=False):
                          what="a low-rank network (m, n, I, b, tau, activation; see save_network)")
     m = arrays["m"]
     dtype = m.dtype if m.dtype in (np.float32, np.float64) else np.float64
+    tau = arrays["tau"]
+    if tau.size != 1 or not (np.issubdtype(tau.dtype, np.integer) or np.issubdtype(tau.dtype, np.floating)):
+        raise ValueError(f"{os.fspath(path)!r} does not hold a valid network: 'tau' must be one real number. Got "
+                         f"{tau!r}.")
     try:
-        network = LowRankRNN(m, arrays["n"], arrays.get("I"), arrays.get("b"), tau=float(arrays["tau"]),
+        network = LowRankRNN(m, arrays["n"], arrays.get("I"), arrays.get("b"), tau=float(tau.reshape(-1)[0]),
                              activation=str(arrays["activation"]), dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} does not hold a valid network: {exc}") from exc
@@ -556,24 +560,23 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
     if len(starts) == 0:
         raise ValueError("There are no trials (starts is empty).")
     with np.errstate(invalid="ignore", over="ignore"):
-        bins = np.floor((stops - starts) / bin_width + 1e-9)
-    longest = float(np.max(np.where(np.isfinite(bins), bins, 0.0)))
-    check_allocation(8 * 2 * len(starts) * (longest + 1), f"Binning {len(starts)} trial(s) of up to {longest:.3g} "
-                     f"bins of {bin_width} s", "Use wider bins (bin_width), fewer or shorter trials.")
-    lengths = np.where(np.isfinite(bins), bins, -1).astype(np.int64)
-    for k, length in enumerate(lengths):
-        if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or length < 1:
+        spans = np.floor((stops - starts) / bin_width + 1e-9)  # bins per trial, as floats: they may be huge
+    for k, span in enumerate(spans):
+        if not np.isfinite(starts[k]) or not np.isfinite(stops[k]) or not span >= 1:
             raise _error("trial interval", k, f"[{starts[k]}, {stops[k]}) must be finite and hold at least one "
                          f"bin of {bin_width} s.")
-    kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
-    history = 0 if kernel is None else len(kernel) - 1
     units = [np.sort(_real_vector(times, f"spike_times[{i}]")) for i, times in enumerate(spike_times)]
     if not units:
         raise ValueError("spike_times holds no units.")
-    check_allocation(8 * len(starts) * int(lengths.max()) * len(units),
-                     f"{len(starts)} trial(s) x {int(lengths.max())} bins x {len(units)} unit(s)",
-                     "Use wider bins (bin_width), fewer or shorter trials, or fewer units.")
-    out = np.zeros((len(starts), lengths.max(), len(units)))
+    n_bins = float(spans.max())
+    # The output, and per trial and unit the bin edges, the counts and their convolution with the kernel.
+    check_allocation(8 * len(starts) * n_bins * len(units) + 8 * 4 * (n_bins + 2), f"Binning {len(starts)} "
+                     f"trial(s) of up to {n_bins:.0f} bins x {len(units)} unit(s) (bins of {bin_width} s)",
+                     "Use a larger bin_width (or fewer, shorter trials).")
+    lengths, n_bins = spans.astype(np.int64), int(n_bins)
+    kernel = None if smoothing is None else causal_gaussian_kernel(bin_width, smoothing, truncate)
+    history = 0 if kernel is None else len(kernel) - 1
+    out = np.zeros((len(starts), n_bins, len(units)))
     for k, (start, length) in enumerate(zip(starts, lengths)):
         edges = start + bin_width * np.arange(-history, length + 1)
         for i, times in enumerate(units):

@@ -244,6 +244,11 @@ def test_an_edited_config_is_rejected_before_anything_is_allocated(tiny_connecto
                     recompute_checksum=True)
     with pytest.raises(ModelFileError, match=r"weights do not match its config \(hidden=9"):
         Connector.load(tmp_path / "model")
+    _rewrite_config(tmp_path / "model", lambda config: config["params"].update(hidden=200_000),
+                    recompute_checksum=True)
+    with pytest.raises(ModelFileError, match=r"invalid parameter: The 'hidden' parameter of FlowMatchingCNF must"):
+        Connector.load(tmp_path / "model")
+    _rewrite_config(tmp_path / "model", lambda config: config["params"].update(hidden=8), recompute_checksum=True)
     _rewrite_config(tmp_path / "model", lambda config: config.update(alpha=7.0),
                     recompute_checksum=True)
     with pytest.raises(ModelFileError, match=r"'alpha' must be a finite number in \(0, 1.0\]"):
@@ -310,6 +315,18 @@ def test_complex_data_is_an_error_not_silently_truncated():
         bin_spike_times([np.array([0.1 + 1j])], [0.0], [1.0])
     with pytest.raises(TypeError, match="starts must hold real numbers"):
         bin_spike_times([np.array([0.1])], [0.0j], [1.0])
+
+
+
+def test_complex_network_files_are_refused(tmp_path):
+    from connector_sim.data import load_network
+
+    save_arrays(tmp_path / "m.npz", m=np.ones((3, 1)) * 1j, n=np.ones((3, 1)), tau=1.0, activation="tanh")
+    with pytest.raises(ValueError, match="m.npz' does not hold a valid network: m must be real"):
+        load_network(tmp_path / "m.npz")
+    save_arrays(tmp_path / "tau.npz", m=np.ones((3, 1)), n=np.ones((3, 1)), tau=1.0 + 1j, activation="tanh")
+    with pytest.raises(ValueError, match="tau.npz' does not hold a valid network: 'tau' must be one real number"):
+        load_network(tmp_path / "tau.npz")
 
 
 def test_read_nwb_refuses_rows_out_of_range_and_negative_rows(tmp_path):
@@ -449,3 +466,38 @@ def test_temporaries_of_writes_still_running_at_exit_are_removed(tmp_path):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0 and out == "True\n", err
     assert os.listdir(tmp_path) == []
+
+
+def test_read_nwb_treats_a_broken_link_as_a_damaged_file(tmp_path, monkeypatch):
+    # Flipped bits in a link made hdmf warn (BrokenLinkWarning) and go on reading; found by the fuzz suite.
+    pytest.importorskip("pynwb")
+    import warnings
+
+    from hdmf.backends.hdf5.h5tools import BrokenLinkWarning
+
+    import connector_sim.data as data
+
+    def damaged(NWBHDF5IO, path, units):
+        warnings.warn("Path to Group altered/broken at /stimulus", BrokenLinkWarning)
+        return [np.array([0.1])], np.array([0.0]), np.array([1.0])
+
+    monkeypatch.setattr(data, "_has_hdf5_signature", lambda path: True)
+    monkeypatch.setattr(data, "_read_nwb_tables", damaged)
+    (tmp_path / "flipped.nwb").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"flipped.nwb' is a damaged NWB file \(Path to Group altered/broken"):
+        data.read_nwb(tmp_path / "flipped.nwb")
+
+
+def test_binning_that_cannot_fit_in_memory_is_refused_before_any_work(monkeypatch):
+    from connector_sim import TooLargeError, _memory
+
+    monkeypatch.setattr(_memory, "max_bytes", 10**9)
+    started = time.perf_counter()
+    with pytest.raises(TooLargeError, match=r"Binning 4 trial\(s\) of up to 800000000 bins x 3 unit\(s\) "
+                                            r"\(bins of 1e-09 s\) needs 102 GB"):
+        bin_spike_times([[0.1], [0.2], [0.3]], [0.0, 1.0, 2.0, 3.0], [0.8, 1.8, 2.8, 3.8], bin_width=1e-9)
+    with pytest.raises(TooLargeError, match="A smoothing kernel of 3.0 x 0.1 s in bins of 1e-09 s"):
+        bin_spike_times([[0.1]], [0.0], [1e-8], bin_width=1e-9, smoothing=0.1)
+    with pytest.raises(TooLargeError, match="Binning 1 trial"):
+        bin_spike_times([[0.1]], [0.0], [1e300], bin_width=1e-300)
+    assert time.perf_counter() - started < 1

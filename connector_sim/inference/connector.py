@@ -509,8 +509,11 @@ class Connector(_Distribution):
         ``weights.pt`` a dict of tensors (CNF state dicts, standardisation,
         the regression's points and weights, Sigma), read back with
         ``torch.load(weights_only=True)``: loading runs no pickled code.
-        Each file is written to a temporary file and moved into place
-        (``os.replace``), the config last.
+        The folder is written as one unit (a hidden folder beside ``path``,
+        then a swap): an interrupted save leaves the previous model
+        loadable. ``config.json`` records checksums of itself and of the
+        weights, which :meth:`load` verifies. An existing ``path`` may only
+        hold an earlier save's two files.
         """
         self._check_fitted()
         marginal_config, marginal_tensors = self.marginal_.get_state()
@@ -562,6 +565,7 @@ class Connector(_Distribution):
         connector = cls(**dict(params, device=device))
         try:
             connector._check_params()
+            connector._cnf(1, 0)._check_params()  # hidden, n_layers, ... of a refit
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid parameter: {exc}") from None
         rank = _config_int(config, "rank", 1, MAX_DIM)
