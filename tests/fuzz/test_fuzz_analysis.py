@@ -261,6 +261,7 @@ BOX = np.array([[-2.0, 2.0]])
     dict(velocity="linear", box=BOX, kwargs={"jacobian_step": 1 + 0j}),
     dict(velocity="linear", box=BOX, kwargs={"marginal_tol": None}),
     dict(velocity="complex_valued", box=BOX, kwargs={"n_starts": 3}),
+    dict(velocity="overflow", box=BOX, kwargs={"n_starts": 4}),
 ], ids=lambda p: f"{p['velocity']}-{p['kwargs']}")
 def test_find_fixed_points_issue_reproducers(sandbox, params):
     check(sandbox, "find_fixed_points", run_find_fixed_points, params)
@@ -269,7 +270,7 @@ def test_find_fixed_points_issue_reproducers(sandbox, params):
 GAUSSIAN = ("Gaussian", [np.zeros(2), np.eye(2)], {"rank": 1})
 
 
-@pytest.mark.parametrize("n_neurons", [10**12, 2**63, 10**10])
+@pytest.mark.parametrize("n_neurons", [10**12, 2**63, 10**10, 10**400])
 @pytest.mark.parametrize("rows_only", [False, True])
 def test_distribution_issue_reproducers(sandbox, n_neurons, rows_only):
     kind, args, layout = GAUSSIAN
@@ -282,12 +283,14 @@ PERTURB_NET = dict(n_neurons=20, rank=1, n_inputs=0, dtype="float64", activation
 
 
 @pytest.mark.parametrize("kwargs", [{"n_steps": 10**10}, {"n_threads": 100_000}, {"n_threads": 0},
-                                    {"n_steps": 5, "fixed_point_options": {"n_starts": 2**63}}],
+                                    {"n_steps": 5, "fixed_point_options": {"n_starts": 2**63}}, {"n_steps": 5, "empty": 1}],
                          ids=str)
 def test_perturbation_study_issue_reproducers(sandbox, kwargs):
+    kwargs = dict(kwargs)
+    initial = np.zeros((0, 1)) if kwargs.pop("empty", None) else np.array([[0.5]])
     check(sandbox, "perturbation_study", run_perturbation_study,
           dict(source=("network", PERTURB_NET), perturbations=[{"constructor": "init"}],
-               initial_conditions=np.array([[0.5]]), kwargs=dict({"fixed_point_options": {"n_starts": 4}}, **kwargs)))
+               initial_conditions=initial, kwargs=dict({"fixed_point_options": {"n_starts": 4}}, **kwargs)))
 
 
 @pytest.mark.parametrize("n_threads", [100_000, 2**31 - 1, 0, 1])

@@ -145,8 +145,22 @@ def test_dissimilarity_issue_reproducers(sandbox, kwargs):
                                                              kwargs=dict({"n_samples": 20}, **kwargs)))
 
 
-@pytest.mark.parametrize("params", [{"rank": 1000}, {"n_threads": 100_000}, {"n_threads": 0}], ids=str)
+@pytest.mark.parametrize("params", [{"rank": 1000}, {"n_threads": 100_000}, {"n_threads": 0}, {"dt": 1e-200},
+                                    {"learning_rate": 1e308, "ridge": 0.0}], ids=str)
 def test_lint_issue_reproducers(sandbox, params):
     rates = np.tanh(np.random.default_rng(0).standard_normal((3, 5, 4)))
     check(sandbox, "LINT.fit", run_lint, dict(rates=rates, inputs=None, lengths=None,
                                               params=dict({"n_epochs": 1, "random_state": 0, "device": "cpu"}, **params)))
+
+
+CONNECTOR_NET = dict(n_neurons=8, rank=2, n_inputs=0, dtype="float64", activation="identity", tau=2.0, scale=1.0,
+                     bias=False, seed=195)
+
+
+@pytest.mark.parametrize("params", [{"lambda_prior": 1e-200}, {"n_regression_samples": 2**32 + 1},
+                                    {"lambda_prior": 10**400}], ids=str)
+def test_connector_fit_reproducers(sandbox, params):
+    """Found by the thorough profile: a singular regression, a sample count that cannot fit, an int beyond float."""
+    kappa = np.random.default_rng(0).uniform(-2, 2, (2, 6, 2))
+    check(sandbox, "Connector.fit", run_connector, dict(network=CONNECTOR_NET, kappa=kappa, fit_kwargs={},
+                                                        params=params), timeout=30)

@@ -278,6 +278,13 @@ ISSUE_CASES = {
     "unaligned x0 (cpp)": (NET, 5, {"x0": ArraySpec(X0, layout="unaligned"), "backend": "cpp", "noise_std": 0.1,
                                     "seed": 0}),
     "big-endian read-only x0 (numba)": (NET, 5, {"x0": ArraySpec(X0, ">f8", "readonly"), "backend": "numba"}),
+    # found by the thorough profile
+    "dt=1e300 with inputs": (NET, 20, {"dt": 1e300, "v0": [0.3], "backend": "numpy"}),
+    "dt=1e308 with inputs": (dict(NET, bias=True), 1, {"dt": 1e308}),
+    "float32 final_state overflow (latent path)": (
+        dict(n_neurons=23, rank=3, n_inputs=2, dtype="float32", activation="relu", tau=0.5, scale=30.0, bias=True,
+             seed=785), 12, {"dt": 0.05, "v0": [1.362, -1.578], "n_trials": 1, "backend": "numpy"}),
+    "n_steps=10**400": (NET, 10**400, {}),
 }
 
 
