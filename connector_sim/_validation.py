@@ -183,6 +183,9 @@ def check_random_state(random_state):
     """Turn None, an int or a Generator into a ``numpy.random.Generator``."""
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state < 0:
+        raise ValueError(f"random_state must be None, an int >= 0 or a numpy.random.Generator. Got {random_state!r} "
+                         "instead.")
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.RandomState):

@@ -38,3 +38,20 @@ def backend(request):
     """Every backend, the reference included."""
     require_backend(request.param)
     return request.param
+
+
+# Hypothesis profiles of the property-based suite (tests/fuzz). The default is
+# reproducible (derandomized, no example database) and sized to run in about
+# two minutes; `pytest --hypothesis-profile=thorough` runs ten times as many
+# examples with fresh randomness.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the fuzz suite skips itself without hypothesis
+    pass
+else:
+    _FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("connector_sim", max_examples=100, derandomize=True, database=None,
+                              deadline=None, suppress_health_check=_FUZZ_HEALTH, print_blob=True)
+    settings.register_profile("thorough", max_examples=1000, derandomize=False, database=None,
+                              deadline=None, suppress_health_check=_FUZZ_HEALTH, print_blob=True)
+    settings.load_profile("connector_sim")

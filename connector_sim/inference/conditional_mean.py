@@ -237,7 +237,26 @@ def ridge_lambda(n_rows, alpha, lambda_prior=1e-4, ridge=None):
     if ridge is not None:
         return check_positive_scalar(ridge, "ridge", owner="the conditional mean")
     lambda_prior = check_positive_scalar(lambda_prior, "lambda_prior", owner="the conditional mean")
-    return lambda_prior * n_rows**2 / alpha**2
+    # (N / alpha)^2 in float64: alpha**2 underflows to 0 (a ZeroDivisionError) for alpha < 1e-162.
+    with np.errstate(over="ignore", divide="ignore"):
+        lam = float(lambda_prior * np.square(np.float64(n_rows) / np.float64(alpha)))
+    if not np.isfinite(lam):
+        raise ValueError(f"The ridge coefficient lambda_prior N^2 / alpha^2 overflows for N = {n_rows}, alpha = "
+                         f"{alpha!r}, lambda_prior = {lambda_prior!r}. alpha is dt / tau of the trajectories "
+                         "(0.1 is usual); give it, or set ridge= explicitly.")
+    return lam
+
+
+def _cholesky(matrix, lam):
+    """scipy's Cholesky factor of the regularised normal matrix, or a clear error when it is not positive definite."""
+    from scipy.linalg import cho_factor
+
+    try:
+        return cho_factor(matrix, lower=True)
+    except np.linalg.LinAlgError as exc:  # scipy.linalg.LinAlgError is numpy's
+        raise ValueError(f"The ridge regression of the conditional mean is numerically singular (lambda = {lam:.3g} is "
+                         "too small for its normal matrix). Raise lambda_prior (1e-4 is usual) or give a larger "
+                         "ridge=.") from exc
 
 
 def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None, alpha=0.1, lambda_prior=1e-4,
@@ -321,13 +340,13 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
             phi = _phi_block(activation, m[block], I[block], b[block], points, v_points)
             gram += phi @ phi.T
         gram[np.diag_indices(T)] += lam
-        weights = cho_solve(cho_factor(gram, lower=True), delta)
+        weights = cho_solve(_cholesky(gram, lam), delta)
         n_hat = None
     else:
         phi = _phi_block(activation, m, I, b, points, v_points)  # (T, N), N <= T
         normal = phi.T @ phi
         normal[np.diag_indices(N)] += lam
-        n_hat = cho_solve(cho_factor(normal, lower=True), phi.T @ delta)
+        n_hat = cho_solve(_cholesky(normal, lam), phi.T @ delta)
         weights = (delta - phi @ n_hat) / lam
     model = ConditionalMean(points, v_points, weights, activation)
     if not return_n:

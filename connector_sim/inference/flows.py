@@ -577,6 +577,11 @@ class FlowMatchingCNF:
         n_samples = check_int(n_samples, "n_samples", minimum=1, owner=f"{_OWNER}.sample")
         condition = self._check_condition(condition, n_samples)
         rng = check_random_state(random_state)
+        from .._memory import check_allocation
+
+        # The output and the ODE solver's float64 temporaries of one batch (at most 4 states alive).
+        check_allocation(8 * self.dim_ * (n_samples + 4 * min(n_samples, self.sample_batch_size)),
+                         f"Drawing {n_samples} samples of dimension {self.dim_}", "Draw fewer samples.")
         out = np.empty((n_samples, self.dim_))
         out[:] = self.mean_
         if self.model_ is None:

@@ -514,7 +514,13 @@ class LINT:
         penalty[: N + n_inputs] = self.ridge * max(np.trace(gram[:N, :N]) / N, 1e-12) + 1e-10
         coef = np.linalg.solve(gram + np.diag(penalty), design.T @ target)
         J_T = coef[:N]  # target ~ phi(z) @ J^T
-        drive_cov = J_T.T @ gram[:N, :N] @ J_T
+        with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+            drive_cov = J_T.T @ gram[:N, :N] @ J_T
+        if not np.all(np.isfinite(drive_cov)):
+            raise ValueError(
+                f"The initial (reduced-rank) regression of {type(self).__name__} is not finite: the rate increments "
+                f"divided by alpha = dt / tau = {self.dt / self.tau:.3g} overflow. Give dt and tau in the same unit "
+                "(alpha = 0.1 is usual), or init='random'.")
         _, vectors = np.linalg.eigh(0.5 * (drive_cov + drive_cov.T))
         V = vectors[:, ::-1][:, :R]
         m = math.sqrt(N) * V

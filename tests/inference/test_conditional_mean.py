@@ -223,3 +223,34 @@ def test_fit_input_errors():
         model(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"mIb must have shape \(N, 3\)"):
         model.from_rows(np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("alpha", [1e-200, 1e-320])
+def test_ridge_lambda_of_a_tiny_alpha_is_a_clear_error(alpha):
+    # lambda_p N^2 / alpha^2 is not representable: alpha**2 underflowed to 0 (ZeroDivisionError) before.
+    with pytest.raises(ValueError, match="overflows"):
+        ridge_lambda(11, alpha)
+    # Where it is representable, it is the formula (1e-100: lambda = 1e-4 * 121 * 1e200).
+    assert ridge_lambda(11, 1e-100) == pytest.approx(1e-4 * 121 * 1e200)
+
+
+def test_connector_fit_with_a_tiny_alpha_is_a_clear_error():
+    from connector_sim import LowRankRNN
+    from connector_sim.inference import Connector
+
+    rng = np.random.default_rng(0)
+    network = LowRankRNN(rng.standard_normal((11, 1)), rng.standard_normal((11, 1)))
+    with pytest.raises(ValueError, match="overflows"):
+        Connector(hidden=4, n_layers=1, n_epochs=1, device="cpu").fit(network, alpha=1e-320, n_sim_steps=2,
+                                                                       kappa0=np.zeros((4, 1)))
+
+
+def test_a_numerically_singular_ridge_regression_is_a_clear_error():
+    # A normal matrix that is not positive definite in floating point (lambda_prior = 1e-200 in Connector.fit):
+    # scipy's LinAlgError from inside cho_factor became a ValueError that says what to change.
+    from connector_sim.inference.conditional_mean import _cholesky
+
+    with pytest.raises(ValueError, match="numerically singular .* lambda_prior"):
+        _cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]), 1e-196)
+    factor, lower = _cholesky(np.array([[4.0, 0.0], [0.0, 9.0]]), 1e-4)
+    np.testing.assert_allclose(np.diag(factor), [2.0, 3.0])

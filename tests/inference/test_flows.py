@@ -298,3 +298,14 @@ def test_conditional_cnf_learns_a_linear_gaussian():
     x_test = 2 * c_test + 0.5 * rng.standard_normal((500, 1))
     truth = -0.5 * ((x_test - 2 * c_test) / 0.5) ** 2 - np.log(0.5 * np.sqrt(2 * np.pi))
     assert flow.log_prob(x_test, c_test).mean() == pytest.approx(truth.mean(), abs=0.1)
+
+
+def test_drawing_more_samples_than_fit_in_memory_is_refused_before_allocating():
+    from connector_sim._memory import TooLargeError
+    from connector_sim.inference import FlowMatchingCNF
+
+    flow = FlowMatchingCNF(hidden=4, n_layers=1, n_epochs=1, device="cpu", random_state=0)
+    flow.fit(np.random.default_rng(0).standard_normal((20, 3)))
+    with pytest.raises(TooLargeError, match="Drawing 4294967297 samples"):
+        flow.sample(2**32 + 1, random_state=0)
+    assert flow.sample(5, random_state=0).shape == (5, 3)

@@ -219,3 +219,10 @@ def test_smooth_activations_fit_their_teacher(activation):
     # float32 rounding, relative too: softplus latents reach ~1e2.
     np.testing.assert_allclose(replay.kappa, lint.latents_, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(replay.rates, lint.predict(rates[:18]), rtol=1e-5, atol=1e-4)
+def test_a_tiny_alpha_is_a_clear_error_not_an_eigen_failure():
+    # dt = 1e-200: the increments divided by alpha overflow and numpy's eigh raised "Eigenvalues did not converge".
+    from connector_sim.inference import LINT
+
+    rates = np.tanh(np.random.default_rng(0).standard_normal((2, 5, 3)))
+    with pytest.raises(ValueError, match="not finite"):
+        LINT(rank=1, dt=1e-200, n_epochs=1, random_state=0, device="cpu").fit(rates)
