@@ -200,7 +200,8 @@ def jacobian(velocity, position, step=1e-5):
     shifts = h * np.eye(len(position))
     values = _call(velocity, np.concatenate([position + shifts, position - shifts]))
     forward, backward = np.split(values, 2)
-    return (forward - backward).T / (2 * h)
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite velocity gives a non-finite Jacobian, said by it
+        return (forward - backward).T / (2 * h)
 
 
 def stability_class(eigenvalues, marginal_tol=1e-6):
@@ -279,9 +280,15 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
             raise _Diverged
         return _call(velocity, x)
 
+    def jacobian_or_diverged(x):
+        matrix = jacobian(velocity, x, jacobian_step)
+        if not np.all(np.isfinite(matrix)):
+            raise _Diverged
+        return matrix
+
     for start in _starts(box, n_starts, rng):
         try:
-            position = root(equations, start, jac=lambda x: jacobian(velocity, x, jacobian_step), method="hybr").x
+            position = root(equations, start, jac=jacobian_or_diverged, method="hybr").x
         except _Diverged:
             continue
         inside = np.all(position >= box[:, 0] - dedup_tol) and np.all(position <= box[:, 1] + dedup_tol)
@@ -291,6 +298,8 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
         if any(np.linalg.norm(position - point.position) < dedup_tol for point in found):
             continue
         matrix = jacobian(velocity, position, jacobian_step)
+        if not np.all(np.isfinite(matrix)):  # the velocity is infinite next to this root: no stability to give
+            continue
         eigenvalues = np.linalg.eigvals(matrix)
         eigenvalues = eigenvalues[np.argsort(eigenvalues.real, kind="stable")]
         found.append(FixedPoint(position, matrix, eigenvalues, stability_class(eigenvalues, marginal_tol), residual))

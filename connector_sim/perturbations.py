@@ -672,6 +672,11 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     if kappa0.ndim == 1:
         kappa0 = kappa0[None]
     kappa0 = check_array(kappa0, "initial_conditions", ndim=2, dtype=np.float64, shape=(None, rank))
+    if kappa0.shape[0] == 0:
+        raise ValueError(
+            f"The 'initial_conditions' parameter of perturbation_study must hold at least one latent state of "
+            f"dimension {rank}. Got an empty array of shape {kappa0.shape} instead."
+        )
     if method == "mean field":
         seeds = [-1]
     else:

@@ -114,7 +114,14 @@ class SimulationResult:
                 "Read the potentials of fewer units: simulate with record_units=[...] (result.potentials[:, -1]), "
                 "or with fewer trials.",
             )
-            self._final_state = self._final_state()
+            with np.errstate(over="ignore", invalid="ignore"):
+                state = self._final_state()
+            if not np.all(np.isfinite(state)):
+                warnings.warn(NonFiniteStateWarning(
+                    f"final_state is not finite: m kappa + I v + b at the last step overflows {np.dtype(self.dtype)} "
+                    "(or the run diverged). Simulate in float64, with smaller loadings, or with a smaller dt."),
+                    stacklevel=2)
+            self._final_state = state
         return self._final_state
 
 
