@@ -585,6 +585,10 @@ def _demo(arguments):
         run_demo(arguments.out, large_n=1000 if arguments.quick else arguments.large_n, seed=arguments.seed,
                  backend=arguments.backend)
     run_connector_pipeline(arguments.out, quick=arguments.quick, seed=arguments.seed)
+    if not arguments.skip_compression:
+        from .compression_report import run_compression_report
+
+        run_compression_report(arguments.out, quick=arguments.quick, seed=arguments.seed)
     return 0
 
 
@@ -711,6 +715,9 @@ def _parser():
     demo.add_argument("--quick", action="store_true", help="small sizes and few epochs (under two minutes)")
     demo.add_argument("--skip-simulation", action="store_true",
                       help="only the Connector pipeline, not the large-N simulation report")
+    demo.add_argument("--skip-compression", action="store_true",
+                      help="leave out the dynamic-compression section (embedded Van der Pol: DCF against PCA, "
+                           "PCA + LDS and LINT; about 2 minutes)")
     demo.set_defaults(run=_demo)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
     backends.set_defaults(run=_backends)

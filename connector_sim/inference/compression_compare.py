@@ -14,8 +14,9 @@ dimension and scores it on held-out trials:
   xhat_{t+k}|^2 / sum |x_{t+k} - mean x|^2, from x_t alone (0 is perfect; 1
   is no better than predicting the mean);
 - ``dimension_picked``: the dimension the method would choose itself (PCA:
-  held-out probabilistic-PCA log-likelihood; DCF: its ``n_components_``
-  with ``n_components="auto"``; LINT has no criterion);
+  held-out probabilistic-PCA log-likelihood; DCF: what
+  ``n_components="auto"`` picks from its nested-dropout spectrum; LINT has
+  no criterion);
 - ``seed_agreement``: mean R^2 between the held-out latents of seed 0 and
   of each other seed after a signed permutation (PCA and PCA + LDS are
   deterministic: 1 by construction, fitted once);
@@ -411,8 +412,9 @@ class _DCF(_Method):
         from . import DynamicCompressionFlow
 
         params = dict(k_max=self.options.get("k_max", 8), k_target=self.k, lag=self.options.get("lag", 1),
-                      n_components="auto", random_state=self.seed)
+                      random_state=self.seed)
         params.update(self.options.get("dcf_params") or {})
+        params["n_components"] = self.k  # the comparison's dimension; the choice "auto" would make is read below
         self.model = DynamicCompressionFlow(**params).fit(X, lengths)
         return self
 
@@ -423,7 +425,10 @@ class _DCF(_Method):
         return self.model.generate(horizon // self.model.lag, x0=x0)[1][:, -1]
 
     def dimension_picked(self):
-        return int(self.model.n_components_)
+        # n_components="auto": the last coordinate whose share of the nested-dropout spectrum reaches the
+        # threshold (the spectrum is computed the same way whatever n_components is).
+        kept = np.flatnonzero(np.asarray(self.model.dimension_importance_) >= self.model.importance_threshold)
+        return int(kept[-1] + 1) if len(kept) else 1
 
 
 _ADAPTERS = {"pca": _PCA, "pca_lds": _PCALDS, "lint": _LINT, "dcf": _DCF}
