@@ -316,42 +316,42 @@ def sde_dataset(sde, *, n_trials=64, n_times=200, dt=0.01, substeps=5, burn_in=1
 
 
 def van_der_pol_dataset(*, rho=2.0, tau=15.0, noise=0.1, n_trials=64, n_times=200, dt=0.01, n_features=100,
-                        observation_noise=0.05, embedding="tanh", random_state=0):
+                        observation_noise=0.05, embedding="tanh", gain=1.5, random_state=0):
     """Stochastic Van der Pol (rho = 2, tau = 15), about 2 cycles per 100 bins of 0.01, embedded in D dimensions."""
     z0 = np.random.default_rng(random_state).normal([1.0, 1.0], 0.2, size=(n_trials, 2))
     return sde_dataset(van_der_pol_sde(rho, tau, noise), n_trials=n_trials, n_times=n_times, dt=dt, substeps=10,
                        burn_in=25, z0=z0, n_features=n_features, embedding=embedding,
-                       observation_noise=observation_noise, random_state=random_state, name="van_der_pol")
+                       observation_noise=observation_noise, gain=gain, random_state=random_state, name="van_der_pol")
 
 
 def lorenz_dataset(*, noise=1.0, n_trials=64, n_times=200, dt=0.01, n_features=100, observation_noise=0.05,
-                   embedding="tanh", random_state=0):
+                   embedding="tanh", gain=1.5, random_state=0):
     """Lorenz-63 (sigma 10, rho 28, beta 8/3) with additive noise, embedded in D dimensions."""
     from .ddm.systems import lorenz
 
     z0 = np.random.default_rng(random_state).normal([0.0, 0.0, 25.0], 8.0, size=(n_trials, 3))
     return sde_dataset(lorenz(noise=noise), n_trials=n_trials, n_times=n_times, dt=dt, substeps=10, burn_in=100,
                        z0=z0, n_features=n_features, embedding=embedding, observation_noise=observation_noise,
-                       random_state=random_state, name="lorenz")
+                       gain=gain, random_state=random_state, name="lorenz")
 
 
 def ring_dataset(*, noise=0.3, n_trials=64, n_times=200, dt=0.05, n_features=100, observation_noise=0.05,
-                 embedding="tanh", random_state=0):
+                 embedding="tanh", gain=1.5, random_state=0):
     """A noisy 2-D ring attractor (:func:`ring_sde`), embedded in D dimensions."""
     return sde_dataset(ring_sde(noise), n_trials=n_trials, n_times=n_times, dt=dt, substeps=5, burn_in=40,
                        n_features=n_features, embedding=embedding, observation_noise=observation_noise,
-                       random_state=random_state, name="ring")
+                       gain=gain, random_state=random_state, name="ring")
 
 
 def multi_well_dataset(*, n_wells=4, rotation=0.8, noise=0.5, n_trials=64, n_times=200, dt=0.05, n_features=100,
-                       observation_noise=0.05, embedding="tanh", random_state=0):
+                       observation_noise=0.05, embedding="tanh", gain=1.5, random_state=0):
     """A 2-D particle hopping between ``n_wells`` wells on a circle (``connector_sim.ddm.multi_well``), embedded."""
     from .ddm.systems import multi_well
 
     sde = multi_well(n_wells=n_wells, rotation=rotation, noise=noise)
     return sde_dataset(sde, n_trials=n_trials, n_times=n_times, dt=dt, substeps=5, burn_in=40,
                        n_features=n_features, embedding=embedding, observation_noise=observation_noise,
-                       random_state=random_state, name="multi_well")
+                       gain=gain, random_state=random_state, name="multi_well")
 
 
 def linear_gaussian_dataset(*, noise=0.5, n_trials=64, n_times=200, dt=0.05, n_features=100,
