@@ -13,6 +13,8 @@ _LAZY = {
     # flows.py: flow-matching continuous normalizing flows
     "FlowMatchingCNF": "flows",
     "VelocityMLP": "flows",
+    # compression.py: dynamic compression flows (low-dimensional dynamics by flow matching)
+    "DynamicCompressionFlow": "compression",
     # conditional_mean.py: ridge regression for E[n | m, I, b] (NumPy only)
     "ConditionalMean": "conditional_mean",
     "fit_conditional_mean": "conditional_mean",

@@ -22,6 +22,7 @@ does not import it.
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def check_training_params(estimator, owner):
         check_int(estimator.n_threads, "n_threads", minimum=1, owner=owner)
     check_callback(estimator.callback, owner)
     for flag in ("fit_inputs", "fit_bias"):
-        if not isinstance(getattr(estimator, flag), bool):
+        if hasattr(estimator, flag) and not isinstance(getattr(estimator, flag), bool):
             raise TypeError(
                 f"The {flag!r} parameter of {owner} must be a bool. Got {getattr(estimator, flag)!r} instead."
             )
@@ -142,9 +143,13 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
     for training samples ``indices``; ``evaluate(split)`` returns the data
     loss of "train" or "val" without gradients. Returns (history, best epoch,
     epochs run).
+
+    Ctrl-C (KeyboardInterrupt) stops the training after the epochs done: the
+    best state so far is kept, ``history["interrupted"]`` is True and a
+    RuntimeWarning says so.
     """
     optimizer = torch.optim.Adam(list(parameters.values()), lr=estimator.learning_rate)
-    history = {"epoch": [], "train_loss": [], "val_loss": [], "time": []}
+    history = {"epoch": [], "train_loss": [], "val_loss": [], "time": [], "interrupted": False}
     started = time.perf_counter()
 
     def record(epoch, train_loss, val_loss):
@@ -170,36 +175,41 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
     stop = record(0, train0, val0)
     epoch = 0
     batch_size = min(estimator.batch_size, n_train)
-    while not stop and epoch < estimator.n_epochs:
-        epoch += 1
-        order = rng.permutation(n_train)
-        total, count = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            indices = order[start: start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            objective, data_loss = batch_loss(indices)
-            if not torch.isfinite(objective):
-                raise FloatingPointError(
-                    f"{owner}: the loss became {objective.item()} at epoch {epoch}. Lower learning_rate or "
-                    "max_grad_norm, or standardise the data."
-                )
-            objective.backward()
-            if estimator.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(parameters.values()), estimator.max_grad_norm)
-            optimizer.step()
-            total += data_loss.item() * len(indices)
-            count += len(indices)
-        train_loss = total / count
-        with torch.no_grad():
-            val_loss = evaluate("val") if has_validation else None
-        monitored = val_loss if has_validation else train_loss
-        if monitored < best_loss * (1 - estimator.tol) or (best_loss == 0 and monitored < best_loss):
-            best_loss, best_state, best_epoch, since_best = monitored, snapshot(), epoch, 0
-        else:
-            since_best += 1
-        stop = record(epoch, train_loss, val_loss)
-        if estimator.patience is not None and since_best >= estimator.patience:
-            break
+    try:
+        while not stop and epoch < estimator.n_epochs:
+            epoch += 1
+            order = rng.permutation(n_train)
+            total, count = 0.0, 0
+            for start in range(0, n_train, batch_size):
+                indices = order[start: start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                objective, data_loss = batch_loss(indices)
+                if not torch.isfinite(objective):
+                    raise FloatingPointError(
+                        f"{owner}: the loss became {objective.item()} at epoch {epoch}. Lower learning_rate or "
+                        "max_grad_norm, or standardise the data."
+                    )
+                objective.backward()
+                if estimator.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(list(parameters.values()), estimator.max_grad_norm)
+                optimizer.step()
+                total += data_loss.item() * len(indices)
+                count += len(indices)
+            train_loss = total / count
+            with torch.no_grad():
+                val_loss = evaluate("val") if has_validation else None
+            monitored = val_loss if has_validation else train_loss
+            if monitored < best_loss * (1 - estimator.tol) or (best_loss == 0 and monitored < best_loss):
+                best_loss, best_state, best_epoch, since_best = monitored, snapshot(), epoch, 0
+            else:
+                since_best += 1
+            stop = record(epoch, train_loss, val_loss)
+            if estimator.patience is not None and since_best >= estimator.patience:
+                break
+    except KeyboardInterrupt:
+        history["interrupted"] = True
+        warnings.warn(f"{owner}: training interrupted at epoch {epoch}; keeping the best state so far "
+                      f"(epoch {best_epoch}).", RuntimeWarning, stacklevel=3)
     with torch.no_grad():
         for name, value in parameters.items():
             value.copy_(best_state[name])
