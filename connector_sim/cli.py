@@ -469,7 +469,8 @@ def _compress_options(arguments):
     from .compression_data import DATASETS
     from .inference.compression_compare import METHODS
 
-    for name in ("k_max", "k_target", "lag", "epochs", "seeds", "horizon", "trials", "n_times", "n_features"):
+    for name in ("k_max", "k_target", "lag", "epochs", "seeds", "horizon", "trials", "n_times", "n_features",
+                 "compression_width", "dynamics_width", "depth"):
         value = getattr(arguments, name)
         if value is not None and value < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {value}.")
@@ -546,7 +547,8 @@ def _compress(arguments):
     os.makedirs(arguments.out, exist_ok=True)
     started = time.perf_counter()
     dcf_params = {"n_epochs": arguments.epochs, "k_target": arguments.k_target, "device": arguments.device,
-                  "verbose": False}
+                  "compression_width": arguments.compression_width, "dynamics_width": arguments.dynamics_width,
+                  "depth": arguments.depth, "solver": arguments.solver, "verbose": False}
     progress = (lambda message: print(f"[compress] {message}", file=sys.stderr, flush=True)) \
         if arguments.progress else None
     rows, models = compare_compression(data, latent_dim=latent_dim, methods=methods, n_seeds=arguments.seeds,
@@ -691,6 +693,12 @@ def _parser():
                           help="dimension of the comparison (default: the data's true latents, else --k-target)")
     compress.add_argument("--lag", type=int, default=1, help="bins between the dynamics pairs (default 1)")
     compress.add_argument("--epochs", type=int, default=200, help="DCF training epochs (default 200)")
+    compress.add_argument("--compression-width", type=int, default=256, help="width of the encoder and the "
+                                                                              "compressive flow (default 256)")
+    compress.add_argument("--dynamics-width", type=int, default=512, help="width of the dynamics field (default 512)")
+    compress.add_argument("--depth", type=int, default=4, help="hidden layers of each network (default 4)")
+    compress.add_argument("--solver", choices=["dopri5", "midpoint", "euler"], default="dopri5",
+                          help="ODE solver of decoding and generation (default dopri5, adaptive)")
     compress.add_argument("--seed", type=int, default=0)
     compress.add_argument("--seeds", type=int, default=1,
                           help="fits per stochastic method, for the seed agreement (default 1; 5 in the report)")

@@ -36,6 +36,7 @@ def test_bad_input_ends_with_one_line_and_status_2(tmp_path):
     bad(["compress", "van_der_pool", *out], "DATA must be a synthetic dataset")
     bad(["compress", "van_der_pol", "--compare", "pca,umap", *out], "--compare takes")
     bad(["compress", "van_der_pol", "--epochs", 0, *out], "--epochs must be at least 1")
+    bad(["compress", "van_der_pol", "--depth", 0, *out], "--depth must be at least 1")
     bad(["compress", "van_der_pol", "--horizon", 5, "--lag", 2, *out], "must be a multiple of --lag")
     bad(["compress", "van_der_pol", "--device", "tpu", *out], "device must be")
     (tmp_path / "file").write_text("")
@@ -54,7 +55,8 @@ def test_a_tiny_run_writes_the_model_the_latents_and_the_table(tmp_path):
     from connector_sim.inference import DynamicCompressionFlow
 
     status, out, err = run(["compress", "van_der_pol", "--trials", 8, "--n-times", 30, "--n-features", 12,
-                            "--k-max", 3, "--epochs", 2, "--horizon", 4, "--device", "cpu",
+                            "--k-max", 3, "--epochs", 2, "--horizon", 4, "--device", "cpu", "--compression-width", 16,
+                            "--dynamics-width", 16, "--depth", 2, "--solver", "midpoint",
                             "--out", tmp_path / "vdp"])
     assert status == 0, err
     assert out.startswith("compress: van_der_pol (8 trials x 30 bins x 12 features): DCF picked k = ")
