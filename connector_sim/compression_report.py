@@ -177,6 +177,7 @@ def _figure(path, held, Z, Zgen, dcf):
         box = np.stack([low - pad, high + pad], axis=1)
         plot_flow_field(dcf.velocity, box, ax=axes[2], resolution=25, colorbar=False, trajectories=Zgen[:3],
                         title="DCF latent flow field (velocity)\nand generated trajectories")
+        axes[2].set(xlabel=r"$\mu_1$", ylabel=r"$\mu_2$")
     else:
         centre = valid.mean(axis=0)
         g1, g2 = np.meshgrid(*[np.linspace(valid[:, i].min(), valid[:, i].max(), 15) for i in (0, 1)])
