@@ -535,9 +535,11 @@ def _compress(arguments):
         raise CommandError(f"--k-max ({arguments.k_max}) must be at most the data's dimension D = {n_features}.")
     shortest = int(data.lengths.min())
     if shortest < 2 + arguments.lag:
-        raise CommandError(f"Every trial needs at least lag + 2 = {arguments.lag + 2} bins; the shortest has {shortest}.")
+        raise CommandError(f"Every trial needs at least lag + 2 = {arguments.lag + 2} bins; the shortest has "
+                           f"{shortest}.")
     if shortest <= arguments.horizon:
-        raise CommandError(f"--horizon ({arguments.horizon}) must be shorter than the shortest trial ({shortest} bins).")
+        raise CommandError(f"--horizon ({arguments.horizon}) must be shorter than the shortest trial ({shortest} "
+                           "bins).")
     if n_trials < 2:
         raise CommandError(f"The data need at least 2 trials (some are held out for the comparison). Got {n_trials}.")
     latent_dim = arguments.latent_dim or data.latent_dim or arguments.k_target
@@ -704,7 +706,8 @@ def _parser():
                           help="fits per stochastic method, for the seed agreement (default 1; 5 in the report)")
     compress.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     compress.add_argument("--compare", default="pca,pca_lds",
-                          help="baselines beside DCF: 'all', 'none' or a list of pca,pca_lds,lint (default pca,pca_lds)")
+                          help="baselines beside DCF: 'all', 'none' or a list of pca,pca_lds,lint "
+                               "(default pca,pca_lds)")
     compress.add_argument("--horizon", type=int, default=10, help="forecast horizon in bins (default 10)")
     compress.add_argument("--trials", type=int, default=None, help="trials of a synthetic dataset")
     compress.add_argument("--n-times", type=int, default=None, help="bins per trial of a synthetic dataset")

@@ -455,8 +455,8 @@ def load_compression_data(source, *, bin_width=0.01, smoothing=0.1, **kwargs):
     source : str
         A name of :data:`DATASETS` (built with ``kwargs``); an ``.npz``
         with observations under ``X``, ``rates`` or ``spikes`` (FINDR's key)
-        of shape (n_trials, n_times, D), optional ``lengths``, ``dt`` and
-        ground-truth ``latents`` / ``kappa``; or an ``.nwb`` file (units
+        of shape (n_trials, n_times, D), optional ``lengths``, ``dt``
+        (default 1) and ground-truth ``latents`` / ``kappa``; or an ``.nwb`` file (units
         binned in ``bin_width`` s bins and smoothed by a causal Gaussian of
         ``smoothing`` s, see :func:`connector_sim.data.read_nwb`).
 

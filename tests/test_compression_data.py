@@ -52,7 +52,7 @@ def test_tanh_embedding_reproduces_X_from_the_latents_and_is_not_linear():
     e = data.embedding
     clean = e.scale * e((data.latents - e.latent_mean) / e.latent_std)
     assert (data.X - clean).std() == pytest.approx(0.05, rel=0.02)
-    # The best linear map from the 2 latents explains clearly less of the clean data than it would of a linear embedding.
+    # The best affine map of the 2 latents leaves part of the clean data unexplained (a linear embedding leaves none).
     z = np.hstack([data.latents.reshape(-1, 2), np.ones((1000, 1))])
     coef = np.linalg.lstsq(z, clean.reshape(-1, 40), rcond=None)[0]
     unexplained = ((clean.reshape(-1, 40) - z @ coef) ** 2).sum() / ((clean - clean.mean((0, 1))) ** 2).sum()

@@ -464,10 +464,6 @@ def forecast_nmse(target, prediction):
     return float(((target - prediction) ** 2).sum() / total) if total > 0 else float("nan")
 
 
-def _valid(Z, mask):
-    return Z[mask]
-
-
 def compare_compression(data, *, latent_dim=None, methods=METHODS, n_seeds=5, horizon=10, k_max=8, lag=1,
                         test_fraction=0.25, lint_params=None, dcf_params=None, random_state=0, progress=None,
                         return_models=False):
@@ -548,7 +544,7 @@ def compare_compression(data, *, latent_dim=None, methods=METHODS, n_seeds=5, ho
             seconds.append(time.perf_counter() - started)
             models.setdefault(method, []).append(fitted.model)
             Z = fitted.latents(X_test, len_test)
-            latents.append(_valid(Z, mask_test))
+            latents.append(Z[mask_test])
             if truth is not None:
                 r2_affine.append(align_latents(latents[-1], truth[mask_test], affine=True).r2)
                 r2_signed.append(signed_permutation_alignment(latents[-1], truth[mask_test]).r2)
@@ -613,8 +609,8 @@ def comparison_markdown(rows, *, title=None):
     lines += ["", f"R² of the held-out ground-truth latents after the best affine map / after a signed permutation "
               "(per-dimension sign, scale and offset, no mixing); forecast NMSE: error of x_{t+"
               f"{horizon}" "} predicted from x_t alone, relative to the variance (1 = predicting the mean); seed "
-              "agreement: R² between seeds' latents after a signed permutation (PCA is deterministic); mean ± std over "
-              "seeds; fit s: median seconds per fit.", ""]
+              "agreement: R² between seeds' latents after a signed permutation (PCA is deterministic); mean ± std "
+              "over seeds; fit s: median seconds per fit.", ""]
     return "\n".join(lines)
 
 

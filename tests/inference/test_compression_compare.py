@@ -1,4 +1,4 @@
-"""The compression comparison: alignment metrics on known cases, the baselines on a linear-Gaussian embedding, the table."""
+"""The compression comparison: alignment on known cases, the baselines on a linear-Gaussian embedding, the table."""
 
 import json
 
