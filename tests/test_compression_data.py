@@ -166,3 +166,9 @@ def test_nwb_path_gives_binned_rates(tmp_path):
     # Mean smoothed rate per unit ~ its Poisson rate: 8 s of data, standard error sqrt(rate / 8 s) (< 2.3 Hz).
     mean = data.X.reshape(-1, 3).mean(axis=0)
     assert np.all(np.abs(mean - rates) < 4 * np.sqrt(np.array(rates) / 8.0) + 1.0), mean
+    # The recording goes through the comparison like synthetic data (no ground truth: R^2 columns are NaN).
+    from connector_sim.inference.compression_compare import compare_compression
+
+    rows = compare_compression(data, latent_dim=2, methods=("pca", "pca_lds"), horizon=5, k_max=3)
+    assert [row["dataset"] for row in rows] == ["session", "session"]
+    assert all(np.isnan(row["r2_affine"]) and np.isfinite(row["forecast_nmse"]) for row in rows)
