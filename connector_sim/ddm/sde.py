@@ -19,7 +19,8 @@ import numpy as np
 from .._validation import check_int, check_positive_scalar, check_seed
 from ..noise import private_noise
 
-__all__ = ["SDE", "array_namespace", "stack_last", "euler_maruyama", "rk4_trajectory", "largest_lyapunov_exponent"]
+__all__ = ["SDE", "array_namespace", "stack_last", "euler_maruyama", "rk4_trajectory", "largest_lyapunov_exponent",
+           "limit_cycle_period"]
 
 
 def _is_torch(z):
@@ -51,7 +52,8 @@ def _diffusion_kind(diffusion, dim):
     if callable(diffusion):
         return "callable", diffusion
     if isinstance(diffusion, bool):
-        raise TypeError(f"The 'diffusion' parameter of SDE must be a number, an array or a callable. Got {diffusion!r} instead.")
+        raise TypeError("The 'diffusion' parameter of SDE must be a number, an array or a callable. "
+                        f"Got {diffusion!r} instead.")
     if isinstance(diffusion, numbers.Real):
         if not np.isfinite(diffusion) or diffusion < 0:
             raise ValueError(f"The 'diffusion' parameter of SDE must be a finite number >= 0 when a scalar "
@@ -177,7 +179,8 @@ class SDE:
         if not np.all(np.isfinite(out)):
             bad = np.argwhere(~np.isfinite(out))[0]
             raise ValueError(f"The drift of SDE {self.name!r} returned a non-finite value at index {tuple(bad)} "
-                             f"(state {z[tuple(bad[:-1])].tolist()}). Check the drift, or the state it is evaluated at.")
+                             f"(state {z[tuple(bad[:-1])].tolist()}). Check the drift, or the state it is "
+                             "evaluated at.")
         return out
 
     # -- diffusion -----------------------------------------------------------
@@ -235,8 +238,8 @@ def _initial_states(sde, z0, n_trials, owner):
             raise ValueError(f"The 'z0' parameter of {owner} must have shape ({sde.dim},) or (n_trials, {sde.dim}). "
                              f"Got shape {z0.shape} instead.")
         if n_trials is not None and check_int(n_trials, "n_trials", minimum=1, owner=owner) != z0.shape[0]:
-            raise ValueError(f"The 'n_trials' parameter of {owner} ({n_trials}) disagrees with z0's {z0.shape[0]} rows. "
-                             "Give one initial state per trial, or a single state and n_trials.")
+            raise ValueError(f"The 'n_trials' parameter of {owner} ({n_trials}) disagrees with z0's "
+                             f"{z0.shape[0]} rows. Give one initial state per trial, or a single state and n_trials.")
     else:
         raise ValueError(f"The 'z0' parameter of {owner} must have shape ({sde.dim},) or (n_trials, {sde.dim}). "
                          f"Got shape {z0.shape} instead.")
@@ -404,3 +407,30 @@ def largest_lyapunov_exponent(drift, z0, t_max, *, dt=0.01, t_transient=10.0, re
         total += np.log(dist / eps)
         w = z + sep * (eps / dist)[:, None]
     return total / (n_blocks * renormalize_every * dt)
+
+
+def limit_cycle_period(drift, z0, *, dt=0.001, t_transient=50.0, t_max=100.0, coordinate=0, level=0.0):
+    """Period of the deterministic limit cycle of dz/dt = f(z) reached from ``z0`` (RK4).
+
+    After ``t_transient``, the upward crossings of ``z[coordinate] = level``
+    are located by linear interpolation between RK4 steps (error O(dt^2) per
+    crossing) and the period is the mean interval between successive ones
+    over ``t_max``. Returns NaN when fewer than two crossings occur (no cycle,
+    or a period longer than t_max).
+    """
+    f = drift._f if isinstance(drift, SDE) else drift
+    dt = check_positive_scalar(dt, "dt", owner="limit_cycle_period")
+    z = np.asarray(z0, dtype=float)[None].copy()
+    for _ in range(int(round(t_transient / dt))):
+        z = _rk4_step(f, z, dt)
+    crossings = []
+    prev = z[0, coordinate] - level
+    for step in range(1, int(round(t_max / dt)) + 1):
+        z = _rk4_step(f, z, dt)
+        cur = z[0, coordinate] - level
+        if prev < 0 <= cur:
+            crossings.append((step - 1 + prev / (prev - cur)) * dt)
+        prev = cur
+    if len(crossings) < 2:
+        return float("nan")
+    return float(np.mean(np.diff(crossings)))

@@ -134,7 +134,8 @@ def _mfpt_1d(U, D, a, b, lower, n=20001):
     x = np.linspace(lower, b, n)
     u = U(x)
     shift = u.min()
-    inner = np.concatenate([[0.0], np.cumsum((np.exp(-(u[1:] - shift) / D) + np.exp(-(u[:-1] - shift) / D)) / 2 * np.diff(x))])
+    w = np.exp(-(u - shift) / D)
+    inner = np.concatenate([[0.0], np.cumsum((w[1:] + w[:-1]) / 2 * np.diff(x))])
     mask = x >= a
     xs = x[mask]
     ys = np.exp((u[mask] - shift) / D) * inner[mask] / D
@@ -165,7 +166,8 @@ def double_well(noise=0.5):
         x = np.asarray(x, dtype=float)
         return x**4 / 4 - x**2 / 2
 
-    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "potential": potential, "barrier_height": 0.25}
+    exact = {"fixed_points": np.array([[-1.0], [0.0], [1.0]]), "well_centers": np.array([[-1.0], [1.0]]),
+             "potential": potential, "barrier_height": 0.25}
     if s > 0:
         D = s * s / 2
         xs = np.linspace(-4, 4, 40001)
@@ -297,8 +299,8 @@ def multi_well(n_wells=4, radius=1.0, depth=0.25, rotation=0.0, noise=0.5, *, st
         exact["limit_cycle_radius"] = r
     if s > 0 and (rotation_field == "level_set" or w == 0):
         D = s * s / 2
-        n = 801
-        L = r + 6.0
+        n = 401
+        L = r + 4.0
         g = np.linspace(-L, L, n)
         X, Y = np.meshgrid(g, g, indexing="ij")
         u = potential(np.stack([X, Y], axis=-1))
@@ -324,8 +326,9 @@ def van_der_pol(mu=1.0, noise=0.1):
 
     Deterministic limit (s = 0): an unstable focus/node at 0 and a stable limit
     cycle. Its period is 6.663286859 for mu = 1 (``exact["period"]``) and
-    2 pi (1 + mu^2 / 16 + O(mu^4)) for small mu (``exact["period_small_mu"]``,
-    Poincare-Lindstedt); the amplitude of x tends to 2 as mu -> 0.
+    2 pi (1 + mu^2 / 16 - 5 mu^4 / 3072 + O(mu^6)) for small mu
+    (``exact["period_small_mu"]``, Poincare-Lindstedt); the amplitude of x
+    tends to 2 as mu -> 0.
     """
     mu = _check_real(mu, "mu", "van_der_pol", positive=True)
     s = _check_real(noise, "noise", "van_der_pol", nonnegative=True)
@@ -334,7 +337,7 @@ def van_der_pol(mu=1.0, noise=0.1):
         x, y = z[..., 0], z[..., 1]
         return stack_last([y, mu * (1 - x * x) * y - x], z)
 
-    exact = {"fixed_points": np.zeros((1, 2)), "period_small_mu": 2 * np.pi * (1 + mu * mu / 16)}
+    exact = {"fixed_points": np.zeros((1, 2)), "period_small_mu": 2 * np.pi * (1 + mu**2 / 16 - 5 * mu**4 / 3072)}
     if mu == 1.0:
         exact["period"] = VAN_DER_POL_PERIOD_MU1
     return SDE(drift, s, 2, name="van_der_pol", params={"mu": mu, "noise": s}, exact=exact)
