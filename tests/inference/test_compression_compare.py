@@ -82,6 +82,11 @@ def test_ppca_heldout_log_likelihood_matches_a_gaussian_density():
         sigma2 = eigenvalues[k:].mean()
         cov = vt[:k].T @ np.diag(eigenvalues[:k] - sigma2) @ vt[:k] + sigma2 * np.eye(6)
         assert scores[k - 1] == pytest.approx(multivariate_normal(mean, cov).logpdf(held).mean(), rel=1e-10)
+    # Fewer samples than features takes the SVD path: the same spectrum as the covariance's.
+    few = train[:4]
+    _, values, vectors = PCACompression._eigen(few)
+    centred = few - few.mean(axis=0)
+    np.testing.assert_allclose(values, np.sort(np.linalg.eigvalsh(centred.T @ centred / 4))[::-1], atol=1e-9)
 
 
 def test_lds_on_noise_free_linear_data_recovers_the_one_step_map():
