@@ -24,6 +24,13 @@ dimension and scores it on held-out trials:
 
 :func:`comparison_markdown` and :func:`write_comparison` write the table.
 
+The methods as run here: PCA (no dynamics: its forecast holds the latent
+still); PCA + LDS (:class:`LinearDynamicsCompression`); LINT at rank k with
+alpha = dt / tau = 0.1 per bin, an identity readout when every |x| < 1 (rates
+of a tanh network) and a learned per-unit gain and offset otherwise, its
+latents and forecasts the network's rollout from each trial's (or window's)
+first frame; DCF fitted with ``n_components=k``.
+
 The baselines (:class:`PCACompression`, :class:`LinearDynamicsCompression`)
 are NumPy; LINT and DCF import torch when they are fitted.
 """
