@@ -146,9 +146,13 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
 
     Ctrl-C (KeyboardInterrupt) stops the training after the epochs done: the
     best state so far is kept, ``history["interrupted"]`` is True and a
-    RuntimeWarning says so.
+    RuntimeWarning says so. An estimator with ``cosine = True`` anneals the
+    learning rate to 0 along a cosine over ``n_epochs`` (stepped per epoch).
     """
     optimizer = torch.optim.Adam(list(parameters.values()), lr=estimator.learning_rate)
+    # Optional cosine annealing of the learning rate to 0 over n_epochs (estimators with cosine=True).
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, estimator.n_epochs))
+                if getattr(estimator, "cosine", False) else None)
     history = {"epoch": [], "train_loss": [], "val_loss": [], "time": [], "interrupted": False}
     started = time.perf_counter()
 
@@ -196,6 +200,8 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
                 total += data_loss.item() * len(indices)
                 count += len(indices)
             train_loss = total / count
+            if schedule is not None:
+                schedule.step()
             with torch.no_grad():
                 val_loss = evaluate("val") if has_validation else None
             monitored = val_loss if has_validation else train_loss
