@@ -118,7 +118,7 @@ import types
 
 import numpy as np
 
-from .._validation import check_array, check_int, check_nonnegative_scalar, check_positive_scalar, check_random_state
+from .._validation import check_array, check_int, check_positive_scalar, check_random_state
 from ..data import TrialData, as_trial_data
 from .flows import VelocityMLP, _ode_step, load_bundle, resolve_device, save_bundle, torch_threads
 from .lint import check_choice, check_training_params, split_trials, torch, train_loop
@@ -680,7 +680,9 @@ class DynamicCompressionFlow:
         eval_sets = {}
         for split, pairs in (("train", train_pairs), ("val", val_pairs)):
             if len(pairs):
-                chosen = pairs if len(pairs) <= _MAX_EVAL else pairs[np.sort(fixed.choice(len(pairs), _MAX_EVAL, replace=False))]
+                chosen = pairs
+                if len(pairs) > _MAX_EVAL:
+                    chosen = pairs[np.sort(fixed.choice(len(pairs), _MAX_EVAL, replace=False))]
                 eval_sets[split] = (chosen, draws(len(chosen), fixed))
 
         def batch_loss(positions):
@@ -903,6 +905,14 @@ class DynamicCompressionFlow:
 
     def velocity(self, z):
         """The latent flow field dz/dt per lag, v(z), on the first ``n_components_`` coordinates.
+
+        Inside the box of the training latents (enlarged by 10% of its width
+        per side) this is the learned field. Outside, where there were no
+        data, it is the field at the nearest point of the box plus a pull
+        back into the box at rate 1 per lag, v(z) = f(clip(z)) - (z - clip(z)),
+        so that forecasts cannot run off to infinity (an MLP extrapolates
+        linearly, and on the Van der Pol example one trajectory in three
+        diverged without the pull).
 
         Evaluated in float64 (a double copy of the dynamics network) so that
         finite-difference Jacobians and root finders

@@ -336,7 +336,9 @@ class LINT:
     alpha_ : float
     history_ : dict of lists
         "epoch", "train_loss" (mean minibatch loss; epoch 0: at the
-        initialisation), "val_loss" (None without validation), "time".
+        initialisation), "val_loss" (None without validation), "time";
+        "interrupted" is True when Ctrl-C stopped the training (the best
+        state so far is kept).
     best_epoch_, n_epochs_ : int
     train_trials_, validation_trials_ : ndarray of int
     device_ : torch.device

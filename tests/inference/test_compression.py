@@ -141,6 +141,19 @@ def test_velocity_is_the_forecast_field(vdp):
     np.testing.assert_allclose(Z[:, 0], latents[:2, 0], rtol=1e-6, atol=1e-6)
 
 
+def test_velocity_works_with_the_fixed_point_finder(vdp):
+    from connector_sim import find_fixed_points
+
+    x, _, (dcf, _) = vdp
+    latents = dcf.transform(x)[:, 50:].reshape(-1, 2)  # on and near the cycle
+    box = np.stack([latents.min(0), latents.max(0)], axis=1)
+    points = find_fixed_points(dcf.velocity, box, n_starts=10, tol=1e-7)
+    # The Van der Pol oscillator has one fixed point, unstable, inside its cycle.
+    assert len(points) >= 1
+    inside = [p for p in points if np.all(np.abs(p.position - latents.mean(0)) < 0.5 * (box[:, 1] - box[:, 0]))]
+    assert inside and all(p.stability.startswith("unstable") for p in inside)
+
+
 def test_inverse_transform_reconstructs_the_data(vdp):
     x, _, (dcf, _) = vdp
     latents = dcf.transform(x[:4])
