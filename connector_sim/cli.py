@@ -7,6 +7,12 @@ The Connector workflow (theory section 3), one file per step::
     connector-sim infer lint.npz --out connector_model          # a Connector folder
     connector-sim perturb connector_model --silence all --out perturb   # perturb.csv, perturb.json
 
+``compress`` fits a dynamic compression flow to high-dimensional data (a
+synthetic dataset name, an .npz or an NWB file) and compares it with PCA,
+PCA + a linear dynamical system and LINT::
+
+    connector-sim compress van_der_pol --out vdp --epochs 200
+
 and ``demo`` (the embedded quadstable report), ``ddm SYSTEM`` (drift-diffusion
 matching of a benchmark SDE: train, simulate at N = 1e5, compare; ``ddm
 all`` writes the whole section) and ``backends`` (the built simulation
@@ -723,6 +729,123 @@ def _perturb(arguments):
     return 0
 
 
+# --------------------------------------------------------------------------- compress
+
+
+def _compress_options(arguments):
+    """Check the options that need no data; return the comparison's methods."""
+    from .compression_data import DATASETS
+    from .inference.compression_compare import METHODS
+
+    for name in ("k_max", "k_target", "lag", "epochs", "seeds", "horizon", "trials", "n_times", "n_features",
+                 "compression_width", "dynamics_width", "depth"):
+        value = getattr(arguments, name)
+        if value is not None and value < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1. Got {value}.")
+    if arguments.k_target > arguments.k_max:
+        raise CommandError(f"--k-target ({arguments.k_target}) must be at most --k-max ({arguments.k_max}).")
+    if arguments.latent_dim is not None and not 1 <= arguments.latent_dim <= arguments.k_max:
+        raise CommandError(f"--latent-dim must be in [1, --k-max = {arguments.k_max}]. Got {arguments.latent_dim}.")
+    if arguments.horizon % arguments.lag:
+        raise CommandError(f"--horizon ({arguments.horizon}) must be a multiple of --lag ({arguments.lag}).")
+    methods = [] if arguments.compare == "none" else list(METHODS) if arguments.compare == "all" else \
+        [m.strip() for m in arguments.compare.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise CommandError(f"--compare takes 'all', 'none' or a comma-separated list of {list(METHODS)}. Got "
+                           f"{arguments.compare!r}.")
+    if "dcf" not in methods:
+        methods.append("dcf")
+    data = arguments.data
+    if data not in DATASETS and not (data.endswith(".npz") or data.endswith(".nwb")):
+        raise CommandError(f"DATA must be a synthetic dataset {list(DATASETS)}, an .npz file or an .nwb file. Got "
+                           f"{data!r}.")
+    if data not in DATASETS and not os.path.isfile(data):
+        raise CommandError(f"{data!r} does not exist.")
+    synthetic_only = [f"--{name.replace('_', '-')}" for name in ("trials", "n_times", "n_features")
+                      if getattr(arguments, name) is not None]
+    if synthetic_only and data not in DATASETS:
+        raise CommandError(f"{', '.join(synthetic_only)} apply to the synthetic datasets only, not to a file.")
+    out = os.path.abspath(arguments.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CommandError(f"--out must name a folder; {arguments.out!r} is a file.")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise CommandError(f"--out: the folder {os.path.dirname(out)!r} does not exist. Create it first.")
+    from .inference.flows import resolve_device
+
+    resolve_device(arguments.device)
+    return methods
+
+
+def _compress(arguments):
+    """Fit a dynamic compression flow (and the baselines) to high-dimensional data; write model, latents, table."""
+    import numpy as np
+
+    from .compression_data import DATASETS, load_compression_data
+    from .data import save_arrays
+    from .inference.compression_compare import compare_compression, write_comparison
+
+    methods = _compress_options(arguments)
+    from .compression_data import NETWORK_DATASETS
+
+    options = {key: getattr(arguments, key) for key in ("n_features", "n_times") if getattr(arguments, key)}
+    if arguments.data in NETWORK_DATASETS and "n_features" in options:
+        options["n_neurons"] = options.pop("n_features")  # a network's dimension is its number of neurons
+    if arguments.trials is not None:
+        options["n_trials"] = arguments.trials
+    if arguments.data in DATASETS:
+        options["random_state"] = arguments.seed
+        data = load_compression_data(arguments.data, **options)
+    else:
+        data = load_compression_data(arguments.data, bin_width=arguments.bin_width, smoothing=arguments.smoothing)
+    n_trials, n_times, n_features = data.X.shape
+    if arguments.k_max > n_features:
+        raise CommandError(f"--k-max ({arguments.k_max}) must be at most the data's dimension D = {n_features}.")
+    shortest = int(data.lengths.min())
+    if shortest < 2 + arguments.lag:
+        raise CommandError(f"Every trial needs at least lag + 2 = {arguments.lag + 2} bins; the shortest has "
+                           f"{shortest}.")
+    if shortest <= arguments.horizon:
+        raise CommandError(f"--horizon ({arguments.horizon}) must be shorter than the shortest trial ({shortest} "
+                           "bins).")
+    if n_trials < 2:
+        raise CommandError(f"The data need at least 2 trials (some are held out for the comparison). Got {n_trials}.")
+    latent_dim = arguments.latent_dim or data.latent_dim or arguments.k_target
+    if latent_dim > arguments.k_max:
+        raise CommandError(f"The comparison's latent dimension ({latent_dim}, the data's ground truth) exceeds "
+                           f"--k-max ({arguments.k_max}). Raise --k-max.")
+    os.makedirs(arguments.out, exist_ok=True)
+    started = time.perf_counter()
+    dcf_params = {"n_epochs": arguments.epochs, "k_target": arguments.k_target, "device": arguments.device,
+                  "compression_width": arguments.compression_width, "dynamics_width": arguments.dynamics_width,
+                  "depth": arguments.depth, "solver": arguments.solver, "verbose": False}
+    progress = (lambda message: print(f"[compress] {message}", file=sys.stderr, flush=True)) \
+        if arguments.progress else None
+    rows, models = compare_compression(data, latent_dim=latent_dim, methods=methods, n_seeds=arguments.seeds,
+                                       horizon=arguments.horizon, k_max=arguments.k_max, lag=arguments.lag,
+                                       dcf_params=dcf_params, random_state=arguments.seed, progress=progress,
+                                       return_models=True)
+    dcf = models["dcf"][0]
+    model_dir = os.path.join(arguments.out, "model")
+    dcf.save(model_dir)
+    latents = dcf.transform(data.X, data.lengths)
+    arrays = dict(latents=latents, lengths=data.lengths, dt=data.dt, n_components=dcf.n_components_,
+                  dimension_importance=np.asarray(dcf.dimension_importance_, np.float64))
+    if data.latents is not None:
+        arrays["true_latents"] = data.latents
+    latents_path = os.path.join(arguments.out, "latents.npz")
+    save_arrays(latents_path, **arrays)
+    table = write_comparison(rows, os.path.join(arguments.out, "comparison"),
+                             title=f"{data.name}: {n_trials} trials x {n_times} bins x {n_features} features")
+    row = next(r for r in rows if r["method"] == "DCF")
+    r2 = "" if data.latents is None else f", latent R^2 affine {row['r2_affine']:.3f} / signed {row['r2_signed']:.3f}"
+    print(f"compress: {data.name} ({n_trials} trials x {n_times} bins x {n_features} features): DCF picked "
+          f"k = {dcf.n_components_} of k_max {arguments.k_max}{r2}, {arguments.horizon}-step forecast NMSE "
+          f"{row['forecast_nmse']:.3f}; compared {', '.join(r['method'] for r in rows)} at k = {latent_dim} "
+          f"({time.perf_counter() - started:.1f} s) -> {model_dir}, {latents_path}, {table[0]}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo, backends
 
 
@@ -751,6 +874,10 @@ def _demo(arguments):
         run_demo(arguments.out, large_n=1000 if arguments.quick else arguments.large_n, seed=arguments.seed,
                  backend=arguments.backend)
     run_connector_pipeline(arguments.out, quick=arguments.quick, seed=arguments.seed)
+    if not arguments.skip_compression:
+        from .compression_report import run_compression_report
+
+        run_compression_report(arguments.out, quick=arguments.quick, seed=arguments.seed)
     return 0
 
 
@@ -915,6 +1042,41 @@ def _parser():
                          help="layout of a source file (default: detected from its suffix and keys)")
     perturb.set_defaults(run=_perturb)
 
+    compress = commands.add_parser("compress", help="dynamic compression flow: low-dimensional dynamics of "
+                                                    "high-dimensional data, compared with PCA, PCA + LDS and LINT")
+    compress.add_argument("data", help="a synthetic dataset (van_der_pol, lorenz, ring, multi_well, linear_gaussian, "
+                                       "lrrnn_quadstable, lrrnn_limit_cycle, lrrnn_ring), an .npz with 'X' or "
+                                       "'rates' (n_trials, n_times, D) [+ 'lengths', 'dt', 'latents'; FINDR's "
+                                       "'spikes' too], or an .nwb file (units binned into rates)")
+    compress.add_argument("--out", required=True, help="output folder: model/, latents.npz, comparison.md/.json")
+    compress.add_argument("--k-max", type=int, default=8, help="largest latent dimension (default 8)")
+    compress.add_argument("--k-target", type=int, default=2, help="mean of the nested-dropout dimension (default 2)")
+    compress.add_argument("--latent-dim", type=int, default=None,
+                          help="dimension of the comparison (default: the data's true latents, else --k-target)")
+    compress.add_argument("--lag", type=int, default=1, help="bins between the dynamics pairs (default 1)")
+    compress.add_argument("--epochs", type=int, default=200, help="DCF training epochs (default 200)")
+    compress.add_argument("--compression-width", type=int, default=256, help="width of the encoder and the "
+                                                                              "compressive flow (default 256)")
+    compress.add_argument("--dynamics-width", type=int, default=512, help="width of the dynamics field (default 512)")
+    compress.add_argument("--depth", type=int, default=4, help="hidden layers of each network (default 4)")
+    compress.add_argument("--solver", choices=["dopri5", "midpoint", "euler"], default="dopri5",
+                          help="ODE solver of decoding and generation (default dopri5, adaptive)")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--seeds", type=int, default=1,
+                          help="fits per stochastic method, for the seed agreement (default 1; 5 in the report)")
+    compress.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    compress.add_argument("--compare", default="pca,pca_lds",
+                          help="baselines beside DCF: 'all', 'none' or a list of pca,pca_lds,lint "
+                               "(default pca,pca_lds)")
+    compress.add_argument("--horizon", type=int, default=10, help="forecast horizon in bins (default 10)")
+    compress.add_argument("--trials", type=int, default=None, help="trials of a synthetic dataset")
+    compress.add_argument("--n-times", type=int, default=None, help="bins per trial of a synthetic dataset")
+    compress.add_argument("--n-features", type=int, default=None, help="D of a synthetic SDE dataset")
+    compress.add_argument("--bin-width", type=float, default=0.01, help="NWB: bin width in s (default 0.01)")
+    compress.add_argument("--smoothing", type=float, default=0.1, help="NWB: causal Gaussian sigma in s (default 0.1)")
+    compress.add_argument("--progress", action="store_true", help="a line on stderr before each fit")
+    compress.set_defaults(run=_compress)
+
     demo = commands.add_parser("demo", help="the embedded quadstable network: large-N simulation, then LINT -> "
                                             "Connector pipeline; writes a report folder")
     demo.add_argument("--out", default="report", help="report folder (default: report)")
@@ -924,6 +1086,9 @@ def _parser():
     demo.add_argument("--quick", action="store_true", help="small sizes and few epochs (under two minutes)")
     demo.add_argument("--skip-simulation", action="store_true",
                       help="only the Connector pipeline, not the large-N simulation report")
+    demo.add_argument("--skip-compression", action="store_true",
+                      help="leave out the dynamic-compression section (embedded Van der Pol: DCF against PCA, "
+                           "PCA + LDS and LINT; about 2 minutes)")
     demo.set_defaults(run=_demo)
     ddm = commands.add_parser("ddm", help="drift-diffusion matching: train a network on a benchmark SDE, simulate "
                                           "it at N = 1e5, compare with the SDE (tables and figures)")
