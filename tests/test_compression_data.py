@@ -97,7 +97,7 @@ def test_network_dataset_rates_are_phi_of_m_kappa():
 
     data = network_dataset("lrrnn_limit_cycle", n_neurons=150, n_trials=3, n_times=50, random_state=2)
     network = gaussian_network_distribution("limit_cycle").sample(150, random_state=2)
-    # noise-free, started on the latent subspace: x_t = m kappa_t exactly (SPEC eq. 2), rates tanh(x_t).
+    # noise-free, started on the latent subspace: x_t = m kappa_t exactly (theory eq. 2), rates tanh(x_t).
     np.testing.assert_allclose(data.X, np.tanh(data.latents @ network.m.T), atol=1e-10)
     with pytest.raises(ValueError, match="'name' parameter of network_dataset"):
         network_dataset("lrrnn_chaos")
