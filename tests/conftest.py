@@ -1,12 +1,15 @@
 import os
+import sys
 
 import pytest
 
 from connector_sim import available_backends
 from connector_sim._backends import missing_extensions
 
-#: CI sets this: a backend that was not built fails its tests instead of skipping them.
-REQUIRE_BACKENDS = os.environ.get("CONNECTOR_SIM_STRICT_BUILD", "") not in ("", "0")
+# the tests' helper modules (backend_support) are importable from every test folder
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from backend_support import REQUIRE_BACKENDS, require_backend  # noqa: E402, F401
 
 
 def pytest_report_header(config):
@@ -15,15 +18,6 @@ def pytest_report_header(config):
     if missing:
         lines.append(f"connector_sim compiled modules NOT built: {', '.join(missing)}")
     return lines
-
-
-def require_backend(name):
-    """Skip (or, under CONNECTOR_SIM_STRICT_BUILD, fail) when a backend is missing."""
-    if name not in available_backends():
-        message = f"backend {name!r} is not built here (available: {available_backends()})"
-        if REQUIRE_BACKENDS:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(params=["numba", "cpp"])

@@ -28,7 +28,7 @@ from connector_sim.fixed_points import integrate
 from connector_sim.sparse_dynamics import simulate_low_rank_plus_random
 from connector_sim.synthetic import latent_grid, quadstable_mixture
 
-from conftest import require_backend
+from backend_support import require_backend
 
 #: Everything here that must be refused is refused before any work: far below this.
 FAST_SECONDS = 2.0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from connector_sim import LowRankRNN, NonFiniteStateWarning, simulate, sparsify
-from conftest import require_backend
+from backend_support import require_backend
 
 simulate_module = importlib.import_module("connector_sim.simulate")
 

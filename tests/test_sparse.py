@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import require_backend
+from backend_support import require_backend
 
 from connector_sim import (
     SparseLowRankRNN,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from connector_sim.activations import BUILTIN_ACTIVATIONS, activation_code, apply_activation
-from conftest import require_backend
+from backend_support import require_backend
 
 #: Largest error allowed, relative to max(1, |phi|): float64 kernels compute
 #: exp and log1p to ~1 ulp (measured 2.2e-16); float32 C++ runs a float exp

@@ -10,7 +10,7 @@ import connector_sim.noise
 from connector_sim import private_noise
 from connector_sim._backends import extension_built, load_extension
 from connector_sim._kernels import counter_rng
-from conftest import REQUIRE_BACKENDS, require_backend
+from backend_support import REQUIRE_BACKENDS, require_backend
 
 SEEDS = [0, 1, 2**64 - 1, -1, -123456789, 2**63, 0xDEADBEEF]
 #: libm's log, cos and sin are correctly rounded or nearly so, and so are NumPy's:

@@ -13,7 +13,7 @@ import pytest
 from connector_sim import Gaussian, latent_velocity
 from connector_sim._kernels import flow_field
 from connector_sim.synthetic import latent_grid
-from conftest import REQUIRE_BACKENDS
+from backend_support import REQUIRE_BACKENDS
 
 #: Largest absolute error of the compiled tanh against float64 np.tanh
 #: (fast_math.py: rational float32 3.5e-7; exp-based float64 1e-15).

@@ -9,7 +9,7 @@ import pytest
 
 from connector_sim._kernels import counter_rng
 from connector_sim._kernels.simulate_dense import BLOCK_SIZE, kernels
-from conftest import require_backend
+from backend_support import require_backend
 
 ALPHA = 0.2
 N_STEPS = 15

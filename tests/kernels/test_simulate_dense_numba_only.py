@@ -10,7 +10,7 @@ import pytest
 from connector_sim._kernels import counter_rng
 from connector_sim._kernels.fast_math import tanh_f32_reference
 from connector_sim._kernels.simulate_dense import full_path_reference, latent_path_reference
-from conftest import require_backend
+from backend_support import require_backend
 
 numba = pytest.importorskip("numba")
 

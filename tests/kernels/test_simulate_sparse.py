@@ -6,7 +6,7 @@ trajectory, and point-by-point comparisons of long runs test chaos, not code.
 
 import numpy as np
 import pytest
-from conftest import REQUIRE_BACKENDS, require_backend
+from backend_support import REQUIRE_BACKENDS, require_backend
 
 from connector_sim import SparseMask
 from connector_sim._backends import extension_built, load_extension
