@@ -99,7 +99,9 @@ class Progress:
             bar.update(max(0, int(epoch) - bar.n))
             loss = losses.get("val_loss") if losses.get("val_loss") is not None else losses.get("train_loss")
             if loss is not None:
-                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=False)
+                bar.set_postfix_str(f"loss {float(loss):.4g}", refresh=bar.n >= bar.total)
+            if bar.n >= bar.total:  # done: the bar's time is the training's, not what follows
+                self.close()
             return False
 
         return callback

@@ -961,10 +961,10 @@ def _parser():
     ddm.add_argument("--threads", type=int, default=1)
     ddm.set_defaults(run=_ddm)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
-    for command in commands.choices.values():
+    backends.set_defaults(run=_backends)
+    for command in commands.choices.values():  # every subcommand, added last so none is missed
         command.add_argument("--quiet", "-q", action="store_true",
                              help="no progress bars or progress messages on stderr")
-    backends.set_defaults(run=_backends)
     return parser
 
 

@@ -298,3 +298,19 @@ def test_conditional_cnf_learns_a_linear_gaussian():
     x_test = 2 * c_test + 0.5 * rng.standard_normal((500, 1))
     truth = -0.5 * ((x_test - 2 * c_test) / 0.5) ** 2 - np.log(0.5 * np.sqrt(2 * np.pi))
     assert flow.log_prob(x_test, c_test).mean() == pytest.approx(truth.mean(), abs=0.1)
+
+
+def test_callback_sees_every_epoch_and_a_true_return_stops_training():
+    z = np.random.default_rng(0).standard_normal((64, 2))
+    calls = []
+
+    def stop_after_two(estimator, epoch, losses):
+        calls.append((estimator, epoch, sorted(losses)))
+        return epoch == 2
+
+    flow = FlowMatchingCNF(hidden=8, n_layers=1, n_epochs=5, random_state=0, device="cpu", callback=stop_after_two)
+    flow.fit(z)
+    assert [epoch for _, epoch, _ in calls] == [1, 2] and all(e is flow for e, _, _ in calls)
+    assert calls[0][2] == ["train_loss", "val_loss"] and len(flow.history_["train_loss"]) == 2
+    with pytest.raises(TypeError, match="'callback' parameter of FlowMatchingCNF must be callable"):
+        FlowMatchingCNF(callback=3).fit(z)
