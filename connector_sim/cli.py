@@ -16,7 +16,8 @@ PCA + a linear dynamical system and LINT::
 and ``demo`` (the embedded quadstable report), ``ddm SYSTEM`` (drift-diffusion
 matching of a benchmark SDE: train, simulate at N = 1e5, compare; ``ddm
 all`` writes the whole section) and ``backends`` (the built simulation
-backends). Every option is checked before any work or any write. Bad input
+backends). Long steps show a progress bar with an ETA on stderr (``--quiet``:
+none). Every option is checked before any work or any write. Bad input
 (a missing or unreadable file, a wrong key, shape or value, an output path
 that cannot be written, a missing optional dependency) ends the command with
 a one-line message on stderr and exit status 2; SIGTERM ends it with status
@@ -38,6 +39,7 @@ from ._files import (
     json_safe,
     sigterm_as_exit,
 )
+from ._progress import Progress
 from ._validation import MAX_THREADS
 
 #: Exit status of a command stopped by bad input.
@@ -315,7 +317,7 @@ def _simulate(arguments):
     record = _record_indices(record, network.n_neurons)
     result = simulate(network, arguments.n_steps, dt=dt, kappa0=kappa0, noise_std=arguments.noise_std,
                       seed=arguments.seed, record_units=record, backend=arguments.backend,
-                      n_threads=arguments.threads)
+                      n_threads=arguments.threads, progress=arguments.progress.steps("simulate"))
     arrays = dict(kappa=result.kappa, v=result.v, time=result.time, kappa0=kappa0, dt=dt, tau=network.tau,
                   alpha=result.alpha, seed=arguments.seed, noise_std=arguments.noise_std, n_neurons=network.n_neurons,
                   backend=result.backend, path=result.path)
@@ -328,6 +330,7 @@ def _simulate(arguments):
         save_network(arguments.network_out, network, **({} if labels is None else {"labels": labels}))
     ends = _distinct_rows(result.kappa[:, -1])
     recorded = "no units recorded" if result.units is None else f"{len(result.units)} units recorded"
+    arguments.progress.close()  # the bar ends before the summary
     print(f"simulate: {description}, {arguments.trials} trials x {arguments.n_steps} steps (dt {dt:g}, noise "
           f"{arguments.noise_std:g}) on {result.backend}/{result.path} in {result.wall_time:.2f} s; {recorded}; "
           f"{len(ends)} distinct end states{' ' + _format_points(ends) if len(ends) <= 8 else ''} -> {out}")
@@ -432,7 +435,7 @@ def _fit(arguments):
         from .latents import align_latents
 
         lint = LINT(rank=rank, dt=dt, tau=tau, activation=arguments.activation, n_epochs=arguments.epochs,
-                    random_state=arguments.seed)
+                    random_state=arguments.seed, callback=arguments.progress.epochs("fit LINT"))
         lint._check_params()
         lint.fit(rates, inputs, lengths)
         network, latents = lint.network_, lint.latents_
@@ -458,7 +461,8 @@ def _fit(arguments):
             raise CommandError("--method velocity needs trials of equal length (the data has 'lengths' below "
                                f"{n_times}). Use --method lint.")
         matcher = VelocityMatching(n_neurons=arguments.n_neurons or n_neurons, tau=tau, n_epochs=arguments.epochs,
-                                   activation=arguments.activation, random_state=arguments.seed)
+                                   activation=arguments.activation, random_state=arguments.seed,
+                                   callback=arguments.progress.epochs("fit velocity matching"))
         if matcher.n_neurons < rank:
             raise CommandError(f"--n-neurons {matcher.n_neurons} is less than the latents' rank {rank}: a rank-R "
                                "network needs R <= N.")
@@ -473,6 +477,7 @@ def _fit(arguments):
         extra["lengths"] = lengths
     save_network(out, network)
     save_arrays(latents_out, kappa=latents, alpha=dt / tau, dt=dt, tau=tau, method=arguments.method, **extra)
+    arguments.progress.close()  # the bar ends before the summary
     print(f"fit: {message} ({time.perf_counter() - started:.1f} s) -> {out}, {latents_out}")
     return 0
 
@@ -508,6 +513,7 @@ def _infer(arguments):
         connector = Connector.official(n_epochs=arguments.epochs, **options)
     else:
         connector = Connector(n_epochs=arguments.epochs, **options)
+    connector.callback = arguments.progress.epochs("infer", ("marginal flow", "conditional flow"))
     connector._check_params()
     connector._cnf(arguments.epochs, arguments.seed)._check_params()
     file_format = _file_format(arguments.network, arguments.format)
@@ -578,6 +584,7 @@ def _infer(arguments):
         points, v_points = visited[keep], v.reshape(-1, network.n_inputs)[keep]
     source = connector.empirical(arguments.flow_samples, arguments.seed, conditional_mean=True)
     flow_r2 = _r2(latent_velocity(network, points, v_points), latent_velocity(source, points, v_points))
+    arguments.progress.close()  # the bar ends before the summary
     print(f"infer: Connector on {network.n_neurons} rows (rank {network.rank}, {network.n_inputs} inputs), "
           f"{len(history['train_loss'])} epochs in {time.perf_counter() - started:.1f} s; marginal CNF held-out "
           f"flow-matching loss {validation:.4f} (best epoch {None if best is None else best + 1}); mean-field "
@@ -705,7 +712,8 @@ def _perturb(arguments):
                               network.rank, 0.9 * extent, "grid" if network.rank == 2 else "random", arguments.seed)
     box = np.array([[-extent, extent]] * network.rank)
     table = perturbation_study(network, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
-                               labels=labels, box=box, backend=arguments.backend)
+                               labels=labels, box=box, backend=arguments.backend,
+                               progress=arguments.progress.runs("perturb"))
     table.to_csv(out + ".csv")
     fractions = {str(k): float(np.mean(labels == k)) for k in types}
     fixed_points = {f"{system} (seed {seed})" if seed >= 0 else system:
@@ -714,6 +722,7 @@ def _perturb(arguments):
     write_json_atomic(out + ".json", json_safe({
         "source": description, "cell_types": summary, "type_fractions": fractions,
         "perturbations": [p.name for p in perturbations], "rows": table.rows, "fixed_points": fixed_points}))
+    arguments.progress.close()  # the bar ends before the summary
     print(f"perturb: {description}, cell types {types} (fractions "
           + ", ".join(f"{k}: {fraction:.0%}" for k, fraction in fractions.items())
           + f"), {len(kappa0)} initial latents x {arguments.n_steps} steps")
@@ -870,13 +879,17 @@ def _demo(arguments):
     except OSError as exc:
         raise CommandError(f"--out: {_one_line(exc)}") from None
     _require_inference()
+    progress = arguments.progress
     if not arguments.skip_simulation:
         run_demo(arguments.out, large_n=1000 if arguments.quick else arguments.large_n, seed=arguments.seed,
-                 backend=arguments.backend)
-    run_connector_pipeline(arguments.out, quick=arguments.quick, seed=arguments.seed)
+                 backend=arguments.backend, log=progress.echo, progress=progress.steps("demo: simulate"))
+    run_connector_pipeline(arguments.out, quick=arguments.quick, seed=arguments.seed,
+                           progress=progress.log if progress.enabled else False,
+                           callback=progress.epochs("demo: fit"))
     if not arguments.skip_compression:
         from .compression_report import run_compression_report
 
+        progress.close()
         run_compression_report(arguments.out, quick=arguments.quick, seed=arguments.seed)
     return 0
 
@@ -911,18 +924,23 @@ def _ddm(arguments):
         raise CommandError(f"'ddm {arguments.system}' runs the report's own sizes (use --quick for the small ones); "
                            "--n-neurons, --epochs, --big-neurons, --trials and --duration apply to one SYSTEM.")
     common = dict(quick=arguments.quick, seed=arguments.seed, device=arguments.device, backend=arguments.backend,
-                  n_threads=arguments.threads)
+                  n_threads=arguments.threads, log=arguments.progress.log,
+                  callback=arguments.progress.epochs(f"ddm {arguments.system}: fit"),
+                  progress=arguments.progress.steps(f"ddm {arguments.system}: simulate"))
     if arguments.system == "all":
         summary = run_ddm_report(arguments.out, **common)
+        arguments.progress.close()
         for name, entry in summary["systems"].items():
             print(f"{name}: held-out drift error {entry['drift_error']:.4f}; rows agreeing with the SDE: trained "
                   f"{entry['agree_trained']}, sampled {entry['agree_sampled']}")
         print(f"report: {os.path.join(arguments.out, 'ddm_report.md')} ({summary['total_seconds']:.0f} s)")
     elif arguments.system == "memories":
         run_memories(arguments.out, **common)
+        arguments.progress.close()
         print(f"wrote {os.path.join(arguments.out, 'ddm_memories.json')} and ddm_memories.png")
     else:
         report = run_system(arguments.system, arguments.out, **sized, **common)
+        arguments.progress.close()
         print(f"{arguments.system}: held-out drift error {report['drift_error']:.4f} (N = {report['n_neurons']}), "
               f"time scale {report['time_scale']:.4g} tau per SDE time unit")
         for label in ("trained", "sampled"):
@@ -1110,6 +1128,9 @@ def _parser():
     ddm.set_defaults(run=_ddm)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
     backends.set_defaults(run=_backends)
+    for command in commands.choices.values():  # every subcommand, added last so none is missed
+        command.add_argument("--quiet", "-q", action="store_true",
+                             help="no progress bars or progress messages on stderr")
     return parser
 
 
@@ -1128,9 +1149,12 @@ def main(argv=None):
     """
     arguments = _parser().parse_args(None if argv is None else [os.fspath(a) for a in argv])
     prefix = f"connector-sim {arguments.command}"
+    # Bars on stderr by default (each starts with its work, after the checks); --quiet turns them off.
+    arguments.progress = Progress(enabled=not arguments.quiet)
     with sigterm_as_exit():
         try:
-            return arguments.run(arguments)
+            with arguments.progress:  # closed before any message below
+                return arguments.run(arguments)
         except KeyboardInterrupt:
             print(f"{prefix}: interrupted", file=sys.stderr)
             return 130

@@ -86,7 +86,7 @@ def plot_trajectories(path, panels):
 
 
 def run_demo(out_dir="report", *, large_n=1_000_000, n_steps=300, seed=0, backend="auto",
-             log=print):
+             log=print, progress=None):
     """Simulate the quadstable network and write the report folder.
 
     Parameters
@@ -103,6 +103,9 @@ def run_demo(out_dir="report", *, large_n=1_000_000, n_steps=300, seed=0, backen
     backend : str
     log : callable
         Progress messages.
+    progress : callable, optional
+        ``progress(steps_done, n_steps)`` of each simulation, as in
+        :func:`connector_sim.simulate`.
 
     Returns
     -------
@@ -121,7 +124,7 @@ def run_demo(out_dir="report", *, large_n=1_000_000, n_steps=300, seed=0, backen
         network, labels = quadstable_network(n_neurons, seed, dtype=dtype)
         sample_time = time.perf_counter() - t0
         log(f"[demo] simulating {len(grid)} trials x {n_steps} steps in one batched pass")
-        result = simulate(network, n_steps, dt=0.1, kappa0=grid, backend=backend)
+        result = simulate(network, n_steps, dt=0.1, kappa0=grid, backend=backend, progress=progress)
         attractors = _attractors(result.kappa[:, -1])
         log(f"[demo]   {result.backend}/{result.path} path: {result.wall_time:.2f} s, "
             f"{len(attractors)} end states: {[a['kappa'] for a in attractors]}")

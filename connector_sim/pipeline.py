@@ -69,7 +69,9 @@ class _Progress:
             self.timings[self.current] = now - self.step_started
         self.done += 1
         self.current, self.step_started = name, now
-        if self.enabled:
+        if callable(self.enabled):
+            self.enabled(f"[{self.done}/{self.n_steps}] {name} ({now - self.started:.0f} s so far)")
+        elif self.enabled:
             print(f"[{self.done}/{self.n_steps}] {name} ({now - self.started:.0f} s so far)", file=sys.stderr,
                   flush=True)
 
@@ -96,7 +98,7 @@ def _cell_types(rows, k_max, seed):
                    "k_by_silhouette": choose_k(found.scores, "silhouette"), "scores": scores}
 
 
-def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
+def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True, callback=None):
     """Run the section 6.1 experiment on the quadstable network and write a report folder.
 
     Parameters
@@ -107,8 +109,11 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
         The small version (N = 400, an 8 x 8 grid, a few epochs): under two
         minutes on two cores, for the tests; its numbers are not the paper's.
     seed : int, default=0
-    progress : bool, default=True
-        Numbered progress lines on stderr.
+    progress : bool or callable, default=True
+        Numbered progress lines on stderr; a callable prints them instead.
+    callback : callable, optional
+        Given to each LINT and Connector fit (``callback(estimator, epoch,
+        losses)`` after each epoch).
 
     Returns
     -------
@@ -136,7 +141,8 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
     trials = np.random.default_rng(seed).permutation(len(kappa0))[: settings["lint_trials"]]
 
     step(f"fit LINT (rank 2) to {len(trials)} trials of {settings['n_neurons']} neurons")
-    lint = LINT(rank=2, dt=0.1, n_epochs=settings["lint_epochs"], random_state=seed).fit(rates[trials])
+    lint = LINT(rank=2, dt=0.1, n_epochs=settings["lint_epochs"], random_state=seed,
+                callback=callback).fit(rates[trials])
     alignment = align_latents(lint.latents_, truth_kappa[trials])
     lint_network = transform_network(lint.network_, alignment.A)
     report["lint"] = {"epochs_run": int(lint.n_epochs_), "best_epoch": int(lint.best_epoch_),
@@ -151,7 +157,7 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
     lint_kappa = alignment.transform(lint.latents_)
     connector = Connector(n_epochs=settings["connector_epochs"], hidden=settings["hidden"],
                           n_layers=settings["n_layers"], n_regressions=settings["n_regressions"],
-                          random_state=seed).fit(lint_network, lint_kappa)
+                          random_state=seed, callback=callback).fit(lint_network, lint_kappa)
 
     step(f"sample a network of {settings['sample_neurons']} neurons from Connector")
     sampled, sampled_rows = connector.sample(settings["sample_neurons"], seed, return_rows=True)
@@ -195,7 +201,8 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True):
         network = synthetic_network(name, settings["n_neurons"], random_state=seed)
         fits[name] = (network.distribution,
                       Connector(n_epochs=settings["dissimilarity_epochs"], hidden=settings["hidden"],
-                                n_layers=settings["n_layers"], random_state=seed).fit(network.network))
+                                n_layers=settings["n_layers"], random_state=seed,
+                                callback=callback).fit(network.network))
     matrix = np.array([[dissimilarity(fits[a][0], fits[b][1], n_samples=settings["dissimilarity_samples"],
                                       random_state=seed) for b in names] for a in names])
     report["dissimilarity"] = {"rows_ground_truth": names, "columns_connector_fit": names,

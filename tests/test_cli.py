@@ -415,3 +415,63 @@ def test_demo_refuses_a_large_network_that_cannot_fit_before_any_work(tmp_path):
     assert status == 2 and err.count("\n") == 1
     assert err.startswith("connector-sim demo: error: --large-n 10000000000000: the sampled network needs ")
     assert files_in(tmp_path) == []
+
+
+def test_fit_shows_a_progress_bar_on_stderr_unless_quiet(chain, tmp_path):
+    folder, _ = chain
+    status, out, err = run(["fit", folder / "sim.npz", "--epochs", 3, "--out", tmp_path / "a.npz"])
+    assert status == 0, err
+    # tqdm's bar: the description, the epoch count reached, the ETA field "<" and the rate unit.
+    assert "fit LINT" in err and "3/3" in err and "<" in err and "epoch/s" in err, err
+    assert out.startswith("fit: ") and "fit LINT" not in out  # the bar goes to stderr only
+    status, out, err = run(["fit", folder / "sim.npz", "--epochs", 3, "--out", tmp_path / "b.npz", "--quiet"])
+    assert status == 0 and err == "" and out.startswith("fit: "), err
+
+
+def test_bad_data_found_by_the_estimator_is_still_one_line_with_bars_on(tmp_path):
+    # The CLI's own checks pass; LINT.fit rejects the NaN before its first epoch, so no bar has started.
+    rates = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 5, 10))
+    rates[0, 0, 0] = np.nan
+    save_arrays(tmp_path / "nan.npz", rates=rates)
+    status, out, err = run(["fit", tmp_path / "nan.npz", "--rank", 1, "--epochs", 2, "--out", tmp_path / "f.npz"])
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("connector-sim fit: error: ") and "%|" not in err, err
+
+
+def test_ctrl_c_during_a_fit_closes_the_bar_and_exits_130(chain, tmp_path, monkeypatch):
+    from connector_sim import _progress
+
+    epochs = _progress.Progress.epochs
+
+    def interrupted_at_epoch_2(self, description, labels=()):
+        callback = epochs(self, description, labels)
+
+        def wrapped(estimator, epoch, losses):
+            callback(estimator, epoch, losses)
+            if epoch == 2:
+                raise KeyboardInterrupt
+            return False
+
+        return wrapped
+
+    monkeypatch.setattr(_progress.Progress, "epochs", interrupted_at_epoch_2)
+    folder, _ = chain
+    status, out, err = run(["fit", folder / "sim.npz", "--epochs", 5, "--out", tmp_path / "f.npz"])
+    assert status == 130 and out == "", err
+    assert "fit LINT" in err and "2/5" in err  # the bar as it stood ...
+    assert err.endswith("\nconnector-sim fit: interrupted\n"), err  # ... closed: the message has its own line
+    assert files_in(tmp_path) == []
+
+
+def test_progress_adapter_follows_a_simulation_and_is_silent_when_disabled():
+    from connector_sim._progress import Progress
+
+    network, _ = quadstable_network(100, 0)
+    stream = io.StringIO()
+    with Progress(file=stream) as progress:
+        simulate(network, 40, dt=0.1, kappa0=latent_grid(2, 1.0), progress=progress.steps("simulate", delay=0))
+    assert "simulate" in stream.getvalue() and "40/40" in stream.getvalue()
+    quiet = Progress(enabled=False, file=stream)
+    assert quiet.steps("x") is None and quiet.epochs("x") is None and quiet.runs("x") is None
+    quiet.log("not shown")
+    assert "not shown" not in stream.getvalue()

@@ -630,7 +630,7 @@ class DriftDiffusionMatching:
                           activation=self.activation, dtype=dtype)
 
     def simulate(self, duration, *, dt=None, z0=None, n_trials=1, seed=None, network=None, inputs=None,
-                 backend="auto", n_threads=1):
+                 backend="auto", n_threads=1, progress=None):
         """Simulate the network for ``duration`` SDE time units, with the noise that realises G.
 
         Parameters
@@ -648,7 +648,7 @@ class DriftDiffusionMatching:
             Default ``network_``; e.g. :meth:`sample_network` (N = 1e5).
         inputs : array-like of shape (T, d) or (n_trials, T, d), optional
             Extra deterministic inputs u (see :meth:`LatentEmbedding.force_to_input`).
-        backend, n_threads
+        backend, n_threads, progress
             As in :func:`connector_sim.simulate`.
 
         Returns
@@ -670,7 +670,8 @@ class DriftDiffusionMatching:
         batched = kappa0.ndim == 2
         return simulate(network, None if inputs is not None else n_steps, dt=dt, inputs=inputs, kappa0=kappa0,
                         n_trials=None if batched or (inputs is not None and np.ndim(inputs) == 3) else n_trials,
-                        seed=seed, input_noise=self.noise_, backend=backend, n_threads=n_threads)
+                        seed=seed, input_noise=self.noise_, backend=backend, n_threads=n_threads,
+                        progress=progress)
 
     def latent_trajectories(self, result):
         """States z in SDE units, shape (n_trials, n_times, d), of a simulation of the fitted network.

@@ -108,7 +108,8 @@ def check_run_options(n_neurons, n_epochs, big_neurons, n_trials, duration, name
 
 
 def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None, big_neurons=None, n_trials=None,
-               duration=None, seed=0, device="auto", backend="auto", n_threads=1, log=_log):
+               duration=None, seed=0, device="auto", backend="auto", n_threads=1, log=_log, callback=None,
+               progress=None):
     """Train, simulate (trained N and large N) and compare one benchmark system; write its files.
 
     Parameters
@@ -130,6 +131,11 @@ def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None
         Simulation backend and threads.
     log : callable
         Progress messages.
+    callback : callable, optional
+        Given to :class:`DriftDiffusionMatching` (called after each epoch).
+    progress : callable, optional
+        ``progress(steps_done, n_steps)`` of each simulation, as in
+        :func:`connector_sim.simulate`.
 
     Returns
     -------
@@ -159,7 +165,7 @@ def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None
     started = time.perf_counter()
     estimator = DriftDiffusionMatching(n_neurons=n_neurons, n_epochs=n_epochs, n_samples=sizes["n_samples"],
                                        sample_size=max(big_neurons, n_neurons) if big_neurons else None,
-                                       device=device, random_state=seed).fit(sde)
+                                       device=device, random_state=seed, callback=callback).fit(sde)
     report["seconds"]["fit"] = time.perf_counter() - started
     report.update(drift_error=estimator.drift_error_, initial_drift_error=estimator.initial_drift_error_,
                   expected_sampled_drift_error=estimator.sampled_drift_error_,
@@ -189,7 +195,7 @@ def run_system(name, out="report", *, quick=False, n_neurons=None, n_epochs=None
         log(f"[ddm {name}] simulating N = {network.n_neurons:,}: {n_trials} trials x "
             f"{int(round(duration / dt_sde)):,} steps")
         result = estimator.simulate(duration, dt=dt, z0=z0, seed=seed + 2, network=network, backend=backend,
-                                    n_threads=n_threads)
+                                    n_threads=n_threads, progress=progress)
         z = estimator.latent_trajectories(result)
         trajectories[label] = z
         report["seconds"][f"simulate_{label}"] = result.wall_time
@@ -361,8 +367,11 @@ def _system_figure(path, name, sde, estimator, trajectories, reference, burn_in,
     save_figure_atomic(figure, path)
 
 
-def run_memories(out="report", *, quick=False, seed=0, device="auto", backend="auto", n_threads=1, log=_log):
+def run_memories(out="report", *, quick=False, seed=0, device="auto", backend="auto", n_threads=1, log=_log,
+                 callback=None, progress=None):
     """Associative and episodic memory of multi-well networks; writes ``ddm_memories.json`` and ``.png``.
+
+    ``log``, ``callback`` and ``progress`` are as in :func:`run_system`.
 
     Returns
     -------
@@ -382,7 +391,7 @@ def run_memories(out="report", *, quick=False, seed=0, device="auto", backend="a
     log("[ddm memories] associative memory: a 4-well network, pulses from well 0 towards well 1")
     sde = multi_well(noise=0.5)
     wells = sde.exact["well_centers"]
-    estimator = DriftDiffusionMatching(random_state=seed, **matching).fit(sde)
+    estimator = DriftDiffusionMatching(random_state=seed, callback=callback, **matching).fit(sde)
     dt_sde = 0.05
     dt = dt_sde * estimator.time_scale_
     strengths = np.linspace(0.0, 4.0, 9)
@@ -391,7 +400,7 @@ def run_memories(out="report", *, quick=False, seed=0, device="auto", backend="a
     report["associative"] = {"drift_error": estimator.drift_error_, "pulse_duration": 0.5, **curve}
     duration = 400.0 * sizes["duration_factor"]
     result = estimator.simulate(duration, dt=dt, z0=wells[np.arange(sizes["n_trials"]) % 4],
-                                seed=seed + 1, backend=backend, n_threads=n_threads)
+                                seed=seed + 1, backend=backend, n_threads=n_threads, progress=progress)
     z = estimator.latent_trajectories(result)
     network_dwell = dwell_times(z, wells, dt_sde)
     from .sde import euler_maruyama
@@ -448,12 +457,13 @@ def _memories_figure(path, report, network_dwell, sde_dwell):
 
 
 def run_ddm_report(out="report", *, systems=REPORT_SYSTEMS, quick=False, memories=True, seed=0, device="auto",
-                   backend="auto", n_threads=1, log=_log):
+                   backend="auto", n_threads=1, log=_log, callback=None, progress=None):
     """The drift-diffusion matching section of the report: :func:`run_system` for each system, then the memories.
 
     Writes ``ddm_report.json`` and ``ddm_report.md`` (drift errors, agreement
     counts, timings) next to each system's files. About 3-4 minutes on two
-    cores at the full sizes; ``quick=True`` in well under a minute.
+    cores at the full sizes; ``quick=True`` in well under a minute. ``log``,
+    ``callback`` and ``progress`` are as in :func:`run_system`.
     """
     for name in systems:
         if name not in PRESETS:
@@ -462,13 +472,14 @@ def run_ddm_report(out="report", *, systems=REPORT_SYSTEMS, quick=False, memorie
     summary = {"systems": {}, "quick": quick, "seed": seed}
     for name in systems:
         result = run_system(name, out, quick=quick, seed=seed, device=device, backend=backend, n_threads=n_threads,
-                            log=log)
+                            log=log, callback=callback, progress=progress)
         summary["systems"][name] = {key: result.get(key) for key in (
             "drift_error", "time_scale", "n_neurons", "big_neurons", "agree_trained", "agree_sampled", "seconds",
             "simulation_sampled")}
     if memories:
         summary["memories"] = run_memories(out, quick=quick, seed=seed, device=device, backend=backend,
-                                           n_threads=n_threads, log=log)["seconds"]
+                                           n_threads=n_threads, log=log, callback=callback,
+                                           progress=progress)["seconds"]
     summary["total_seconds"] = time.perf_counter() - started
     write_json_atomic(os.path.join(out, "ddm_report.json"), json_safe(summary))
     write_text_atomic(os.path.join(out, "ddm_report.md"), _report_markdown(summary))

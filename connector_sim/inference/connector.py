@@ -115,6 +115,10 @@ class Connector(_Distribution):
         Seeds the CNFs, the regression samples and the time-point subset.
     verbose : bool or int, default=False
         Training progress of the CNFs (stderr).
+    callback : callable, optional
+        Given to each CNF: ``callback(flow, epoch, {"train_loss", "val_loss"})``
+        after each of its epochs; a true return stops that flow's training.
+        Not saved with the model.
 
     Attributes
     ----------
@@ -137,7 +141,8 @@ class Connector(_Distribution):
                  n_regression_samples=1000, n_regressions=1, max_time_points=2000, n_conditional_samples=None,
                  hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3, weight_decay=1e-4,
                  validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint", conditional_epochs=None,
-                 device="auto", random_state=None, verbose=False, n_threads=1, cosine=True, ema_decay=0.999):
+                 device="auto", random_state=None, verbose=False, n_threads=1, cosine=True, ema_decay=0.999,
+                 callback=None):
         self.conditional = conditional
         self.n_covariance = n_covariance
         self.lambda_prior = lambda_prior
@@ -163,6 +168,7 @@ class Connector(_Distribution):
         self.n_threads = n_threads
         self.cosine = cosine
         self.ema_decay = ema_decay
+        self.callback = callback
 
     _CNF_PARAMS = ("hidden", "n_layers", "batch_size", "learning_rate", "weight_decay", "validation_fraction",
                    "patience", "n_steps", "solver", "device", "verbose", "n_threads", "cosine", "ema_decay")
@@ -233,7 +239,7 @@ class Connector(_Distribution):
         return {name: getattr(self, name) for name in self._PARAMS}
 
     def _cnf(self, n_epochs, seed):
-        return FlowMatchingCNF(n_epochs=n_epochs, random_state=seed,
+        return FlowMatchingCNF(n_epochs=n_epochs, random_state=seed, callback=getattr(self, "callback", None),
                                **{name: getattr(self, name) for name in self._CNF_PARAMS})
 
     # ------------------------------------------------------------------ fitting

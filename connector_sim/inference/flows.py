@@ -243,6 +243,10 @@ class FlowMatchingCNF:
     verbose : bool or int, default=False
         Print progress to stderr: True every n_epochs / 10 epochs, an int k
         every k epochs.
+    callback : callable, optional
+        ``callback(estimator, epoch, {"train_loss": ..., "val_loss": ...})``
+        after each epoch (``epoch`` counts from 1); a true return stops
+        training. Not saved with the flow.
     sample_batch_size : int, default=65536
         Rows per torch call in :meth:`sample` and :meth:`log_prob` (memory
         grows with it, not with the number of samples).
@@ -287,7 +291,7 @@ class FlowMatchingCNF:
     def __init__(self, *, hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3,
                  weight_decay=1e-4, validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint",
                  device="auto", random_state=None, verbose=False, sample_batch_size=DEFAULT_BATCH, n_threads=1,
-                 cosine=True, ema_decay=0.999):
+                 cosine=True, ema_decay=0.999, callback=None):
         self.hidden = hidden
         self.n_layers = n_layers
         self.n_epochs = n_epochs
@@ -305,6 +309,7 @@ class FlowMatchingCNF:
         self.n_threads = n_threads
         self.cosine = cosine
         self.ema_decay = ema_decay
+        self.callback = callback
 
     # ------------------------------------------------------------------ checks
 
@@ -334,6 +339,8 @@ class FlowMatchingCNF:
         check_n_threads(self.n_threads, _OWNER, allow_none=True)
         if not isinstance(self.verbose, (bool, int, np.integer)) or self.verbose < 0:
             raise TypeError(f"The 'verbose' parameter of {_OWNER} must be a bool or an int >= 0. Got {self.verbose!r}.")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"The 'callback' parameter of {_OWNER} must be callable or None. Got {self.callback!r}.")
         return resolve_device(self.device)
 
     def _check_fitted(self):
@@ -515,6 +522,9 @@ class FlowMatchingCNF:
                 print(f"[{_OWNER}] epoch {epoch + 1}/{self.n_epochs}  train {history['train_loss'][-1]:.4f}  "
                       f"val {history['val_loss'][-1]:.4f}  best epoch {None if best_epoch is None else best_epoch + 1}"
                       f"  {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr, flush=True)
+            if self.callback is not None and self.callback(self, epoch + 1, {
+                    "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1]}):
+                break
             if self.patience is not None and validation is not None and stale >= self.patience:
                 break
         if best_state is None and averaged is not None:

@@ -356,3 +356,15 @@ def test_official_preset_samples_with_the_official_number_of_evaluations(limit_c
     connector.save(tmp_path / "official")
     loaded = Connector.load(tmp_path / "official", device="cpu")
     assert {**loaded.get_params(), "device": "auto"} == connector.get_params()
+
+
+def test_callback_follows_the_marginal_then_the_conditional_flow_and_is_not_saved(limit_cycle, tmp_path):
+    seen = {}
+    connector = Connector(**dict(QUICK, n_epochs=2), conditional="cnf", n_covariance=0.5,
+                          callback=lambda flow, epoch, losses: seen.setdefault(id(flow), []).append(epoch))
+    connector.fit(limit_cycle.network, limit_cycle.trajectories)
+    flows = [connector.marginal_, connector.conditional_]
+    assert [seen[id(flow)] for flow in flows] == [[1, 2], [1, 2]]
+    assert "callback" not in connector.get_params()
+    connector.save(tmp_path / "model")
+    assert Connector.load(tmp_path / "model").callback is None

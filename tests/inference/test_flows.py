@@ -309,3 +309,17 @@ def test_drawing_more_samples_than_fit_in_memory_is_refused_before_allocating():
     with pytest.raises(TooLargeError, match="Drawing 4294967297 samples"):
         flow.sample(2**32 + 1, random_state=0)
     assert flow.sample(5, random_state=0).shape == (5, 3)
+def test_callback_sees_every_epoch_and_a_true_return_stops_training():
+    z = np.random.default_rng(0).standard_normal((64, 2))
+    calls = []
+
+    def stop_after_two(estimator, epoch, losses):
+        calls.append((estimator, epoch, sorted(losses)))
+        return epoch == 2
+
+    flow = FlowMatchingCNF(hidden=8, n_layers=1, n_epochs=5, random_state=0, device="cpu", callback=stop_after_two)
+    flow.fit(z)
+    assert [epoch for _, epoch, _ in calls] == [1, 2] and all(e is flow for e, _, _ in calls)
+    assert calls[0][2] == ["train_loss", "val_loss"] and len(flow.history_["train_loss"]) == 2
+    with pytest.raises(TypeError, match="'callback' parameter of FlowMatchingCNF must be callable"):
+        FlowMatchingCNF(callback=3).fit(z)
