@@ -437,7 +437,7 @@ def _fit(arguments):
         lint = LINT(rank=rank, dt=dt, tau=tau, activation=arguments.activation, n_epochs=arguments.epochs,
                     random_state=arguments.seed, callback=arguments.progress.epochs("fit LINT"))
         lint._check_params()
-        lint.fit(rates, inputs, lengths)
+        _fit_or_interrupt(lint, rates, inputs, lengths)
         network, latents = lint.network_, lint.latents_
         message = (f"LINT rank {rank} on {n_trials} trials x {n_times} bins x {n_neurons} neurons, "
                    f"{lint.n_epochs_} epochs (best {lint.best_epoch_}): rate R^2 = "
@@ -467,7 +467,7 @@ def _fit(arguments):
             raise CommandError(f"--n-neurons {matcher.n_neurons} is less than the latents' rank {rank}: a rank-R "
                                "network needs R <= N.")
         points, velocity, v = velocity_samples(kappa, dt, tau=tau, inputs=inputs)
-        matcher.fit(points, velocity, v)
+        _fit_or_interrupt(matcher, points, velocity, v)
         network, latents = matcher.network_, np.asarray(kappa, np.float64)
         message = (f"velocity matching, N = {network.n_neurons}, rank {rank}, on {len(points)} latent points, "
                    f"{matcher.n_epochs_} epochs (best {matcher.best_epoch_}): velocity R^2 = "
@@ -827,9 +827,9 @@ def _compress(arguments):
     started = time.perf_counter()
     dcf_params = {"n_epochs": arguments.epochs, "k_target": arguments.k_target, "device": arguments.device,
                   "compression_width": arguments.compression_width, "dynamics_width": arguments.dynamics_width,
-                  "depth": arguments.depth, "solver": arguments.solver, "verbose": False}
-    progress = (lambda message: print(f"[compress] {message}", file=sys.stderr, flush=True)) \
-        if arguments.progress else None
+                  "depth": arguments.depth, "solver": arguments.solver, "verbose": False,
+                  "callback": arguments.progress.epochs("compress: DCF")}
+    progress = (lambda message: arguments.progress.log(f"[compress] {message}")) if arguments.progress.enabled else None
     rows, models = compare_compression(data, latent_dim=latent_dim, methods=methods, n_seeds=arguments.seeds,
                                        horizon=arguments.horizon, k_max=arguments.k_max, lag=arguments.lag,
                                        dcf_params=dcf_params, random_state=arguments.seed, progress=progress,
@@ -846,6 +846,7 @@ def _compress(arguments):
     save_arrays(latents_path, **arrays)
     table = write_comparison(rows, os.path.join(arguments.out, "comparison"),
                              title=f"{data.name}: {n_trials} trials x {n_times} bins x {n_features} features")
+    arguments.progress.close()
     row = next(r for r in rows if r["method"] == "DCF")
     r2 = "" if data.latents is None else f", latent R^2 affine {row['r2_affine']:.3f} / signed {row['r2_signed']:.3f}"
     print(f"compress: {data.name} ({n_trials} trials x {n_times} bins x {n_features} features): DCF picked "
@@ -1092,7 +1093,6 @@ def _parser():
     compress.add_argument("--n-features", type=int, default=None, help="D of a synthetic SDE dataset")
     compress.add_argument("--bin-width", type=float, default=0.01, help="NWB: bin width in s (default 0.01)")
     compress.add_argument("--smoothing", type=float, default=0.1, help="NWB: causal Gaussian sigma in s (default 0.1)")
-    compress.add_argument("--progress", action="store_true", help="a line on stderr before each fit")
     compress.set_defaults(run=_compress)
 
     demo = commands.add_parser("demo", help="the embedded quadstable network: large-N simulation, then LINT -> "
@@ -1138,6 +1138,24 @@ def _parser():
 #: MemoryError covers the library's refusals of sizes that cannot fit in memory.
 BAD_INPUT_ERRORS = (CommandError, ValueError, TypeError, OverflowError, MemoryError, ImportError, FileNotFoundError,
                     FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _fit_or_interrupt(estimator, *data):
+    """``estimator.fit(*data)``; Ctrl-C during training stops the command (exit 130), it does not save a part-fit.
+
+    The library's training loops stop gracefully on Ctrl-C (best state kept,
+    ``history_["interrupted"]``); a command line stops instead.
+    """
+    import warnings
+
+    from .inference.lint import TrainingInterrupted
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrainingInterrupted)
+        estimator.fit(*data)
+    if estimator.history_.get("interrupted"):
+        raise KeyboardInterrupt
+    return estimator
 
 
 def main(argv=None):

@@ -158,6 +158,10 @@ def split_trials(n_trials, validation_fraction, rng, owner):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+class TrainingInterrupted(RuntimeWarning):
+    """Ctrl-C stopped a training loop: the estimator keeps the best state reached so far."""
+
+
 def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validation, rng, owner):
     """Adam with gradient clipping and early stopping on the validation loss; the best state is kept.
 
@@ -237,7 +241,7 @@ def train_loop(estimator, parameters, batch_loss, evaluate, n_train, has_validat
     except KeyboardInterrupt:
         history["interrupted"] = True
         warnings.warn(f"{owner}: training interrupted at epoch {epoch}; keeping the best state so far "
-                      f"(epoch {best_epoch}).", RuntimeWarning, stacklevel=3)
+                      f"(epoch {best_epoch}).", TrainingInterrupted, stacklevel=3)
     with torch.no_grad():
         for name, value in parameters.items():
             value.copy_(best_state[name])
