@@ -91,7 +91,7 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
       the held-out log-likelihood of the samples together with their cluster
       assignments (the cross-validated form of ICL, Biernacki, Celeux &
       Govaert 2000);
-    - inertia: a k-means fit on all samples, sum_i |x_i - c(x_i)|^2;
+    - inertia: a k-means fit on all samples, ``sum_i |x_i - c(x_i)|^2``;
     - silhouette: of the method's clustering of all samples, estimated on a
       random subset of ``silhouette_sample_size`` samples (k >= 2).
 
@@ -243,6 +243,7 @@ def choose_k(scores, criterion="completed_log_likelihood"):
           ``LL(k) >= LL(k*) - SE(k*)``, k* = argmax_k LL(k) (one-standard-error rule);
         - "silhouette": argmax_k of the silhouette (the first k when every
           silhouette is NaN, i.e. k_range is [1]).
+
         See :func:`find_cell_types` for why the first is the default.
 
     Returns

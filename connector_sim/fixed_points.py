@@ -40,7 +40,7 @@ class FixedPoint:
     stability : str
         One of :data:`STABILITY_CLASSES`.
     residual : float
-        |F(kappa*)|.
+        ``|F(kappa*)|``.
     """
 
     position: np.ndarray
@@ -92,9 +92,9 @@ class Ring:
     plane : ndarray of shape (R, 2)
         Orthonormal basis of the plane of the ring.
     speed_on : float
-        Largest |F| on the fitted circle.
+        Largest ``|F|`` on the fitted circle.
     speed_off : float
-        Mean |F| on the concentric circles of radius 0.5 r and 1.5 r;
+        Mean ``|F|`` on the concentric circles of radius 0.5 r and 1.5 r;
         speed_on << speed_off on a ring.
     fixed_points : list of FixedPoint
         The fixed points on the ring.
@@ -183,7 +183,7 @@ def jacobian(velocity, position, step=1e-5):
 
         J[:, j] = (F(kappa + h e_j) - F(kappa - h e_j)) / (2 h),  h = step * max(1, |kappa|_inf)
 
-    The error is O(h^2 F''') + O(eps |F| / h): about 1e-10 with the default step.
+    The error is ``O(h^2 F''') + O(eps |F| / h)``: about 1e-10 with the default step.
 
     Parameters
     ----------
@@ -206,8 +206,8 @@ def jacobian(velocity, position, step=1e-5):
 def stability_class(eigenvalues, marginal_tol=1e-6):
     """The stability class of a fixed point from its Jacobian eigenvalues.
 
-    - max Re < -tol: "stable focus" if some |Im| > tol, else "stable node";
-    - |max Re| <= tol: "center/marginal";
+    - max Re < -tol: "stable focus" if some ``|Im| > tol``, else "stable node";
+    - ``|max Re| <= tol``: "center/marginal";
     - max Re > tol and min Re < -tol: "saddle";
     - otherwise (all Re > -tol, some > tol): "unstable focus" / "unstable node".
     """
@@ -231,7 +231,7 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     its centre (where symmetric flows have a fixed point that Newton steps
     from farther away overshoot), a cell-centred grid of
     floor((n_starts - 1)^(1/R)) points per axis, the rest uniform at random. A
-    root is kept when |F| <= ``tol`` and it lies in the box; roots closer
+    root is kept when ``|F|`` <= ``tol`` and it lies in the box; roots closer
     than ``dedup_tol`` to one already kept are duplicates. A continuum of
     fixed points (a ring) shows up as many marginal points; see
     :func:`find_ring`.
@@ -247,7 +247,7 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     random_state : None, int or numpy.random.Generator, default=0
         Draws the random starts.
     tol : float, default=1e-9
-        Largest |F| of an accepted root.
+        Largest ``|F|`` of an accepted root.
     dedup_tol : float, default=1e-4
         Roots closer than this (Euclidean distance) are one fixed point.
     jacobian_step : float, default=1e-5
@@ -450,9 +450,9 @@ def find_ring(velocity, fixed_points, *, min_points=3, fit_rtol=0.05, tangent_co
        least-squares circle fit (x^2 + y^2 = 2 a x + 2 b y + c) leaves every
        distance within ``fit_rtol`` x radius of the radius;
     3. at each, the eigenvector of the eigenvalue nearest 0 is tangent to the
-       circle (|cos| >= ``tangent_cos``): the flow is neutral along the ring;
-    4. the flow is slow along the whole circle: max |F| on it is at most
-       ``speed_ratio`` x the mean |F| on the circles of radius 0.5 r and 1.5 r.
+       circle (``|cos|`` >= ``tangent_cos``): the flow is neutral along the ring;
+    4. the flow is slow along the whole circle: max ``|F|`` on it is at most
+       ``speed_ratio`` x the mean ``|F|`` on the circles of radius 0.5 r and 1.5 r.
 
     Parameters
     ----------

@@ -42,7 +42,7 @@ DEFAULT_ORDER = 64
 #: s above which tanh averages use the split rule instead of Gauss-Hermite.
 WIDE_THRESHOLD = 0.6
 
-#: tanh(y) = sign(y) to within 2 exp(-2 L) = 8e-18 for |y| > L.
+#: tanh(y) = sign(y) to within 2 exp(-2 L) = 8e-18 for ``|y| > L``.
 KINK_HALF_WIDTH = 20.0
 
 #: Points per block in :func:`gaussian_averages` (bounds the (points x order) temporaries).
@@ -74,7 +74,7 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
     - softplus (phi' = sigmoid): <softplus'> = <sigmoid>; <softplus> by
       Gauss-Hermite for s <= :data:`WIDE_THRESHOLD` (softplus is analytic
       within pi of the real axis), and above it as relu + r with
-      r(y) = log(1 + exp(-|y|)): <relu> in closed form, plus
+      ``r(y) = log(1 + exp(-|y|))``: <relu> in closed form, plus
       int_0^L r(y) [N(y) + N(-y)] dy by Gauss-Legendre and the tail beyond L,
       where r(y) = exp(-y) to 1e-17, in closed form.
     - tanh (phi' = 1 - tanh^2), by quadrature with ``order`` nodes:
@@ -84,7 +84,7 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
         spaced ~1 / sqrt(order) apart cannot resolve: at s = 20 even 300
         Hermite nodes leave an error of 1e-2.
       * s > :data:`WIDE_THRESHOLD`: in y = mu + s g, write tanh = sign + r with
-        r = tanh - sign, nonzero only within |y| < L = 20 (|r| < 1e-17 beyond)
+        r = tanh - sign, nonzero only within ``|y| < L = 20`` (``|r| < 1e-17`` beyond)
         and discontinuous only at 0. Then
         <tanh> = erf(mu / (s sqrt 2)) + int_0^L r(y) [N(y) - N(-y)] dy and
         <tanh'> = int_0^L (1 - tanh^2 y) [N(y) + N(-y)] dy, with N the
@@ -237,7 +237,7 @@ class _SampleTerms:
     :func:`connector_sim._kernels.flow_field.choose_backend`), run on float64
     loadings: the compiled kernels compute in the dtype of the loadings, and a
     float32 flow (rounding and tanh error ~1e-7) would defeat root finding to
-    |F| < 1e-9. Float32 loadings are converted once, here.
+    ``|F| < 1e-9``. Float32 loadings are converted once, here.
     """
 
     def __init__(self, m_T, n_T, I_T, b, labels, owner, activation, backend):

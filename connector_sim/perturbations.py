@@ -389,27 +389,27 @@ class PerturbationTable:
 
     Each row is a dict of scalars:
 
-    ============================  ==================================================
-    ``perturbation``              name of the :class:`Perturbation`
-    ``perturbation_index``        its position in the list given
-    ``initial_condition``         index of kappa0 in the initial conditions
-    ``seed``                      network / noise seed (-1 for mean-field runs)
-    ``method``                    "simulation" or "mean field"
-    ``n_neurons``                 network size (0 for mean-field runs)
-    ``kappa0_j``, ``kappa_end_j`` initial and final latents, j = 0..R-1
-    ``end_speed``                 |kappa_T - kappa_{T-1}| / dt at the last step
-    ``settled``                   end_speed < settle_tol
-    ``system``                    "perturbed" or "unperturbed": in force at the end
-    ``reference``                 "mean field" or "network": whose fixed points
-    ``n_fixed_points``            fixed points of that system in the box
-    ``n_stable``                  of which stable
-    ``attractor``                 index of the nearest stable fixed point in
-                                  :meth:`fixed_points_of` (nearest of any kind
-                                  when none is stable; -1 when there are none)
-    ``attractor_j``               its position (nan when none)
-    ``attractor_stability``       its stability class
-    ``attractor_distance``        |kappa_end - attractor|
-    ============================  ==================================================
+    ==============================  ==================================================
+    ``perturbation``                name of the :class:`Perturbation`
+    ``perturbation_index``          its position in the list given
+    ``initial_condition``           index of kappa0 in the initial conditions
+    ``seed``                        network / noise seed (-1 for mean-field runs)
+    ``method``                      "simulation" or "mean field"
+    ``n_neurons``                   network size (0 for mean-field runs)
+    ``kappa0_j``, ``kappa_end_j``   initial and final latents, j = 0..R-1
+    ``end_speed``                   ``|kappa_T - kappa_{T-1}| / dt`` at the last step
+    ``settled``                     end_speed < settle_tol
+    ``system``                      "perturbed" or "unperturbed": in force at the end
+    ``reference``                   "mean field" or "network": whose fixed points
+    ``n_fixed_points``              fixed points of that system in the box
+    ``n_stable``                    of which stable
+    ``attractor``                   index of the nearest stable fixed point in
+                                    :meth:`fixed_points_of` (nearest of any kind
+                                    when none is stable; -1 when there are none)
+    ``attractor_j``                 its position (nan when none)
+    ``attractor_stability``         its stability class
+    ``attractor_distance``          ``|kappa_end - attractor|``
+    ==============================  ==================================================
 
     Attributes
     ----------
@@ -636,7 +636,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         Passed to :func:`connector_sim.find_fixed_points` (``n_starts``,
         ``marginal_tol``, ...).
     settle_tol : float, default=1e-3
-        A run has ``settled`` when its final speed |dkappa/dt| is below this.
+        A run has ``settled`` when its final speed ``|dkappa/dt|`` is below this.
     backend, n_threads, dtype
         Simulation backend and threads; dtype of the sampled networks.
     keep_trajectories : bool, default=False

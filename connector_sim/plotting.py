@@ -47,7 +47,7 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
                     title=None):
     """Streamlines of a 2-D latent flow, coloured by speed, with fixed points marked by stability.
 
-    The speed is |F(kappa)| with F(kappa) = dkappa/dt (for instance
+    The speed is ``|F(kappa)|`` with F(kappa) = dkappa/dt (for instance
     F(kappa) = -kappa + E_p[n phi(m^T kappa + b)], theory eq. 4). Fixed points
     are drawn filled when stable, open when unstable (node or focus), as x
     when saddles and as open squares when marginal.

@@ -577,7 +577,7 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
     variance : float
         sigma^2 > 0.
     covariance : float
-        sigma_mn, |sigma_mn| <= sigma^2.
+        sigma_mn, ``|sigma_mn| <= sigma^2``.
     random_state : None, int or numpy.random.Generator
     n_inputs : {0, 1}, default=0
     input_overlap : float, default=0

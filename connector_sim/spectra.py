@@ -284,7 +284,7 @@ def measured_bulk_radius(values, n_outliers=0, *, quantile=0.99):
     """A robust bulk radius: a high quantile of the moduli, outliers removed.
 
     The largest modulus overshoots the radius of the limiting disk at finite
-    N; a high quantile of |lambda| does not. The ``n_outliers`` eigenvalues of
+    N; a high quantile of ``|lambda|`` does not. The ``n_outliers`` eigenvalues of
     largest real part are dropped first (they belong to the low-rank
     structure when they lie outside the bulk).
 
@@ -298,7 +298,7 @@ def measured_bulk_radius(values, n_outliers=0, *, quantile=0.99):
     Returns
     -------
     float
-        The ``quantile`` of |lambda| over the remaining eigenvalues.
+        The ``quantile`` of ``|lambda|`` over the remaining eigenvalues.
     """
     values = np.asarray(values)
     n_outliers = check_int(n_outliers, "n_outliers", minimum=0, maximum=max(0, len(values) - 1),
@@ -320,7 +320,7 @@ def plot_spectrum(values, *, theory=None, ax=None, unit_circle=True):
         Draws the outliers (crosses) and the bulk circle of radius R.
     ax : matplotlib Axes, optional
     unit_circle : bool, default=True
-        Draws |lambda| = 1, the instability of the origin.
+        Draws ``|lambda| = 1``, the instability of the origin.
 
     Returns
     -------

@@ -140,8 +140,8 @@ def sequence_statistics(z, wells, dt, *, center=None, core_radius=None):
       counterclockwise), the fraction that go to the next well (j -> j + 1
       mod k), with its Wilson 95% interval;
     - period: the angle theta(t) around ``center`` is unwrapped per trial;
-      the n-th full winding (in either sense) completes when |theta -
-      theta_0| first reaches 2 pi n; periods are the intervals between
+      the n-th full winding (in either sense) completes when ``|theta - theta_0|``
+      first reaches 2 pi n; periods are the intervals between
       successive windings;
     - rotation_rate: mean d theta / dt (radians per time unit).
 

@@ -7,7 +7,7 @@ the left factors Nm. With the T time points stacked (all trials),
     Delta = (N / alpha) (kappa_{t+1} - (1 - alpha) kappa_t)          (T x R)
     Phi[t, i] = phi(m_i^T kappa_t + I_i^T v_t + b_i)                  (T x N)
 
-the ridge estimate of Nm for N neurons with rows (m_i, I_i, b_i) is
+the ridge estimate of Nm for N neurons with rows (m_i, I_i, b_i) is::
 
     Nm_hat = argmin |Delta - Phi Nm|^2 + lambda |Nm|^2
            = Phi^T W,      W = (Phi Phi^T + lambda I_T)^{-1} Delta    (dual form)

@@ -251,7 +251,7 @@ class Connector(_Distribution):
             The network's noise-free latent trajectories. When omitted, the
             network is simulated for ``n_sim_steps`` steps with
             ``dt = alpha tau`` from ``kappa0`` (default: 400 random points in
-            the box |kappa_r| <= 1.2 mean |n_i|, which holds every fixed point).
+            the box ``|kappa_r| <= 1.2 mean |n_i|``, which holds every fixed point).
         inputs, v, v0
             Inputs of the trajectories, see :meth:`fit_latents`.
         alpha : float, default=0.1

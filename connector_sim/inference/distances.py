@@ -5,7 +5,7 @@ network sizes::
 
     D(p, q) = S_eps(p(m, I, b), q(m, I, b)) + E_{(m, I, b)}[ |nbar_p(m, I, b) - nbar_q(m, I, b)|^2 ]
 
-S_eps is the debiased Sinkhorn divergence (GeomLoss, cost |x - y|^2 / 2,
+S_eps is the debiased Sinkhorn divergence (GeomLoss, cost ``|x - y|^2 / 2``,
 blur 0.05) between samples of the two (m, I, b) marginals; the second term
 compares the conditional means of n, the only part of p(n | m, I, b) the
 dynamics determine (theory section 3, step 2).

@@ -272,11 +272,11 @@ class FlowMatchingCNF:
         Dimension of x.
     condition_dim_ : int
         Dimension of c (0 for an unconditional flow).
-    free_ : ndarray of bool, shape (dim_,)
+    free_ : ndarray of bool, shape (``dim_``,)
         Coordinates modelled by the flow; the others are constant.
-    mean_, scale_ : ndarray of shape (dim_,)
+    mean_, scale_ : ndarray of shape (``dim_``,)
         Standardisation of x (scale 1 on constant coordinates).
-    condition_mean_, condition_scale_ : ndarray of shape (condition_dim_,)
+    condition_mean_, condition_scale_ : ndarray of shape (``condition_dim_``,)
     model_ : VelocityMLP or None
         None when every coordinate is constant.
     history_ : dict

@@ -237,7 +237,7 @@ class LINT:
         x_t = m kappa_t + I v_t + b,   kappa_{t+1} = (1 - alpha) kappa_t + alpha n^T phi(x_t) / N
         y_t = g * phi(x_t) + c         (g = 1, c = 0 for readout="identity")
 
-    and minimises, over trials and valid bins t < lengths[k],
+    and minimises, over trials and valid bins t < lengths[k]::
 
         L = mean_{k,t,i} (y_{k,t,i} - rates_{k,t,i})^2 + weight_decay (|m|^2 + |n|^2 + |I|^2) / N
 

@@ -82,7 +82,7 @@ def velocity_samples(trajectories, dt, *, tau=1.0, inputs=None):
 class VelocityMatching:
     """Fit an lrRNN whose latent velocity matches a target field (no BPTT).
 
-    Minimises, over samples p,
+    Minimises, over samples p::
 
         mean_p |-kappa_p + n^T phi(m kappa_p + I v_p + b) / N - target_p|^2
         + weight_decay (|m|^2 + |n|^2 + |I|^2) / N
@@ -135,7 +135,7 @@ class VelocityMatching:
     history_ : dict of lists
     best_epoch_, n_epochs_ : int
     relative_error_ : float
-        |F - target| / |target| over all samples (Frobenius norms).
+        ``|F - target| / |target|`` over all samples (Frobenius norms).
     initial_relative_error_ : float
         The same after the closed-form initialisation.
     rank_, n_inputs_ : int
