@@ -106,6 +106,22 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
     Returns
     -------
     phi_average, dphi_average : ndarray of the broadcast shape
+
+    Raises
+    ------
+    ValueError
+        If ``activation`` is not one of the built-in activations with a
+        closed-form or quadrature rule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> phi, dphi = gaussian_averages("relu", np.array([0.0]), np.array([1.0]))
+    >>> phi.round(6), dphi
+    (array([0.398942]), array([0.5]))
+    >>> phi, dphi = gaussian_averages("tanh", np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+    >>> phi.round(4), dphi.round(4)
+    (array([0.    , 0.5504]), array([0.6057, 0.4496]))
     """
     _check_closed_form(activation)
     mu, s = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s, dtype=np.float64))
@@ -441,6 +457,25 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
     -------
     ndarray of shape kappa.shape
         dkappa/dt, in latent units per unit of tau.
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> latent_velocity(g, [[0.0], [1.0]]).round(4)
+    array([[0.    ],
+           [0.2114]])
     """
     flow = latent_flow(source, v, activation=activation, order=order, component=component,
                        clamp_components=clamp_components, labels=labels, backend=backend)
@@ -464,6 +499,25 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
     -------
     callable
         kappa of shape (..., R) -> dkappa/dt of the same shape.
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> flow = latent_flow(g)
+    >>> flow([[0.5]]).round(4)
+    array([[0.3265]])
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
                       clamp_components=clamp_components, backend=backend)
@@ -504,6 +558,26 @@ def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=Non
     Returns
     -------
     ndarray of shape kappa_grid.shape[:-1], values in [-1, 1]
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import GaussianMixture
+    >>> mixture = GaussianMixture([0.5, 0.5], [[0, 0], [0, 0]],
+    ...                           [[[1, 2], [2, 5]], [[1, 0], [0, 1]]], rank=1)
+    >>> normalized_difference(mixture, np.array([[0.5], [1.0]]), 0, 1).round(4)
+    array([-0.2099, -0.651 ])
     """
     options = dict(v=v, activation=activation, order=order, labels=labels, backend=backend)
     speed_a = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_a, **options), axis=-1)
@@ -552,6 +626,28 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
     -------
     kappa : ndarray of shape (n_trials, T + 1, R)
         Row 0 is kappa0 (n_trials = 1 for a 1-D kappa0).
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+        Also if neither ``n_steps`` nor ``inputs`` is given, or they disagree.
+    TooLargeError
+        If the trajectory would not fit in memory.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> kappa = mean_field_trajectory(g, [0.1], n_steps=200, dt=0.1)
+    >>> kappa.shape, round(float(kappa[0, -1, 0]), 4)  # (n_trials, T + 1, R); settles at kappa* = 1.337
+    ((1, 201, 1), 1.3371)
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
                       clamp_components=clamp_components, backend=backend)
