@@ -12,6 +12,7 @@ import doctest
 import importlib
 import importlib.util
 import inspect
+import sys
 
 import pytest
 
@@ -88,5 +89,9 @@ def test_docstring_examples(test):
         pytest.skip("this example needs torch")
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     output = []
-    runner.run(test, out=output.append)
+    try:
+        runner.run(test, out=output.append)
+    finally:
+        if "matplotlib.pyplot" in sys.modules:  # the plotting examples leave their figures open
+            sys.modules["matplotlib.pyplot"].close("all")
     assert runner.failures == 0, "".join(output)
