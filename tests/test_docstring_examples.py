@@ -34,6 +34,10 @@ MODULES = [
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_PYNWB = importlib.util.find_spec("pynwb") is not None
+# Docstrings whose examples use an optional dependency (by a substring of their name).
+NEEDS_TORCH = (".inference.", "lint_network", "load_torch_tensors")
+NEEDS_PYNWB = ("nwb",)
 
 
 def _public_objects(module_name):
@@ -75,7 +79,7 @@ DOCTESTS = _collect()
 
 
 def _needs_torch(test):
-    return any("torch" in example.source for example in test.examples) or ".inference." in test.name
+    return any("torch" in example.source for example in test.examples) or any(key in test.name for key in NEEDS_TORCH)
 
 
 def test_examples_were_found():
@@ -87,6 +91,8 @@ def test_examples_were_found():
 def test_docstring_examples(test):
     if _needs_torch(test) and not HAVE_TORCH:
         pytest.skip("this example needs torch")
+    if any(key in test.name for key in NEEDS_PYNWB) and not HAVE_PYNWB:
+        pytest.skip("this example needs pynwb")
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     output = []
     try:
