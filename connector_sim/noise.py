@@ -59,6 +59,15 @@ def private_noise(seed, n_steps, n_units, n_trials=1, trial_offset=0, step_start
     xi : ndarray of shape (n_trials, n_steps, n_units), float64
         Standard normal draws, independent across trials, steps and units.
 
+    Raises
+    ------
+    TypeError
+        If an argument is not an int.
+    ValueError
+        If ``n_steps``, ``n_units`` or ``n_trials`` is < 1, or an offset < 0.
+    TooLargeError
+        If the draws would not fit in memory.
+
     Examples
     --------
     >>> from connector_sim import private_noise
