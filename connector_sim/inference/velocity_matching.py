@@ -61,6 +61,23 @@ def velocity_samples(trajectories, dt, *, tau=1.0, inputs=None):
     kappa : ndarray of shape (n_trials * (n_times - 1), R)
     velocity : ndarray of the same shape
     v : ndarray of shape (n_trials * (n_times - 1), D) or None
+
+    Raises
+    ------
+    ValueError
+        If ``trajectories`` is not of shape (n_trials, n_times, R) with
+        n_times >= 2, ``inputs`` do not match it, or ``dt`` / ``tau`` is not
+        positive.
+    TypeError
+        If ``dt`` or ``tau`` is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> trajectory = np.arange(1.0, 6.0).reshape(1, 5, 1)  # kappa_t = 1, 2, ..., 5
+    >>> points, velocities, v = velocity_samples(trajectory, dt=0.1)
+    >>> points[:, 0], velocities[:, 0], v
+    (array([1., 2., 3., 4.]), array([10., 10., 10., 10.]), None)
     """
     from ..latents import filtered_inputs
 
