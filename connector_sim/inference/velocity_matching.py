@@ -157,6 +157,24 @@ class VelocityMatching:
         The same after the closed-form initialisation.
     rank_, n_inputs_ : int
     device_ : torch.device
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a parameter out of range or unknown, latent points and
+        velocities of different shapes, ``m`` of the wrong shape, or neither
+        ``n_neurons`` nor ``m`` given.
+    TypeError
+        From :meth:`fit`: a parameter of the wrong type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kappa = np.linspace(-2, 2, 50)[:, None]
+    >>> fitted = VelocityMatching(n_neurons=50, n_epochs=20, random_state=0).fit(
+    ...     kappa, lambda k: np.tanh(2 * k) - k)
+    >>> fitted.network_.n_neurons, bool(fitted.relative_error_ < 0.05)
+    (50, True)
     """
 
     def __init__(self, n_neurons=None, *, m=None, fit_m=None, activation="tanh", tau=1.0, fit_inputs=True,
