@@ -286,6 +286,14 @@ def euler_maruyama(sde, z0, n_steps, dt, *, n_trials=None, seed=0, record_every=
     ------
     FloatingPointError
         When the path leaves the floating-point range (reduce ``dt``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import double_well
+    >>> paths = euler_maruyama(double_well(), np.array([1.0]), n_steps=100, dt=0.01, n_trials=3, seed=0)
+    >>> paths.shape  # (n_trials, n_steps // record_every + 1, d)
+    (3, 101, 1)
     """
     owner = "euler_maruyama"
     if not isinstance(sde, SDE):
@@ -328,6 +336,20 @@ def rk4_trajectory(drift, z0, n_steps, dt, *, record_every=1):
 
     ``drift`` is a callable (or an :class:`SDE`, whose drift is used); ``z0``
     has shape (..., d). Returns shape (..., n_steps // record_every + 1, d).
+
+    Raises
+    ------
+    TypeError
+        If ``n_steps`` or ``record_every`` is not an int, or ``dt`` not a number.
+    ValueError
+        If ``n_steps`` or ``record_every`` is < 1 or ``dt`` <= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> path = rk4_trajectory(lambda z: -z, np.array([1.0]), n_steps=10, dt=0.1)
+    >>> path.shape, round(float(path[-1, 0]), 6)  # exp(-1) = 0.367879
+    ((11, 1), 0.36788)
     """
     f = drift._f if isinstance(drift, SDE) else drift
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="rk4_trajectory")
