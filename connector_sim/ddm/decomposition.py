@@ -168,6 +168,17 @@ def make_grid(bounds, n):
 
     Cell i of an axis covers [low + i h, low + (i + 1) h], h = (high - low) / n,
     and its centre is low + (i + 1/2) h.
+
+    Raises
+    ------
+    ValueError
+        If a pair of ``bounds`` does not have low < high, or ``n`` < 3.
+
+    Examples
+    --------
+    >>> axes = make_grid([(0.0, 1.0)], 4)  # a tuple of one axis per dimension
+    >>> axes[0]
+    array([0.125, 0.375, 0.625, 0.875])
     """
     bounds = np.asarray(bounds, dtype=float)
     if bounds.ndim == 1:

@@ -70,6 +70,14 @@ def well_labels(z, wells, core_radius=None):
     -------
     labels : ndarray of int of shape (n_trials, n_times)
         The well whose core the state last visited (-1 before the first visit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[[-1.0], [-0.9], [0.0], [0.95], [1.0], [0.1], [-1.0]]])  # one trial, 1-D
+    >>> wells = np.array([[-1.0], [1.0]])
+    >>> well_labels(z, wells, core_radius=0.2)  # the last core visited
+    array([[0, 0, 0, 1, 1, 1, 0]])
     """
     z = np.asarray(z, dtype=np.float64)
     wells = _check_wells(wells, z.shape[-1])
@@ -112,6 +120,16 @@ def dwell_times(z, wells, dt, core_radius=None):
         ``"per_well"``: list of k arrays of dwell times; ``"all"``: all of
         them; ``"mean"``, ``"ci"`` (normal 95% interval of the mean),
         ``"n"``; ``"transitions"``: (k, k) counts of label changes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[[-1.0], [-0.9], [0.0], [0.95], [1.0], [0.1], [-1.0]]])  # one trial, 1-D
+    >>> wells = np.array([[-1.0], [1.0]])
+    >>> result = dwell_times(z, wells, dt=0.5, core_radius=0.2)
+    >>> result["all"], result["transitions"]  # one complete dwell, in well 1
+    (array([1.5]), array([[0, 1],
+           [1, 0]]))
     """
     dt = check_positive_scalar(dt, "dt")
     labels = well_labels(z, wells, core_radius)

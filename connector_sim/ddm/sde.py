@@ -439,6 +439,15 @@ def limit_cycle_period(drift, z0, *, dt=0.001, t_transient=50.0, t_max=100.0, co
     crossing) and the period is the mean interval between successive ones
     over ``t_max``. Returns NaN when fewer than two crossings occur (no cycle,
     or a period longer than t_max).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import van_der_pol
+    >>> period = limit_cycle_period(van_der_pol().drift, np.array([0.5, 0.0]), dt=0.01, t_transient=20.0,
+    ...                             t_max=40.0)
+    >>> round(period, 2)
+    6.66
     """
     f = drift._f if isinstance(drift, SDE) else drift
     dt = check_positive_scalar(dt, "dt", owner="limit_cycle_period")
