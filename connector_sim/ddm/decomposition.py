@@ -116,6 +116,24 @@ def connectivity_decomposition(network):
     Returns
     -------
     ConnectivityDecomposition
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or a tuple (m, n).
+    ValueError
+        If m and n differ in shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN
+    >>> a, b = np.random.default_rng(0).normal(size=(2, 50, 1))
+    >>> round(connectivity_decomposition(LowRankRNN(a, a)).asymmetry, 6)  # J = a a^T / N: symmetric
+    0.0
+    >>> m, n = np.hstack([a, b]), np.hstack([b, -a])  # J = (a b^T - b a^T) / N: antisymmetric
+    >>> round(connectivity_decomposition(LowRankRNN(m, n)).asymmetry, 6)
+    1.0
     """
     if isinstance(network, tuple) and len(network) == 2:
         m, n = (np.asarray(a, dtype=float) for a in network)
@@ -373,6 +391,26 @@ def stationary_density(sde, grid, *, samples=None, n_trials=64, n_steps=20000, d
     -------
     p : ndarray of the grid's shape
         Density values at the cell centres; ``p.sum() * cell_volume = 1``.
+
+    Raises
+    ------
+    TypeError
+        If ``sde`` is not an SDE or ``grid`` not a tuple of 1-D axes.
+    ValueError
+        If the grid does not have one increasing, uniformly spaced axis of at
+        least 3 cells per dimension, or ``samples`` is not of shape (n, d).
+    FloatingPointError
+        If the Fokker-Planck system is singular on the grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> density = stationary_density(sde, grid)
+    >>> density.shape, round(float(density.sum() * 0.2 ** 2), 6)  # integrates to 1 (cells of 0.2 x 0.2)
+    ((40, 40), 1.0)
     """
     _check_sde(sde, "stationary_density")
     axes = _check_grid(grid, sde.dim, "stationary_density")
@@ -471,6 +509,25 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     Returns
     -------
     HelmholtzHodge
+
+    Raises
+    ------
+    TypeError
+        If ``sde`` is not an SDE or ``grid`` not a tuple of 1-D axes.
+    ValueError
+        If the grid does not have one increasing, uniformly spaced axis of at
+        least 3 cells per dimension, a grid solve is asked for d > 2, or
+        ``trajectories`` come without ``dt`` or with the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> split = helmholtz_hodge(sde, grid)
+    >>> round(split.entropy_production, 1), sde.exact["entropy_production"]  # grid vs closed form
+    (2.0, 2.0)
     """
     owner = "helmholtz_hodge"
     _check_sde(sde, owner)
@@ -545,6 +602,23 @@ def cycling_rate(decomposition, center=(0.0, 0.0)):
     -------
     rate : float
         Turns per unit time.
+
+    Raises
+    ------
+    TypeError
+        If ``decomposition`` is not a 2-D HelmholtzHodge.
+    ValueError
+        If ``center`` lies outside the grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> rate = cycling_rate(helmholtz_hodge(sde, grid))  # one turn per 2 pi time units
+    >>> bool(abs(rate - 1 / (2 * np.pi)) < 0.01)
+    True
     """
     if not isinstance(decomposition, HelmholtzHodge) or len(decomposition.grid) != 2:
         raise TypeError("cycling_rate needs a 2-D HelmholtzHodge (from helmholtz_hodge on a 2-D grid).")
@@ -566,6 +640,20 @@ def entropy_production(sde_or_decomposition, grid=None, **kwargs):
     :class:`HelmholtzHodge` already computed. In units of 1 / time (k_B = 1).
     For a linear SDE it equals tr(A_irr^T D^{-1} A_irr S) (see
     :func:`~connector_sim.ddm.ornstein_uhlenbeck`).
+
+    Raises
+    ------
+    ValueError
+        If an SDE is given without a grid; otherwise as :func:`helmholtz_hodge`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> round(entropy_production(sde, grid), 1)
+    2.0
     """
     if isinstance(sde_or_decomposition, HelmholtzHodge):
         return sde_or_decomposition.entropy_production
