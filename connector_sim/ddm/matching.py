@@ -267,6 +267,25 @@ class DriftDiffusionMatching:
     training_time_ : float
         Seconds spent in sampling and fitting.
     device_ : torch.device
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a parameter out of range or unknown (checked there,
+        as in scikit-learn), ``rank`` < d, or a ``box`` of the wrong shape.
+    TypeError
+        From :meth:`fit`: ``sde`` is not an SDE, or a parameter of the wrong
+        type.
+
+    Examples
+    --------
+    >>> from connector_sim.ddm import double_well
+    >>> matching = DriftDiffusionMatching(n_neurons=50, sample_size=None, n_samples=512, n_trajectories=4,
+    ...                                   sampling_time=10.0, n_epochs=5, random_state=0, device="cpu")
+    >>> matching.fit(double_well()).network_  # one latent, one input (the noise channel)
+    LowRankRNN(n_neurons=50, rank=1, n_inputs=1, tau=1.0, activation='tanh', dtype=float64)
+    >>> bool(matching.drift_error_ < 0.05)
+    True
     """
 
     def __init__(self, rank=None, *, n_neurons=500, sample_size=100_000, tau=1.0, time_scale="auto", latent_scale=None,

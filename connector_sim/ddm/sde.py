@@ -120,6 +120,21 @@ class SDE:
     ----------
     constant_diffusion : ndarray of shape (d, d) or None
         G when it does not depend on z, else None.
+
+    Raises
+    ------
+    TypeError
+        If ``drift`` is not callable.
+    ValueError
+        If ``dim`` < 1 or ``diffusion`` has the wrong shape; from :meth:`drift`
+        and :meth:`diffusion`, states of the wrong shape or non-finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sde = SDE(lambda z: -z, 0.5, dim=1, name="ou")  # dz = -z dt + 0.5 dW
+    >>> sde.drift(np.array([[2.0]])), sde.diffusion_tensor()  # D = G G^T / 2
+    (array([[-2.]]), array([[0.125]]))
     """
 
     def __init__(self, drift, diffusion, dim, *, name=None, params=None, exact=None):
