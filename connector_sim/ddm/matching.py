@@ -84,6 +84,15 @@ class LatentEmbedding:
     time_scale : float
         Network time units per SDE time unit (T).
     tau : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> embedding = LatentEmbedding(np.array([1.0, 0.0]), scale=2.0, rank=3, time_scale=5.0, tau=1.0)
+    >>> embedding.to_latent(np.array([3.0, 2.0]))  # (z - center) / scale, padded to rank 3
+    array([1., 1., 0.])
+    >>> embedding.to_state(np.array([1.0, 1.0, 0.0]))
+    array([3., 2.])
     """
 
     def __init__(self, center, scale, rank, time_scale, tau):

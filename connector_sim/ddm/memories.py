@@ -276,6 +276,14 @@ def associative_memory(estimator, strengths, *, source=0, target=1, wells=None, 
         ``ci_high``, ``p_leave`` (end outside the source well), ``n_trials``;
         and ``threshold``: the strength at which p_target crosses 1/2 (linear
         interpolation; NaN if it does not).
+
+    Raises
+    ------
+    ValueError
+        If ``estimator`` is not fitted, ``strengths`` is empty, not finite or negative, ``source`` equals
+        ``target``, or an index or duration is out of range.
+    TypeError
+        If ``source``, ``target`` or ``n_trials`` is not an int.
     """
     from ..simulate import simulate
 
@@ -354,6 +362,14 @@ def episodic_memory(rotations, *, n_wells=4, noise=0.3, depth=0.25, duration=200
         :func:`sequence_statistics` entries plus ``rotation``, ``source``,
         ``drift_error`` (network rows), ``critical_rotation`` (above it the
         deterministic system has a limit cycle).
+
+    Raises
+    ------
+    ValueError
+        If ``rotations`` is empty or not finite, or ``n_trials``, ``duration``
+        or ``dt_sde`` is out of range.
+    TypeError
+        If ``n_trials`` is not an int.
     """
     from .matching import DriftDiffusionMatching
     from .sde import euler_maruyama
