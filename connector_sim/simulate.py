@@ -68,6 +68,15 @@ class SimulationResult:
     alpha : float
     wall_time : float
         Seconds spent in the kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN, simulate
+    >>> network = LowRankRNN(np.ones((4, 1)), np.full((4, 1), 2.0))
+    >>> result = simulate(network, 10, kappa0=[[0.1], [-0.1]], record_units=[0])
+    >>> result.kappa.shape, result.potentials.shape, float(result.time[-1])  # (n_trials, T + 1, R), units
+    ((2, 11, 1), (2, 11, 1), 1.0)
     """
 
     kappa: np.ndarray
