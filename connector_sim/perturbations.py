@@ -460,6 +460,20 @@ class PerturbationTable:
         when the study kept them.
     interrupted : bool
         True when the study stopped early (KeyboardInterrupt): the rows are those done.
+
+    Raises
+    ------
+    KeyError
+        From :meth:`column`, :meth:`vectors` and :meth:`select`: a column that
+        does not exist.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)
+    >>> table = perturbation_study(g, [Perturbation(name="control")], [[0.5], [-0.5]], n_steps=100)
+    >>> len(table), table.select(initial_condition=1).vectors("kappa_end").round(1)
+    (2, array([[-1.3]]))
     """
 
     def __init__(self, rows=None, fixed_points=None, trajectories=None, interrupted=False):

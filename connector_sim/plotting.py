@@ -181,7 +181,16 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
 
 
 def fixed_point_markers(ax):
-    """{group: (n_points, 2) positions} of the fixed points :func:`plot_flow_field` drew on ``ax``."""
+    """{group: (n_points, 2) positions} of the fixed points :func:`plot_flow_field` drew on ``ax``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ax = plot_flow_field(lambda k: -k, [[-1, 1], [-1, 1]], resolution=10, fixed_points="find",
+    ...                      fixed_point_options={"n_starts": 5})
+    >>> sorted(fixed_point_markers(ax))
+    ['stable']
+    """
     found = {}
     for line in ax.get_lines():
         gid = line.get_gid() or ""
