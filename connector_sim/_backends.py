@@ -48,6 +48,11 @@ def available_backends():
     list of str
         A subset of ``["cpp", "numba", "numpy"]``; "numpy" (the reference) is
         always there.
+
+    Examples
+    --------
+    >>> "numpy" in available_backends()  # the reference is always available
+    True
     """
     built = {
         "cpp": extension_built("_simulate_dense_cpp"),

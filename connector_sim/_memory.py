@@ -43,6 +43,16 @@ class TooLargeError(MemoryError, ValueError):
 
     A subclass of both ``MemoryError`` and ``ValueError``: the request is bad
     input for this machine. Attributes ``requested`` and ``available`` are in bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian
+    >>> try:
+    ...     Gaussian([0.0, 0.0], np.eye(2), rank=1).sample(10**12)  # 32 TB of loadings
+    ... except TooLargeError as error:
+    ...     print(isinstance(error, ValueError), error.requested > error.available)
+    True True
     """
 
     def __init__(self, message, requested=None, available=None):

@@ -91,7 +91,7 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
       the held-out log-likelihood of the samples together with their cluster
       assignments (the cross-validated form of ICL, Biernacki, Celeux &
       Govaert 2000);
-    - inertia: a k-means fit on all samples, sum_i |x_i - c(x_i)|^2;
+    - inertia: a k-means fit on all samples, ``sum_i |x_i - c(x_i)|^2``;
     - silhouette: of the method's clustering of all samples, estimated on a
       random subset of ``silhouette_sample_size`` samples (k >= 2).
 
@@ -148,6 +148,26 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
     Returns
     -------
     CellTypes
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` is not a 2-D array, ``k_range`` is empty or asks for
+        more clusters than there are (training) samples, there are fewer than 2
+        samples per fold, or ``method`` / ``criterion`` is unknown or
+        incompatible (likelihood criteria need ``method="gmm"``).
+    TypeError
+        If ``k_range`` is not an iterable of ints, or ``n_folds``,
+        ``silhouette_sample_size`` or ``n_threads`` is not an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> samples = np.vstack([rng.normal(-3, 0.5, size=(30, 2)), rng.normal(3, 0.5, size=(30, 2))])
+    >>> types = find_cell_types(samples, k_range=range(1, 4), n_folds=3)
+    >>> types.n_types, np.bincount(types.labels)
+    (2, array([30, 30]))
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -243,11 +263,26 @@ def choose_k(scores, criterion="completed_log_likelihood"):
           ``LL(k) >= LL(k*) - SE(k*)``, k* = argmax_k LL(k) (one-standard-error rule);
         - "silhouette": argmax_k of the silhouette (the first k when every
           silhouette is NaN, i.e. k_range is [1]).
+
         See :func:`find_cell_types` for why the first is the default.
 
     Returns
     -------
     int
+
+    Raises
+    ------
+    ValueError
+        If ``criterion`` is unknown, or the table has no scores for it (a
+        likelihood criterion on a k-means table).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = {"k": np.array([1, 2, 3]), "log_likelihood": np.array([-3.0, -2.0, -1.99]),
+    ...           "log_likelihood_se": np.array([0.1, 0.1, 0.1])}
+    >>> choose_k(scores, "log_likelihood")  # one-standard-error rule: 3 is no better than 2
+    2
     """
     if criterion not in CRITERIA:
         raise ValueError(f"The 'criterion' parameter of choose_k must be one of {list(CRITERIA)}. "
@@ -293,6 +328,25 @@ def mixture_from_labels(samples, labels, layout, *, ridge=1e-6):
     GaussianMixture
         Accepted by :func:`~connector_sim.latent_velocity` and
         ``GaussianMixture.sample``.
+
+    Raises
+    ------
+    TypeError
+        If ``layout`` is not a RowLayout.
+    ValueError
+        If ``samples`` is not of shape (n_samples, layout.dim), ``labels`` not of
+        shape (n_samples,), or ``ridge`` is not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> samples = np.vstack([rng.normal(-3, 0.5, size=(30, 2)), rng.normal(3, 0.5, size=(30, 2))])
+    >>> from connector_sim import RowLayout
+    >>> labels = np.repeat([0, 1], 30)
+    >>> mixture = mixture_from_labels(samples, labels, RowLayout(rank=1))
+    >>> mixture.weights
+    array([0.5, 0.5])
     """
     if not isinstance(layout, RowLayout):
         raise TypeError(f"layout must be a RowLayout (e.g. RowLayout(rank=2)). Got {layout!r}.")

@@ -221,6 +221,13 @@ def as_trial_data(spikes, inputs=None, lengths=None, *, kind="rates", dt=None):
         neurons or inputs, NaN or inf within a trial, negative or fractional
         spike counts, inputs of another length than the spikes, lengths out
         of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = as_trial_data([np.ones((3, 2)), np.ones((5, 2))])  # two trials of 3 and 5 bins
+    >>> data.spikes.shape, data.lengths
+    ((2, 5, 2), array([3, 5]))
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}. Got {kind!r}.")
@@ -281,6 +288,24 @@ def save_npz(path, data):
     ----------
     path : str or os.PathLike
     data : TrialData
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not a TrialData.
+    ValueError
+        If ``path`` does not end in ".npz".
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "trials.npz")
+    >>> save_npz(path, as_trial_data(np.ones((2, 4, 3))))
+    >>> load_npz(path).spikes.shape
+    (2, 4, 3)
+    >>> folder.cleanup()
     """
     if not isinstance(data, TrialData):
         raise TypeError(f"data must be a TrialData (see as_trial_data). Got {type(data).__name__}.")
@@ -302,6 +327,24 @@ def save_arrays(path, /, **arrays):
         Must end in ``.npz``.
     **arrays : array-like
         Numeric, bool or string arrays (scalars are stored as 0-d arrays).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ".npz".
+    TypeError
+        If an array has dtype object (it would only load with pickle).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "arrays.npz")
+    >>> save_arrays(path, x=np.arange(4))
+    >>> load_arrays(path, ("x",))["x"], npz_nbytes(path)
+    (array([0, 1, 2, 3]), 32)
+    >>> folder.cleanup()
     """
     path = os.fspath(path)
     if not path.endswith(".npz"):
@@ -321,6 +364,17 @@ def npz_nbytes(path):
     no array data is read. Returns None when the file is not a zip archive
     or a header cannot be read (:func:`load_arrays` then reports the file as
     unreadable).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "arrays.npz")
+    >>> save_arrays(path, x=np.zeros((10, 10)))
+    >>> npz_nbytes(path)
+    800
+    >>> folder.cleanup()
     """
     import zipfile
 
@@ -372,6 +426,17 @@ def load_arrays(path, required=(), *, what="arrays"):
         When ``path`` does not exist.
     ValueError
         When it is not an ``.npz`` archive, needs pickle, or lacks a required key.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "arrays.npz")
+    >>> save_arrays(path, x=np.arange(3))
+    >>> load_arrays(path, required=("x",))
+    {'x': array([0, 1, 2])}
+    >>> folder.cleanup()
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -416,6 +481,29 @@ def save_network(path, network, /, **extra):
     network : LowRankRNN
         With a built-in activation (a numba function cannot be stored).
     **extra : array-like
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or its activation is not built in (a
+        callable cannot be saved).
+    ValueError
+        If ``path`` does not end in ".npz" or an extra array uses one of the
+        network's own keys.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(20, 1.0, 0.5, random_state=0)
+    >>> path = os.path.join(folder.name, "network.npz")
+    >>> save_network(path, network, note=np.arange(3))
+    >>> loaded, extra = load_network(path, return_extra=True)
+    >>> np.array_equal(loaded.m, network.m), extra
+    (True, {'note': array([0, 1, 2])})
+    >>> folder.cleanup()
     """
     if not isinstance(network, LowRankRNN):
         raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
@@ -443,6 +531,30 @@ def load_network(path, *, return_extra=False):
     network : LowRankRNN
         In the dtype it was saved in.
     extra : dict of str to ndarray, only if ``return_extra``
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable ``.npz`` archive or does not hold a valid
+        network.
+    TooLargeError
+        If its arrays would not fit in memory.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(20, 1.0, 0.5, random_state=0)
+    >>> path = os.path.join(folder.name, "network.npz")
+    >>> save_network(path, network, note=np.arange(3))
+    >>> loaded, extra = load_network(path, return_extra=True)
+    >>> np.array_equal(loaded.m, network.m), extra
+    (True, {'note': array([0, 1, 2])})
+    >>> folder.cleanup()
     """
     if os.path.isfile(os.fspath(path)):
         _check_npz_size(path, "a low-rank network", copies=2)  # the arrays and the network's copies
@@ -477,6 +589,25 @@ def load_npz(path, *, kind="rates", dt=None):
     -------
     TrialData
         Validated by :func:`as_trial_data`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable ``.npz`` archive, lacks ``spikes``, or
+        holds invalid trial data (see :func:`as_trial_data`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "trials.npz")
+    >>> save_npz(path, as_trial_data(np.ones((2, 4, 3))))
+    >>> load_npz(path).lengths
+    array([4, 4])
+    >>> folder.cleanup()
     """
     arrays = load_arrays(path, ("spikes", "lengths"), what="trial data ('spikes' (n_trials, n_times, n_neurons), "
                                                           "'externalinputs' (n_trials, n_times, D), 'lengths' "
@@ -510,6 +641,19 @@ def causal_gaussian_kernel(bin_width, smoothing, truncate=3.0):
     Returns
     -------
     ndarray of shape (K + 1,)
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``bin_width``, ``smoothing`` or ``truncate`` is not a positive number.
+    TooLargeError
+        If the kernel would not fit in memory.
+
+    Examples
+    --------
+    >>> kernel = causal_gaussian_kernel(0.01, 0.02)
+    >>> kernel.round(4), round(float(kernel.sum()), 6)
+    (array([0.3329, 0.2938, 0.2019, 0.1081, 0.0451, 0.0146, 0.0037]), 1.0)
     """
     bin_width = check_positive_scalar(bin_width, "bin_width", owner="causal_gaussian_kernel")
     smoothing = check_positive_scalar(smoothing, "smoothing", owner="causal_gaussian_kernel")
@@ -551,6 +695,23 @@ def bin_spike_times(spike_times, starts, stops, bin_width=0.01, smoothing=0.1, *
     -------
     TrialData
         ``spikes`` (n_trials, max bins, n_units), ``lengths``, ``dt = bin_width``.
+
+    Raises
+    ------
+    ValueError
+        If ``starts`` and ``stops`` differ in length or are empty, a trial
+        interval is not finite or holds no full bin, ``spike_times`` holds no
+        units, or a smoothing option is not positive.
+    TypeError
+        If spike times are not real numbers.
+
+    Examples
+    --------
+    >>> data = bin_spike_times([[0.05, 0.15], [0.12]], starts=[0.0], stops=[0.2], bin_width=0.1,
+    ...                        smoothing=None)
+    >>> data.kind, data.spikes[0]  # unit 0 spikes in both bins, unit 1 in the second
+    ('counts', array([[1., 0.],
+           [1., 1.]]))
     """
     bin_width = check_positive_scalar(bin_width, "bin_width", owner="bin_spike_times")
     starts = _real_vector(starts, "starts")
@@ -669,6 +830,33 @@ def read_nwb(path, *, bin_width=0.01, smoothing=0.1, units=None, trials=None, tr
     Returns
     -------
     TrialData
+
+    Raises
+    ------
+    ImportError
+        If pynwb is not installed.
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable NWB file, has no units or trials table,
+        or ``units`` / ``trials`` are not rows of them.
+    TypeError
+        If ``units`` or ``trials`` are not integer row indices.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> from connector_sim.interop import write_nwb
+    >>> counts = np.array([[[1, 0], [2, 1], [0, 3]]])  # one trial, 3 bins, 2 units
+    >>> path = os.path.join(folder.name, "units.nwb")
+    >>> write_nwb(path, as_trial_data(counts, kind="counts", dt=0.1))
+    >>> read_nwb(path, bin_width=0.1, smoothing=None).spikes[0]
+    array([[1., 0.],
+           [2., 1.],
+           [0., 3.]])
+    >>> folder.cleanup()
     """
     try:
         from pynwb import NWBHDF5IO

@@ -31,6 +31,19 @@ class RowLayout:
         D, the number of input loadings.
     bias : bool, default=False
         Whether the row ends with a bias b.
+
+    Raises
+    ------
+    TypeError
+        If ``rank`` or ``n_inputs`` is not an int.
+    ValueError
+        If ``rank`` < 1 or ``n_inputs`` < 0.
+
+    Examples
+    --------
+    >>> layout = RowLayout(rank=2, n_inputs=1, bias=True)  # rows [m1, m2, n1, n2, I1, b]
+    >>> layout.dim, layout.n
+    (6, slice(2, 4, None))
     """
 
     rank: int
@@ -203,6 +216,23 @@ class Gaussian(_Distribution):
     n_inputs : int, default=0
     bias : bool, default=False
         dim must equal 2 * rank + n_inputs + bias.
+
+    Raises
+    ------
+    ValueError
+        If ``mean`` or ``cov`` does not have dim = 2 rank + n_inputs + bias
+        entries, or ``cov`` is not symmetric positive semi-definite.
+    TypeError
+        If ``rank`` or ``n_inputs`` is not an int.
+
+    Examples
+    --------
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 0.5], [0.5, 1.0]], rank=1)  # rows (m, n)
+    >>> g.sample(100, random_state=0)
+    LowRankRNN(n_neurons=100, rank=1, n_inputs=0, tau=1.0, activation='tanh', dtype=float64)
+    >>> rows, labels = g.sample_rows(3, random_state=0)
+    >>> rows.shape
+    (3, 2)
     """
 
     layout = _frozen_attribute("layout", "The row layout (a RowLayout).")
@@ -235,6 +265,23 @@ class GaussianMixture(_Distribution):
     covs : array-like of shape (n_components, dim, dim)
     rank, n_inputs, bias
         The row layout, as for :class:`Gaussian`.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` are negative or do not sum to 1, ``means`` / ``covs``
+        have the wrong shape, or a covariance is not symmetric positive
+        semi-definite.
+    TypeError
+        If ``rank`` or ``n_inputs`` is not an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mixture = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [np.eye(2), np.eye(2)], rank=1)
+    >>> network, labels = mixture.sample(10, random_state=0, return_labels=True)
+    >>> labels  # the component (cell type) of each neuron
+    array([1, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     """
 
     layout = _frozen_attribute("layout", "The row layout (a RowLayout).")
@@ -283,6 +330,20 @@ class Empirical(_Distribution):
     rows : array-like of shape (n_rows, dim)
     rank, n_inputs, bias
         The row layout.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is not of shape (n_rows, dim) or holds NaN or inf.
+    TypeError
+        If ``rank`` or ``n_inputs`` is not an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> empirical = Empirical(np.arange(6.0).reshape(3, 2), rank=1)  # rows (m, n) = (0, 1), (2, 3), (4, 5)
+    >>> empirical.sample(5, random_state=0).m[:, 0]  # resampled rows
+    array([4., 2., 2., 0., 0.])
     """
 
     layout = _frozen_attribute("layout", "The row layout (a RowLayout).")

@@ -40,7 +40,7 @@ class FixedPoint:
     stability : str
         One of :data:`STABILITY_CLASSES`.
     residual : float
-        |F(kappa*)|.
+        ``|F(kappa*)|``.
     """
 
     position: np.ndarray
@@ -92,9 +92,9 @@ class Ring:
     plane : ndarray of shape (R, 2)
         Orthonormal basis of the plane of the ring.
     speed_on : float
-        Largest |F| on the fitted circle.
+        Largest ``|F|`` on the fitted circle.
     speed_off : float
-        Mean |F| on the concentric circles of radius 0.5 r and 1.5 r;
+        Mean ``|F|`` on the concentric circles of radius 0.5 r and 1.5 r;
         speed_on << speed_off on a ring.
     fixed_points : list of FixedPoint
         The fixed points on the ring.
@@ -183,7 +183,7 @@ def jacobian(velocity, position, step=1e-5):
 
         J[:, j] = (F(kappa + h e_j) - F(kappa - h e_j)) / (2 h),  h = step * max(1, |kappa|_inf)
 
-    The error is O(h^2 F''') + O(eps |F| / h): about 1e-10 with the default step.
+    The error is ``O(h^2 F''') + O(eps |F| / h)``: about 1e-10 with the default step.
 
     Parameters
     ----------
@@ -194,6 +194,19 @@ def jacobian(velocity, position, step=1e-5):
     Returns
     -------
     ndarray of shape (R, R)
+
+    Raises
+    ------
+    TypeError
+        If ``velocity`` returns something other than real numbers.
+    ValueError
+        If ``velocity`` changes the shape of its input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jacobian(lambda k: np.tanh(2 * k) - k, np.array([0.0])).round(6)
+    array([[1.]])
     """
     position = np.asarray(position, dtype=np.float64)
     h = step * max(1.0, float(np.max(np.abs(position))))
@@ -207,10 +220,18 @@ def jacobian(velocity, position, step=1e-5):
 def stability_class(eigenvalues, marginal_tol=1e-6):
     """The stability class of a fixed point from its Jacobian eigenvalues.
 
-    - max Re < -tol: "stable focus" if some |Im| > tol, else "stable node";
-    - |max Re| <= tol: "center/marginal";
+    - max Re < -tol: "stable focus" if some ``|Im| > tol``, else "stable node";
+    - ``|max Re| <= tol``: "center/marginal";
     - max Re > tol and min Re < -tol: "saddle";
     - otherwise (all Re > -tol, some > tol): "unstable focus" / "unstable node".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stability_class(np.array([-1 + 1j, -1 - 1j]))
+    'stable focus'
+    >>> stability_class(np.array([-1.0, 0.5]))
+    'saddle'
     """
     real = np.real(eigenvalues)
     rotating = bool(np.any(np.abs(np.imag(eigenvalues)) > marginal_tol))
@@ -232,7 +253,7 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     its centre (where symmetric flows have a fixed point that Newton steps
     from farther away overshoot), a cell-centred grid of
     floor((n_starts - 1)^(1/R)) points per axis, the rest uniform at random. A
-    root is kept when |F| <= ``tol`` and it lies in the box; roots closer
+    root is kept when ``|F|`` <= ``tol`` and it lies in the box; roots closer
     than ``dedup_tol`` to one already kept are duplicates. A continuum of
     fixed points (a ring) shows up as many marginal points; see
     :func:`find_ring`.
@@ -248,7 +269,7 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     random_state : None, int or numpy.random.Generator, default=0
         Draws the random starts.
     tol : float, default=1e-9
-        Largest |F| of an accepted root.
+        Largest ``|F|`` of an accepted root.
     dedup_tol : float, default=1e-4
         Roots closer than this (Euclidean distance) are one fixed point.
     jacobian_step : float, default=1e-5
@@ -261,6 +282,25 @@ def find_fixed_points(velocity, box, *, n_starts=100, random_state=0, tol=1e-9, 
     -------
     list of FixedPoint
         Sorted by position (lexicographically, to ``dedup_tol``).
+
+    Raises
+    ------
+    ValueError
+        If ``box`` is not of shape (R, 2) with low < high in every row, or a
+        tolerance or ``n_starts`` is out of range; also if ``velocity`` changes
+        the shape of its input.
+    TypeError
+        If ``n_starts`` is not an int, a tolerance not a number, or
+        ``velocity`` returns something other than real numbers.
+    TooLargeError
+        If the starts would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> points = find_fixed_points(lambda k: np.tanh(2 * k) - k, [[-2, 2]], n_starts=10)
+    >>> [(round(float(p.position[0]), 3), p.stability) for p in points]
+    [(-0.958, 'stable node'), (0.0, 'unstable node'), (0.958, 'stable node')]
     """
     from scipy.optimize import root
 
@@ -331,6 +371,23 @@ def integrate(velocity, kappa0, dt, n_steps):
     Returns
     -------
     ndarray of shape kappa0.shape[:-1] + (n_steps + 1, R)
+
+    Raises
+    ------
+    ValueError
+        If ``dt`` or ``n_steps`` is not positive, ``kappa0`` is a scalar, or
+        ``velocity`` changes the shape of its input.
+    TypeError
+        If ``dt`` or ``n_steps`` has the wrong type.
+    TooLargeError
+        If the trajectory would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> trajectory = integrate(lambda k: -k, np.array([1.0]), dt=0.1, n_steps=10)
+    >>> trajectory.shape, round(float(trajectory[-1, 0]), 3)
+    ((11, 1), 0.368)
     """
     dt = check_positive_scalar(dt, "dt", owner="integrate")
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="integrate")
@@ -379,6 +436,23 @@ def detect_limit_cycle(trajectory, dt, *, transient=0.5, rtol=1e-2, min_periods=
     -------
     LimitCycle or None
         None when the trajectory settles on a point, or is not periodic.
+
+    Raises
+    ------
+    ValueError
+        If ``trajectory`` is not of shape (n_times, R), ``dt`` is not positive
+        or ``transient`` is not in [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def van_der_pol(k):
+    ...     x, y = k[..., 0], k[..., 1]
+    ...     return np.stack([y, (1 - x ** 2) * y - x], axis=-1)
+    >>> trajectory = integrate(van_der_pol, np.array([0.5, 0.0]), dt=0.05, n_steps=4000)
+    >>> cycle = detect_limit_cycle(trajectory, dt=0.05)
+    >>> round(cycle.period, 1), round(cycle.radius, 1)
+    (6.7, 2.0)
     """
     trajectory = np.asarray(trajectory)
     if trajectory.ndim != 2:
@@ -440,6 +514,24 @@ def find_limit_cycle(velocity, kappa0, dt=0.1, n_steps=2000, *, transient=0.5, r
     -------
     LimitCycle or None
         None when the trajectory converges to a fixed point (or is not periodic).
+
+    Raises
+    ------
+    ValueError
+        If ``kappa0`` is not one point of shape (R,), or an option is out of
+        range (see :func:`integrate` and :func:`detect_limit_cycle`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def van_der_pol(k):
+    ...     x, y = k[..., 0], k[..., 1]
+    ...     return np.stack([y, (1 - x ** 2) * y - x], axis=-1)
+    >>> cycle = find_limit_cycle(van_der_pol, [0.5, 0.0], dt=0.05, n_steps=4000)
+    >>> round(cycle.period, 1)
+    6.7
+    >>> find_limit_cycle(lambda k: -k, [1.0, 0.0]) is None
+    True
     """
     kappa0 = np.asarray(kappa0, dtype=np.float64)
     if kappa0.ndim != 1:
@@ -459,9 +551,9 @@ def find_ring(velocity, fixed_points, *, min_points=3, fit_rtol=0.05, tangent_co
        least-squares circle fit (x^2 + y^2 = 2 a x + 2 b y + c) leaves every
        distance within ``fit_rtol`` x radius of the radius;
     3. at each, the eigenvector of the eigenvalue nearest 0 is tangent to the
-       circle (|cos| >= ``tangent_cos``): the flow is neutral along the ring;
-    4. the flow is slow along the whole circle: max |F| on it is at most
-       ``speed_ratio`` x the mean |F| on the circles of radius 0.5 r and 1.5 r.
+       circle (``|cos|`` >= ``tangent_cos``): the flow is neutral along the ring;
+    4. the flow is slow along the whole circle: max ``|F|`` on it is at most
+       ``speed_ratio`` x the mean ``|F|`` on the circles of radius 0.5 r and 1.5 r.
 
     Parameters
     ----------
@@ -476,6 +568,16 @@ def find_ring(velocity, fixed_points, *, min_points=3, fit_rtol=0.05, tangent_co
     Returns
     -------
     Ring or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def ring_flow(k):
+    ...     return k * (1 - np.sum(k ** 2, axis=-1, keepdims=True))
+    >>> points = find_fixed_points(ring_flow, [[-2, 2], [-2, 2]], n_starts=50, marginal_tol=1e-4)
+    >>> ring = find_ring(ring_flow, points)
+    >>> round(ring.radius, 6)
+    1.0
     """
     marginal = [point for point in fixed_points if point.stability == "center/marginal"]
     if len(marginal) < max(min_points, 3) or len(marginal[0].position) < 2:
@@ -541,6 +643,21 @@ def classify_dynamics(velocity, box, *, n_starts=100, random_state=0, n_trajecto
     Returns
     -------
     Dynamics
+
+    Raises
+    ------
+    ValueError
+        If ``box`` is not of shape (R, 2) with low < high in every row, or an
+        option is out of range (see :func:`find_fixed_points`).
+    TypeError
+        If ``n_trajectories`` or ``random_state`` has the wrong type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dynamics = classify_dynamics(lambda k: np.tanh(2 * k) - k, [[-2, 2]], n_starts=10)
+    >>> dynamics.kind, len(dynamics.fixed_points)
+    ('fixed points', 3)
     """
     box = _check_box(box)
     rng = check_random_state(random_state)

@@ -243,6 +243,26 @@ def save_official_data(path, network, *, latents=None, rates=None, potentials=No
     enms : array-like of shape (N, R), optional
     inv_perm : array-like of int of shape (N,), optional
     bias : bool, optional
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN.
+    ValueError
+        If an array has the wrong shape (e.g. ``latents`` not (n_trials, T, R)).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(50, 1.0, 0.5, random_state=0)
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "network.npz")
+    >>> save_official_data(path, network)
+    >>> np.array_equal(load_official_data(path).network.m, network.m)
+    True
+    >>> folder.cleanup()
     """
     if not isinstance(network, LowRankRNN):
         raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
@@ -265,13 +285,37 @@ LINT_KEYS = ("wi", "si", "m", "n", "b", "wo", "so", "h0")
 
 
 def lint_noise_to_sigma(noise_std, alpha):
-    """This package's private-noise sigma for LINT's per-step ``noise_std``: ``noise_std / sqrt(alpha)``."""
+    """This package's private-noise sigma for LINT's per-step ``noise_std``: ``noise_std / sqrt(alpha)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``noise_std`` is negative or ``alpha`` not positive, or either is not
+        a number.
+
+    Examples
+    --------
+    >>> float(lint_noise_to_sigma(0.05, alpha=0.25))
+    0.1
+    """
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="lint_noise_to_sigma")
     return noise_std / np.sqrt(check_positive_scalar(alpha, "alpha", owner="lint_noise_to_sigma"))
 
 
 def sigma_to_lint_noise(sigma, alpha):
-    """LINT's per-step ``noise_std`` for this package's sigma: ``sqrt(alpha) sigma``."""
+    """LINT's per-step ``noise_std`` for this package's sigma: ``sqrt(alpha) sigma``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        If ``sigma`` is negative or ``alpha`` not positive, or either is not a
+        number.
+
+    Examples
+    --------
+    >>> float(sigma_to_lint_noise(0.1, alpha=0.25))
+    0.05
+    """
     sigma = check_nonnegative_scalar(sigma, "sigma", owner="sigma_to_lint_noise")
     return np.sqrt(check_positive_scalar(alpha, "alpha", owner="sigma_to_lint_noise")) * sigma
 
@@ -331,6 +375,30 @@ def load_torch_tensors(path, what):
 
     Returns the loaded object (dicts, lists, numbers and tensors only; no
     pickled code runs).
+
+    Raises
+    ------
+    ImportError
+        If torch is not installed.
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``torch.load(weights_only=True)`` refuses the file (pickled objects
+        other than tensors, numbers, strings, lists and dicts; not a torch
+        file).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(50, 1.0, 0.5, random_state=0)
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "network.pt")
+    >>> save_lint_network(path, network)
+    >>> sorted(load_torch_tensors(path, "a LINT network"))
+    ['b', 'h0', 'm', 'n', 'si', 'so', 'wi', 'wo']
+    >>> folder.cleanup()
     """
     torch = _torch()
     path = os.fspath(path)
@@ -437,6 +505,28 @@ def save_lint_network(path, network, *, readout=None, x0=None):
     readout : array-like of shape (N, K), optional
     x0 : array-like of shape (N,), optional
         Initial potentials (this package's x, which is LINT's h + b).
+
+    Raises
+    ------
+    ImportError
+        If torch is not installed.
+    TypeError
+        If ``network`` is not a LowRankRNN.
+    ValueError
+        If ``readout`` is not of shape (N, K) or ``x0`` not of shape (N,).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(50, 1.0, 0.5, random_state=0)
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "network.pt")
+    >>> save_lint_network(path, network)
+    >>> np.array_equal(load_lint_network(path, alpha=0.2).network.n, network.n)
+    True
+    >>> folder.cleanup()
     """
     if not isinstance(network, LowRankRNN):
         raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
@@ -504,6 +594,31 @@ def write_nwb(path, data, *, dt=None, latents=None, start_time=None, session_des
     rates_name : str, default="rates"
     units_as_spikes : bool, optional
         Force the Units table (True) or the rates series (False); default by ``data.kind``.
+
+    Raises
+    ------
+    ImportError
+        If pynwb is not installed.
+    TypeError
+        If ``data`` is not a TrialData.
+    ValueError
+        If ``path`` does not end in ".nwb", neither ``dt`` nor ``data.dt`` is
+        given, ``units_as_spikes=True`` is asked for rates, or ``latents`` do not
+        match the trials and bins.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.data import as_trial_data
+    >>> rates = np.random.default_rng(0).random((2, 5, 3))  # trials, bins, neurons
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "rates.nwb")
+    >>> write_nwb(path, as_trial_data(rates, dt=0.1))
+    >>> back = read_nwb_timeseries(path)
+    >>> back.n_trials, bool(np.allclose(back.spikes, rates)), back.dt
+    (2, True, 0.1)
+    >>> folder.cleanup()
     """
     pynwb = _pynwb()
     import datetime
@@ -610,6 +725,24 @@ def nwb_rates_only(path):
 
     False for a file that does not exist or that pynwb cannot read (the
     reader then reports the problem).
+
+    Raises
+    ------
+    ImportError
+        If pynwb is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.data import as_trial_data
+    >>> rates = np.random.default_rng(0).random((2, 5, 3))  # trials, bins, neurons
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "rates.nwb")
+    >>> write_nwb(path, as_trial_data(rates, dt=0.1))
+    >>> nwb_rates_only(path)
+    True
+    >>> folder.cleanup()
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -645,6 +778,30 @@ def read_nwb_timeseries(path, *, name="rates", inputs="inputs", trials=None, kin
     -------
     TrialData
         With ``dt = 1 / rate`` when the series has a rate.
+
+    Raises
+    ------
+    ImportError
+        If pynwb is not installed.
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file has no TimeSeries ``name`` or no trials table, ``trials``
+        are not rows of it, or a trial holds no sample of the series.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connector_sim.data import as_trial_data
+    >>> rates = np.random.default_rng(0).random((2, 5, 3))  # trials, bins, neurons
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "rates.nwb")
+    >>> write_nwb(path, as_trial_data(rates, dt=0.1))
+    >>> data = read_nwb_timeseries(path, trials=[1])
+    >>> data.n_trials, bool(np.allclose(data.spikes[0], rates[1]))
+    (1, True)
+    >>> folder.cleanup()
     """
     pynwb = _pynwb()
     path = os.fspath(path)

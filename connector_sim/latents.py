@@ -52,6 +52,20 @@ def loadings(network):
     -------
     dict
         ``m`` (N, R), ``n`` (N, R), ``I`` (N, D) and ``b`` (N,), copies in float64.
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(100, 1.0, 0.5, random_state=0)
+    >>> params = loadings(network)
+    >>> sorted(params), params["m"].shape, params["I"].shape
+    (['I', 'b', 'm', 'n'], (100, 1), (100, 0))
     """
     if not isinstance(network, LowRankRNN):
         raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
@@ -82,6 +96,20 @@ def filtered_inputs(inputs, alpha, v0=None):
     -------
     ndarray of shape (n_trials, n_times, D)
         v_t for t = 0 .. n_times - 1 (the same frames as the inputs).
+
+    Raises
+    ------
+    ValueError
+        If ``inputs`` is not of shape (n_trials, T, D), ``alpha`` is not
+        positive, or ``v0`` has the wrong shape.
+    TypeError
+        If ``alpha`` is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> filtered_inputs(np.ones((2, 3, 1)), alpha=0.5)[0, :, 0]
+    array([0.  , 0.5 , 0.75])
     """
     inputs = check_array(inputs, "inputs", ndim=3, dtype=np.float64)
     alpha = check_positive_scalar(alpha, "alpha", owner="filtered_inputs")
@@ -122,6 +150,21 @@ def project_latents(network, potentials, v=None):
     Returns
     -------
     ndarray of shape (..., R)
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN.
+    ValueError
+        If ``potentials`` do not end in N, or ``v`` does not match them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(100, 1.0, 0.5, random_state=0)
+    >>> project_latents(network, 2.0 * network.m[:, 0])
+    array([2.])
     """
     params = loadings(network)
     x = np.asarray(potentials)
@@ -195,6 +238,21 @@ def check_identifiability(kappa, *, tol=1e-6, warn=True):
     Returns
     -------
     Identifiability
+
+    Raises
+    ------
+    ValueError
+        If ``kappa`` has the wrong shape or fewer than 2 samples, or ``tol`` is
+        not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> result = check_identifiability(np.random.default_rng(0).normal(size=(50, 2)))
+    >>> result.spans, result.varies
+    (True, True)
+    >>> check_identifiability(np.ones((10, 2)), warn=False).varies  # constant latents
+    False
     """
     samples = _as_samples(kappa, "kappa")
     tol = check_positive_scalar(tol, "tol", owner="check_identifiability")
@@ -248,6 +306,18 @@ def r2_score(target, prediction, *, multioutput="variance_weighted"):
     Returns
     -------
     float or ndarray of shape (n_outputs,)
+
+    Raises
+    ------
+    ValueError
+        If ``target`` and ``prediction`` differ in shape or are not of shape
+        (n_samples, R) or (n_trials, n_times, R), or ``multioutput`` is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r2_score(np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.0], [4.0]]))
+    0.5
     """
     y = _as_samples(target, "target")
     yhat = _as_samples(prediction, "prediction")
@@ -325,6 +395,21 @@ def align_latents(kappa_fit, kappa_ref, *, affine=False):
     Returns
     -------
     Alignment
+
+    Raises
+    ------
+    ValueError
+        If the latents have the wrong shape or different numbers of samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kappa = np.random.default_rng(0).normal(size=(50, 2))
+    >>> A = np.array([[2.0, 0.0], [1.0, 1.0]])
+    >>> alignment = align_latents(kappa @ np.linalg.inv(A).T, kappa)
+    >>> alignment.A.round(6) + 0.0, round(alignment.r2, 6)
+    (array([[2., 0.],
+           [1., 1.]]), 1.0)
     """
     fit = _as_samples(kappa_fit, "kappa_fit")
     ref = _as_samples(kappa_ref, "kappa_ref")
@@ -363,6 +448,20 @@ def transform_loadings(m, n, A):
     Returns
     -------
     m_new, n_new : ndarray of shape (N, R)
+
+    Raises
+    ------
+    ValueError
+        If ``m`` and ``n`` differ in shape, or ``A`` is not an invertible
+        (R, R) matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m, n = np.ones((3, 1)), np.full((3, 1), 4.0)
+    >>> new_m, new_n = transform_loadings(m, n, [[2.0]])
+    >>> new_m[:, 0], new_n[:, 0]  # m n^T unchanged
+    (array([0.5, 0.5, 0.5]), array([8., 8., 8.]))
     """
     m = check_array(m, "m", ndim=2, dtype=np.float64)
     n = check_array(n, "n", ndim=2, dtype=np.float64, shape=m.shape)
@@ -405,6 +504,23 @@ def transform_network(network, A, *, offset=None):
     -------
     LowRankRNN
         Same tau, activation and dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN.
+    ValueError
+        If ``A`` is not an invertible (R, R) matrix or ``offset`` not of shape
+        (R,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> network = rank_one_gaussian(100, 1.0, 0.5, random_state=0)
+    >>> transformed = transform_network(network, [[2.0]])
+    >>> np.allclose(transformed.m, network.m / 2), np.allclose(transformed.n, 2 * network.n)
+    (True, True)
     """
     params = loadings(network)
     m_new, n_new = transform_loadings(params["m"], params["n"], A)

@@ -42,7 +42,7 @@ DEFAULT_ORDER = 64
 #: s above which tanh averages use the split rule instead of Gauss-Hermite.
 WIDE_THRESHOLD = 0.6
 
-#: tanh(y) = sign(y) to within 2 exp(-2 L) = 8e-18 for |y| > L.
+#: tanh(y) = sign(y) to within 2 exp(-2 L) = 8e-18 for ``|y| > L``.
 KINK_HALF_WIDTH = 20.0
 
 #: Points per block in :func:`gaussian_averages` (bounds the (points x order) temporaries).
@@ -74,7 +74,7 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
     - softplus (phi' = sigmoid): <softplus'> = <sigmoid>; <softplus> by
       Gauss-Hermite for s <= :data:`WIDE_THRESHOLD` (softplus is analytic
       within pi of the real axis), and above it as relu + r with
-      r(y) = log(1 + exp(-|y|)): <relu> in closed form, plus
+      ``r(y) = log(1 + exp(-|y|))``: <relu> in closed form, plus
       int_0^L r(y) [N(y) + N(-y)] dy by Gauss-Legendre and the tail beyond L,
       where r(y) = exp(-y) to 1e-17, in closed form.
     - tanh (phi' = 1 - tanh^2), by quadrature with ``order`` nodes:
@@ -84,7 +84,7 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
         spaced ~1 / sqrt(order) apart cannot resolve: at s = 20 even 300
         Hermite nodes leave an error of 1e-2.
       * s > :data:`WIDE_THRESHOLD`: in y = mu + s g, write tanh = sign + r with
-        r = tanh - sign, nonzero only within |y| < L = 20 (|r| < 1e-17 beyond)
+        r = tanh - sign, nonzero only within ``|y| < L = 20`` (``|r| < 1e-17`` beyond)
         and discontinuous only at 0. Then
         <tanh> = erf(mu / (s sqrt 2)) + int_0^L r(y) [N(y) - N(-y)] dy and
         <tanh'> = int_0^L (1 - tanh^2 y) [N(y) + N(-y)] dy, with N the
@@ -106,6 +106,22 @@ def gaussian_averages(activation, mu, s, order=DEFAULT_ORDER):
     Returns
     -------
     phi_average, dphi_average : ndarray of the broadcast shape
+
+    Raises
+    ------
+    ValueError
+        If ``activation`` is not one of the built-in activations with a
+        closed-form or quadrature rule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> phi, dphi = gaussian_averages("relu", np.array([0.0]), np.array([1.0]))
+    >>> phi.round(6), dphi
+    (array([0.398942]), array([0.5]))
+    >>> phi, dphi = gaussian_averages("tanh", np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+    >>> phi.round(4), dphi.round(4)
+    (array([0.    , 0.5504]), array([0.6057, 0.4496]))
     """
     _check_closed_form(activation)
     mu, s = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s, dtype=np.float64))
@@ -237,7 +253,7 @@ class _SampleTerms:
     :func:`connector_sim._kernels.flow_field.choose_backend`), run on float64
     loadings: the compiled kernels compute in the dtype of the loadings, and a
     float32 flow (rounding and tanh error ~1e-7) would defeat root finding to
-    |F| < 1e-9. Float32 loadings are converted once, here.
+    ``|F| < 1e-9``. Float32 loadings are converted once, here.
     """
 
     def __init__(self, m_T, n_T, I_T, b, labels, owner, activation, backend):
@@ -441,6 +457,25 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
     -------
     ndarray of shape kappa.shape
         dkappa/dt, in latent units per unit of tau.
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> latent_velocity(g, [[0.0], [1.0]]).round(4)
+    array([[0.    ],
+           [0.2114]])
     """
     flow = latent_flow(source, v, activation=activation, order=order, component=component,
                        clamp_components=clamp_components, labels=labels, backend=backend)
@@ -464,6 +499,25 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
     -------
     callable
         kappa of shape (..., R) -> dkappa/dt of the same shape.
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> flow = latent_flow(g)
+    >>> flow([[0.5]]).round(4)
+    array([[0.3265]])
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
                       clamp_components=clamp_components, backend=backend)
@@ -504,6 +558,26 @@ def normalized_difference(source, kappa_grid, type_a, type_b, labels=None, v=Non
     Returns
     -------
     ndarray of shape kappa_grid.shape[:-1], values in [-1, 1]
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import GaussianMixture
+    >>> mixture = GaussianMixture([0.5, 0.5], [[0, 0], [0, 0]],
+    ...                           [[[1, 2], [2, 5]], [[1, 0], [0, 1]]], rank=1)
+    >>> normalized_difference(mixture, np.array([[0.5], [1.0]]), 0, 1).round(4)
+    array([-0.2099, -0.651 ])
     """
     options = dict(v=v, activation=activation, order=order, labels=labels, backend=backend)
     speed_a = np.linalg.norm(latent_velocity(source, kappa_grid, component=type_a, **options), axis=-1)
@@ -552,6 +626,28 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
     -------
     kappa : ndarray of shape (n_trials, T + 1, R)
         Row 0 is kappa0 (n_trials = 1 for a 1-D kappa0).
+
+    Raises
+    ------
+    TypeError
+        If ``source`` is not a Gaussian, GaussianMixture, Empirical or
+        LowRankRNN, or ``order`` is not an int.
+    ValueError
+        If the points or inputs have the wrong shape, the activation has no
+        closed form (Gaussian sources), ``component`` / ``clamp_components`` name
+        a cell type that does not exist, or ``labels`` are given for a Gaussian
+        source.
+        Also if neither ``n_steps`` nor ``inputs`` is given, or they disagree.
+    TooLargeError
+        If the trajectory would not fit in memory.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # rows (m, n), cov(m, n) = 2
+    >>> kappa = mean_field_trajectory(g, [0.1], n_steps=200, dt=0.1)
+    >>> kappa.shape, round(float(kappa[0, -1, 0]), 4)  # (n_trials, T + 1, R); settles at kappa* = 1.337
+    ((1, 201, 1), 1.3371)
     """
     flow = _MeanField(source, activation=activation, order=order, labels=labels, component=component,
                       clamp_components=clamp_components, backend=backend)

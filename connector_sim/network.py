@@ -86,6 +86,16 @@ class LowRankRNN:
     m, n, I, b, m_T, n_T, I_T : ndarray (read-only)
     tau, activation, dtype
 
+    Raises
+    ------
+    ValueError
+        If an array has the wrong shape (``n`` not the shape of ``m``, ``I`` or
+        ``b`` not N rows), holds NaN or inf, or ``m`` is empty; if ``tau`` is
+        not a finite number > 0 or ``activation`` is unknown.
+    TypeError
+        If an array is not real-valued, ``dtype`` is not float32 or float64,
+        or ``tau`` is not a number.
+
     Notes
     -----
     A network is always in a state its kernels can trust. The arrays are
@@ -97,6 +107,15 @@ class LowRankRNN:
     finite, converted to ``dtype``; tau a finite number > 0) and stores a new
     read-only copy. The shape (N, R, D) and the dtype are fixed: build a new
     ``LowRankRNN`` to change them, or use :meth:`astype`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> network = LowRankRNN(np.ones((4, 1)), np.full((4, 1), 2.0))  # J = m n^T / N = 0.5
+    >>> network.n_neurons, network.rank, network.n_inputs
+    (4, 1, 0)
+    >>> network.m.flags.writeable
+    False
     """
 
     def __init__(self, m, n, I=None, b=None, *, tau=1.0, activation="tanh", dtype=np.float64):

@@ -33,7 +33,7 @@ def private_noise(seed, n_steps, n_units, n_trials=1, trial_offset=0, step_start
     units; the normals made from them (Box-Muller) use different log, cos and
     sin implementations (NumPy's here, libm's in the compiled generator, own
     vectorised polynomials in the numba and cpp kernels), so they agree to
-    within 1e-14 in float64 (a few ulp of |xi| < 6.8) and the cpp kernels'
+    within 1e-14 in float64 (a few ulp of ``|xi| < 6.8``) and the cpp kernels'
     float32 draws to within 2e-6 of these float64 ones. One backend and dtype
     gives bitwise the same draws whatever the thread count, the batch of
     trials and the chunking of the steps.
@@ -58,6 +58,15 @@ def private_noise(seed, n_steps, n_units, n_trials=1, trial_offset=0, step_start
     -------
     xi : ndarray of shape (n_trials, n_steps, n_units), float64
         Standard normal draws, independent across trials, steps and units.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an int.
+    ValueError
+        If ``n_steps``, ``n_units`` or ``n_trials`` is < 1, or an offset < 0.
+    TooLargeError
+        If the draws would not fit in memory.
 
     Examples
     --------

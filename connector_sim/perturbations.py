@@ -83,9 +83,27 @@ class Perturbation:
     name : str, optional
         Label in the results; a description of the perturbation by default.
 
+    Raises
+    ------
+    ValueError
+        If more than one of ``units``, ``cell_types`` and ``fraction`` is given,
+        ``fraction`` is not in [0, 1], ``units`` are negative or not 1-D,
+        per-unit values come without ``units`` or in the wrong number, or
+        ``stop`` <= ``start``.
+    TypeError
+        If ``start``, ``stop`` or ``random_state`` is not an int, or ``name``
+        not a str.
+
     See Also
     --------
     Perturbation.silence, Perturbation.clamp : the usual constructors.
+
+    Examples
+    --------
+    >>> Perturbation.silence(fraction=0.5).name
+    'silence 50% of units'
+    >>> Perturbation(units=[0, 1], value=1.0, start=10, stop=20)
+    Perturbation('clamp 2 units at 1, steps 10-20')
     """
 
     def __init__(self, *, units=None, cell_types=None, fraction=None, value=0.0, start=0, stop=None,
@@ -327,6 +345,26 @@ def perturbed_flow(source, perturbation=None, *, labels=None, v=None, activation
     -------
     callable
         kappa of shape (..., R) -> dkappa/dt of the same shape.
+
+    Raises
+    ------
+    TypeError
+        If ``perturbation`` is not a Perturbation (or None), or ``source`` is
+        not one of the types above.
+    ValueError
+        If the perturbation names cell types or units the source does not
+        have, gives per-unit values or units to a mean-field source, or
+        ``labels`` do not match the network.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # bistable: kappa* = +-1.34
+    >>> import numpy as np
+    >>> perturbed_flow(g)(np.array([[1.0]])).round(4)  # unperturbed
+    array([[0.2114]])
+    >>> perturbed_flow(g, Perturbation.silence(fraction=0.5))(np.array([[1.0]])).round(4)
+    array([[-0.3943]])
     """
     perturbation = _check_perturbation(perturbation)
     options = dict(activation=activation, order=order)
@@ -389,27 +427,27 @@ class PerturbationTable:
 
     Each row is a dict of scalars:
 
-    ============================  ==================================================
-    ``perturbation``              name of the :class:`Perturbation`
-    ``perturbation_index``        its position in the list given
-    ``initial_condition``         index of kappa0 in the initial conditions
-    ``seed``                      network / noise seed (-1 for mean-field runs)
-    ``method``                    "simulation" or "mean field"
-    ``n_neurons``                 network size (0 for mean-field runs)
-    ``kappa0_j``, ``kappa_end_j`` initial and final latents, j = 0..R-1
-    ``end_speed``                 |kappa_T - kappa_{T-1}| / dt at the last step
-    ``settled``                   end_speed < settle_tol
-    ``system``                    "perturbed" or "unperturbed": in force at the end
-    ``reference``                 "mean field" or "network": whose fixed points
-    ``n_fixed_points``            fixed points of that system in the box
-    ``n_stable``                  of which stable
-    ``attractor``                 index of the nearest stable fixed point in
-                                  :meth:`fixed_points_of` (nearest of any kind
-                                  when none is stable; -1 when there are none)
-    ``attractor_j``               its position (nan when none)
-    ``attractor_stability``       its stability class
-    ``attractor_distance``        |kappa_end - attractor|
-    ============================  ==================================================
+    ==============================  ==================================================
+    ``perturbation``                name of the :class:`Perturbation`
+    ``perturbation_index``          its position in the list given
+    ``initial_condition``           index of kappa0 in the initial conditions
+    ``seed``                        network / noise seed (-1 for mean-field runs)
+    ``method``                      "simulation" or "mean field"
+    ``n_neurons``                   network size (0 for mean-field runs)
+    ``kappa0_j``, ``kappa_end_j``   initial and final latents, j = 0..R-1
+    ``end_speed``                   ``|kappa_T - kappa_{T-1}| / dt`` at the last step
+    ``settled``                     end_speed < settle_tol
+    ``system``                      "perturbed" or "unperturbed": in force at the end
+    ``reference``                   "mean field" or "network": whose fixed points
+    ``n_fixed_points``              fixed points of that system in the box
+    ``n_stable``                    of which stable
+    ``attractor``                   index of the nearest stable fixed point in
+                                    :meth:`fixed_points_of` (nearest of any kind
+                                    when none is stable; -1 when there are none)
+    ``attractor_j``                 its position (nan when none)
+    ``attractor_stability``         its stability class
+    ``attractor_distance``          ``|kappa_end - attractor|``
+    ==============================  ==================================================
 
     Attributes
     ----------
@@ -422,6 +460,20 @@ class PerturbationTable:
         when the study kept them.
     interrupted : bool
         True when the study stopped early (KeyboardInterrupt): the rows are those done.
+
+    Raises
+    ------
+    KeyError
+        From :meth:`column`, :meth:`vectors` and :meth:`select`: a column that
+        does not exist.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)
+    >>> table = perturbation_study(g, [Perturbation(name="control")], [[0.5], [-0.5]], n_steps=100)
+    >>> len(table), table.select(initial_condition=1).vectors("kappa_end").round(1)
+    (2, array([[-1.3]]))
     """
 
     def __init__(self, rows=None, fixed_points=None, trajectories=None, interrupted=False):
@@ -636,7 +688,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         Passed to :func:`connector_sim.find_fixed_points` (``n_starts``,
         ``marginal_tol``, ...).
     settle_tol : float, default=1e-3
-        A run has ``settled`` when its final speed |dkappa/dt| is below this.
+        A run has ``settled`` when its final speed ``|dkappa/dt|`` is below this.
     backend, n_threads, dtype
         Simulation backend and threads; dtype of the sampled networks.
     keep_trajectories : bool, default=False
@@ -651,6 +703,33 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         One row per (seed, perturbation, initial condition). On
         KeyboardInterrupt the rows done so far are returned, with
         ``interrupted = True`` (and a RuntimeWarning).
+
+    Raises
+    ------
+    TypeError
+        If ``perturbations`` is not a non-empty sequence of Perturbation
+        objects, ``source`` is not a network or distribution, or an int option
+        (``n_steps``, ``seeds``, ``n_neurons``, ``n_threads``) is not an int.
+    ValueError
+        If two perturbations share a name, ``initial_conditions`` is not of
+        shape (n_initial, R), ``seeds`` is empty, or an option is out of range
+        or inconsistent with the source (e.g. ``n_neurons`` for a network).
+    TooLargeError
+        If the runs would not fit in memory.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> g = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1)  # bistable: kappa* = +-1.34
+    >>> table = perturbation_study(g, [Perturbation(name="control"), Perturbation.silence(fraction=0.5)],
+    ...                            [[0.5], [-0.5]], n_steps=100)
+    >>> table.column("perturbation").tolist()
+    ['control', 'control', 'silence 50% of units', 'silence 50% of units']
+    >>> table.vectors("kappa_end").round(1)  # half the units silenced: no bistability, runs decay
+    array([[ 1.3],
+           [-1.3],
+           [ 0.2],
+           [-0.2]])
     """
     distribution, fixed_network, fixed_labels, method = _source_parts(source, n_neurons, labels)
     if n_neurons is not None:

@@ -47,7 +47,7 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
                     title=None):
     """Streamlines of a 2-D latent flow, coloured by speed, with fixed points marked by stability.
 
-    The speed is |F(kappa)| with F(kappa) = dkappa/dt (for instance
+    The speed is ``|F(kappa)|`` with F(kappa) = dkappa/dt (for instance
     F(kappa) = -kappa + E_p[n phi(m^T kappa + b)], theory eq. 4). Fixed points
     are drawn filled when stable, open when unstable (node or focus), as x
     when saddles and as open squares when marginal.
@@ -88,6 +88,28 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
         Fixed points are Line2D artists with gid "fixed_points:<group>"
         (group: stable, unstable, saddle, marginal), one marker per point;
         trajectories have gid "trajectories".
+
+    Raises
+    ------
+    ValueError
+        If neither ``box`` nor ``grid`` is given, the box is not (2, 2), the
+        grid axes are not 1-D, velocities given as an array do not match the
+        grid, or ``fixed_points`` is not None, "find" or a list of FixedPoint
+        ("find" needs a flow, not an array).
+    TypeError
+        If ``resolution`` is not an int.
+    TooLargeError
+        If the grid would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def spiral(k):
+    ...     return np.stack([k[..., 1], -k[..., 0] - k[..., 1]], axis=-1)
+    >>> ax = plot_flow_field(spiral, [[-1, 1], [-1, 1]], resolution=10, fixed_points="find",
+    ...                      fixed_point_options={"n_starts": 5})
+    >>> {group: points.round(6) + 0.0 for group, points in fixed_point_markers(ax).items()}
+    {'stable': array([[0., 0.]])}
     """
     from .fixed_points import find_fixed_points
     from .mean_field import latent_flow
@@ -159,7 +181,16 @@ def plot_flow_field(velocity, box=None, *, grid=None, resolution=40, ax=None, fi
 
 
 def fixed_point_markers(ax):
-    """{group: (n_points, 2) positions} of the fixed points :func:`plot_flow_field` drew on ``ax``."""
+    """{group: (n_points, 2) positions} of the fixed points :func:`plot_flow_field` drew on ``ax``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ax = plot_flow_field(lambda k: -k, [[-1, 1], [-1, 1]], resolution=10, fixed_points="find",
+    ...                      fixed_point_options={"n_starts": 5})
+    >>> sorted(fixed_point_markers(ax))
+    ['stable']
+    """
     found = {}
     for line in ax.get_lines():
         gid = line.get_gid() or ""
@@ -222,6 +253,14 @@ def psth(rates, *, times=None, lengths=None, n_boot=1000, confidence=0.95, rando
     ValueError
         For rates not of shape (n_trials, n_times, n_units), bad lengths, or a
         confidence outside (0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rates = np.random.default_rng(0).normal(1.0, 0.1, size=(20, 5, 3))  # trials, bins, units
+    >>> result = psth(rates, n_boot=200, random_state=0)
+    >>> result.mean.shape, bool(np.all((result.low < result.mean) & (result.mean < result.high)))
+    ((5, 3), True)
     """
     from ._validation import check_random_state
 
@@ -274,6 +313,20 @@ def plot_psth(rates, *, units=None, times=None, lengths=None, n_boot=1000, confi
     matplotlib.axes.Axes
         The mean of unit i is the line with gid ``"psth:i"``, its band the
         collection with gid ``"psth_ci:i"``; ``ax.psth`` holds the :class:`PSTH`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`psth`; also if ``units`` are out of range or ``labels`` do not
+        give one label per drawn unit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rates = np.random.default_rng(0).normal(1.0, 0.1, size=(20, 5, 3))  # trials, bins, units
+    >>> ax = plot_psth(rates, units=[0, 2], n_boot=100, random_state=0)
+    >>> [line.get_gid() for line in ax.lines]
+    ['psth:0', 'psth:2']
     """
     rates = check_array(rates, "rates", ndim=3, dtype=np.float64)
     if units is None:
@@ -363,6 +416,21 @@ def plot_loadings(loadings, labels=None, *, names=None, kde=True, max_points=200
         ``fig.axes`` in row-major order (n_columns^2 panels); the scatter of
         type k in each panel has gid ``"loadings:k"``, its contours
         ``"kde:k"``.
+
+    Raises
+    ------
+    ValueError
+        If ``loadings`` is not a network or 2-D array, has more than 8 columns,
+        ``names`` or ``labels`` do not match it, or ``max_points`` < 1.
+    TypeError
+        If ``max_points`` is not an int.
+
+    Examples
+    --------
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> fig = plot_loadings(rank_one_gaussian(100, 1.0, 0.5, random_state=0), kde=False)
+    >>> len(fig.axes)  # columns m and n: a 2 x 2 scatter matrix
+    4
     """
     from matplotlib import colormaps
 

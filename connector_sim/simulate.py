@@ -68,6 +68,15 @@ class SimulationResult:
     alpha : float
     wall_time : float
         Seconds spent in the kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN, simulate
+    >>> network = LowRankRNN(np.ones((4, 1)), np.full((4, 1), 2.0))
+    >>> result = simulate(network, 10, kappa0=[[0.1], [-0.1]], record_units=[0])
+    >>> result.kappa.shape, result.potentials.shape, float(result.time[-1])  # (n_trials, T + 1, R), units
+    ((2, 11, 1), (2, 11, 1), 1.0)
     """
 
     kappa: np.ndarray
@@ -426,6 +435,32 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     Returns
     -------
     SimulationResult
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or SparseLowRankRNN, or an int
+        option (``n_steps``, ``n_trials``, ``seed``, ``n_threads``) is not an int.
+    ValueError
+        If an array has the wrong shape, both ``x0`` and ``kappa0`` are given,
+        neither ``n_steps`` nor ``inputs`` is given, or an option is unknown or
+        out of range (``path``, ``backend``, ``on_nonfinite``, ``clamp``, ...).
+    TooLargeError
+        If the recording or the working arrays would not fit in memory (or
+        ``max_record_bytes``).
+    FloatingPointError
+        With ``on_nonfinite="raise"``, when the state stops being finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN
+    >>> network = LowRankRNN(np.ones((4, 1)), np.full((4, 1), 2.0))  # kappa' = -kappa + 2 tanh(kappa)
+    >>> result = simulate(network, 50, kappa0=[0.1])
+    >>> result.kappa.shape  # (n_trials, n_steps + 1, rank)
+    (1, 51, 1)
+    >>> round(float(result.kappa[0, -1, 0]), 4)  # on its way to the fixed point 1.915
+    1.7425
     """
     sparse = isinstance(network, SparseLowRankRNN)
     if not (sparse or isinstance(network, LowRankRNN)):

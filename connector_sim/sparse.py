@@ -153,6 +153,23 @@ class SparseMask:
     All attributes are read-only (the kernels rely on them agreeing with
     each other), and so are the stored columns; build a new mask to change
     them.
+
+    Raises
+    ------
+    TypeError
+        If ``n_neurons``, ``n_connections`` or ``seed`` is not an int, or
+        ``sparsity`` is not a number.
+    ValueError
+        If not exactly one of ``n_connections`` and ``sparsity`` is given, or
+        one of them, ``n_neurons`` or ``representation`` is out of range.
+
+    Examples
+    --------
+    >>> mask = SparseMask(100, n_connections=10, seed=0)
+    >>> mask.kind, mask.density, mask.columns(0).shape
+    ('fixed', 0.1, (10,))
+    >>> SparseMask(1000, sparsity=0.9, seed=0).kind
+    'bernoulli'
     """
 
     n_neurons = _read_only("n_neurons", "N.")
@@ -401,6 +418,21 @@ class SparseLowRankRNN(_DenseLoadings):
     Assigning ``dense``, ``mask`` or ``scaling`` validates the new value as
     the constructor does; the loadings (m, n, I, b, tau, activation) are read
     here and assigned on ``network.dense`` (a validated :class:`LowRankRNN`).
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or ``mask`` not a SparseMask.
+    ValueError
+        If the mask's N differs from the network's, or ``scaling`` is not
+        "1/N" or "1".
+
+    Examples
+    --------
+    >>> network = rank_one_gaussian(200, 1.0, 0.5, random_state=0)
+    >>> sparse = SparseLowRankRNN(network, SparseMask(200, n_connections=20, seed=1))
+    >>> sparse.gain, sparse.weight
+    (0.1, 0.005)
     """
 
     def __init__(self, network, mask, *, scaling="1/N"):
@@ -547,6 +579,15 @@ def sparsify(network, *, n_connections=None, sparsity=None, seed=None, represent
     -------
     SparseLowRankRNN
 
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN (or an option has the wrong type,
+        see :class:`SparseMask`).
+    ValueError
+        If not exactly one of ``n_connections`` and ``sparsity`` is given, or
+        an option is out of range.
+
     Examples
     --------
     >>> import numpy as np
@@ -577,7 +618,7 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
     variance : float
         sigma^2 > 0.
     covariance : float
-        sigma_mn, |sigma_mn| <= sigma^2.
+        sigma_mn, ``|sigma_mn| <= sigma^2``.
     random_state : None, int or numpy.random.Generator
     n_inputs : {0, 1}, default=0
     input_overlap : float, default=0
@@ -588,6 +629,24 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
     Returns
     -------
     LowRankRNN
+
+    Raises
+    ------
+    TypeError
+        If ``n_neurons`` or ``n_inputs`` is not an int, or ``variance`` not a
+        number.
+    ValueError
+        If ``variance`` <= 0, ``covariance`` is not a number with
+        ``|covariance| <= variance`` (no such Gaussian),
+        ``n_inputs`` is not 0 or 1, or ``input_overlap`` is given without an
+        input or is too large for a valid covariance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> network = rank_one_gaussian(200, 1.0, 0.5, random_state=0)
+    >>> network.m.shape, round(float(np.mean(network.m[:, 0] * network.n[:, 0])), 1)
+    ((200, 1), 0.5)
     """
     from ._validation import check_positive_scalar
     from .distributions import Gaussian
@@ -646,6 +705,22 @@ class LowRankPlusRandomRNN(_DenseLoadings):
         g chi, in the dtype of the loadings.
     gain : float
         1: the latent kappa of a simulation is the low-pass filtered n^T phi(x) / N.
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN, ``g`` not a number or ``seed`` not
+        an int.
+    ValueError
+        If ``g`` < 0.
+    TooLargeError
+        If the N x N random part would not fit in memory.
+
+    Examples
+    --------
+    >>> network = rank_one_gaussian(200, 1.0, 0.5, random_state=0)
+    >>> LowRankPlusRandomRNN(network, 0.5, seed=0).connectivity().shape
+    (200, 200)
     """
 
     def __init__(self, network, g, *, seed=None):

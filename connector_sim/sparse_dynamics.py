@@ -253,7 +253,7 @@ def exact_rank_one(n_neurons, variance, covariance, *, random_state=None, n_inpu
     variance : float
         sigma^2 > 0.
     covariance : float
-        sigma_mn with |sigma_mn| < sigma^2.
+        sigma_mn with ``|sigma_mn| < sigma^2``.
     random_state : None, int or numpy.random.Generator
     n_inputs : {0, 1}, default=0
     input_overlap : float, default=0
@@ -477,7 +477,7 @@ def simulated_regime(variance, covariance, *, n_neurons, n_connections=None, spa
     Parameters
     ----------
     variance, covariance : float
-        sigma^2 > 0 and sigma_mn (|sigma_mn| < sigma^2).
+        sigma^2 > 0 and sigma_mn (``|sigma_mn| < sigma^2``).
     n_neurons : int
     n_connections : int, optional
         C; give this or ``sparsity``.
@@ -558,7 +558,7 @@ class RegimeDiagram:
     variances, covariances : ndarray
     predicted : ndarray of str
         :func:`connector_sim.spectra.predicted_regime` (population theory);
-        "" where |sigma_mn| >= sigma^2 (no such m, n: not simulated, nan
+        "" where ``|sigma_mn| >= sigma^2`` (no such m, n: not simulated, nan
         outlier, radius and distance, ``results`` entry None).
     simulated : ndarray of str
         :func:`simulated_regime`.
@@ -608,7 +608,7 @@ def simulated_regime_diagram(variances, covariances, *, n_neurons, n_connections
     variances : array-like of float
         sigma^2 values (> 0).
     covariances : array-like of float
-        sigma_mn values, each with |sigma_mn| < sigma^2 for every variance.
+        sigma_mn values, each with ``|sigma_mn| < sigma^2`` for every variance.
     n_neurons, n_connections, sparsity, scaling
         As in :func:`simulated_regime`.
     correlated : bool, default=True
@@ -1236,8 +1236,8 @@ def psychometric_curve(task, strengths, *, threshold=0.0, input_noise=0.5, n_tri
 
         u_t = (c - c_0) + sigma_u xi_t,   xi_t ~ N(0, 1) i.i.d. per step and trial
 
-(common random numbers: trial k receives the same xi at every strength, so
-differences between strengths are due to c alone)
+    (common random numbers: trial k receives the same xi at every strength, so
+    differences between strengths are due to c alone)
     (the threshold c_0 enters as a constant offset -c_0 along I, i.e. a bias
     b = -c_0 I). The choice is the sign of the readout z = w^T phi(x_T) / N at
     the end. In the structured regime the origin is unstable along m, and the

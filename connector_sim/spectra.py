@@ -82,6 +82,22 @@ def predicted_outlier(covariance, *, sparsity=None, n_connections=None, n_neuron
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``sparsity`` and ``n_connections`` is given,
+        ``n_connections`` comes without ``n_neurons`` or exceeds it,
+        ``sparsity`` is not in [0, 1), or ``scaling`` is not "1/N" or "1" (or is "1" without ``n_neurons``).
+    TypeError
+        If ``n_neurons`` or ``n_connections`` is not an int.
+
+    Examples
+    --------
+    >>> round(predicted_outlier(0.5, sparsity=0.9), 6)
+    0.05
+    >>> predicted_outlier(0.5, n_connections=100, n_neurons=1000, scaling="1")
+    50.0
     """
     density = _density("predicted_outlier", n_neurons, sparsity, n_connections)
     if scaling == "1":
@@ -117,6 +133,20 @@ def predicted_bulk_radius(variance, *, sparsity=None, n_connections=None, n_neur
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``sparsity`` and ``n_connections`` is given,
+        ``n_connections`` comes without ``n_neurons`` or exceeds it,
+        ``sparsity`` is not in [0, 1), or ``scaling`` is not "1/N" or "1", or ``n_neurons`` is missing.
+    TypeError
+        If ``n_neurons`` or ``n_connections`` is not an int.
+
+    Examples
+    --------
+    >>> round(predicted_bulk_radius(1.0, sparsity=0.9, n_neurons=1000), 6)  # sqrt(0.9 * 0.1 / 1000)
+    0.009487
     """
     if n_neurons is None:
         raise ValueError("predicted_bulk_radius needs n_neurons (the bulk shrinks like 1 / sqrt(N) for w = 1 / N).")
@@ -127,7 +157,22 @@ def predicted_bulk_radius(variance, *, sparsity=None, n_connections=None, n_neur
 
 
 def predicted_random_radius(g, *, sparsity=None, n_connections=None, n_neurons=None):
-    """Radius g sqrt(1 - s) of a sparsified dense Gaussian matrix J_ij ~ N(0, g^2 / N)."""
+    """Radius g sqrt(1 - s) of a sparsified dense Gaussian matrix J_ij ~ N(0, g^2 / N).
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``sparsity`` and ``n_connections`` is given,
+        ``n_connections`` comes without ``n_neurons`` or exceeds it,
+        ``sparsity`` is not in [0, 1), or ``scaling`` is not "1/N" or "1".
+    TypeError
+        If ``n_neurons`` or ``n_connections`` is not an int.
+
+    Examples
+    --------
+    >>> predicted_random_radius(1.0, sparsity=0.75)
+    0.5
+    """
     density = _density("predicted_random_radius", n_neurons, sparsity, n_connections)
     return float(g * math.sqrt(density))
 
@@ -169,6 +214,21 @@ def network_theory(network):
     Returns
     -------
     SpectrumTheory
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not one of the network classes above.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, 0)
+    >>> network = sparsify(dense, n_connections=20, seed=1)  # sigma_mn = 0.5, 1 - s = 0.1
+    >>> theory = network_theory(network)
+    >>> theory.outliers.round(3), round(theory.bulk_radius, 3)
+    (array([0.052+0.j]), 0.029)
     """
     if isinstance(network, LowRankRNN):
         gain, weight, density = 1.0, 1.0 / network.n_neurons, 1.0
@@ -205,6 +265,25 @@ def eigenvalues(network):
     -------
     ndarray of shape (N,), complex
         Sorted by decreasing modulus.
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not one of the network classes above.
+    ValueError
+        If N > ``MAX_DENSE_EIGENVALUES`` (use :func:`leading_eigenvalues`).
+    TooLargeError
+        If the dense matrix would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, 0)
+    >>> network = sparsify(dense, n_connections=20, seed=1)  # sigma_mn = 0.5, 1 - s = 0.1
+    >>> values = eigenvalues(network)
+    >>> values.shape, round(float(values.real.max()), 3)
+    ((200,), 0.057)
     """
     if not isinstance(network, (SparseLowRankRNN, LowRankRNN, LowRankPlusRandomRNN)):
         raise TypeError(f"network must be a SparseLowRankRNN, a LowRankRNN or a LowRankPlusRandomRNN. "
@@ -246,6 +325,27 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     -------
     ndarray of shape (k,), complex
         Sorted by decreasing real part ("LR") or modulus ("LM").
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a SparseLowRankRNN, or ``k`` / ``n_threads`` is
+        not an int.
+    ValueError
+        If ``k`` is not in [1, N - 2], ``which`` is not "LR" or "LM", or
+        ``n_threads`` is out of range.
+    TooLargeError
+        If the Krylov vectors would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, 0)
+    >>> network = sparsify(dense, n_connections=20, seed=1)  # sigma_mn = 0.5, 1 - s = 0.1
+    >>> values = leading_eigenvalues(network, k=3)
+    >>> round(float(values[0].real), 3)
+    0.057
     """
     from scipy.sparse.linalg import LinearOperator, eigs
 
@@ -284,7 +384,7 @@ def measured_bulk_radius(values, n_outliers=0, *, quantile=0.99):
     """A robust bulk radius: a high quantile of the moduli, outliers removed.
 
     The largest modulus overshoots the radius of the limiting disk at finite
-    N; a high quantile of |lambda| does not. The ``n_outliers`` eigenvalues of
+    N; a high quantile of ``|lambda|`` does not. The ``n_outliers`` eigenvalues of
     largest real part are dropped first (they belong to the low-rank
     structure when they lie outside the bulk).
 
@@ -298,7 +398,23 @@ def measured_bulk_radius(values, n_outliers=0, *, quantile=0.99):
     Returns
     -------
     float
-        The ``quantile`` of |lambda| over the remaining eigenvalues.
+        The ``quantile`` of ``|lambda|`` over the remaining eigenvalues.
+
+    Raises
+    ------
+    TypeError
+        If ``n_outliers`` is not an int.
+    ValueError
+        If ``n_outliers`` is not in [0, N - 1] or ``quantile`` is not in (0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, 0)
+    >>> network = sparsify(dense, n_connections=20, seed=1)  # sigma_mn = 0.5, 1 - s = 0.1
+    >>> round(measured_bulk_radius(eigenvalues(network), n_outliers=1), 3)
+    0.024
     """
     values = np.asarray(values)
     n_outliers = check_int(n_outliers, "n_outliers", minimum=0, maximum=max(0, len(values) - 1),
@@ -320,11 +436,21 @@ def plot_spectrum(values, *, theory=None, ax=None, unit_circle=True):
         Draws the outliers (crosses) and the bulk circle of radius R.
     ax : matplotlib Axes, optional
     unit_circle : bool, default=True
-        Draws |lambda| = 1, the instability of the origin.
+        Draws ``|lambda| = 1``, the instability of the origin.
 
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, sparsify
+    >>> dense = Gaussian(np.zeros(2), [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, 0)
+    >>> network = sparsify(dense, n_connections=20, seed=1)  # sigma_mn = 0.5, 1 - s = 0.1
+    >>> ax = plot_spectrum(eigenvalues(network), theory=network_theory(network))
+    >>> len(ax.collections) >= 1
+    True
     """
     import matplotlib.pyplot as plt
 
@@ -373,6 +499,20 @@ def predicted_regime(variance, covariance, *, n_connections=None, sparsity=None,
     -------
     str
         One of REGIMES.
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``sparsity`` and ``n_connections`` is given,
+        ``n_connections`` comes without ``n_neurons`` or exceeds it,
+        ``sparsity`` is not in [0, 1), or ``scaling`` is not "1/N" or "1", or ``n_neurons`` is missing.
+    TypeError
+        If ``n_neurons`` or ``n_connections`` is not an int.
+
+    Examples
+    --------
+    >>> predicted_regime(1.0, 0.5, n_connections=100, n_neurons=1000)  # lambda_1 = 50 > R
+    'structured'
     """
     outlier = predicted_outlier(covariance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
                                 scaling=scaling)
@@ -384,5 +524,17 @@ def predicted_regime(variance, covariance, *, n_connections=None, sparsity=None,
 
 
 def regime_diagram(variances, covariances, **kwargs):
-    """:func:`predicted_regime` over a grid: an array of shape (len(covariances), len(variances)) of str."""
+    """:func:`predicted_regime` over a grid: an array of shape (len(covariances), len(variances)) of str.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`predicted_regime`.
+
+    Examples
+    --------
+    >>> regime_diagram([0.01, 1.0], [0.0, 0.5], n_connections=100, n_neurons=1000)
+    array([['decaying', 'chaotic'],
+           ['structured', 'structured']], dtype='<U10')
+    """
     return np.array([[predicted_regime(v, c, **kwargs) for v in variances] for c in covariances])

@@ -178,6 +178,19 @@ def synthetic_network(name, n_neurons=1000, random_state=0):
         E[n | m] mixes the types' n-means where their m-clouds overlap.
         For the Gaussian networks, ``distribution`` is exact and the network
         is drawn from it.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or ``n_neurons`` is out of range.
+    TypeError
+        If ``n_neurons`` is not an int.
+
+    Examples
+    --------
+    >>> bistable = synthetic_network("bistable", n_neurons=100)
+    >>> bistable.network
+    LowRankRNN(n_neurons=100, rank=2, n_inputs=0, tau=1.0, activation='tanh', dtype=float64)
     """
     if name not in SYNTHETIC_NETWORKS:
         raise ValueError(f"Unknown synthetic network {name!r}. Expected one of {list(SYNTHETIC_NETWORKS)}.")

@@ -26,7 +26,7 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
                     "auto_examples/*.json", "auto_examples/*.md5", "examples/README.txt"]
-templates_path = []
+templates_path = ["_templates"]
 
 autosummary_generate = True
 autodoc_default_options = {"members": True, "inherited-members": False}

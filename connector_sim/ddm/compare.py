@@ -698,6 +698,14 @@ def compare_dynamics(reference, candidate, *, dt, statistics="auto", burn_in=0, 
     DynamicsComparison
         The tidy table; ``to_markdown()`` writes it.
 
+    Raises
+    ------
+    ValueError
+        If the trajectories do not match the SDE's dimension or each other,
+        ``burn_in`` leaves fewer than 4 time points, ``wells`` is not of shape
+        (k >= 2, d), or a statistic asked for lacks what it needs (``wells``;
+        both drifts for "lyapunov").
+
     Examples
     --------
     >>> import numpy as np

@@ -116,6 +116,24 @@ def connectivity_decomposition(network):
     Returns
     -------
     ConnectivityDecomposition
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or a tuple (m, n).
+    ValueError
+        If m and n differ in shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import LowRankRNN
+    >>> a, b = np.random.default_rng(0).normal(size=(2, 50, 1))
+    >>> round(connectivity_decomposition(LowRankRNN(a, a)).asymmetry, 6)  # J = a a^T / N: symmetric
+    0.0
+    >>> m, n = np.hstack([a, b]), np.hstack([b, -a])  # J = (a b^T - b a^T) / N: antisymmetric
+    >>> round(connectivity_decomposition(LowRankRNN(m, n)).asymmetry, 6)
+    1.0
     """
     if isinstance(network, tuple) and len(network) == 2:
         m, n = (np.asarray(a, dtype=float) for a in network)
@@ -168,6 +186,17 @@ def make_grid(bounds, n):
 
     Cell i of an axis covers [low + i h, low + (i + 1) h], h = (high - low) / n,
     and its centre is low + (i + 1/2) h.
+
+    Raises
+    ------
+    ValueError
+        If a pair of ``bounds`` does not have low < high, or ``n`` < 3.
+
+    Examples
+    --------
+    >>> axes = make_grid([(0.0, 1.0)], 4)  # a tuple of one axis per dimension
+    >>> axes[0]
+    array([0.125, 0.375, 0.625, 0.875])
     """
     bounds = np.asarray(bounds, dtype=float)
     if bounds.ndim == 1:
@@ -362,6 +391,26 @@ def stationary_density(sde, grid, *, samples=None, n_trials=64, n_steps=20000, d
     -------
     p : ndarray of the grid's shape
         Density values at the cell centres; ``p.sum() * cell_volume = 1``.
+
+    Raises
+    ------
+    TypeError
+        If ``sde`` is not an SDE or ``grid`` not a tuple of 1-D axes.
+    ValueError
+        If the grid does not have one increasing, uniformly spaced axis of at
+        least 3 cells per dimension, or ``samples`` is not of shape (n, d).
+    FloatingPointError
+        If the Fokker-Planck system is singular on the grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> density = stationary_density(sde, grid)
+    >>> density.shape, round(float(density.sum() * 0.2 ** 2), 6)  # integrates to 1 (cells of 0.2 x 0.2)
+    ((40, 40), 1.0)
     """
     _check_sde(sde, "stationary_density")
     axes = _check_grid(grid, sde.dim, "stationary_density")
@@ -460,6 +509,25 @@ def helmholtz_hodge(sde, grid, *, trajectories=None, dt=None, floor=1e-8):
     Returns
     -------
     HelmholtzHodge
+
+    Raises
+    ------
+    TypeError
+        If ``sde`` is not an SDE or ``grid`` not a tuple of 1-D axes.
+    ValueError
+        If the grid does not have one increasing, uniformly spaced axis of at
+        least 3 cells per dimension, a grid solve is asked for d > 2, or
+        ``trajectories`` come without ``dt`` or with the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> split = helmholtz_hodge(sde, grid)
+    >>> round(split.entropy_production, 1), sde.exact["entropy_production"]  # grid vs closed form
+    (2.0, 2.0)
     """
     owner = "helmholtz_hodge"
     _check_sde(sde, owner)
@@ -534,6 +602,23 @@ def cycling_rate(decomposition, center=(0.0, 0.0)):
     -------
     rate : float
         Turns per unit time.
+
+    Raises
+    ------
+    TypeError
+        If ``decomposition`` is not a 2-D HelmholtzHodge.
+    ValueError
+        If ``center`` lies outside the grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> rate = cycling_rate(helmholtz_hodge(sde, grid))  # one turn per 2 pi time units
+    >>> bool(abs(rate - 1 / (2 * np.pi)) < 0.01)
+    True
     """
     if not isinstance(decomposition, HelmholtzHodge) or len(decomposition.grid) != 2:
         raise TypeError("cycling_rate needs a 2-D HelmholtzHodge (from helmholtz_hodge on a 2-D grid).")
@@ -555,6 +640,20 @@ def entropy_production(sde_or_decomposition, grid=None, **kwargs):
     :class:`HelmholtzHodge` already computed. In units of 1 / time (k_B = 1).
     For a linear SDE it equals tr(A_irr^T D^{-1} A_irr S) (see
     :func:`~connector_sim.ddm.ornstein_uhlenbeck`).
+
+    Raises
+    ------
+    ValueError
+        If an SDE is given without a grid; otherwise as :func:`helmholtz_hodge`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import ornstein_uhlenbeck
+    >>> sde = ornstein_uhlenbeck()  # a stable spiral: a stationary state with a rotating current
+    >>> grid = make_grid([(-4.0, 4.0), (-4.0, 4.0)], 40)
+    >>> round(entropy_production(sde, grid), 1)
+    2.0
     """
     if isinstance(sde_or_decomposition, HelmholtzHodge):
         return sde_or_decomposition.entropy_production
@@ -667,6 +766,27 @@ def irreversibility_from_trajectories(traj, dt, *, lags=(1, 2, 5, 10), n_bins=4,
     Returns
     -------
     Irreversibility
+
+    Raises
+    ------
+    ValueError
+        If ``traj`` is not of shape (n_trials, n_times >= 3, d) with finite
+        values, ``dt`` is not positive, ``lags`` or ``kl_lag`` are not in
+        [1, n_times - 1], or ``labels`` do not match ``traj``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import double_well, euler_maruyama, ornstein_uhlenbeck
+    >>> spiral, well = ornstein_uhlenbeck(), double_well()  # irreversible / reversible (a gradient flow)
+    >>> spiral_paths = euler_maruyama(spiral, np.zeros(2), n_steps=20000, dt=0.01, n_trials=4, seed=0)
+    >>> well_paths = euler_maruyama(well, np.ones(1), n_steps=20000, dt=0.01, n_trials=4, seed=0)
+    >>> spiral_result = irreversibility_from_trajectories(spiral_paths, dt=0.01)
+    >>> well_result = irreversibility_from_trajectories(well_paths, dt=0.01)
+    >>> bool(spiral_result.kl_rate > 0.1), bool(well_result.kl_rate < 0.01)
+    (True, True)
+    >>> well_result.asymmetry_norm  # a 1-D lagged covariance is symmetric
+    array([0., 0., 0., 0.])
     """
     owner = "irreversibility_from_trajectories"
     traj = _check_trajectories(traj, None, owner)
@@ -725,6 +845,27 @@ def entropy_production_from_paths(sde, traj, dt):
         The estimate over all trials.
     per_trial : ndarray (n_trials,)
         One estimate per trial (their spread / sqrt(n_trials) is a standard error).
+
+    Raises
+    ------
+    TypeError
+        If ``sde`` is not an SDE.
+    ValueError
+        If its diffusion is not constant, ``traj`` is not of shape (n_trials,
+        n_times >= 3, d) with finite values, or ``dt`` is not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import double_well, euler_maruyama, ornstein_uhlenbeck
+    >>> spiral, well = ornstein_uhlenbeck(), double_well()  # irreversible / reversible (a gradient flow)
+    >>> spiral_paths = euler_maruyama(spiral, np.zeros(2), n_steps=20000, dt=0.01, n_trials=4, seed=0)
+    >>> well_paths = euler_maruyama(well, np.ones(1), n_steps=20000, dt=0.01, n_trials=4, seed=0)
+    >>> rate, per_trial = entropy_production_from_paths(spiral, spiral_paths, dt=0.01)
+    >>> round(rate, 1), spiral.exact["entropy_production"]
+    (2.1, 2.0)
+    >>> abs(entropy_production_from_paths(well, well_paths, dt=0.01)[0]) < 0.05  # detailed balance
+    True
     """
     owner = "entropy_production_from_paths"
     _check_sde(sde, owner)

@@ -70,6 +70,14 @@ def well_labels(z, wells, core_radius=None):
     -------
     labels : ndarray of int of shape (n_trials, n_times)
         The well whose core the state last visited (-1 before the first visit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[[-1.0], [-0.9], [0.0], [0.95], [1.0], [0.1], [-1.0]]])  # one trial, 1-D
+    >>> wells = np.array([[-1.0], [1.0]])
+    >>> well_labels(z, wells, core_radius=0.2)  # the last core visited
+    array([[0, 0, 0, 1, 1, 1, 0]])
     """
     z = np.asarray(z, dtype=np.float64)
     wells = _check_wells(wells, z.shape[-1])
@@ -112,6 +120,16 @@ def dwell_times(z, wells, dt, core_radius=None):
         ``"per_well"``: list of k arrays of dwell times; ``"all"``: all of
         them; ``"mean"``, ``"ci"`` (normal 95% interval of the mean),
         ``"n"``; ``"transitions"``: (k, k) counts of label changes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[[-1.0], [-0.9], [0.0], [0.95], [1.0], [0.1], [-1.0]]])  # one trial, 1-D
+    >>> wells = np.array([[-1.0], [1.0]])
+    >>> result = dwell_times(z, wells, dt=0.5, core_radius=0.2)
+    >>> result["all"], result["transitions"]  # one complete dwell, in well 1
+    (array([1.5]), array([[0, 1],
+           [1, 0]]))
     """
     dt = check_positive_scalar(dt, "dt")
     labels = well_labels(z, wells, core_radius)
@@ -140,8 +158,8 @@ def sequence_statistics(z, wells, dt, *, center=None, core_radius=None):
       counterclockwise), the fraction that go to the next well (j -> j + 1
       mod k), with its Wilson 95% interval;
     - period: the angle theta(t) around ``center`` is unwrapped per trial;
-      the n-th full winding (in either sense) completes when |theta -
-      theta_0| first reaches 2 pi n; periods are the intervals between
+      the n-th full winding (in either sense) completes when ``|theta - theta_0|``
+      first reaches 2 pi n; periods are the intervals between
       successive windings;
     - rotation_rate: mean d theta / dt (radians per time unit).
 
@@ -158,6 +176,16 @@ def sequence_statistics(z, wells, dt, *, center=None, core_radius=None):
     -------
     dict with "order", "order_ci", "n_transitions", "period_mean", "period_std",
     "period_cv", "period_ci", "n_periods", "rotation_rate"
+
+    Examples
+    --------
+    >>> from connector_sim.ddm import euler_maruyama, multi_well
+    >>> sde = multi_well(n_wells=4, rotation=1.0, noise=0.3)  # wells visited counterclockwise
+    >>> wells = sde.exact["well_centers"]
+    >>> z = euler_maruyama(sde, wells[0], n_steps=5000, dt=0.02, n_trials=2, seed=0)
+    >>> stats = sequence_statistics(z, wells, dt=0.02)
+    >>> stats["order"], stats["n_transitions"] > 10
+    (1.0, True)
     """
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 3 or z.shape[2] != 2:
@@ -248,6 +276,14 @@ def associative_memory(estimator, strengths, *, source=0, target=1, wells=None, 
         ``ci_high``, ``p_leave`` (end outside the source well), ``n_trials``;
         and ``threshold``: the strength at which p_target crosses 1/2 (linear
         interpolation; NaN if it does not).
+
+    Raises
+    ------
+    ValueError
+        If ``estimator`` is not fitted, ``strengths`` is empty, not finite or negative, ``source`` equals
+        ``target``, or an index or duration is out of range.
+    TypeError
+        If ``source``, ``target`` or ``n_trials`` is not an int.
     """
     from ..simulate import simulate
 
@@ -326,6 +362,14 @@ def episodic_memory(rotations, *, n_wells=4, noise=0.3, depth=0.25, duration=200
         :func:`sequence_statistics` entries plus ``rotation``, ``source``,
         ``drift_error`` (network rows), ``critical_rotation`` (above it the
         deterministic system has a limit cycle).
+
+    Raises
+    ------
+    ValueError
+        If ``rotations`` is empty or not finite, or ``n_trials``, ``duration``
+        or ``dt_sde`` is out of range.
+    TypeError
+        If ``n_trials`` is not an int.
     """
     from .matching import DriftDiffusionMatching
     from .sde import euler_maruyama

@@ -28,7 +28,21 @@ def _new_axes(ax, figsize=(5.0, 4.4)):
 
 
 def plot_stationary_density(hh, *, ax=None, log=False, cmap="magma", colorbar=True, title="stationary density"):
-    """The stationary density p_s: an image for 2-D, a curve for 1-D. Returns the Axes."""
+    """The stationary density p_s: an image for 2-D, a curve for 1-D. Returns the Axes.
+
+    Raises
+    ------
+    TypeError
+        If ``hh`` is not a HelmholtzHodge.
+
+    Examples
+    --------
+    >>> from connector_sim.ddm import helmholtz_hodge, make_grid, ornstein_uhlenbeck
+    >>> split = helmholtz_hodge(ornstein_uhlenbeck(), make_grid([(-4.0, 4.0), (-4.0, 4.0)], 30))
+    >>> ax = plot_stationary_density(split)
+    >>> ax.get_title()
+    'stationary density'
+    """
     hh = _check_hh(hh, "plot_stationary_density")
     ax = _new_axes(ax)
     p = hh.density
@@ -51,7 +65,23 @@ def plot_stationary_density(hh, *, ax=None, log=False, cmap="magma", colorbar=Tr
 
 
 def plot_probability_current(hh, *, ax=None, density=1.0, title="probability current $j_s$ on $p_s$"):
-    """Streamlines of the stationary current j_s over the density (2-D). Returns the Axes."""
+    """Streamlines of the stationary current j_s over the density (2-D). Returns the Axes.
+
+    Raises
+    ------
+    TypeError
+        If ``hh`` is not a HelmholtzHodge.
+    ValueError
+        If ``hh`` is 1-D (its stationary current is 0).
+
+    Examples
+    --------
+    >>> from connector_sim.ddm import helmholtz_hodge, make_grid, ornstein_uhlenbeck
+    >>> split = helmholtz_hodge(ornstein_uhlenbeck(), make_grid([(-4.0, 4.0), (-4.0, 4.0)], 30))
+    >>> ax = plot_probability_current(split)
+    >>> len(ax.collections) > 0
+    True
+    """
     hh = _check_hh(hh, "plot_probability_current")
     if len(hh.grid) != 2:
         raise ValueError("plot_probability_current draws 2-D currents only (a 1-D stationary current is 0).")
@@ -68,7 +98,22 @@ def plot_probability_current(hh, *, ax=None, density=1.0, title="probability cur
 
 
 def plot_trajectories(trajectories, *, dt=1.0, ax=None, max_trials=5, title="sample trajectories"):
-    """Sample paths: time series for 1-D, the (z_1, z_2) plane for d >= 2. Returns the Axes."""
+    """Sample paths: time series for 1-D, the (z_1, z_2) plane for d >= 2. Returns the Axes.
+
+    Raises
+    ------
+    ValueError
+        If ``trajectories`` is not of shape (n_trials, n_times, d) or (n_times, d).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import euler_maruyama, ornstein_uhlenbeck
+    >>> paths = euler_maruyama(ornstein_uhlenbeck(), np.zeros(2), n_steps=200, dt=0.01, n_trials=3, seed=0)
+    >>> ax = plot_trajectories(paths, dt=0.01)
+    >>> len(ax.lines) >= 3  # one path per trial (in the plane for d = 2)
+    True
+    """
     traj = np.asarray(trajectories, dtype=float)
     if traj.ndim == 2:
         traj = traj[None]
@@ -101,6 +146,18 @@ def plot_helmholtz_hodge(hh, *, trajectories=None, dt=1.0, suptitle=None, stream
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    TypeError
+        If ``hh`` is not a HelmholtzHodge.
+
+    Examples
+    --------
+    >>> from connector_sim.ddm import helmholtz_hodge, make_grid, ornstein_uhlenbeck
+    >>> split = helmholtz_hodge(ornstein_uhlenbeck(), make_grid([(-4.0, 4.0), (-4.0, 4.0)], 30))
+    >>> len(plot_helmholtz_hodge(split).axes) >= 4
+    True
     """
     hh = _check_hh(hh, "plot_helmholtz_hodge")
     from matplotlib.figure import Figure

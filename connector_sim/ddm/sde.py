@@ -34,6 +34,12 @@ def array_namespace(z):
     imported): this never imports torch itself. Both modules spell ``sin``,
     ``cos``, ``exp``, ``sqrt``, ``tanh`` and ``atan2``/``arctan2`` alike enough
     for the built-in drifts; use :func:`stack_last` to assemble components.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> array_namespace(np.zeros(2)).__name__
+    'numpy'
     """
     if _is_torch(z):
         return sys.modules["torch"]
@@ -41,7 +47,14 @@ def array_namespace(z):
 
 
 def stack_last(components, like):
-    """Stack equally shaped arrays along a new last axis, with numpy or torch as ``like`` is."""
+    """Stack equally shaped arrays along a new last axis, with numpy or torch as ``like`` is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stack_last([np.zeros(3), np.ones(3)], like=np.zeros(3)).shape
+    (3, 2)
+    """
     if _is_torch(like):
         return sys.modules["torch"].stack(list(components), dim=-1)
     return np.stack(components, axis=-1)
@@ -107,6 +120,21 @@ class SDE:
     ----------
     constant_diffusion : ndarray of shape (d, d) or None
         G when it does not depend on z, else None.
+
+    Raises
+    ------
+    TypeError
+        If ``drift`` is not callable.
+    ValueError
+        If ``dim`` < 1 or ``diffusion`` has the wrong shape; from :meth:`drift`
+        and :meth:`diffusion`, states of the wrong shape or non-finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sde = SDE(lambda z: -z, 0.5, dim=1, name="ou")  # dz = -z dt + 0.5 dW
+    >>> sde.drift(np.array([[2.0]])), sde.diffusion_tensor()  # D = G G^T / 2
+    (array([[-2.]]), array([[0.125]]))
     """
 
     def __init__(self, drift, diffusion, dim, *, name=None, params=None, exact=None):
@@ -286,6 +314,14 @@ def euler_maruyama(sde, z0, n_steps, dt, *, n_trials=None, seed=0, record_every=
     ------
     FloatingPointError
         When the path leaves the floating-point range (reduce ``dt``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import double_well
+    >>> paths = euler_maruyama(double_well(), np.array([1.0]), n_steps=100, dt=0.01, n_trials=3, seed=0)
+    >>> paths.shape  # (n_trials, n_steps // record_every + 1, d)
+    (3, 101, 1)
     """
     owner = "euler_maruyama"
     if not isinstance(sde, SDE):
@@ -328,6 +364,20 @@ def rk4_trajectory(drift, z0, n_steps, dt, *, record_every=1):
 
     ``drift`` is a callable (or an :class:`SDE`, whose drift is used); ``z0``
     has shape (..., d). Returns shape (..., n_steps // record_every + 1, d).
+
+    Raises
+    ------
+    TypeError
+        If ``n_steps`` or ``record_every`` is not an int, or ``dt`` not a number.
+    ValueError
+        If ``n_steps`` or ``record_every`` is < 1 or ``dt`` <= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> path = rk4_trajectory(lambda z: -z, np.array([1.0]), n_steps=10, dt=0.1)
+    >>> path.shape, round(float(path[-1, 0]), 6)  # exp(-1) = 0.367879
+    ((11, 1), 0.36788)
     """
     f = drift._f if isinstance(drift, SDE) else drift
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="rk4_trajectory")
@@ -385,6 +435,12 @@ def largest_lyapunov_exponent(drift, z0, t_max, *, dt=0.01, t_transient=10.0, re
     lambdas : ndarray of shape (B,)
         One estimate per starting point (average them; their spread is an
         error bar).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> largest_lyapunov_exponent(lambda z: -z, np.ones(1), t_max=10.0).round(6)  # dz/dt = -z contracts at rate 1
+    array([-1.])
     """
     f = drift._f if isinstance(drift, SDE) else drift
     t_max = check_positive_scalar(t_max, "t_max", owner="largest_lyapunov_exponent")
@@ -417,6 +473,15 @@ def limit_cycle_period(drift, z0, *, dt=0.001, t_transient=50.0, t_max=100.0, co
     crossing) and the period is the mean interval between successive ones
     over ``t_max``. Returns NaN when fewer than two crossings occur (no cycle,
     or a period longer than t_max).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim.ddm import van_der_pol
+    >>> period = limit_cycle_period(van_der_pol().drift, np.array([0.5, 0.0]), dt=0.01, t_transient=20.0,
+    ...                             t_max=40.0)
+    >>> round(period, 2)
+    6.66
     """
     f = drift._f if isinstance(drift, SDE) else drift
     dt = check_positive_scalar(dt, "dt", owner="limit_cycle_period")

@@ -79,6 +79,14 @@ def ornstein_uhlenbeck(A=None, sigma=1.0, rotation=1.0):
     rotation : float, default=1.0
         The angular velocity omega of the default A (ignored when A is given).
 
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``A`` is not a finite square matrix or not stable, or ``sigma``
+        is not a valid noise scale or covariance.
+
     Notes
     -----
     With D = G G^T / 2 the stationary law is N(0, S) where S solves the
@@ -91,6 +99,15 @@ def ornstein_uhlenbeck(A=None, sigma=1.0, rotation=1.0):
     e_p = 2 omega^2 (independent of sigma). The lagged covariance is
     ``C(tau) = E[z_{t+tau} z_t^T] = expm(A tau) S``; its antisymmetric part
     vanishes for all tau exactly when A_irr = 0 (detailed balance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sde = ornstein_uhlenbeck()  # A = [[-1, -1], [1, -1]]: a stable spiral
+    >>> sde.drift(np.array([[1.0, 0.0]]))
+    array([[-1.,  1.]])
+    >>> sorted(sde.exact)[:3]
+    ['drift_matrix', 'entropy_production', 'fixed_points']
     """
     owner = "ornstein_uhlenbeck"
     if A is None:
@@ -155,6 +172,19 @@ def double_well(noise=0.5):
       = sqrt(2) / (2 pi) exp(-1 / (2 s^2)), an approximation whose relative
       error is O(D / Delta U) (1 / rate is close to the first-passage time
       from one minimum to the other).
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``noise`` < 0.
+
+    Examples
+    --------
+    >>> sde = double_well()
+    >>> sde.exact["fixed_points"][:, 0], sde.exact["barrier_height"]
+    (array([-1.,  0.,  1.]), 0.25)
     """
     s = _check_real(noise, "noise", "double_well", nonnegative=True)
 
@@ -229,6 +259,22 @@ def multi_well(n_wells=4, radius=1.0, depth=0.25, rotation=0.0, noise=0.5, *, st
     stiffness : float, default=2.0
         a, the radial confinement.
     rotation_field : {"solid", "level_set"}, default="solid"
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``n_wells`` is not an int >= 2, ``radius``, ``depth`` or
+        ``stiffness`` is not positive, ``noise`` < 0, ``rotation_field`` is
+        unknown, or the wells are not radially stable (stiffness radius^4 <=
+        depth n_wells).
+
+    Examples
+    --------
+    >>> sde = multi_well(n_wells=3)
+    >>> sde.dim, sde.exact["well_centers"].shape
+    (2, (3, 2))
     """
     owner = "multi_well"
     if isinstance(n_wells, bool) or not isinstance(n_wells, numbers.Integral) or n_wells < 2:
@@ -329,6 +375,18 @@ def van_der_pol(mu=1.0, noise=0.1):
     2 pi (1 + mu^2 / 16 - 5 mu^4 / 3072 + O(mu^6)) for small mu
     (``exact["period_small_mu"]``, Poincare-Lindstedt); the amplitude of x
     tends to 2 as mu -> 0.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``mu`` <= 0 or ``noise`` < 0.
+
+    Examples
+    --------
+    >>> round(van_der_pol().exact["period"], 2)  # of the deterministic cycle at mu = 1
+    6.66
     """
     mu = _check_real(mu, "mu", "van_der_pol", positive=True)
     s = _check_real(noise, "noise", "van_der_pol", nonnegative=True)
@@ -354,6 +412,18 @@ def lorenz(sigma=10.0, rho=28.0, beta=8.0 / 3.0, noise=1.0):
     Fixed points: 0 and (+-c, +-c, rho - 1) with c = sqrt(beta (rho - 1)) (for
     rho > 1). The deterministic system at the standard parameters has largest
     Lyapunov exponent ~0.9056 (``exact["lyapunov_exponent"]``, a reference value).
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``sigma``, ``rho`` or ``beta`` is not positive, or ``noise`` < 0.
+
+    Examples
+    --------
+    >>> lorenz().dim
+    3
     """
     owner = "lorenz"
     sg = _check_real(sigma, "sigma", owner, positive=True)
@@ -385,6 +455,18 @@ def rossler(a=0.2, b=0.2, c=5.7, noise=0.1):
 
     Fixed points (c^2 > 4 a b): y = (-c +- sqrt(c^2 - 4 a b)) / (2 a), x = -a y, z = -y.
     Largest Lyapunov exponent ~0.0714 at the standard parameters (reference value).
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a finite number.
+    ValueError
+        If ``noise`` < 0.
+
+    Examples
+    --------
+    >>> rossler().dim
+    3
     """
     owner = "rossler"
     a = _check_real(a, "a", owner)
@@ -414,6 +496,11 @@ def benchmark_systems():
     ``"multi_well"`` is the gradient system; ``"multi_well_cycling"`` adds a
     solid rotation of 0.8 omega_c (below the deterministic threshold, so the
     cycling through the wells is noise-driven and in a fixed order).
+
+    Examples
+    --------
+    >>> sorted(benchmark_systems())
+    ['double_well', 'lorenz', 'multi_well', 'multi_well_cycling', 'ornstein_uhlenbeck', 'rossler', 'van_der_pol']
     """
     return {
         "ornstein_uhlenbeck": ornstein_uhlenbeck(),

@@ -7,7 +7,7 @@ the left factors Nm. With the T time points stacked (all trials),
     Delta = (N / alpha) (kappa_{t+1} - (1 - alpha) kappa_t)          (T x R)
     Phi[t, i] = phi(m_i^T kappa_t + I_i^T v_t + b_i)                  (T x N)
 
-the ridge estimate of Nm for N neurons with rows (m_i, I_i, b_i) is
+the ridge estimate of Nm for N neurons with rows (m_i, I_i, b_i) is::
 
     Nm_hat = argmin |Delta - Phi Nm|^2 + lambda |Nm|^2
            = Phi^T W,      W = (Phi Phi^T + lambda I_T)^{-1} Delta    (dual form)
@@ -172,6 +172,26 @@ class ConditionalMean:
     weights : ndarray of shape (T, R)
         W.
     activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}, default="tanh"
+
+    Raises
+    ------
+    ValueError
+        If the arrays do not match in T and R, or ``activation`` is not a
+        built-in one; when called, if ``m`` (or ``I``, ``b``) do not have the
+        fitted rank (number of inputs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, simulate
+    >>> from connector_sim.inference.conditional_mean import regression_data
+    >>> network = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1).sample(300, random_state=0)
+    >>> kappa = simulate(network, 100, kappa0=[[0.1], [-0.1], [2.0], [-2.0]]).kappa
+    >>> points, v_points, increments = regression_data(kappa, alpha=0.1)
+    >>> nbar = fit_conditional_mean(network.m, points, increments)
+    >>> estimate = nbar(network.m)  # E[n | m] = 2 m for this Gaussian
+    >>> estimate.shape, bool(np.corrcoef(estimate[:, 0], 2 * network.m[:, 0])[0, 1] > 0.9)
+    ((300, 1), True)
     """
 
     def __init__(self, points, v_points, weights, activation="tanh"):
@@ -297,6 +317,26 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
     -------
     ConditionalMean
     n_hat : ndarray of shape (N, R), only if ``return_n``
+
+    Raises
+    ------
+    ValueError
+        If ``points`` / ``increments`` are not of shape (T, R) with T >= 1, ``m``
+        is not (N, R) with N >= 1, inputs come without ``v_points``, an array
+        does not match the others, or ``activation`` / ``form`` is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, simulate
+    >>> from connector_sim.inference.conditional_mean import regression_data
+    >>> network = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1).sample(300, random_state=0)
+    >>> kappa = simulate(network, 100, kappa0=[[0.1], [-0.1], [2.0], [-2.0]]).kappa
+    >>> points, v_points, increments = regression_data(kappa, alpha=0.1)
+    >>> nbar = fit_conditional_mean(network.m, points, increments)
+    >>> estimate = nbar(network.m)  # E[n | m] = 2 m for this Gaussian
+    >>> estimate.shape, bool(np.corrcoef(estimate[:, 0], 2 * network.m[:, 0])[0, 1] > 0.9)
+    ((300, 1), True)
     """
     from scipy.linalg import cho_factor, cho_solve
 

@@ -135,6 +135,30 @@ class Connector(_Distribution):
     activation_ : str
     n_rows_ : int
         Rows of the fitted network.
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a setting out of range or unknown (checked there, as
+        in scikit-learn), latent trajectories or inputs of the wrong shape, or
+        too few neurons or time points for the regression.
+    TypeError
+        From :meth:`fit`: ``network`` is not a LowRankRNN, or a setting has the
+        wrong type.
+    RuntimeError
+        From :meth:`sample` and the other methods before :meth:`fit`: the
+        estimator is not fitted.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> network = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1).sample(200, random_state=0)
+    >>> connector = Connector(hidden=16, n_layers=2, n_epochs=5, n_regression_samples=200, max_time_points=200,
+    ...                       random_state=0, device="cpu")  # tiny settings, for a quick look
+    >>> connector.fit(network, n_sim_steps=30).layout_
+    RowLayout(rank=1, n_inputs=0, bias=True)
+    >>> connector.sample(50, random_state=0)  # a new network of any size
+    LowRankRNN(n_neurons=50, rank=1, n_inputs=0, tau=1.0, activation='tanh', dtype=float64)
     """
 
     def __init__(self, *, conditional="closed_form", n_covariance=1.0, lambda_prior=1e-4, ridge=None,
@@ -257,7 +281,7 @@ class Connector(_Distribution):
             The network's noise-free latent trajectories. When omitted, the
             network is simulated for ``n_sim_steps`` steps with
             ``dt = alpha tau`` from ``kappa0`` (default: 400 random points in
-            the box |kappa_r| <= 1.2 mean |n_i|, which holds every fixed point).
+            the box ``|kappa_r| <= 1.2 mean |n_i|``, which holds every fixed point).
         inputs, v, v0
             Inputs of the trajectories, see :meth:`fit_latents`.
         alpha : float, default=0.1

@@ -5,7 +5,7 @@ network sizes::
 
     D(p, q) = S_eps(p(m, I, b), q(m, I, b)) + E_{(m, I, b)}[ |nbar_p(m, I, b) - nbar_q(m, I, b)|^2 ]
 
-S_eps is the debiased Sinkhorn divergence (GeomLoss, cost |x - y|^2 / 2,
+S_eps is the debiased Sinkhorn divergence (GeomLoss, cost ``|x - y|^2 / 2``,
 blur 0.05) between samples of the two (m, I, b) marginals; the second term
 compares the conditional means of n, the only part of p(n | m, I, b) the
 dynamics determine (theory section 3, step 2).
@@ -215,6 +215,25 @@ def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.
     Returns
     -------
     float, or (float, dict) with ``return_terms``
+
+    Raises
+    ------
+    TypeError
+        If ``p`` or ``q`` is not a distribution with ``layout``, ``sample_rows``
+        and ``conditional_mean``, or ``n_samples`` / ``n_threads`` is not an int.
+    ValueError
+        If ``p`` and ``q`` differ in rank or number of inputs, or ``blur``,
+        ``scaling``, ``n_samples`` or ``n_threads`` is out of range.
+    ImportError
+        If torch or geomloss is not installed.
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian
+    >>> p = Gaussian([0.0, 0.0], [[1.0, 0.5], [0.5, 1.0]], rank=1)
+    >>> q = Gaussian([0.0, 0.0], [[1.0, 0.9], [0.9, 1.0]], rank=1)  # another overlap of m and n
+    >>> dissimilarity(p, p, n_samples=200) < 0.05 < dissimilarity(p, q, n_samples=200)
+    True
     """
     layout_p, layout_q = _layout_of(p, "p"), _layout_of(q, "q")
     if (layout_p.rank, layout_p.n_inputs) != (layout_q.rank, layout_q.n_inputs):
@@ -386,6 +405,26 @@ def paired_effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
     Returns
     -------
     float
+
+    Raises
+    ------
+    TypeError
+        If ``a`` or ``b`` is not a LowRankRNN.
+    ValueError
+        If ``metric`` is not "correlation" or "mse", or the networks differ in
+        N (unpaired neurons: use :func:`effective_connectivity_dissimilarity`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connector_sim import Gaussian, LowRankRNN
+    >>> network = Gaussian([0.0, 0.0], [[1.0, 0.5], [0.5, 1.0]], rank=1).sample(200, random_state=0)
+    >>> order = np.random.default_rng(1).permutation(200)
+    >>> permuted = LowRankRNN(network.m[order], network.n[order])  # the same network, neurons relabelled
+    >>> paired_effective_connectivity_dissimilarity(network, network)
+    0.0
+    >>> round(paired_effective_connectivity_dissimilarity(network, permuted), 2)  # pairing fails
+    1.0
     """
     _check_networks_and_metric(a, b, metric)
     if a.n_neurons != b.n_neurons:

@@ -147,6 +147,13 @@ class VelocityMLP(nn.Module):
         Dimension of the condition c (0: an unconditional flow).
     hidden : int, default=128
     n_layers : int, default=4
+
+    Examples
+    --------
+    >>> import torch
+    >>> field = VelocityMLP(dim=2, hidden=8, n_layers=2)
+    >>> field(torch.zeros(5, 2), torch.zeros(5)).shape  # x and one time t per row
+    torch.Size([5, 2])
     """
 
     def __init__(self, dim, condition_dim=0, hidden=128, n_layers=4):
@@ -276,16 +283,34 @@ class FlowMatchingCNF:
         Dimension of x.
     condition_dim_ : int
         Dimension of c (0 for an unconditional flow).
-    free_ : ndarray of bool, shape (dim_,)
+    free_ : ndarray of bool, shape (``dim_``,)
         Coordinates modelled by the flow; the others are constant.
-    mean_, scale_ : ndarray of shape (dim_,)
+    mean_, scale_ : ndarray of shape (``dim_``,)
         Standardisation of x (scale 1 on constant coordinates).
-    condition_mean_, condition_scale_ : ndarray of shape (condition_dim_,)
+    condition_mean_, condition_scale_ : ndarray of shape (``condition_dim_``,)
     model_ : VelocityMLP or None
         None when every coordinate is constant.
     history_ : dict
         "train_loss" and "val_loss" per epoch (val NaN without a validation
         set), "epoch_seconds", "best_epoch" and "device".
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a parameter out of range or unknown, ``x`` not a
+        finite 2-D array, a ``condition`` of the wrong shape, or too few rows
+        for ``validation_fraction``; from :meth:`sample` / :meth:`log_prob`, a
+        condition that does not match the fitted flow.
+    TypeError
+        From :meth:`fit`: a parameter of the wrong type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(100, 2))
+    >>> flow = FlowMatchingCNF(hidden=16, n_layers=2, n_epochs=2, random_state=0, device="cpu").fit(x)
+    >>> flow.dim_, flow.sample(10, random_state=0).shape, flow.log_prob(x[:3]).shape
+    (2, (10, 2), (3,))
     """
 
     def __init__(self, *, hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3,
@@ -803,7 +828,13 @@ MAX_CONFIG_BYTES = 16 * 2**20
 
 
 class ModelFileError(ValueError):
-    """A model folder that is not a valid one (modified, truncated, or not written by ``save``)."""
+    """A model folder that is not a valid one (modified, truncated, or not written by ``save``).
+
+    Examples
+    --------
+    >>> issubclass(ModelFileError, ValueError)  # caught by code that expects bad input as ValueError
+    True
+    """
 
 
 #: Bounds on the sizes read from a model config (checked before anything is allocated).

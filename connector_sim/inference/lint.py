@@ -257,7 +257,7 @@ class LINT:
         x_t = m kappa_t + I v_t + b,   kappa_{t+1} = (1 - alpha) kappa_t + alpha n^T phi(x_t) / N
         y_t = g * phi(x_t) + c         (g = 1, c = 0 for readout="identity")
 
-    and minimises, over trials and valid bins t < lengths[k],
+    and minimises, over trials and valid bins t < lengths[k]::
 
         L = mean_{k,t,i} (y_{k,t,i} - rates_{k,t,i})^2 + weight_decay (|m|^2 + |n|^2 + |I|^2) / N
 
@@ -380,6 +380,28 @@ class LINT:
         latents do not span the latent space or a combination of them is
         constant in time.
     n_features_in_, n_inputs_ : int
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a parameter out of range or unknown (checked there, as
+        in scikit-learn), ``rank`` larger than the number of neurons, invalid
+        trial data (see :func:`connector_sim.data.as_trial_data`), or too few
+        trials for ``validation_fraction``.
+    TypeError
+        From :meth:`fit`: a parameter of the wrong type (e.g. a float
+        ``n_epochs``).
+
+    Examples
+    --------
+    >>> from connector_sim import Gaussian, simulate
+    >>> teacher = Gaussian([0.0, 0.0], [[1.0, 2.0], [2.0, 5.0]], rank=1).sample(20, random_state=0)
+    >>> rates = simulate(teacher, 30, kappa0=[[0.5], [-0.5], [1.0], [-1.0]], record_units="all").rates
+    >>> lint = LINT(rank=1, n_epochs=5, random_state=0).fit(rates)  # a real fit needs more epochs
+    >>> lint.network_
+    LowRankRNN(n_neurons=20, rank=1, n_inputs=0, tau=1.0, activation='tanh', dtype=float64)
+    >>> lint.latents_.shape  # (n_trials, n_times, rank)
+    (4, 31, 1)
     """
 
     def __init__(self, rank=1, *, dt=0.1, tau=1.0, activation="tanh", readout="identity", fit_inputs=True,

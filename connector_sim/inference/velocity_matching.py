@@ -61,6 +61,23 @@ def velocity_samples(trajectories, dt, *, tau=1.0, inputs=None):
     kappa : ndarray of shape (n_trials * (n_times - 1), R)
     velocity : ndarray of the same shape
     v : ndarray of shape (n_trials * (n_times - 1), D) or None
+
+    Raises
+    ------
+    ValueError
+        If ``trajectories`` is not of shape (n_trials, n_times, R) with
+        n_times >= 2, ``inputs`` do not match it, or ``dt`` / ``tau`` is not
+        positive.
+    TypeError
+        If ``dt`` or ``tau`` is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> trajectory = np.arange(1.0, 6.0).reshape(1, 5, 1)  # kappa_t = 1, 2, ..., 5
+    >>> points, velocities, v = velocity_samples(trajectory, dt=0.1)
+    >>> points[:, 0], velocities[:, 0], v
+    (array([1., 2., 3., 4.]), array([10., 10., 10., 10.]), None)
     """
     from ..latents import filtered_inputs
 
@@ -82,7 +99,7 @@ def velocity_samples(trajectories, dt, *, tau=1.0, inputs=None):
 class VelocityMatching:
     """Fit an lrRNN whose latent velocity matches a target field (no BPTT).
 
-    Minimises, over samples p,
+    Minimises, over samples p::
 
         mean_p |-kappa_p + n^T phi(m kappa_p + I v_p + b) / N - target_p|^2
         + weight_decay (|m|^2 + |n|^2 + |I|^2) / N
@@ -135,11 +152,29 @@ class VelocityMatching:
     history_ : dict of lists
     best_epoch_, n_epochs_ : int
     relative_error_ : float
-        |F - target| / |target| over all samples (Frobenius norms).
+        ``|F - target| / |target|`` over all samples (Frobenius norms).
     initial_relative_error_ : float
         The same after the closed-form initialisation.
     rank_, n_inputs_ : int
     device_ : torch.device
+
+    Raises
+    ------
+    ValueError
+        From :meth:`fit`: a parameter out of range or unknown, latent points and
+        velocities of different shapes, ``m`` of the wrong shape, or neither
+        ``n_neurons`` nor ``m`` given.
+    TypeError
+        From :meth:`fit`: a parameter of the wrong type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kappa = np.linspace(-2, 2, 50)[:, None]
+    >>> fitted = VelocityMatching(n_neurons=50, n_epochs=20, random_state=0).fit(
+    ...     kappa, lambda k: np.tanh(2 * k) - k)
+    >>> fitted.network_.n_neurons, bool(fitted.relative_error_ < 0.05)
+    (50, True)
     """
 
     def __init__(self, n_neurons=None, *, m=None, fit_m=None, activation="tanh", tau=1.0, fit_inputs=True,
