@@ -19,7 +19,7 @@ by a random map (:class:`RandomEmbedding`) plus Gaussian observation noise::
   dz1 = rho tau (z1 - z1^3 / 3 - z2) dt + s dW1, dz2 = (tau / rho) z1 dt + s dW2,
   rho = 2, tau = 15 (a relaxation limit cycle of period about 0.51);
 - ``lorenz``: Lorenz-63 (sigma 10, rho 28, beta 8/3) with additive noise;
-- ``ring``: a noisy ring attractor, dz = z (1 - |z|^2) dt + s dW (the angle
+- ``ring``: a noisy ring attractor, ``dz = z (1 - |z|^2) dt + s dW`` (the angle
   diffuses freely along the unit circle);
 - ``multi_well``: a particle in four wells on a circle, with a rotational
   current that makes it hop from well to well;
@@ -226,7 +226,7 @@ def van_der_pol_sde(rho=2.0, tau=15.0, noise=0.1):
 
 
 def ring_sde(noise=0.3):
-    """A noisy ring attractor: dz = z (1 - |z|^2) dt + s dW (radius 1, the angle diffuses)."""
+    """A noisy ring attractor: ``dz = z (1 - |z|^2) dt + s dW`` (radius 1, the angle diffuses)."""
     from .ddm.sde import SDE, stack_last
 
     noise = check_nonnegative_scalar(noise, "noise", owner="ring_sde")

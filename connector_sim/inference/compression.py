@@ -42,8 +42,8 @@ happens to be 0 call for different velocities, and a field that could not
 tell them apart averages the two (on the Van der Pol example this left
 spurious fixed points in the latent field).
 
-V = E |y - mean y|^2 (the total variance in the flow's coordinates) and
-V_dyn = E |w_{t+lag} - w_t|^2 (w the whitened scores of the first k_max
+``V = E |y - mean y|^2`` (the total variance in the flow's coordinates) and
+``V_dyn = E |w_{t+lag} - w_t|^2`` (w the whitened scores of the first k_max
 components) make each term 1 for a model that explains nothing, so the
 weights compare like with like. The compressive and alignment terms use both
 frames of each pair. The dynamics field is autonomous: along the straight
@@ -77,7 +77,7 @@ things pin it down:
    on, so the coordinates cannot be rotated into each other without a loss
    (unlike a rotation of PCA scores, which PCA itself forbids only through the
    ordering of distinct eigenvalues).
-3. The alignment term is the transport cost |x - x0|^2 of the straight
+3. The alignment term is the transport cost ``|x - x0|^2`` of the straight
    flow paths: among the codes from which the flow can decode the data and
    whose dynamics the field can predict, the one closest to the whitened
    principal scores wins. With the exact principal scores as code the
@@ -95,7 +95,7 @@ rotation within them; and a correction h_psi learned on finite data varies a
 little from seed to seed.
 
 Number of dimensions. After training, the held-out reconstruction error of
-the data from the first k latent coordinates, R(k) = E |y - Phi_k(y0_k)|^2 / V
+the data from the first k latent coordinates, ``R(k) = E |y - Phi_k(y0_k)|^2 / V``
 (Phi_k: the compressive flow solved from tau = 0 to 1), is evaluated for
 k = 1 ... k_max, with R(0) = 1 (predicting the mean). The nested-dropout
 spectrum is ``dimension_importance_[j - 1] = max(R(j - 1) - R(j), 0) / (1 - min_k R(k))``
@@ -169,7 +169,7 @@ def dopri5(derivative, y0, times, *, rtol=1e-5, atol=1e-6, max_steps=100_000):
         err = h sum_i (b5_i - b4_i) k_i
 
     The step is accepted when the error norm, the root mean square over all
-    rows and coordinates of err / (atol + rtol max(|y|, |y5|)), is <= 1 (as in
+    rows and coordinates of ``err / (atol + rtol max(|y|, |y5|))``, is <= 1 (as in
     common ODE libraries; a norm of the worst row let one stiff row set the
     step of the whole batch); the
     next step is h * min(5, max(0.2, 0.9 err^(-1/5))). Steps end exactly on
@@ -371,7 +371,7 @@ class DynamicCompressionFlow:
         Epochs of the second stage, which refits the dynamics field of the
         chosen ``n_components_`` coordinates on the frozen encoder (None: as
         many as ``n_epochs``; 0: none). In the joint stage only the share
-        P(k = n_components_) of the samples trains that field; on the Van der
+        P(k = ``n_components_``) of the samples trains that field; on the Van der
         Pol example the field's period was 20-30% off without this stage.
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         "auto" trains on CUDA when available.
@@ -388,7 +388,7 @@ class DynamicCompressionFlow:
 
     Attributes
     ----------
-    n_components_ : int
+    ``n_components_`` : int
         Latent dimension returned by :meth:`transform` (chosen or given).
     dimension_importance_ : ndarray of shape (k_max,)
         The nested-dropout spectrum: share of the explainable held-out
@@ -742,11 +742,11 @@ class DynamicCompressionFlow:
         return self
 
     def _refit_dynamics(self, Y, train_pairs, val_pairs, settings, rng):
-        """Second stage: the dynamics field of the first n_components_ coordinates, on the frozen encoder.
+        """Second stage: the dynamics field of the first ``n_components_`` coordinates, on the frozen encoder.
 
-        Same flow-matching loss as L_v with the mask fixed at n_components_
+        Same flow-matching loss as L_v with the mask fixed at ``n_components_``
         (every sample trains the field that :meth:`velocity` returns, instead
-        of the share P(k = n_components_) of them), ``n_dynamics_epochs``
+        of the share P(k = ``n_components_``) of them), ``n_dynamics_epochs``
         epochs with the same optimiser settings, starting from the jointly
         trained weights.
         """
@@ -814,7 +814,7 @@ class DynamicCompressionFlow:
     # ------------------------------------------------------------------ inference
 
     def _frames_to_latents(self, frames):
-        """Latents (n, n_components_) of data frames (n, D), float64."""
+        """Latents (n, ``n_components_``) of data frames (n, D), float64."""
         out = np.empty((len(frames), self.n_components_))
         with torch.no_grad(), torch_threads(self.n_threads):
             for first in range(0, len(frames), _CHUNK):
@@ -833,7 +833,7 @@ class DynamicCompressionFlow:
 
         Returns
         -------
-        ndarray of shape (n_trials, n_times, n_components_)
+        ndarray of shape (n_trials, n_times, ``n_components_``)
             NaN at bins beyond each trial's length.
         """
         self._check_fitted()
@@ -851,7 +851,7 @@ class DynamicCompressionFlow:
         return Z
 
     def _padded(self, z):
-        """Latents (n, n_components_) as float32 codes (n, k_max) on the device, later coordinates 0."""
+        """Latents (n, ``n_components_``) as float32 codes (n, k_max) on the device, later coordinates 0."""
         full = np.zeros((len(z), self._k_max), dtype=np.float32)
         full[:, : self.n_components_] = z
         return torch.as_tensor(full, device=self.device_)
@@ -861,7 +861,7 @@ class DynamicCompressionFlow:
 
         Parameters
         ----------
-        Z : array-like of shape (..., n_components_)
+        Z : array-like of shape (..., ``n_components_``)
 
         Returns
         -------
@@ -881,7 +881,7 @@ class DynamicCompressionFlow:
         return out.reshape(Z.shape[:-1] + (self.n_features_in_,))
 
     def _masks(self, n, k=None, device=None, dtype=torch.float32):
-        """Nested-dropout masks (n, k_max) keeping the first k (default n_components_) coordinates."""
+        """Nested-dropout masks (n, k_max) keeping the first k (default ``n_components_``) coordinates."""
         k = self.n_components_ if k is None else k
         device = self.device_ if device is None else device
         return (torch.arange(self._k_max, device=device) < k).to(dtype).expand(n, -1)
@@ -900,7 +900,7 @@ class DynamicCompressionFlow:
         return (network(torch.cat([inside * masks, masks], dim=1)) - (z - inside)) * masks
 
     def _velocity_tensor(self, z):
-        """v(z) on codes (n, k_max), masked to the first n_components_."""
+        """v(z) on codes (n, k_max), masked to the first ``n_components_``."""
         return self._dynamics(z, self._masks(len(z), device=z.device, dtype=z.dtype))
 
     def velocity(self, z):
@@ -922,11 +922,11 @@ class DynamicCompressionFlow:
 
         Parameters
         ----------
-        z : array-like of shape (..., n_components_)
+        z : array-like of shape (..., ``n_components_``)
 
         Returns
         -------
-        ndarray of shape (..., n_components_)
+        ndarray of shape (..., ``n_components_``)
         """
         self._check_fitted()
         z = self._check_latents(z, "z")
@@ -950,13 +950,13 @@ class DynamicCompressionFlow:
         ----------
         n_steps : int
             Number of lags to forecast (one step = ``lag`` data time bins).
-        z0 : array-like of shape (n, n_components_) or (n_components_,), optional
+        z0 : array-like of shape (n, ``n_components_``) or (``n_components_``,), optional
         x0 : array-like of shape (n, D) or (D,), optional
             Give exactly one of z0 and x0.
 
         Returns
         -------
-        Z : ndarray of shape (n, n_steps + 1, n_components_)
+        Z : ndarray of shape (n, n_steps + 1, ``n_components_``)
         X : ndarray of shape (n, n_steps + 1, D)
         """
         self._check_fitted()

@@ -10,8 +10,8 @@ dimension and scores it on held-out trials:
   dimension matched to one learned dimension, with a sign, a positive
   scale and an offset: :func:`signed_permutation_alignment`), the test of
   "unique up to sign flips";
-- ``forecast_nmse``: k-step forecast error in data space, sum |x_{t+k} -
-  xhat_{t+k}|^2 / sum |x_{t+k} - mean x|^2, from x_t alone (0 is perfect; 1
+- ``forecast_nmse``: k-step forecast error in data space,
+  ``sum |x_{t+k} - xhat_{t+k}|^2 / sum |x_{t+k} - mean x|^2``, from x_t alone (0 is perfect; 1
   is no better than predicting the mean);
 - ``dimension_picked``: the dimension the method would choose itself (PCA:
   held-out probabilistic-PCA log-likelihood; DCF: what
@@ -26,7 +26,7 @@ dimension and scores it on held-out trials:
 
 The methods as run here: PCA (no dynamics: its forecast holds the latent
 still); PCA + LDS (:class:`LinearDynamicsCompression`); LINT at rank k with
-alpha = dt / tau = 0.1 per bin, an identity readout when every |x| < 1 (rates
+alpha = dt / tau = 0.1 per bin, an identity readout when every ``|x| < 1`` (rates
 of a tanh network) and a learned per-unit gain and offset otherwise, its
 latents and forecasts the network's rollout from each trial's (or window's)
 first frame; DCF fitted with ``n_components=k``.
@@ -192,11 +192,11 @@ class PCACompression:
     Attributes
     ----------
     mean_ : ndarray of shape (D,)
-    components_ : ndarray of shape (n_components_, D)
+    components_ : ndarray of shape (``n_components_``, D)
     explained_variance_ratio_ : ndarray of shape (k_max,)
     heldout_log_likelihood_ : ndarray of shape (k_max,)
         Mean per bin, for k = 1 .. k_max.
-    n_components_ : int
+    ``n_components_`` : int
     dimension_picked_ : int
         The held-out criterion's k (whatever ``n_components`` says).
     n_components_variance_ : int
@@ -284,14 +284,14 @@ class PCACompression:
             raise ValueError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
 
     def transform(self, X, lengths=None):
-        """Latents (n_trials, n_times, n_components_), NaN past each trial's length."""
+        """Latents (n_trials, n_times, ``n_components_``), NaN past each trial's length."""
         self._check_fitted()
         X, mask = _check_data(X, lengths, type(self).__name__, self.n_features_in_)
         Z = (X - self.mean_) @ self.components_.T
         return np.where(mask[..., None], Z, np.nan)
 
     def inverse_transform(self, Z):
-        """Data-space points (..., D) of latents (..., n_components_)."""
+        """Data-space points (..., D) of latents (..., ``n_components_``)."""
         self._check_fitted()
         return np.asarray(Z, dtype=np.float64) @ self.components_ + self.mean_
 
@@ -472,7 +472,7 @@ def forecast_windows(X, lengths, horizon, n_starts=8):
 
 
 def forecast_nmse(target, prediction):
-    """sum |target - prediction|^2 / sum |target - mean(target)|^2 (pooled over samples and features)."""
+    """``sum |target - prediction|^2 / sum |target - mean(target)|^2`` (pooled over samples and features)."""
     target, prediction = np.asarray(target, np.float64), np.asarray(prediction, np.float64)
     total = ((target - target.mean(axis=0)) ** 2).sum()
     return float(((target - prediction) ** 2).sum() / total) if total > 0 else float("nan")
