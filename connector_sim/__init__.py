@@ -26,6 +26,7 @@ from .perturbations import Perturbation, PerturbationTable, perturbation_study, 
 from .plotting import plot_flow_field, plot_loadings, plot_psth, psth
 from .simulate import NonFiniteStateWarning, SimulationResult, simulate
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
+from .sparse import ExcitatoryInhibitory
 from .synthetic import SyntheticNetwork, synthetic_network
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "CellTypes",
     "Dynamics",
     "Empirical",
+    "ExcitatoryInhibitory",
     "FixedPoint",
     "Gaussian",
     "GaussianMixture",

@@ -675,12 +675,126 @@ def rank_one_gaussian(n_neurons, variance, covariance, *, random_state=None, n_i
     return distribution.sample(n_neurons, random_state, dtype=dtype, tau=tau, activation=activation)
 
 
+class ExcitatoryInhibitory:
+    """An excitatory/inhibitory random part (Rajan & Abbott 2006) for :class:`LowRankPlusRandomRNN`.
+
+    The first ``round(f N)`` columns (presynaptic neurons) are excitatory, the
+    rest inhibitory; the entries of chi in a column of population c are
+    independent Gaussians::
+
+        chi_ij = (mu_c + sigma_c xi_ij) / sqrt(N),   xi_ij ~ N(0, 1),   c = E or I
+
+    and the random part is g chi. With ``balanced=True`` (the default) every
+    row of chi is then shifted to sum to zero exactly, chi <- chi (I - 1 1^T / N),
+    as Rajan & Abbott do. Spectrum (theory section 5; :func:`~connector_sim.spectra.predicted_ei_radius`,
+    :func:`~connector_sim.spectra.predicted_ei_outlier`):
+
+    - bulk: a disk of radius r = g sqrt(f sigma_E^2 + (1 - f) sigma_I^2) (the
+      circular law with a column-variance profile; not uniform in the disk
+      when sigma_E != sigma_I);
+    - balanced row sums: 1 is an eigenvector with eigenvalue 0 and the other
+      eigenvalues are those of the fluctuations alone, whatever the means: no
+      mean outlier;
+    - unbalanced (``balanced=False``): the mean matrix g 1 mu^T / sqrt(N) adds
+      an outlier at g sqrt(N) (f mu_E + (1 - f) mu_I), which is 0 when the
+      means balance; even then a few eigenvalues leave the disk unless the
+      row sums are set to zero (Rajan & Abbott).
+
+    With f = 1, mu_E = 0, sigma_E = 1 it is the Gaussian chi of the default.
+
+    Parameters
+    ----------
+    fraction : float in (0, 1], default=0.8
+        f, the excitatory fraction of the columns.
+    mean_e, mean_i : float, default=1.0 and -4.0
+        mu_E and mu_I (balanced: 0.8 * 1 + 0.2 * (-4) = 0).
+    variance_e, variance_i : float, default=1.0
+        sigma_E^2 and sigma_I^2.
+    balanced : bool, default=True
+        Set every row sum of chi to zero.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a number (``balanced`` not a bool).
+    ValueError
+        If ``fraction`` is not in (0, 1], a variance is negative or a value
+        is not finite.
+
+    Examples
+    --------
+    >>> spec = ExcitatoryInhibitory(fraction=0.8, mean_e=1.0, mean_i=-4.0)
+    >>> spec.n_excitatory(1000), spec.mean_outlier(1000)
+    (800, 0.0)
+    """
+
+    def __init__(self, fraction=0.8, *, mean_e=1.0, mean_i=-4.0, variance_e=1.0, variance_i=1.0, balanced=True):
+        from ._validation import check_nonnegative_scalar, check_positive_scalar
+
+        owner = "ExcitatoryInhibitory"
+        self.fraction = check_positive_scalar(fraction, "fraction", owner=owner)
+        if self.fraction > 1.0:
+            raise ValueError(f"The 'fraction' parameter of {owner} must be in (0, 1] (the excitatory fraction f). "
+                             f"Got {fraction!r} instead.")
+        for name, value in (("mean_e", mean_e), ("mean_i", mean_i)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"The {name!r} parameter of {owner} must be a number. Got {value!r} instead.")
+            if not math.isfinite(value):
+                raise ValueError(f"The {name!r} parameter of {owner} must be finite. Got {value!r} instead.")
+        self.mean_e, self.mean_i = float(mean_e), float(mean_i)
+        self.variance_e = check_nonnegative_scalar(variance_e, "variance_e", owner=owner)
+        self.variance_i = check_nonnegative_scalar(variance_i, "variance_i", owner=owner)
+        if not isinstance(balanced, (bool, np.bool_)):
+            raise TypeError(f"The 'balanced' parameter of {owner} must be True or False. Got {balanced!r} instead.")
+        self.balanced = bool(balanced)
+
+    def n_excitatory(self, n_neurons):
+        """N_E = round(f N): columns 0 .. N_E - 1 are excitatory."""
+        return int(round(self.fraction * n_neurons))
+
+    def column_means(self, n_neurons):
+        """mu_c of every column, shape (N,)."""
+        means = np.full(n_neurons, self.mean_i)
+        means[:self.n_excitatory(n_neurons)] = self.mean_e
+        return means
+
+    def column_variances(self, n_neurons):
+        """sigma_c^2 of every column, shape (N,)."""
+        variances = np.full(n_neurons, self.variance_i)
+        variances[:self.n_excitatory(n_neurons)] = self.variance_e
+        return variances
+
+    def mean_outlier(self, n_neurons, g=1.0):
+        """g sqrt(N) (f_N mu_E + (1 - f_N) mu_I), f_N = N_E / N; 0 when balanced."""
+        if self.balanced:
+            return 0.0
+        return float(g * np.sum(self.column_means(n_neurons)) / math.sqrt(n_neurons))
+
+    def sample(self, n_neurons, rng, dtype=np.float64):
+        """chi (N x N, dtype), drawn from ``rng`` (a numpy Generator)."""
+        dtype = np.dtype(dtype)
+        chi = rng.standard_normal((n_neurons, n_neurons), dtype=dtype)
+        chi *= np.sqrt(self.column_variances(n_neurons)).astype(dtype)[None, :]
+        chi += self.column_means(n_neurons).astype(dtype)[None, :]
+        if self.balanced:
+            chi -= chi.mean(axis=1, dtype=np.float64, keepdims=True).astype(dtype)
+        chi *= dtype.type(1.0 / math.sqrt(n_neurons))
+        return chi
+
+    def __repr__(self):
+        return (f"ExcitatoryInhibitory(fraction={self.fraction:.6g}, mean_e={self.mean_e:.6g}, "
+                f"mean_i={self.mean_i:.6g}, variance_e={self.variance_e:.6g}, variance_i={self.variance_i:.6g}, "
+                f"balanced={self.balanced})")
+
+
 class LowRankPlusRandomRNN(_DenseLoadings):
     """A dense low-rank network plus a random full-rank part (the comparison model).
 
     ::
 
         tau dx/dt = -x + J phi(x) + I u(t) + b,   J = m n^T / N + g chi,   chi_ij ~ N(0, 1 / N)
+
+(or an excitatory/inhibitory chi, ``random=ExcitatoryInhibitory(...)``)
 
     (Mastrogiuseppe & Ostojic 2018; Herbert & Ostojic Fig. 4, top row). Its
     spectrum has the outliers of m n^T / N (for rank one, n^T m / N ->
@@ -698,6 +812,10 @@ class LowRankPlusRandomRNN(_DenseLoadings):
         Strength g >= 0 of the random part.
     seed : int, optional
         Seed of chi (``numpy.random.default_rng(seed)``); drawn at random when None (and stored).
+    random : "gaussian" or ExcitatoryInhibitory, default="gaussian"
+        How chi is drawn: i.i.d. N(0, 1 / N), or an excitatory/inhibitory
+        matrix (:class:`ExcitatoryInhibitory`, Rajan & Abbott 2006), by
+        default with balanced row sums.
 
     Attributes
     ----------
@@ -721,9 +839,12 @@ class LowRankPlusRandomRNN(_DenseLoadings):
     >>> network = rank_one_gaussian(200, 1.0, 0.5, random_state=0)
     >>> LowRankPlusRandomRNN(network, 0.5, seed=0).connectivity().shape
     (200, 200)
+    >>> ei = LowRankPlusRandomRNN(network, 0.5, seed=0, random=ExcitatoryInhibitory(0.8))
+    >>> bool(abs(ei.random_part.sum(axis=1)).max() < 1e-12)  # balanced row sums
+    True
     """
 
-    def __init__(self, network, g, *, seed=None):
+    def __init__(self, network, g, *, seed=None, random="gaussian"):
         from ._validation import check_nonnegative_scalar
 
         owner = "LowRankPlusRandomRNN"
@@ -737,8 +858,17 @@ class LowRankPlusRandomRNN(_DenseLoadings):
             N, f"{owner} (the random part g chi)", itemsize=network.dtype.itemsize,
             fix="a sparse network (sparsify(...), whose bulk plays the role of g chi) with an implicit mask, "
                 "which needs no N x N storage.")
-        chi = np.random.default_rng(self.seed).standard_normal((N, N), dtype=network.dtype)
-        chi *= network.dtype.type(self.g / math.sqrt(N))
+        if not (isinstance(random, ExcitatoryInhibitory) or (isinstance(random, str) and random == "gaussian")):
+            raise ValueError(f"The 'random' parameter of {owner} must be 'gaussian' or an ExcitatoryInhibitory. "
+                             f"Got {random!r} instead.")
+        self._random = random
+        rng = np.random.default_rng(self.seed)
+        if random == "gaussian":
+            chi = rng.standard_normal((N, N), dtype=network.dtype)
+            chi *= network.dtype.type(self.g / math.sqrt(N))
+        else:
+            chi = random.sample(N, rng, network.dtype)
+            chi *= network.dtype.type(self.g)
         chi.flags.writeable = False
         self._random_part = chi
 
@@ -746,6 +876,7 @@ class LowRankPlusRandomRNN(_DenseLoadings):
     random_part = _read_only("random_part", "g chi, shape (N, N), read-only.")
     g = _read_only("g", "Strength of the random part (fixed: it scales random_part).")
     seed = _read_only("seed", "Seed of chi.")
+    random = _read_only("random", '"gaussian" or the ExcitatoryInhibitory that drew chi.')
 
     @property
     def dense(self):
@@ -778,4 +909,5 @@ class LowRankPlusRandomRNN(_DenseLoadings):
         return J
 
     def __repr__(self):
-        return f"LowRankPlusRandomRNN({self.dense!r}, g={self.g:.6g}, seed={self.seed})"
+        random = "" if self.random == "gaussian" else f", random={self.random!r}"
+        return f"LowRankPlusRandomRNN({self.dense!r}, g={self.g:.6g}, seed={self.seed}{random})"

@@ -15,7 +15,9 @@ For P_ij = w X_ij m_i . n_j with P(X_ij = 1) = 1 - s (Herbert & Ostojic):
   (``correlated=True``).
 - a dense Gaussian matrix J_ij ~ N(0, g^2 / N), sparsified: radius g sqrt(1 - s).
 - the comparison model J = m n^T / N + g chi (:class:`~connector_sim.sparse.LowRankPlusRandomRNN`):
-  the outliers of m n^T / N (where they lie outside the disk) and a disk of radius g.
+  the outliers of m n^T / N (where they lie outside the disk) and a disk of radius g;
+  with an excitatory/inhibitory chi (Rajan & Abbott), radius g sqrt(f sigma_E^2 + (1 - f) sigma_I^2)
+  and, unless the row sums are balanced, the outlier g sqrt(N) (f mu_E + (1 - f) mu_I) of its mean.
 """
 
 import math
@@ -177,6 +179,96 @@ def predicted_random_radius(g, *, sparsity=None, n_connections=None, n_neurons=N
     return float(g * math.sqrt(density))
 
 
+def predicted_ei_radius(g, fraction, variance_e, variance_i):
+    """Bulk radius of an excitatory/inhibitory random part g chi (Rajan & Abbott 2006).
+
+    ::
+
+        r = g sqrt(f sigma_E^2 + (1 - f) sigma_I^2)
+
+    for chi_ij = (mu_c + sigma_c xi_ij) / sqrt(N), c the population of column j
+    (:class:`~connector_sim.sparse.ExcitatoryInhibitory`): the circular law with
+    a column-variance profile, r^2 = g^2 sum_j Var(chi_ij) = g^2 mean_j sigma_c(j)^2.
+    The means do not enter: with balanced row sums they leave the spectrum
+    unchanged, without they add one outlier (:func:`predicted_ei_outlier`).
+
+    Parameters
+    ----------
+    g : float
+        Strength of the random part.
+    fraction : float in (0, 1]
+        f, the excitatory fraction.
+    variance_e, variance_i : float
+        sigma_E^2, sigma_I^2.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not in (0, 1] or a variance or ``g`` is negative.
+
+    Examples
+    --------
+    >>> round(predicted_ei_radius(1.0, 0.8, 1.0, 4.0), 6)  # sqrt(0.8 + 0.2 * 4)
+    1.264911
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"The 'fraction' parameter of predicted_ei_radius must be in (0, 1]. Got {fraction!r}.")
+    if g < 0 or variance_e < 0 or variance_i < 0:
+        raise ValueError(f"predicted_ei_radius needs g, variance_e and variance_i >= 0. Got g={g!r}, "
+                         f"variance_e={variance_e!r}, variance_i={variance_i!r}.")
+    return float(g * math.sqrt(fraction * variance_e + (1.0 - fraction) * variance_i))
+
+
+def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=False):
+    """The outlier of the mean of an excitatory/inhibitory random part g chi.
+
+    ::
+
+        lambda_mean = g sqrt(N) (f mu_E + (1 - f) mu_I)      (balanced=False)
+                    = 0                                       (balanced row sums)
+
+    The mean matrix g 1 mu^T / sqrt(N) has rank one; its eigenvalue is g mu^T 1
+    / sqrt(N). Setting every row sum to zero (``balanced=True``, Rajan & Abbott)
+    makes 1 an eigenvector with eigenvalue 0 and removes the means from the
+    rest of the spectrum, so there is no outlier. ``fraction`` is N_E / N.
+
+    Parameters
+    ----------
+    g : float
+    fraction : float in (0, 1]
+    mean_e, mean_i : float
+        mu_E, mu_I.
+    n_neurons : int
+    balanced : bool, default=False
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not in (0, 1].
+    TypeError
+        If ``n_neurons`` is not an int.
+
+    Examples
+    --------
+    >>> round(predicted_ei_outlier(0.5, 0.8, 1.0, -3.0, 400), 12)  # 0.5 * 20 * (0.8 - 0.6)
+    2.0
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"The 'fraction' parameter of predicted_ei_outlier must be in (0, 1]. Got {fraction!r}.")
+    N = check_int(n_neurons, "n_neurons", minimum=1, owner="predicted_ei_outlier")
+    if balanced:
+        return 0.0
+    return float(g * math.sqrt(N) * (fraction * mean_e + (1.0 - fraction) * mean_i))
+
+
 @dataclass
 class SpectrumTheory:
     """Predicted spectrum of one sampled network.
@@ -204,7 +296,10 @@ def network_theory(network):
                  = w^2 s (1 - s) rho(B^T A),  A_i,(r,q) = m_ir m_iq,  B_j,(r,q) = n_jr n_jq
 
     For a :class:`LowRankPlusRandomRNN` (J = m n^T / N + g chi) the outliers
-    are those of m n^T / N and R = g (circular law of g chi).
+    are those of m n^T / N and R = g (circular law of g chi); for an
+    excitatory/inhibitory chi R = :func:`predicted_ei_radius`, and without
+    balanced row sums the mean of chi joins the outliers (the eigenvalues of
+    the (R + 1) x (R + 1) matrix of m n^T / N + g 1 mu^T / sqrt(N)).
 
     Parameters
     ----------
@@ -233,9 +328,7 @@ def network_theory(network):
     if isinstance(network, LowRankRNN):
         gain, weight, density = 1.0, 1.0 / network.n_neurons, 1.0
     elif isinstance(network, LowRankPlusRandomRNN):
-        m, n = network.m.astype(np.float64), network.n.astype(np.float64)
-        outliers = np.linalg.eigvals(n.T @ m / network.n_neurons)
-        return SpectrumTheory(outliers=outliers[np.argsort(-outliers.real)].astype(complex), bulk_radius=network.g)
+        return _random_part_theory(network)
     elif isinstance(network, SparseLowRankRNN):
         gain, weight, density = network.gain, network.weight, network.mask.density
     else:
@@ -251,6 +344,27 @@ def network_theory(network):
     rho = float(np.max(np.abs(np.linalg.eigvals(B.T @ A))))
     radius = math.sqrt(weight * weight * density * (1.0 - density) * rho)
     return SpectrumTheory(outliers=outliers.astype(complex), bulk_radius=radius)
+
+
+def _random_part_theory(network):
+    """network_theory of a LowRankPlusRandomRNN (Gaussian or excitatory/inhibitory chi)."""
+    m, n = network.m.astype(np.float64), network.n.astype(np.float64)
+    N = network.n_neurons
+    spec = network.random
+    if spec == "gaussian":
+        outliers, radius = np.linalg.eigvals(n.T @ m / N), network.g
+    else:
+        f = spec.n_excitatory(N) / N
+        radius = predicted_ei_radius(network.g, f, spec.variance_e, spec.variance_i)
+        if spec.balanced:
+            outliers = np.linalg.eigvals(n.T @ m / N)
+        else:
+            # The deterministic part m n^T / N + g 1 mu^T / sqrt(N) = U V^T, U = [m, 1]:
+            # its nonzero eigenvalues are those of V^T U ((R + 1) x (R + 1)).
+            U = np.column_stack([m, np.ones(N)])
+            V = np.column_stack([n / N, network.g * spec.column_means(N) / math.sqrt(N)])
+            outliers = np.linalg.eigvals(V.T @ U)
+    return SpectrumTheory(outliers=outliers[np.argsort(-outliers.real)].astype(complex), bulk_radius=float(radius))
 
 
 def eigenvalues(network):
