@@ -27,6 +27,7 @@ from .plotting import plot_flow_field, plot_loadings, plot_psth, psth
 from .simulate import NonFiniteStateWarning, SimulationResult, simulate
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, SparseMask, rank_one_gaussian, sparsify
 from .sparse import ExcitatoryInhibitory
+from .fixed_points import find_approximate_ring, network_jacobian
 from .synthetic import SyntheticNetwork, synthetic_network
 
 __version__ = "0.1.0"
@@ -56,6 +57,7 @@ __all__ = [
     "choose_k",
     "classify_dynamics",
     "detect_limit_cycle",
+    "find_approximate_ring",
     "find_cell_types",
     "find_fixed_points",
     "find_limit_cycle",
@@ -64,6 +66,7 @@ __all__ = [
     "latent_velocity",
     "mean_field_trajectory",
     "mixture_from_labels",
+    "network_jacobian",
     "normalized_difference",
     "perturbation_study",
     "perturbed_flow",

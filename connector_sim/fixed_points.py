@@ -12,7 +12,11 @@ for instance ``latent_flow(distribution)`` (mean field) or
   the crossings of a Poincare section.
 - :func:`find_ring`: a ring attractor (a closed curve of marginally stable
   fixed points), reported as one object with its radius.
-- :func:`classify_dynamics`: which of the three a flow has.
+- :func:`find_approximate_ring`: the ring of a finite network, a closed slow
+  curve whose flow is of the size of the finite-N noise (:func:`finite_size_speed`).
+- :func:`classify_dynamics`: which of these a flow has.
+- :func:`network_jacobian`: stability of a fixed point of the full network,
+  from the R x R reduced matrix.
 """
 
 from dataclasses import dataclass, field
@@ -97,7 +101,30 @@ class Ring:
         Mean ``|F|`` on the concentric circles of radius 0.5 r and 1.5 r;
         speed_on << speed_off on a ring.
     fixed_points : list of FixedPoint
-        The fixed points on the ring.
+        The fixed points on the ring (for an approximate ring, the slow
+        points on it: the nodes and saddles that finite N leaves).
+    exact : bool
+        True for a ring of fixed points (:func:`find_ring`); False for an
+        approximate ring (:func:`find_approximate_ring`), a closed slow curve
+        whose flow is of the size of the finite-N fluctuations.
+    curve : ndarray of shape (n_angles, R) or None
+        Approximate ring: the closed curve where the radial velocity
+        vanishes, one point per angle around ``center``.
+    radius_spread : float
+        Approximate ring: standard deviation of the curve's distance from the
+        center, relative to ``radius`` (0 on a circle).
+    speed_rms : float or None
+        Approximate ring: root mean square ``|F|`` along the curve.
+    finite_size_speed : float or None
+        Approximate ring: the expected size of the finite-N flow fluctuation
+        on the curve, mean of sqrt(tr Cov_i[n_i phi(x_i)] / N)
+        (:func:`finite_size_speed`), when the flow knows its network.
+    n_slow_points : int or None
+        Approximate ring: the number of zeros of the tangential velocity along
+        the curve (nodes and saddles alternate; 0 for a slow rotation).
+    period : float or None
+        Approximate ring without slow points: the time to go once around
+        (integral of ds / ``|F|`` along the curve), in units of tau.
     """
 
     center: np.ndarray
@@ -106,6 +133,13 @@ class Ring:
     speed_on: float
     speed_off: float
     fixed_points: list = field(repr=False)
+    exact: bool = True
+    curve: np.ndarray = field(default=None, repr=False)
+    radius_spread: float = 0.0
+    speed_rms: float = None
+    finite_size_speed: float = None
+    n_slow_points: int = None
+    period: float = None
 
 
 @dataclass
@@ -114,11 +148,12 @@ class Dynamics:
 
     Attributes
     ----------
-    kind : {"fixed points", "limit cycle", "ring"}
+    kind : {"fixed points", "limit cycle", "ring", "approximate ring"}
     fixed_points : list of FixedPoint
         All fixed points in the box (for a ring, the sampled points on it).
     limit_cycle : LimitCycle or None
     ring : Ring or None
+        For "ring" and "approximate ring" (``ring.exact`` tells which).
     """
 
     kind: str
@@ -616,15 +651,398 @@ def find_ring(velocity, fixed_points, *, min_points=3, fit_rtol=0.05, tangent_co
                 fixed_points=marginal)
 
 
+def finite_size_speed(network, kappa, v=None):
+    """Expected size of the finite-N part of a sampled network's latent flow.
+
+    The latent flow of a network of N neurons is an average over neurons,
+    F_N(kappa) = -kappa + (1 / N) sum_i n_i phi(x_i), x_i = m_i . kappa +
+    I_i . v + b_i; it differs from its mean field (N -> infinity) by a
+    fluctuation of size::
+
+        sigma_F(kappa) = sqrt(tr Cov_i[n_i phi(x_i)] / N)
+
+    (the standard error of that average). A ring attractor of the mean field
+    becomes, at finite N, a closed curve on which ``|F|`` is of this size;
+    :func:`find_approximate_ring` compares the two.
+
+    Parameters
+    ----------
+    network : LowRankRNN
+    kappa : array-like of shape (..., R)
+    v : array-like of shape (D,), optional
+        Constant input (default 0).
+
+    Returns
+    -------
+    ndarray of shape kappa.shape[:-1]
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN.
+    ValueError
+        If ``kappa`` does not end with the network's rank.
+
+    Examples
+    --------
+    >>> from connector_sim.synthetic import gaussian_network_distribution
+    >>> network = gaussian_network_distribution("ring").sample(1000, 0)
+    >>> round(float(finite_size_speed(network, [1.0, 0.0])), 2)  # ~ sqrt(Var(n_1 tanh(m_1))) / sqrt(N)
+    0.06
+    """
+    from .activations import apply_activation
+    from .network import LowRankRNN
+
+    if not isinstance(network, LowRankRNN):
+        raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
+    kappa = np.asarray(kappa, dtype=np.float64)
+    if kappa.ndim < 1 or kappa.shape[-1] != network.rank:
+        raise ValueError(f"kappa must have shape (..., {network.rank}) (the rank). Got shape {kappa.shape}.")
+    m, n = network.m.astype(np.float64), network.n.astype(np.float64)
+    base = network.b.astype(np.float64).copy()
+    if v is not None and network.n_inputs:
+        base += network.I.astype(np.float64) @ np.asarray(v, dtype=np.float64)
+    points = kappa.reshape(-1, network.rank)
+    out = np.empty(len(points))
+    chunk = max(1, (1 << 22) // network.n_neurons)
+    for start in range(0, len(points), chunk):
+        rates = apply_activation(network.activation, points[start:start + chunk] @ m.T + base)  # (P, N)
+        mean = rates @ n / network.n_neurons  # (P, R)
+        second = (rates * rates) @ (n * n) / network.n_neurons
+        out[start:start + chunk] = np.sqrt(np.maximum(second - mean * mean, 0.0).sum(axis=1) / network.n_neurons)
+    return out.reshape(kappa.shape[:-1])
+
+
+def find_approximate_ring(velocity, center, *, box=None, r_max=None, fixed_points=(), n_angles=64, n_radii=60,
+                          noise_ratio=1.25, speed_ratio=0.05):
+    """A closed slow curve around ``center``: the ring of a finite network, or None.
+
+    A finite network sampled from a ring attractor has no ring of fixed points:
+    the O(1/sqrt(N)) fluctuations of its flow leave a few nodes and saddles on
+    a closed curve (or none, and a slow rotation), with eigenvalues of the same
+    small size. This finds that curve and decides whether it is a ring up to
+    finite-N noise. For a rank-two flow:
+
+    1. along ``n_angles`` rays from ``center``, the first radius where the
+       radial velocity F . e_r turns from outward to inward (a grid of
+       ``n_radii`` radii up to ``r_max`` or the box edge, then Brent's method);
+       every ray must have one: the curve;
+    2. its speeds: max and root mean square ``|F|`` on the curve (speed_on,
+       speed_rms) and the mean ``|F|`` on the curves scaled by 0.5 and 1.5 about
+       the center (speed_off, the off-ring relaxation);
+    3. it is a ring when speed_rms <= ``noise_ratio`` x sigma_F, the mean finite-N
+       fluctuation on the curve (:func:`finite_size_speed`; known when the flow is
+       ``latent_flow(network)`` of a :class:`~connector_sim.LowRankRNN`), or, for
+       any flow, when speed_on <= ``speed_ratio`` x speed_off.
+
+    On a ring the flow along the curve is pure noise, whose tangential
+    component has rms sigma_F / sqrt(2) in expectation; measured speed_rms /
+    sigma_F on rings sampled from the ring distribution: <= 1.14 at N = 500
+    and <= 0.87 at N = 1000 (10 seeds each), while the quadstable network's
+    curve (four nodes and four saddles of the mean field) gives >= 1.33 at
+    N = 500 and >= 1.83 at N = 1000, growing like sqrt(N). Below N ~ 1000 a
+    network of a few attractors along a circle can pass for a ring: its flow
+    there is itself within the finite-N noise.
+
+    Parameters
+    ----------
+    velocity : callable
+        kappa of shape (..., 2) -> dkappa/dt.
+    center : array-like of shape (2,)
+        A point inside the curve (the unstable fixed point a ring surrounds).
+    box : array-like of shape (2, 2), optional
+        The rays end at its edge. Give ``box`` or ``r_max``.
+    r_max : float, optional
+        Length of the rays.
+    fixed_points : list of FixedPoint, optional
+        Those within 10 % of the radius of the curve are reported on it.
+    n_angles, n_radii : int, default=64, 60
+    noise_ratio : float, default=1.25
+    speed_ratio : float, default=0.05
+
+    Returns
+    -------
+    Ring or None
+        ``exact=False``, with ``curve``, ``radius`` (mean distance of the
+        curve from the center), ``radius_spread``, ``speed_on``, ``speed_rms``,
+        ``speed_off``, ``finite_size_speed``, the slow points (``fixed_points``,
+        ``n_slow_points``) and, without slow points, ``period``.
+
+    Raises
+    ------
+    ValueError
+        If ``center`` is not a point of rank two, neither ``box`` nor
+        ``r_max`` is given, or an option is out of range.
+
+    Examples
+    --------
+    >>> from connector_sim import latent_flow
+    >>> from connector_sim.synthetic import gaussian_network_distribution
+    >>> network = gaussian_network_distribution("ring").sample(1000, 0)
+    >>> ring = find_approximate_ring(latent_flow(network), [0.0, 0.0], r_max=3.0)
+    >>> ring.exact, round(ring.radius, 2), ring.n_slow_points
+    (False, 1.03, 4)
+    """
+    from scipy.optimize import brentq
+
+    center = np.asarray(center, dtype=np.float64)
+    if center.shape != (2,):
+        raise ValueError(f"find_approximate_ring works on rank-two flows: center must have shape (2,). "
+                         f"Got shape {center.shape}.")
+    n_angles = check_int(n_angles, "n_angles", minimum=8, owner="find_approximate_ring")
+    n_radii = check_int(n_radii, "n_radii", minimum=4, owner="find_approximate_ring")
+    noise_ratio = check_nonnegative_scalar(noise_ratio, "noise_ratio", owner="find_approximate_ring")
+    speed_ratio = check_nonnegative_scalar(speed_ratio, "speed_ratio", owner="find_approximate_ring")
+    angles = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    rays = np.column_stack([np.cos(angles), np.sin(angles)])
+    if box is not None:
+        box = _check_box(box)
+        if len(box) != 2:
+            raise ValueError(f"box must have shape (2, 2) for a rank-two flow. Got shape {box.shape}.")
+        with np.errstate(divide="ignore"):
+            to_edge = np.where(rays > 0, (box[:, 1] - center) / rays, np.where(rays < 0, (box[:, 0] - center) / rays,
+                                                                               np.inf))
+        lengths = to_edge.min(axis=1)
+        if np.any(lengths <= 0):
+            return None
+    elif r_max is not None:
+        lengths = np.full(n_angles, check_positive_scalar(r_max, "r_max", owner="find_approximate_ring"))
+    else:
+        raise ValueError("find_approximate_ring needs box or r_max (how far the rays from the center go).")
+    fractions = np.arange(1, n_radii + 1) / n_radii
+    grid = center + (fractions[None, :, None] * lengths[:, None, None]) * rays[:, None, :]
+    radial = np.einsum("arx,ax->ar", _call(velocity, grid), rays)
+    radii = np.empty(n_angles)
+    for a in range(n_angles):
+        turns = np.flatnonzero((radial[a, :-1] > 0) & (radial[a, 1:] <= 0))
+        if len(turns) == 0 or radial[a, 0] <= 0:
+            return None
+        low, high = fractions[turns[0]] * lengths[a], fractions[turns[0] + 1] * lengths[a]
+
+        def along(r, a=a):
+            return float(_call(velocity, center + r * rays[a]) @ rays[a])
+
+        radii[a] = high if along(high) == 0 else brentq(along, low, high, xtol=1e-12)
+    curve = center + radii[:, None] * rays
+    on = _call(velocity, curve)
+    speeds_on = np.linalg.norm(on, axis=1)
+    speed_off = float(np.mean([np.linalg.norm(_call(velocity, center + scale * radii[:, None] * rays), axis=1)
+                               for scale in (0.5, 1.5)]))
+    speed_on, speed_rms = float(speeds_on.max()), float(np.sqrt(np.mean(speeds_on**2)))
+    noise = getattr(velocity, "finite_size_speed", None)
+    sigma = float(np.mean(noise(curve))) if callable(noise) else None
+    if not (speed_on <= speed_ratio * speed_off or (sigma is not None and speed_rms <= noise_ratio * sigma)):
+        return None
+    radius = float(radii.mean())
+    tangential = np.einsum("ax,ax->a", on, np.column_stack([-rays[:, 1], rays[:, 0]]))
+    signs = np.sign(tangential)
+    n_slow = int(np.count_nonzero(signs != np.roll(signs, -1)))
+    period = None
+    if n_slow == 0:
+        steps = np.linalg.norm(np.roll(curve, -1, axis=0) - curve, axis=1)
+        period = float(np.sum(steps * 0.5 * (1 / speeds_on + 1 / np.roll(speeds_on, -1))))
+    on_curve = []
+    for point in fixed_points:
+        offset = point.position - center
+        distance = float(np.linalg.norm(offset))
+        if distance == 0:
+            continue
+        angle = np.arctan2(offset[1], offset[0]) % (2 * np.pi)
+        if abs(distance - np.interp(angle, np.append(angles, 2 * np.pi), np.append(radii, radii[0]))) < 0.1 * radius:
+            on_curve.append(point)
+    return Ring(center=center, radius=radius, plane=np.eye(2), speed_on=speed_on, speed_off=speed_off,
+                fixed_points=on_curve, exact=False, curve=curve, radius_spread=float(radii.std() / radius),
+                speed_rms=speed_rms, finite_size_speed=sigma, n_slow_points=n_slow, period=period)
+
+
+@dataclass
+class NetworkJacobian:
+    """Stability of a fixed point of the full network (see :func:`network_jacobian`).
+
+    Attributes
+    ----------
+    outliers : ndarray of shape (R,), complex
+        -1 + eig(n^T diag(phi'(x*)) m / N), by decreasing real part: the
+        eigenvalues of the full Jacobian along the structure (per unit of tau).
+    bulk_center : float
+        -1.
+    bulk_radius : float
+        0 for a low-rank network (the other N - R eigenvalues are exactly -1);
+        g sqrt(mean_j phi'(x*_j)^2) for a random part g chi (the circular law
+        of g chi diag(phi'); with an excitatory/inhibitory chi, g
+        sqrt(mean_j sigma_c(j)^2 phi'(x*_j)^2)).
+    bulk_multiplicity : int
+        N - R.
+    leading : float
+        The largest real part: of the outliers outside the bulk, and of the
+        bulk's edge -1 + bulk_radius.
+    stable : bool
+        leading < 0.
+    residual : float
+        Root mean square of -x* + J phi(x*) + I v + b over the neurons (0 at an
+        exact fixed point).
+    eigenvalues : ndarray of shape (N,), complex, or None
+        All eigenvalues of J_full, by decreasing real part (``dense=True`` only);
+        ``leading`` and ``stable`` then come from them.
+    """
+
+    outliers: np.ndarray
+    bulk_center: float
+    bulk_radius: float
+    bulk_multiplicity: int
+    leading: float
+    stable: bool
+    residual: float
+    eigenvalues: np.ndarray = field(default=None, repr=False)
+
+
+def _activation_slope(activation, x):
+    """phi'(x) elementwise (closed forms for the built-ins, central differences otherwise)."""
+    from .activations import apply_activation
+
+    if activation == "tanh":
+        return 1.0 - np.tanh(x) ** 2
+    if activation == "relu":
+        return (x > 0).astype(np.float64)
+    if activation == "identity":
+        return np.ones_like(x)
+    if activation in ("softplus", "sigmoid"):
+        rate = apply_activation("sigmoid", x)
+        return rate if activation == "softplus" else rate * (1.0 - rate)
+    step = 1e-6 * np.maximum(1.0, np.abs(x))
+    return (apply_activation(activation, x + step) - apply_activation(activation, x - step)) / (2 * step)
+
+
+def network_jacobian(network, kappa=None, *, x=None, v=None, dense=False):
+    """The full N x N Jacobian at a fixed point, from its R x R reduced matrix.
+
+    ::
+
+        J_full = -I + W diag(phi'(x*)),   W = m n^T / N (+ g chi)
+
+    For W = m n^T / N the nonzero eigenvalues of W diag(phi') are those of the
+    R x R matrix n^T diag(phi') m / N, and the other N - R eigenvalues of
+    J_full are exactly -1, so the stability of a fixed point of the finite
+    network needs no N x N matrix. With a random part (a
+    :class:`~connector_sim.LowRankPlusRandomRNN`) the bulk becomes a disk of
+    radius g sqrt(<phi'^2>) about -1 (circular law of g chi diag(phi')), and
+    the reduced matrix gives the outliers only approximately: phi'(x*) is
+    correlated with chi at a fixed point of the full network, which moves
+    them by O(g^2) (measured: 0.05 to 0.2 at N = 300, g = 0.5; the dynamic
+    mean field of Mastrogiuseppe & Ostojic accounts for it). ``dense=True``
+    computes every eigenvalue of the N x N matrix instead. Eigenvalues are
+    per unit of tau, as the latent Jacobians of :func:`find_fixed_points`
+    (for a low-rank network the outliers equal those latent eigenvalues).
+
+    Parameters
+    ----------
+    network : LowRankRNN or LowRankPlusRandomRNN
+    kappa : array-like of shape (R,), optional
+        A fixed point of the network's own latent flow
+        (``find_fixed_points(latent_flow(network), ...)``); then x* = m kappa +
+        I v + b, an exact fixed point of the low-rank network. Give ``kappa``
+        or ``x``.
+    x : array-like of shape (N,), optional
+        The full state (needed with a random part, whose fixed points leave the
+        span of m: e.g. the end state of a simulation).
+    v : array-like of shape (D,), optional
+        Constant input (default 0).
+    dense : bool, default=False
+        Also form J_full (N x N) and compute all its eigenvalues (O(N^3)).
+
+    Returns
+    -------
+    NetworkJacobian
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a LowRankRNN or LowRankPlusRandomRNN.
+    ValueError
+        If not exactly one of ``kappa`` and ``x`` is given, ``kappa`` is given
+        for a network with a random part, or a shape is wrong.
+
+    Examples
+    --------
+    >>> from connector_sim import latent_flow
+    >>> from connector_sim.synthetic import gaussian_network_distribution
+    >>> network = gaussian_network_distribution("bistable").sample(1000, 0)
+    >>> points = find_fixed_points(latent_flow(network), [[-3, 3], [-3, 3]], n_starts=30)
+    >>> [network_jacobian(network, p.position).stable for p in points] == [p.stable for p in points]
+    True
+    """
+    from .network import LowRankRNN
+    from .sparse import LowRankPlusRandomRNN
+
+    if not isinstance(network, (LowRankRNN, LowRankPlusRandomRNN)):
+        raise TypeError(f"network must be a LowRankRNN or a LowRankPlusRandomRNN. Got {type(network).__name__}.")
+    if (kappa is None) == (x is None):
+        raise ValueError("network_jacobian needs exactly one of kappa (a latent fixed point) and x (the full state). "
+                         f"Got kappa={'None' if kappa is None else '...'}, x={'None' if x is None else '...'}.")
+    random = isinstance(network, LowRankPlusRandomRNN)
+    N, R = network.n_neurons, network.rank
+    m, n = network.m.astype(np.float64), network.n.astype(np.float64)
+    drive = network.b.astype(np.float64).copy()
+    if v is not None and network.n_inputs:
+        v = check_array(np.asarray(v, dtype=np.float64), "v", ndim=1, dtype=np.float64, shape=(network.n_inputs,))
+        drive += network.I.astype(np.float64) @ v
+    if kappa is not None:
+        if random:
+            raise ValueError("A network with a random part has fixed points off the span of m: give its full state "
+                             "x (for instance the end state of a simulation), not kappa.")
+        kappa = check_array(np.asarray(kappa, dtype=np.float64), "kappa", ndim=1, dtype=np.float64, shape=(R,))
+        x = m @ kappa + drive
+    else:
+        x = check_array(np.asarray(x, dtype=np.float64), "x", ndim=1, dtype=np.float64, shape=(N,))
+    from .activations import apply_activation
+
+    rates = apply_activation(network.activation, x)
+    recurrent = m @ (n.T @ rates / N)
+    if random:
+        recurrent += network.random_part.astype(np.float64) @ rates
+    residual = float(np.sqrt(np.mean((-x + recurrent + drive) ** 2)))
+    slope = _activation_slope(network.activation, x)
+    reduced = (n * slope[:, None]).T @ m / N
+    outliers = -1.0 + np.linalg.eigvals(reduced).astype(complex)
+    outliers = outliers[np.argsort(-outliers.real, kind="stable")]
+    radius = 0.0
+    if random:
+        if network.random == "gaussian":
+            radius = network.g * float(np.sqrt(np.mean(slope**2)))
+        else:
+            radius = network.g * float(np.sqrt(np.mean(network.random.column_variances(N) * slope**2)))
+    outside = outliers[np.abs(outliers + 1.0) > radius]
+    leading = max([-1.0 + radius] + [float(value.real) for value in outside])
+    values = None
+    if dense:
+        from .sparse import _check_dense_fits
+
+        _check_dense_fits(N, "network_jacobian(dense=True)", copies=3)
+        matrix = network.connectivity() * slope[None, :]
+        matrix[np.diag_indices(N)] -= 1.0
+        values = np.linalg.eigvals(matrix)
+        values = values[np.argsort(-values.real, kind="stable")]
+        leading = float(values[0].real)
+    return NetworkJacobian(outliers=outliers, bulk_center=-1.0, bulk_radius=radius, bulk_multiplicity=N - R,
+                           leading=leading, stable=leading < 0, residual=residual, eigenvalues=values)
+
+
 def classify_dynamics(velocity, box, *, n_starts=100, random_state=0, n_trajectories=4, dt=0.2, n_steps=1000,
                       marginal_tol=1e-6, dedup_tol=1e-4):
     """Whether a flow has isolated fixed points, a limit cycle or a ring attractor.
 
     1. :func:`find_fixed_points` in the box.
     2. A ring (:func:`find_ring`) through the marginal fixed points: "ring".
-    3. Otherwise RK4 runs from ``n_trajectories`` random starts in the box;
+    3. For a rank-two flow, a closed slow curve around one of the unstable
+       fixed points that is a ring up to finite-N noise
+       (:func:`find_approximate_ring`, with its defaults): "approximate ring".
+       This is what a ring attractor of the mean field becomes in a finite
+       network (a few nodes and saddles on the curve, or a slow rotation);
+       ``ring`` holds its radius, speeds and slow points. The noise level is
+       known when ``velocity`` is ``latent_flow(network)`` of a network.
+    4. Otherwise RK4 runs from ``n_trajectories`` random starts in the box;
        if one ends on a limit cycle (:func:`detect_limit_cycle`): "limit cycle".
-    4. Otherwise: "fixed points".
+    5. Otherwise: "fixed points".
 
     Parameters
     ----------
@@ -666,6 +1084,14 @@ def classify_dynamics(velocity, box, *, n_starts=100, random_state=0, n_trajecto
     ring = find_ring(velocity, points)
     if ring is not None:
         return Dynamics("ring", points, ring=ring)
+    if len(box) == 2:
+        # A ring surrounds a source: try the unstable nodes and foci, nearest the box centre first.
+        sources = [p.position for p in points if p.stability in ("unstable node", "unstable focus")]
+        sources.sort(key=lambda position: float(np.linalg.norm(position - box.mean(axis=1))))
+        for source in sources[:3]:
+            ring = find_approximate_ring(velocity, source, box=box, fixed_points=points)
+            if ring is not None:
+                return Dynamics("approximate ring", points, ring=ring)
     n_trajectories = check_int(n_trajectories, "n_trajectories", minimum=1, owner="classify_dynamics")
     starts = box[:, 0] + rng.random((n_trajectories, len(box))) * (box[:, 1] - box[:, 0])
     for trajectory in integrate(velocity, starts, dt, n_steps):
