@@ -5,9 +5,31 @@ All are rank 2, tanh, no input; rows are ``[m1, m2, n1, n2]``.
 - quadstable: four Gaussian cell types with m-means (+-0.87, +-0.87) and
   n-means (+-2.31, +-2.31) in matching quadrants and covariance 0.25 I over
   (m, n); the sampled network's n is then replaced by E[n | m] plus unit
-  Gaussian noise. Four stable fixed points, one per quadrant.
+  Gaussian noise.
 - bistable, limit cycle, ring: m ~ N(0, I2), Var(n_a) = 4 and
   Cov(n_a, m_b) = A_ab, with A given in :data:`GAUSSIAN_OVERLAPS`.
+
+Their latent dynamics (mean field of the ground truth, tau = 1; checked by
+``tests/test_synthetic_structure.py``):
+
+- quadstable: four stable nodes on the axes, at (+-1.825, 0) and
+  (0, +-1.825), each between the m-means of two cell types; four saddles
+  on the diagonals, at (+-1.013, +-1.013), in the quadrants of the cell
+  types; an unstable node at 0.
+- bistable: two stable nodes at +-(0.848, 0.424), along the eigenvector
+  (2, 1) of A for its eigenvalue 1.6; two saddles at +-(0.486, 0); an
+  unstable node at 0.
+- limit cycle: a stable limit cycle of radius 0.948 and period 4 pi
+  (12.566) around an unstable focus at 0: A = 1.6 I + 0.8 J rotates the
+  latents at 0.8 / 1.6 = 0.5 rad per tau on the circle 1.6 <phi'> = 1.
+- ring: a ring of marginally stable fixed points of radius 0.948 (the same
+  circle 1.6 <phi'> = 1) around an unstable node at 0. A sampled network
+  keeps it only approximately: finite N leaves a few nodes and saddles on
+  a closed slow curve, or a slow rotation (classify_dynamics: "approximate
+  ring"), whose radius is 0.948 up to O(1/sqrt(N)).
+
+The sampled networks of :func:`synthetic_network` (N = 1000, random_state=0)
+have the same fixed points and cycle, moved by O(1/sqrt(N)).
 
 :func:`synthetic_network` bundles each network with its ground truth, cell
 types and the latent trajectories of the paper's figures.
