@@ -120,9 +120,10 @@ class _DenseLoadings:
 class SparseMask:
     """A random connectivity mask X (N x N), counter-based.
 
-    Give exactly one of ``n_connections`` (exactly C nonzeros per row) and
-    ``sparsity`` (X_ij ~ Bernoulli(1 - s) independently). Row i holds the
-    presynaptic neurons j of neuron i (X_ij = 1), sorted.
+    Give exactly one of ``n_connections`` (exactly C nonzeros per row, or per
+    column with ``per="column"``) and ``sparsity`` (X_ij ~ Bernoulli(1 - s)
+    independently). Row i holds the presynaptic neurons j of neuron i
+    (X_ij = 1), sorted.
 
     Parameters
     ----------
@@ -136,17 +137,30 @@ class SparseMask:
         s in [0, 1): each X_ij is 1 with probability 1 - s, independently.
     seed : int, optional
         Key of the mask; drawn at random when None (and stored).
-    representation : {"implicit", "stored"}, default="implicit"
+    representation : {"implicit", "stored"}, optional
         "stored" holds the columns: CSR arrays for a Bernoulli mask (int32,
         4 bytes per connection); for a fixed mask, offsets within the strata
         in the tile order the compiled kernels read fastest
         (:meth:`tile_offsets`: 2 bytes per connection when N <= 65536 C, else
         4; :meth:`csr` converts). "implicit" holds nothing and regenerates
-        the columns when needed.
+        the columns when needed. Default "implicit", and "stored" for
+        ``per="column"`` (which has no implicit form).
+    per : {"row", "column"}, default="row"
+        For ``n_connections``: exactly C connections per row (each neuron
+        receives C inputs, the default) or per column (each neuron projects
+        to C others, as Herbert & Ostojic's sparse networks). The column mask
+        is the transpose of the row mask of the same seed; its rows hold
+        about C connections each (Binomial-like, mean C). The spectral theory
+        (theory section 5) is the same for both: it uses only the mean and
+        variance of X_ij. A column mask is stored as CSR (int32, 4 bytes per
+        connection): the compiled kernels regenerate rows, not columns, so
+        ``representation="implicit"`` is refused.
 
     Attributes
     ----------
     kind : {"fixed", "bernoulli"}
+    per : {"row", "column"}
+        Along which the "fixed" count holds ("row" for Bernoulli masks).
     density : float
         1 - s = C / N or P(X_ij = 1).
 
@@ -170,6 +184,9 @@ class SparseMask:
     ('fixed', 0.1, (10,))
     >>> SparseMask(1000, sparsity=0.9, seed=0).kind
     'bernoulli'
+    >>> column = SparseMask(100, n_connections=10, seed=0, per="column")
+    >>> column.representation, bool((column.to_dense().sum(axis=0) == 10).all())
+    ('stored', True)
     """
 
     n_neurons = _read_only("n_neurons", "N.")
@@ -178,9 +195,25 @@ class SparseMask:
     density = _read_only("density", "1 - s.")
     seed = _read_only("seed", "Key of the mask.")
     representation = _read_only("representation", '"implicit" or "stored".')
+    per = _read_only("per", '"row" or "column": along which a "fixed" mask has exactly C connections.')
 
-    def __init__(self, n_neurons, *, n_connections=None, sparsity=None, seed=None, representation="implicit"):
+    def __init__(self, n_neurons, *, n_connections=None, sparsity=None, seed=None, representation=None, per="row"):
         owner = "SparseMask"
+        if per not in ("row", "column"):
+            raise ValueError(f"The 'per' parameter of {owner} must be 'row' or 'column' (exactly C connections per "
+                             f"row or per column). Got {per!r} instead.")
+        if per == "column" and n_connections is None:
+            raise ValueError(f"The 'per' parameter of {owner} applies to n_connections (exactly C per row or "
+                             "column); a Bernoulli mask (sparsity) is the same by rows and by columns. "
+                             "Leave per='row'.")
+        if representation is None:
+            representation = "stored" if per == "column" else "implicit"
+        if per == "column" and representation == "implicit":
+            raise ValueError(
+                f"A SparseMask with per='column' cannot be implicit: the compiled kernels regenerate a mask row "
+                "by row, and a column count would need every row. Use representation='stored' (CSR, 4 bytes per "
+                "connection), or per='row' (exactly C inputs per neuron), which can be implicit.")
+        self._per = per
         self._n_neurons = check_int(n_neurons, "n_neurons", minimum=1, maximum=_spec.MAX_NEURONS, owner=owner)
         if (n_connections is None) == (sparsity is None):
             raise ValueError(
@@ -223,7 +256,7 @@ class SparseMask:
         self._csr = None  # stored Bernoulli masks: (indptr, indices)
         self._tiles = None  # stored fixed masks: offsets in tile order (sparse_mask.to_tile_offsets)
         # Stored columns are read-only: the kernels trust them to be in range.
-        if representation == "stored" and self.kind == "fixed":
+        if representation == "stored" and self.kind == "fixed" and per == "row":
             self._tiles = _read_only_array(self._build_tile_offsets())
         elif representation == "stored":
             self._csr = tuple(_read_only_array(part) for part in self._build_csr())
@@ -262,7 +295,7 @@ class SparseMask:
         return 0 if self._csr is None else self._csr[0].nbytes + self._csr[1].nbytes
 
     def strata(self):
-        """lo_k = floor(k N / C), k = 0 .. C, of the "fixed" scheme (int64)."""
+        """lo_k = floor(k N / C), k = 0 .. C, of the "fixed" scheme (int64; for per="column", of its rows' transpose)."""
         if self.kind != "fixed":
             raise ValueError("strata() exists for masks with a fixed number of connections per row only.")
         return _spec.strata(self.n_neurons, self.n_connections)
@@ -290,6 +323,15 @@ class SparseMask:
 
     def _build_csr(self):
         N = self.n_neurons
+        if self.kind == "fixed" and self.per == "column":
+            # The transpose of the row mask of the same seed: row i of X holds the j whose row-mask row j has i.
+            self._check_storage()
+            indptr, indices = self._row_mask()._build_csr()
+            rows = np.repeat(np.arange(N, dtype=np.int32), np.diff(indptr))
+            order = np.argsort(indices, kind="stable")  # by column of the row mask, rows ascending within it
+            transposed_indptr = np.zeros(N + 1, np.int64)
+            np.cumsum(np.bincount(indices, minlength=N), out=transposed_indptr[1:])
+            return transposed_indptr, rows[order]
         if self.kind == "fixed":
             indptr = np.arange(N + 1, dtype=np.int64) * self.n_connections
             if self._tiles is not None:
@@ -322,7 +364,7 @@ class SparseMask:
         (uint16 when N <= 65536 C, else uint32). Kept when stored, built now
         otherwise.
         """
-        if self.kind != "fixed":
+        if self.kind != "fixed" or self.per != "row":
             raise ValueError("tile_offsets() exists for masks with a fixed number of connections per row only.")
         return self._tiles if self._tiles is not None else self._build_tile_offsets()
 
@@ -337,13 +379,16 @@ class SparseMask:
             n = min(_spec.TILE_ROWS, self.n_neurons - i0)
             start = i0 * self.n_connections + (row - i0)
             return self.strata()[:-1] + self._tiles[start:start + n * self.n_connections:n]
+        if self.kind == "fixed" and self.per == "column":
+            indptr, indices = self.csr()
+            return indices[indptr[row]:indptr[row + 1]].astype(np.int64)
         if self.kind == "fixed":
             return _spec.fixed_columns(self.seed, self.n_neurons, self.n_connections, [row])[0]
         return _spec.bernoulli_row(self.seed, self.n_neurons, self.log_q, row)
 
     def degrees(self):
         """Number of connections of every row, shape (N,)."""
-        if self.kind == "fixed":
+        if self.kind == "fixed" and self.per == "row":
             return np.full(self.n_neurons, self.n_connections, np.int64)
         return np.diff(self.csr()[0])
 
@@ -359,10 +404,14 @@ class SparseMask:
             return self
         return self._copy("implicit")
 
+    def _row_mask(self):
+        """The per-row mask of the same seed (the transpose of a per="column" mask), implicit."""
+        return SparseMask(self.n_neurons, n_connections=self.n_connections, seed=self.seed)
+
     def _copy(self, representation):
         if self.kind == "fixed":
             return SparseMask(self.n_neurons, n_connections=self.n_connections, seed=self.seed,
-                              representation=representation)
+                              representation=representation, per=self.per)
         return SparseMask(self.n_neurons, sparsity=self.sparsity, seed=self.seed, representation=representation)
 
     def to_dense(self):
@@ -382,8 +431,9 @@ class SparseMask:
 
     def __repr__(self):
         size = f"n_connections={self.n_connections}" if self.kind == "fixed" else f"sparsity={self.sparsity:.6g}"
+        per = ", per='column'" if self.per == "column" else ""
         return (f"SparseMask(n_neurons={self.n_neurons}, {size}, seed={self.seed}, "
-                f"representation={self.representation!r})")
+                f"representation={self.representation!r}{per})")
 
 
 class SparseLowRankRNN(_DenseLoadings):
@@ -554,8 +604,8 @@ class SparseLowRankRNN(_DenseLoadings):
         return f"SparseLowRankRNN({self.dense!r}, {self.mask!r}, scaling={self.scaling!r})"
 
 
-def sparsify(network, *, n_connections=None, sparsity=None, seed=None, representation="implicit",
-             scaling="1/N"):
+def sparsify(network, *, n_connections=None, sparsity=None, seed=None, representation=None,
+             scaling="1/N", per="row"):
     """Keep a random subset of the connections of a low-rank network.
 
     ::
@@ -566,14 +616,19 @@ def sparsify(network, *, n_connections=None, sparsity=None, seed=None, represent
     ----------
     network : LowRankRNN
     n_connections : int, optional
-        C in [1, N]: exactly C connections per row (s = 1 - C / N).
+        C in [1, N]: exactly C connections per row (s = 1 - C / N), or per
+        column with ``per="column"``.
     sparsity : float, optional
         s in [0, 1): each connection removed with probability s.
     seed : int, optional
         Key of the mask.
-    representation : {"implicit", "stored"}, default="implicit"
+    representation : {"implicit", "stored"}, optional
+        Default "implicit" ("stored" for ``per="column"``), see :class:`SparseMask`.
     scaling : {"1/N", "1"}, default="1/N"
         w = 1 / N (theory section 5) or w = 1 (high-sparsity scaling).
+    per : {"row", "column"}, default="row"
+        Exactly C inputs per neuron ("row") or C outputs per neuron
+        ("column", Herbert & Ostojic), see :class:`SparseMask`.
 
     Returns
     -------
@@ -600,7 +655,7 @@ def sparsify(network, *, n_connections=None, sparsity=None, seed=None, represent
     if not isinstance(network, LowRankRNN):
         raise TypeError(f"network must be a LowRankRNN. Got {type(network).__name__}.")
     mask = SparseMask(network.n_neurons, n_connections=n_connections, sparsity=sparsity, seed=seed,
-                      representation=representation)
+                      representation=representation, per=per)
     return SparseLowRankRNN(network, mask, scaling=scaling)
 
 

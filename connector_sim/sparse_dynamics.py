@@ -845,7 +845,7 @@ def input_fixed_point(network, amplitude=0.0, *, kappa0=None, heterogeneity=True
     quenched = 0.0
     if heterogeneity and isinstance(network, SparseLowRankRNN):
         mask = network.mask
-        if mask.kind == "bernoulli":
+        if mask.kind == "bernoulli" or mask.per == "column":  # rows of a column mask: ~ independent entries
             quenched = network.weight**2 * N * mask.density * (1.0 - mask.density)
         else:
             quenched = network.weight**2 * mask.n_connections * (1.0 - mask.density)
@@ -865,7 +865,7 @@ def input_fixed_point(network, amplitude=0.0, *, kappa0=None, heterogeneity=True
         a_mean = n.T @ mean_rate / N
         new_kappa = gain * a_mean
         new_delta = g * g * float(np.mean(mean_square))
-        if quenched and network.mask.kind == "bernoulli":
+        if quenched and (network.mask.kind == "bernoulli" or network.mask.per == "column"):
             new_V = quenched * (n * mean_square[:, None]).T @ n / N
         elif quenched:
             a = n * mean_rate[:, None]

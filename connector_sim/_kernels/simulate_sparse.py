@@ -46,7 +46,7 @@ def mask_args(mask):
     # Read-only in every mode (stored masks are), so that numba compiles one specialization.
     empty64, empty32 = read_only(np.zeros(0, np.int64), np.zeros(0, np.int32))
     key = int(sparse_mask.mask_key(mask.seed))
-    if mask.representation == "stored" and mask.kind == "fixed":
+    if mask.representation == "stored" and mask.kind == "fixed" and mask.per == "row":
         return MaskArgs("tiled", mask.n_neurons, mask.seed, key, read_only(mask.strata()), 0.0, empty64,
                         read_only(mask.tile_offsets()))
     if mask.representation == "stored":
