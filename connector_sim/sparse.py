@@ -295,7 +295,7 @@ class SparseMask:
         return 0 if self._csr is None else self._csr[0].nbytes + self._csr[1].nbytes
 
     def strata(self):
-        """lo_k = floor(k N / C), k = 0 .. C, of the "fixed" scheme (int64; for per="column", of its rows' transpose)."""
+        """lo_k = floor(k N / C), k = 0 .. C, of the "fixed" scheme (int64; per="column": of its transpose)."""
         if self.kind != "fixed":
             raise ValueError("strata() exists for masks with a fixed number of connections per row only.")
         return _spec.strata(self.n_neurons, self.n_connections)
