@@ -1010,7 +1010,7 @@ def network_jacobian(network, kappa=None, *, x=None, v=None, dense=False):
         if network.random == "gaussian":
             radius = network.g * float(np.sqrt(np.mean(slope**2)))
         else:
-            radius = network.g * float(np.sqrt(np.mean(network.random.column_variances(N) * slope**2)))
+            radius = network.g * float(np.sqrt(np.mean(network.random.effective_variances(N) * slope**2)))
     outside = outliers[np.abs(outliers + 1.0) > radius]
     leading = max([-1.0 + radius] + [float(value.real) for value in outside])
     values = None

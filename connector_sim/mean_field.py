@@ -527,7 +527,8 @@ def latent_flow(source, v=None, *, activation=None, order=DEFAULT_ORDER, compone
         v_points = _check_inputs(v, kappa.shape[:-1], flow.n_inputs)
         return flow(kappa.reshape(-1, flow.rank), v_points).reshape(kappa.shape)
 
-    if isinstance(source, LowRankRNN) and component is None and not clamp_components and activation is None:
+    if (isinstance(source, LowRankRNN) and component is None and not clamp_components and activation is None
+            and (v is None or np.ndim(v) == 1)):
         # The size of the finite-N part of this flow (fixed_points.find_approximate_ring reads it).
         from .fixed_points import finite_size_speed
 

@@ -757,6 +757,13 @@ class ExcitatoryInhibitory:
 
     With f = 1, mu_E = 0, sigma_E = 1 it is the Gaussian chi of the default.
 
+    Sparse (``n_connections=C``, fixed in-degree): every row keeps exactly C
+    entries (a per-row :class:`SparseMask`, density d = C / N), scaled by
+    1 / sqrt(C) instead of 1 / sqrt(N); balanced row sums shift the kept
+    entries only. The mask's spread of the means adds to the variance:
+    r = g sqrt(f (sigma_E^2 + (1 - d) mu_E^2) + (1 - f) (sigma_I^2 + (1 - d) mu_I^2)),
+    and the unbalanced mean outlier is g sqrt(C) (f mu_E + (1 - f) mu_I).
+
     Parameters
     ----------
     fraction : float in (0, 1], default=0.8
@@ -767,6 +774,8 @@ class ExcitatoryInhibitory:
         sigma_E^2 and sigma_I^2.
     balanced : bool, default=True
         Set every row sum of chi to zero.
+    n_connections : int, optional
+        C: keep exactly C entries per row (sparse E/I with fixed in-degree).
 
     Raises
     ------
@@ -783,7 +792,8 @@ class ExcitatoryInhibitory:
     (800, 0.0)
     """
 
-    def __init__(self, fraction=0.8, *, mean_e=1.0, mean_i=-4.0, variance_e=1.0, variance_i=1.0, balanced=True):
+    def __init__(self, fraction=0.8, *, mean_e=1.0, mean_i=-4.0, variance_e=1.0, variance_i=1.0, balanced=True,
+                 n_connections=None):
         from ._validation import check_nonnegative_scalar, check_positive_scalar
 
         owner = "ExcitatoryInhibitory"
@@ -802,6 +812,15 @@ class ExcitatoryInhibitory:
         if not isinstance(balanced, (bool, np.bool_)):
             raise TypeError(f"The 'balanced' parameter of {owner} must be True or False. Got {balanced!r} instead.")
         self.balanced = bool(balanced)
+        if n_connections is not None:
+            n_connections = check_int(n_connections, "n_connections", minimum=1, owner=owner)
+        self.n_connections = n_connections
+
+    def _connections(self, n_neurons):
+        if self.n_connections is not None and self.n_connections > n_neurons:
+            raise ValueError(f"The 'n_connections' parameter of ExcitatoryInhibitory must be at most N = "
+                             f"{n_neurons}. Got {self.n_connections} instead.")
+        return n_neurons if self.n_connections is None else self.n_connections
 
     def n_excitatory(self, n_neurons):
         """N_E = round(f N): columns 0 .. N_E - 1 are excitatory."""
@@ -819,27 +838,44 @@ class ExcitatoryInhibitory:
         variances[:self.n_excitatory(n_neurons)] = self.variance_e
         return variances
 
+    def expected_entries(self, n_neurons):
+        """E[chi_ij] of every column j, shape (N,): mu_c / sqrt(N), or mu_c sqrt(C) / N when sparse (unbalanced)."""
+        return self.column_means(n_neurons) * math.sqrt(self._connections(n_neurons)) / n_neurons
+
+    def effective_variances(self, n_neurons):
+        """N Var(chi_ij) of every column j, shape (N,): sigma_c^2 + (1 - C / N) mu_c^2."""
+        density = self._connections(n_neurons) / n_neurons
+        return self.column_variances(n_neurons) + (1.0 - density) * self.column_means(n_neurons) ** 2
+
     def mean_outlier(self, n_neurons, g=1.0):
-        """g sqrt(N) (f_N mu_E + (1 - f_N) mu_I), f_N = N_E / N; 0 when balanced."""
+        """g sqrt(C) (f_N mu_E + (1 - f_N) mu_I), f_N = N_E / N, C = N when dense; 0 when balanced."""
         if self.balanced:
             return 0.0
-        return float(g * np.sum(self.column_means(n_neurons)) / math.sqrt(n_neurons))
+        return float(g * np.sum(self.expected_entries(n_neurons)))
 
     def sample(self, n_neurons, rng, dtype=np.float64):
         """chi (N x N, dtype), drawn from ``rng`` (a numpy Generator)."""
         dtype = np.dtype(dtype)
+        C = self._connections(n_neurons)
         chi = rng.standard_normal((n_neurons, n_neurons), dtype=dtype)
         chi *= np.sqrt(self.column_variances(n_neurons)).astype(dtype)[None, :]
         chi += self.column_means(n_neurons).astype(dtype)[None, :]
-        if self.balanced:
-            chi -= chi.mean(axis=1, dtype=np.float64, keepdims=True).astype(dtype)
-        chi *= dtype.type(1.0 / math.sqrt(n_neurons))
+        if self.n_connections is None:
+            if self.balanced:
+                chi -= chi.mean(axis=1, dtype=np.float64, keepdims=True).astype(dtype)
+        else:
+            kept = SparseMask(n_neurons, n_connections=C, seed=int(rng.integers(2**63))).to_dense()
+            chi[~kept] = 0
+            if self.balanced:
+                chi -= np.where(kept, chi.sum(axis=1, dtype=np.float64, keepdims=True) / C, 0.0).astype(dtype)
+        chi *= dtype.type(1.0 / math.sqrt(C))
         return chi
 
     def __repr__(self):
+        sparse = "" if self.n_connections is None else f", n_connections={self.n_connections}"
         return (f"ExcitatoryInhibitory(fraction={self.fraction:.6g}, mean_e={self.mean_e:.6g}, "
                 f"mean_i={self.mean_i:.6g}, variance_e={self.variance_e:.6g}, variance_i={self.variance_i:.6g}, "
-                f"balanced={self.balanced})")
+                f"balanced={self.balanced}{sparse})")
 
 
 class LowRankPlusRandomRNN(_DenseLoadings):

@@ -179,7 +179,7 @@ def predicted_random_radius(g, *, sparsity=None, n_connections=None, n_neurons=N
     return float(g * math.sqrt(density))
 
 
-def predicted_ei_radius(g, fraction, variance_e, variance_i):
+def predicted_ei_radius(g, fraction, variance_e, variance_i, *, mean_e=0.0, mean_i=0.0, density=1.0):
     """Bulk radius of an excitatory/inhibitory random part g chi (Rajan & Abbott 2006).
 
     ::
@@ -191,6 +191,8 @@ def predicted_ei_radius(g, fraction, variance_e, variance_i):
     a column-variance profile, r^2 = g^2 sum_j Var(chi_ij) = g^2 mean_j sigma_c(j)^2.
     The means do not enter: with balanced row sums they leave the spectrum
     unchanged, without they add one outlier (:func:`predicted_ei_outlier`).
+    Sparse (exactly C = d N entries per row, scaled by 1 / sqrt(C)): the mask
+    spreads the means, sigma_c^2 -> sigma_c^2 + (1 - d) mu_c^2.
 
     Parameters
     ----------
@@ -200,6 +202,10 @@ def predicted_ei_radius(g, fraction, variance_e, variance_i):
         f, the excitatory fraction.
     variance_e, variance_i : float
         sigma_E^2, sigma_I^2.
+    mean_e, mean_i : float, default=0
+        mu_E, mu_I; used only when ``density`` < 1.
+    density : float in (0, 1], default=1
+        d = C / N.
 
     Returns
     -------
@@ -220,10 +226,14 @@ def predicted_ei_radius(g, fraction, variance_e, variance_i):
     if g < 0 or variance_e < 0 or variance_i < 0:
         raise ValueError(f"predicted_ei_radius needs g, variance_e and variance_i >= 0. Got g={g!r}, "
                          f"variance_e={variance_e!r}, variance_i={variance_i!r}.")
-    return float(g * math.sqrt(fraction * variance_e + (1.0 - fraction) * variance_i))
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"The 'density' parameter of predicted_ei_radius must be in (0, 1]. Got {density!r}.")
+    spread = 1.0 - density
+    return float(g * math.sqrt(fraction * (variance_e + spread * mean_e**2)
+                               + (1.0 - fraction) * (variance_i + spread * mean_i**2)))
 
 
-def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=False):
+def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=False, n_connections=None):
     """The outlier of the mean of an excitatory/inhibitory random part g chi.
 
     ::
@@ -235,6 +245,7 @@ def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=Fal
     / sqrt(N). Setting every row sum to zero (``balanced=True``, Rajan & Abbott)
     makes 1 an eigenvector with eigenvalue 0 and removes the means from the
     rest of the spectrum, so there is no outlier. ``fraction`` is N_E / N.
+    With exactly C entries per row (scaled by 1 / sqrt(C)), sqrt(N) becomes sqrt(C).
 
     Parameters
     ----------
@@ -244,6 +255,8 @@ def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=Fal
         mu_E, mu_I.
     n_neurons : int
     balanced : bool, default=False
+    n_connections : int, optional
+        C of a sparse random part.
 
     Returns
     -------
@@ -264,9 +277,11 @@ def predicted_ei_outlier(g, fraction, mean_e, mean_i, n_neurons, *, balanced=Fal
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"The 'fraction' parameter of predicted_ei_outlier must be in (0, 1]. Got {fraction!r}.")
     N = check_int(n_neurons, "n_neurons", minimum=1, owner="predicted_ei_outlier")
+    C = N if n_connections is None else check_int(n_connections, "n_connections", minimum=1, maximum=N,
+                                                   owner="predicted_ei_outlier")
     if balanced:
         return 0.0
-    return float(g * math.sqrt(N) * (fraction * mean_e + (1.0 - fraction) * mean_i))
+    return float(g * math.sqrt(C) * (fraction * mean_e + (1.0 - fraction) * mean_i))
 
 
 @dataclass
@@ -354,15 +369,14 @@ def _random_part_theory(network):
     if spec == "gaussian":
         outliers, radius = np.linalg.eigvals(n.T @ m / N), network.g
     else:
-        f = spec.n_excitatory(N) / N
-        radius = predicted_ei_radius(network.g, f, spec.variance_e, spec.variance_i)
+        radius = network.g * math.sqrt(float(np.mean(spec.effective_variances(N))))
         if spec.balanced:
             outliers = np.linalg.eigvals(n.T @ m / N)
         else:
             # The deterministic part m n^T / N + g 1 mu^T / sqrt(N) = U V^T, U = [m, 1]:
             # its nonzero eigenvalues are those of V^T U ((R + 1) x (R + 1)).
             U = np.column_stack([m, np.ones(N)])
-            V = np.column_stack([n / N, network.g * spec.column_means(N) / math.sqrt(N)])
+            V = np.column_stack([n / N, network.g * spec.expected_entries(N)])
             outliers = np.linalg.eigvals(V.T @ U)
     return SpectrumTheory(outliers=outliers[np.argsort(-outliers.real)].astype(complex), bulk_radius=float(radius))
 

@@ -98,6 +98,7 @@ def test_ei_network_simulates_as_the_euler_step_of_its_matrix():
     ({"variance_e": -1.0}, ValueError, "'variance_e'"),
     ({"mean_e": "a"}, TypeError, "'mean_e'.*number"),
     ({"balanced": 1}, TypeError, "'balanced'.*True or False"),
+    ({"n_connections": 0}, ValueError, "'n_connections'"),
 ])
 def test_bad_ei_parameters_say_what_was_expected(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -107,3 +108,26 @@ def test_bad_ei_parameters_say_what_was_expected(kwargs, error, message):
 def test_unknown_random_part_is_refused():
     with pytest.raises(ValueError, match="'random'.*'gaussian' or an ExcitatoryInhibitory"):
         LowRankPlusRandomRNN(rank_one_gaussian(10, 1.0, 0.5), 1.0, random="ei")
+
+
+def test_sparse_ei_with_fixed_in_degree():
+    N, C, g = 1000, 100, 0.5
+    balanced = ExcitatoryInhibitory(0.8, mean_e=1.0, mean_i=-3.0, variance_e=1.0, variance_i=4.0, n_connections=C)
+    network = LowRankPlusRandomRNN(rank_one_gaussian(N, 1.0, 0.0, random_state=0), g, seed=1, random=balanced)
+    kept = network.random_part != 0
+    assert np.all(kept.sum(axis=1) == C) and np.max(np.abs(network.random_part.sum(axis=1))) < 1e-12
+    # The mask spreads the means: r = g sqrt(f (1 + 0.9 mu_E^2) + (1 - f) (4 + 0.9 mu_I^2)) = 0.992.
+    radius = spectra.predicted_ei_radius(g, 0.8, 1.0, 4.0, mean_e=1.0, mean_i=-3.0, density=C / N)
+    assert spectra.network_theory(network).bulk_radius == pytest.approx(radius, rel=1e-12)
+    values = spectra.eigenvalues(network)
+    # Measured (seeds 0, 1): max |lambda| 0.993-1.001, 99 % quantile 0.973-0.976: as for the dense part.
+    assert np.abs(values).max() < radius * (1 + 4 / math.sqrt(N))
+    assert spectra.measured_bulk_radius(values) == pytest.approx(radius, rel=3 / math.sqrt(N))
+    # Unbalanced: the mean outlier g sqrt(C) (f mu_E + (1 - f) mu_I) = 0.5 * 10 * 0.4 = 2, outside r = 0.87.
+    unbalanced = ExcitatoryInhibitory(0.8, mean_e=1.0, mean_i=-2.0, variance_e=1.0, variance_i=4.0, balanced=False,
+                                      n_connections=C)
+    network = LowRankPlusRandomRNN(network.dense, g, seed=2, random=unbalanced)
+    outlier = spectra.predicted_ei_outlier(g, 0.8, 1.0, -2.0, N, n_connections=C)
+    assert outlier == pytest.approx(2.0) and unbalanced.mean_outlier(N, g) == pytest.approx(2.0)
+    values = spectra.eigenvalues(network)
+    assert values[0].real == pytest.approx(outlier, rel=4 / math.sqrt(N))
