@@ -590,6 +590,11 @@ def find_ring(velocity, fixed_points, *, min_points=3, fit_rtol=0.05, tangent_co
     4. the flow is slow along the whole circle: max ``|F|`` on it is at most
        ``speed_ratio`` x the mean ``|F|`` on the circles of radius 0.5 r and 1.5 r.
 
+    This is the exact ring of a mean-field flow. A finite network's ring has no
+    continuum of marginal fixed points (a few nodes and saddles at
+    O(1/sqrt(N)) speeds): :func:`find_approximate_ring` finds it, and
+    :func:`classify_dynamics` tries both.
+
     Parameters
     ----------
     velocity : callable
