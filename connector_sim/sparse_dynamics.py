@@ -829,6 +829,10 @@ def input_fixed_point(network, amplitude=0.0, *, kappa0=None, heterogeneity=True
     """
     owner = "input_fixed_point"
     _check_network(network, owner)
+    if isinstance(network, LowRankPlusRandomRNN) and network.random != "gaussian" and network.g > 0:
+        raise ValueError(f"{owner} takes Delta = g^2 <phi^2> from a Gaussian chi; this network has an "
+                         f"excitatory/inhibitory random part ({network.random!r}), whose means and column "
+                         "variances it does not model. Simulate it (simulate_low_rank_plus_random) instead.")
     D = network.n_inputs
     try:
         u = np.broadcast_to(np.asarray(amplitude, dtype=np.float64), (D,))

@@ -131,3 +131,8 @@ def test_sparse_ei_with_fixed_in_degree():
     assert outlier == pytest.approx(2.0) and unbalanced.mean_outlier(N, g) == pytest.approx(2.0)
     values = spectra.eigenvalues(network)
     assert values[0].real == pytest.approx(outlier, rel=4 / math.sqrt(N))
+
+
+def test_gaussian_only_mean_field_refuses_an_ei_random_part():
+    with pytest.raises(ValueError, match="excitatory/inhibitory random part.*Simulate it"):
+        sd.input_fixed_point(ei_network(50, 0), kappa0=[0.5])
