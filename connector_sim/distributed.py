@@ -52,7 +52,7 @@ from .network import LowRankRNN
 INSTALL_HINT = 'pip install "connector_sim[mpi]"  (or: pip install mpi4py mpich)'
 
 #: Neurons per sampling chunk (bounded float64 temporaries).
-_SAMPLE_CHUNK = 1 << 20
+_SAMPLE_CHUNK = 1 << 18
 
 
 def _mpi():
@@ -577,14 +577,16 @@ def simulate_distributed(network, n_steps=None, *, dt=None, inputs=None, kappa0=
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if path == "full":
-            # x_0 = m kappa_0 + I v_0 + b, term by term (elementwise: the same bits on any slice)
-            x64 = np.broadcast_to(b.astype(np.float64), (B, n_local)).copy()
-            for r in range(R):
-                x64 += kappa[:, r, None] * m_T[r].astype(np.float64)
-            for d in range(D):
-                x64 += np.broadcast_to(v[:, 0, d, None], (B, 1)) * I_T[d].astype(np.float64)
-            x = x64.astype(dtype)
-            del x64
+            # x_0 = m kappa_0 + I v_0 + b, term by term (elementwise: the same bits on any slice), in chunks
+            x = np.empty((B, n_local), dtype)
+            for lo in range(0, n_local, _SAMPLE_CHUNK):
+                cols = slice(lo, min(lo + _SAMPLE_CHUNK, n_local))
+                x64 = np.broadcast_to(b[cols].astype(np.float64), (B, cols.stop - lo)).copy()
+                for r in range(R):
+                    x64 += kappa[:, r, None] * m_T[r, cols].astype(np.float64)
+                for d in range(D):
+                    x64 += np.broadcast_to(v[:, 0, d, None], (B, 1)) * I_T[d, cols].astype(np.float64)
+                x[:, cols] = x64
             record_out[:, 0] = x[:, local_units]
             u_kernel = np.zeros((1, T, D), dtype) if inputs is None else np.ascontiguousarray(inputs, dtype)
             noise_scale = math.sqrt(alpha) * noise_std
@@ -605,20 +607,22 @@ def simulate_distributed(network, n_steps=None, *, dt=None, inputs=None, kappa0=
                             clamp, partial, n_threads=n_threads)
                 advance(t)
                 tick(t)
-            m64, I64, b64 = (a.astype(np.float64) for a in (local.m, local.I, local.b))
-
             def rebuild(cols, steps):
                 # x = b + sum_r kappa_r m_r + sum_d v_d I_d, term by term (the same bits on any slice)
                 k, vs = kappa_out[:, steps], v[:, steps]
-                out = np.broadcast_to(b64[cols], k.shape[:2] + (len(cols),)).copy()
+                b_cols = b[cols].astype(np.float64)
+                out = np.broadcast_to(b_cols, k.shape[:2] + b_cols.shape).copy()
                 for r in range(R):
-                    out += k[:, :, r, None] * m64[cols, r]
+                    out += k[:, :, r, None] * m_T[r, cols].astype(np.float64)
                 for d in range(D):
-                    out += vs[:, :, d, None] * I64[cols, d]
+                    out += vs[:, :, d, None] * I_T[d, cols].astype(np.float64)
                 return out.astype(dtype)
 
             record_out[:] = rebuild(local_units, slice(None))
-            final_state = rebuild(np.arange(n_local), slice(T, T + 1))[:, 0]
+            final_state = np.empty((B, n_local), dtype)
+            for lo in range(0, n_local, _SAMPLE_CHUNK):  # bounded float64 temporaries
+                cols = slice(lo, min(lo + _SAMPLE_CHUNK, n_local))
+                final_state[:, cols] = rebuild(cols, slice(T, T + 1))[:, 0]
     watch.check(kappa_out, 0, T)
     watch.warn_if_diverged()
     wall_time = time.perf_counter() - started
