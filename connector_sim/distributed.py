@@ -22,10 +22,11 @@ fits on enough machines (see the README, "One network on many machines").
   to the rank that holds the unit; kappa is the same on every rank.
 
 Reduction and exactness. The block sums are combined *exactly*: each rank
-sums its blocks exactly (an expansion of a few float64 numbers per (trial,
-r), ``math.fsum`` residuals), one ``allgather`` collects these (P times a few
-B R numbers), and krec is the correctly rounded sum of all block sums,
-divided by N. The result does not depend on how the blocks are split among
+sums its blocks exactly into an expansion of a few float64 numbers per
+(trial, r) (error-free extraction, vectorised: about 1 ms for the 24,000
+blocks of 1e8 neurons), one ``allgather`` collects these (P times 2-3 B R
+numbers), and krec is the correctly rounded sum (``math.fsum``) of all block
+sums, divided by N. The result does not depend on how the blocks are split among
 ranks: **a run is bitwise the same for every P** (P = 1 included: the
 distributed code on one process), and across repeated runs. It is not
 bitwise the single-process :func:`connector_sim.simulate`, which adds the
@@ -47,6 +48,9 @@ from ._validation import check_dtype, check_int, check_n_threads, check_nonnegat
 from .activations import apply_activation
 from .distributions import Empirical, Gaussian, GaussianMixture
 from .network import LowRankRNN
+
+__all__ = ["DistributedNetwork", "DistributedSimulationResult", "exact_sum", "sample_slice", "simulate_distributed",
+           "slice_bounds"]
 
 #: The pip command that installs what this module needs.
 INSTALL_HINT = 'pip install "connector_sim[mpi]"  (or: pip install mpi4py mpich)'
@@ -327,32 +331,71 @@ class DistributedNetwork:
 
 
 def _expansion(values):
-    """Non-overlapping float64 terms whose exact sum is the exact sum of ``values`` (math.fsum residuals)."""
+    """Float64 terms whose exact sum is the exact sum of ``values`` (math.fsum and its residuals)."""
     terms = [float(v) for v in values]
     out = []
-    for _ in range(64):  # the exact sum of doubles spans < 2100 bits: at most 40 terms
-        s = math.fsum(terms)
-        if s == 0.0:
-            return out
-        out.append(s)
-        terms.append(-s)
+    try:
+        for _ in range(64):  # the exact sum of doubles spans < 2100 bits: at most 40 terms
+            s = math.fsum(terms)
+            if s == 0.0:
+                return out
+            out.append(s)
+            terms.append(-s)
+    except OverflowError:  # the sum overflows float64: it is +-inf (the run diverged)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return [float(np.sum(values))]
     return out
 
 
+#: Rounds of exact extraction in _local_expansions before the math.fsum fallback.
+_EXTRACTION_ROUNDS = 8
+
+
 def _local_expansions(partial):
-    """One expansion per column of partial (n_blocks, B R); a non-finite column gives its plain sum."""
-    columns = partial.reshape(partial.shape[0], -1)
-    finite = np.isfinite(columns).all(axis=0)
-    out = []
-    for j in range(columns.shape[1]):
-        if finite[j]:
-            try:
-                out.append(_expansion(columns[:, j]))
-                continue
-            except OverflowError:
-                pass
+    """Per column of partial (n_blocks, ...), float64 terms whose exact sum is the column's exact sum.
+
+    Error-free extraction, vectorised over the columns: with M the largest
+    |p_i| of a column (M < 2**e) and sigma = 2**(e + ceil(log2 n) + 1),
+    q_i = (sigma + p_i) - sigma is p_i rounded to a multiple of 2**-53 sigma
+    and r_i = p_i - q_i is exact; the q_i sum exactly in any order (each
+    partial sum is a multiple of 2**-53 sigma below sigma in magnitude), so
+    T = sum(q) is exact, and the rounds repeat on the residuals r until they
+    are all zero (two or three rounds for block sums of similar size). Columns
+    that are not finite give their plain sum; residuals left after
+    _EXTRACTION_ROUNDS rounds, or near overflow or underflow, go to an exact
+    math.fsum expansion.
+    """
+    rows = partial.reshape(partial.shape[0], -1).T.copy()  # (columns, blocks), a contiguous copy: sums along rows
+    n_columns, n_blocks = rows.shape
+    out = [[] for _ in range(n_columns)]
+    finite = np.isfinite(rows).all(axis=1)
+    for j in np.flatnonzero(~finite):
         with np.errstate(over="ignore", invalid="ignore"):
-            out.append([float(columns[:, j].sum())])
+            out[j].append(float(rows[j].sum()))
+    residual = rows
+    residual[~finite] = 0.0
+    headroom = math.ceil(math.log2(max(n_blocks, 1))) + 1
+    for _ in range(_EXTRACTION_ROUNDS):
+        biggest = np.abs(residual).max(axis=1) if n_blocks else np.zeros(n_columns)
+        active = biggest > 0
+        if not active.any():
+            return out
+        exponent = np.frexp(biggest)[1] + headroom
+        # sigma must be finite, and its grid 2**-53 sigma a normal number's: otherwise fsum below
+        fallback = active & ((exponent > 1023) | (exponent < -1021 + 53))
+        for j in np.flatnonzero(fallback):
+            out[j].extend(_expansion(residual[j]))
+            residual[j] = 0.0
+        active &= ~fallback
+        sigma = np.ldexp(1.0, np.where(active, exponent, 0))[:, None]
+        q = (sigma + residual) - sigma
+        q[~active] = 0.0
+        totals = q.sum(axis=1)
+        residual -= q
+        for j in np.flatnonzero(active & (totals != 0.0)):
+            out[j].append(float(totals[j]))
+    for j in np.flatnonzero((residual != 0.0).any(axis=1)):
+        out[j].extend(_expansion(residual[j]))
     return out
 
 

@@ -130,6 +130,25 @@ def test_exact_sum_does_not_depend_on_the_split():
         assert np.array_equal(distributed.exact_sum(pieces[0], _FakeComm(pieces)), reference)
 
 
+def test_local_expansions_are_exact():
+    """The vectorised extraction's terms sum exactly to each column's sum (checked with math.fsum).
+
+    Columns with exponents spread over 40 decades, scaled to near overflow or to subnormals.
+    """
+    rng = np.random.default_rng(3)
+    for case in range(120):
+        n, c = int(rng.integers(1, 2000)), int(rng.integers(1, 4))
+        scale = [1.0, 1e-290, 1e280][case % 3]
+        p = rng.standard_normal((n, 1, c)) * 10.0 ** rng.integers(-20, 20, size=(n, 1, c)) * scale
+        if case % 7 == 0:
+            p[:3] = 1e-310 * rng.standard_normal((3, 1, c))  # subnormals
+        before = p.copy()
+        terms = distributed._local_expansions(p)
+        assert np.array_equal(p, before)  # the block sums are not changed
+        for j in range(c):
+            assert math.fsum(terms[j]) == math.fsum(p[:, 0, j]), (case, j)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_step_kernels_match_their_reference(dtype):
     """The compiled one-step kernels against the NumPy reference, on a slice at unit 4096.
