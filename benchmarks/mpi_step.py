@@ -13,48 +13,59 @@ per step (``time.process_time``, steadier than wall time on a shared machine),
 wall seconds per step, the wall time of the exact reduction alone, and the
 peak resident memory.
 
-Measured (AMD EPYC with AVX-512, 2 vCPUs shared with other jobs, load average
-10-12 during the runs, so P = 2 competes for the two cores; N = 1e7, float32,
-R = 2, one trial, medians of 20 steps; ``--steps 20``)::
+Measured (AMD EPYC with AVX-512, 2 vCPUs shared with other engineers' jobs,
+load average 11-13 during every run, so the two processes of P = 2 compete
+with about ten others for two cores: compare CPU times, not wall times;
+float32, R = 2, D = 0, one trial, one thread per process)::
 
-    P  path         CPU s/step/process  wall s/step  reduction (wall)  peak RSS/process
-    1  latent       0.0093              0.024        0.07 ms           0.31 GB
-    1  full+noise   0.019               0.040        0.07 ms           0.35 GB
-    2  latent       0.0048              0.018        0.12 ms           0.22 GB
-    2  full+noise   0.0098              0.030        0.14 ms           0.24 GB
+    N    P  path        CPU s/step/process  wall s/step  reduction (wall)  peak RSS/process
+    1e7  1  latent      0.0081              0.037        0.06 ms           0.34 GB
+    1e7  1  full+noise  0.015               0.075                          0.34 GB
+    1e7  2  latent      0.0047-0.0054       0.023        0.065 ms          0.21 GB
+    1e7  2  full+noise  0.0086-0.0091       0.043                          0.21 GB
+    1e8  1  latent      0.119               0.56         0.18 ms           2.81 GB
+    1e8  1  full+noise  0.190               0.87                           2.81 GB
+    1e8  2  latent      0.056-0.076         0.25-0.44    5 ms              1.44 GB
+    1e8  2  full+noise  0.086-0.123         0.60                           1.44 GB
 
-and N = 1e8 (float32) on P = 2: 0.047 s (latent) and 0.095 s (full+noise) of
-CPU per step and process, peak RSS 1.1 GB per process (loadings 16 B and x 4 B
-per neuron, plus about 100 MB of sampling temporaries and the interpreter).
-The work per process halves from P = 1 to P = 2 (CPU time per step and
-process 0.0093 -> 0.0048 s): the split is exact, the reduction is a tenth of
-a millisecond. Wall time does not halve here: the two processes share two
-vCPUs with eight other engineers' jobs.
+(``--steps 20`` at 1e7, ``--steps 10`` at 1e8; two runs at N = 1e8, P = 2,
+the second beside a documentation build: ranges. The reduction's wall time
+at P = 2 is mostly waiting for the other, descheduled process. Sampling the
+slices: 14 s at 1e7 on one process, 8.8 s on each of two; 129 s and 79 s at
+1e8.) The work per process halves from P = 1 to P = 2: the split is exact
+and the reduction is a fraction of a millisecond of work; wall time does not
+halve on this overloaded machine. Peak memory is about 28 bytes per neuron:
+16 for m and n, 4 for x, 4 for the latent path's final state, and the
+sampling temporaries (about 0.1 GB), plus the interpreter and MPI (0.1 GB).
 
 Cost model for P = 100 machines (one process per core, c cores per machine
 would divide each number by c). Per step and process:
 
-- compute: N / P neurons at about 0.9 ns (latent) and 1.9 ns (full path
-  with noise) per neuron and step on one core (the CPU times above,
-  N = 1e7), so at N = 1e10, P = 100: 1e8 neurons, 0.09 s (latent) and
-  0.19 s (full) per step;
+- compute: N / P neurons at about 1.0 ns (latent) and 1.7 ns (full path
+  with noise) per neuron and step on one core (the CPU times above at
+  P = 1), so at N = 1e10, P = 100: 1e8 neurons per process, 0.1 s (latent)
+  and 0.17-0.19 s (full) per step;
 - the reduction: each process sums its N / (4096 P) block sums exactly
-  (``math.fsum`` residuals: about 25k blocks x 2 at N / P = 1e8, 2-3 ms in
-  Python), then one allgather of P x (B R) expansions of 1-3 float64 each:
-  with a latency of alpha per message (1-5 us on InfiniBand, 20-50 us on
-  Ethernet) and log2(P) = 7 rounds of a recursive-doubling allgather, 7
-  alpha + P B R 24 bytes / bandwidth = 0.05-0.4 ms, plus pickling (about
-  0.1 ms for P = 100 small lists). Communication is below 1 % of the step
-  whenever N / P >= 1e6; with B trials the fsum part grows as B R N / (4096 P)
-  and the message as P B R.
+  (vectorised error-free extraction: 0.18 ms for the 24,000 blocks of 1e8
+  neurons, one trial), then one allgather of P x (B R) expansions of 2-3
+  float64 each: with a latency alpha per message (1-5 us on InfiniBand,
+  20-50 us on Ethernet) and log2(P) = 7 rounds of a recursive-doubling
+  allgather, 7 alpha + P B R 24 bytes / bandwidth = 0.01-0.4 ms, plus
+  pickling and summing P B R small lists in Python (about 0.2 ms for
+  P = 100, B = 1). Communication is below 1 % of the step whenever
+  N / P >= 1e6; with B trials the extraction grows as B R N / (4096 P)
+  (2 s for B = 400 at N / P = 1e8, against 20-40 s of compute) and the
+  message as P B R.
+- stragglers: every step waits for the slowest process, so the processes
+  must hold equal slices (they do, to one block) on equally loaded cores.
 
 What fits: a process needs (2 R + D + 1) itemsize bytes per neuron for the
-loadings, plus itemsize B per neuron for x on the full path (none on the
-latent path), plus about 0.2 GB. float32, R = 2, D = 0, B = 1: 24 B per
-neuron on the full path, 20 B on the latent path. A 24 GB machine with
-about 20 GB usable holds about 8e8 neurons (full path) or 1e9 (latent), so
-N = 1e10 needs about 13 such machines (10 on the latent path), and P = 100
-machines hold N = 8e10 (float64: half of each).
+loadings, plus B itemsize bytes per neuron for x (full path) or for the
+final state (latent path), plus about 0.3 GB. float32, R = 2, D = 0, B = 1:
+about 24-28 bytes per neuron with temporaries (28 measured). A 24 GB machine
+with about 20 GB usable holds about 7e8 neurons, so N = 1e10 needs about 15
+such machines, and P = 100 machines hold N = 7e10 (float64: half of each;
+B trials add 4 B bytes per neuron).
 """
 
 import argparse

@@ -22,7 +22,7 @@ from connector_sim import distributed
 from connector_sim._kernels import counter_rng, distributed_step
 from connector_sim._kernels.simulate_dense import BLOCK_SIZE
 from connector_sim.distributions import Empirical, Gaussian, GaussianMixture
-from tests.backend_support import require_backend
+from backend_support import require_backend
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = Path(cs.__file__).resolve().parent.parent
