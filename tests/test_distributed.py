@@ -193,10 +193,11 @@ def runs(tmp_path_factory):
     require_backend("cpp")
     folder = tmp_path_factory.mktemp("mpi")
     out = {}
-    for n_ranks in (1, 2):
-        path = folder / f"p{n_ranks}.npz"
-        _run([mpiexec, "-n", str(n_ranks), sys.executable, str(SCRIPT), str(path)])
-        out[n_ranks] = (dict(np.load(path)), [dict(np.load(f"{path}.rank{r}.npz")) for r in range(n_ranks)])
+    for n_ranks, backend in ((1, "cpp"), (2, "cpp"), (2, "numpy")):
+        path = folder / f"p{n_ranks}{backend}.npz"
+        _run([mpiexec, "-n", str(n_ranks), sys.executable, str(SCRIPT), str(path), f"--backend={backend}"])
+        key = n_ranks if backend == "cpp" else "numpy"
+        out[key] = (dict(np.load(path)), [dict(np.load(f"{path}.rank{r}.npz")) for r in range(n_ranks)])
     return out
 
 
@@ -239,6 +240,16 @@ def test_distributed_run_equals_simulate_to_rounding(runs):
     # the clamp silenced unit 4100 (in 4000..4199) during steps 10..29, on both paths
     column = list(one["units"]).index(4100)
     assert np.all(one["rates_full"][:, 10:30, column] == 0) and np.all(one["rates_full"][:, 30:, column] != 0)
+
+
+def test_numpy_reference_backend_agrees(runs):
+    """The distributed loop on the NumPy reference kernels, P = 2, against the compiled ones.
+
+    Tolerance 1e-10: the kernels' tanh and noise normals differ from NumPy's by 1e-16 and 1e-14.
+    """
+    compiled, reference = runs[2][0], runs["numpy"][0]
+    for key in ("kappa_full", "rates_full", "kappa_latent", "rates_latent"):
+        np.testing.assert_allclose(reference[key], compiled[key], rtol=0, atol=1e-10, err_msg=key)
 
 
 def test_errors_under_mpiexec():
@@ -292,3 +303,13 @@ def test_docstring_examples():
 
     failed, attempted = doctest.testmod(distributed, optionflags=doctest.ELLIPSIS)
     assert attempted >= 3 and failed == 0
+
+
+def test_cli_mpi_without_mpi4py_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    from connector_sim.cli import main
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    status = main(["simulate", "bistable", "--n-neurons", "5000", "--n-steps", "2", "--mpi", "--quiet",
+                   "--out", str(tmp_path / "out.npz")])
+    assert status == 2 and 'pip install "connector_sim[mpi]"' in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()
