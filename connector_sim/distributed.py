@@ -44,7 +44,14 @@ import numpy as np
 from ._kernels import counter_rng, distributed_step
 from ._kernels.simulate_dense import BLOCK_SIZE
 from ._memory import check_allocation
-from ._validation import check_dtype, check_int, check_n_threads, check_nonnegative_scalar, check_seed
+from ._validation import (
+    check_dtype,
+    check_int,
+    check_n_threads,
+    check_nonnegative_scalar,
+    check_positive_scalar,
+    check_seed,
+)
 from .activations import apply_activation
 from .distributions import Empirical, Gaussian, GaussianMixture
 from .network import LowRankRNN
@@ -289,8 +296,9 @@ class DistributedNetwork:
         self.comm, self.mpi_rank, self.n_ranks = comm, comm.Get_rank(), comm.Get_size()
         self.start, self.stop = slice_bounds(self.n_neurons, self.n_ranks, self.mpi_rank)
         if local.n_neurons != self.stop - self.start:
-            raise ValueError(f"Rank {self.mpi_rank} holds neurons {self.start}..{self.stop - 1} ({self.stop - self.start}"
-                             f"), but its local network has {local.n_neurons}.")
+            raise ValueError(f"Rank {self.mpi_rank} holds neurons {self.start}..{self.stop - 1} "
+                             f"({self.stop - self.start}), but its local network has {local.n_neurons}. Build it "
+                             "with DistributedNetwork.from_distribution or from_network.")
         self.local, self.labels = local, labels
 
     @classmethod
@@ -324,7 +332,8 @@ class DistributedNetwork:
 
     def __repr__(self):
         return (f"DistributedNetwork(n_neurons={self.n_neurons}, rank={self.local.rank}, n_inputs="
-                f"{self.local.n_inputs}, slice {self.start}..{self.stop - 1} on MPI rank {self.mpi_rank} of {self.n_ranks})")
+                f"{self.local.n_inputs}, slice {self.start}..{self.stop - 1} on MPI rank {self.mpi_rank} of "
+                f"{self.n_ranks})")
 
 
 # --------------------------------------------------------------------------- exact reduction
@@ -534,9 +543,7 @@ def simulate_distributed(network, n_steps=None, *, dt=None, inputs=None, kappa0=
     N, R, D = network.n_neurons, local.rank, local.n_inputs
     dtype = local.dtype
     tau = local.tau
-    dt = 0.1 * tau if dt is None else float(dt)
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(f"The 'dt' parameter of simulate_distributed must be a finite number > 0. Got {dt!r}.")
+    dt = 0.1 * tau if dt is None else check_positive_scalar(dt, "dt", owner="simulate_distributed")
     alpha = dt / tau
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="simulate_distributed")
     n_threads = check_n_threads(n_threads, "simulate_distributed")
@@ -578,7 +585,8 @@ def simulate_distributed(network, n_steps=None, *, dt=None, inputs=None, kappa0=
     if path == "auto":
         path = "full" if noise_std > 0 else "latent"
     n_local = network.stop - network.start
-    check_allocation(8 * B * (T + 1) * R + (dtype.itemsize * B * n_local if path == "full" else 0),
+    # kappa, and x (full path) or the final state (latent path) of the slice
+    check_allocation(8 * B * (T + 1) * R + dtype.itemsize * B * n_local,
                      f"Simulating {B} trial(s) of {T} steps on a slice of {n_local} neurons ({path} path)",
                      "Use fewer trials or steps, or more MPI processes.")
 
