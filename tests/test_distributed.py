@@ -181,6 +181,10 @@ def test_step_kernels_match_their_reference(dtype):
     for reference, compiled in zip(results["numpy"], results["cpp"]):
         scale = np.max(np.abs(reference))
         assert np.max(np.abs(compiled.astype(np.float64) - reference)) <= rtol * scale
+    for backend in ("numpy", "cpp"):  # a slice must start at a block boundary (its noise pairs and sums)
+        with pytest.raises(ValueError, match="unit_offset must be a multiple of 4096"):
+            distributed_step.kernels(backend)[0](*loadings, x0.copy(), np.ones((1, D)), 0.1, 0.3, 5, 0, 3, 128,
+                                                 None, units, record, clamp, before)
 
 
 # --------------------------------------------------------------------------- under mpiexec
