@@ -472,6 +472,11 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     if comm is not None or type(network).__name__ == "DistributedNetwork":
         from . import distributed
 
+        if comm is not None:
+            comm = distributed._check_comm(comm, "simulate")  # mpi4py installed, an intracommunicator
+            if isinstance(network, distributed.DistributedNetwork) and comm != network.comm:
+                raise ValueError("comm differs from the communicator the DistributedNetwork was built on. Leave "
+                                 "comm out (the network's is used) or build the network on this one.")
         if not isinstance(network, distributed.DistributedNetwork):
             if not isinstance(network, LowRankRNN):
                 raise TypeError(f"With comm, network must be a DistributedNetwork or a dense LowRankRNN. Got "
