@@ -308,6 +308,8 @@ def _simulate(arguments):
     _check_float(arguments, "extent")
     _check_float(arguments, "noise_std", positive=False)
     record = _record_units(arguments.record_units)
+    if arguments.mpi:
+        return _simulate_mpi(arguments, out, record)
     network, labels, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
                                                                    arguments.seed, arguments.format)
     extent = extent if arguments.extent is None else arguments.extent
@@ -334,6 +336,57 @@ def _simulate(arguments):
     print(f"simulate: {description}, {arguments.trials} trials x {arguments.n_steps} steps (dt {dt:g}, noise "
           f"{arguments.noise_std:g}) on {result.backend}/{result.path} in {result.wall_time:.2f} s; {recorded}; "
           f"{len(ends)} distinct end states{' ' + _format_points(ends) if len(ends) <= 8 else ''} -> {out}")
+    return 0
+
+
+def _simulate_mpi(arguments, out, record):
+    """simulate --mpi: one network on the processes of MPI.COMM_WORLD (mpirun -n P); rank 0 writes --out."""
+    from . import distributed
+    from .data import save_arrays
+    from .network import LowRankRNN
+    from .synthetic import SYNTHETIC_NETWORKS, gaussian_network_distribution, quadstable_mixture
+
+    if arguments.network_out is not None:
+        raise CommandError("--network-out does not go with --mpi: no process holds the whole network. A synthetic "
+                           "network is sample_slice(distribution, N, seed) (connector_sim.distributed).")
+    comm = distributed._check_comm(None, "simulate --mpi")
+    if arguments.network in SYNTHETIC_NETWORKS:
+        # Sampled slice by slice from the counter-based generator: the same network for any number of
+        # processes, but not the one `simulate` without --mpi samples (a sequential generator).
+        distribution = (quadstable_mixture() if arguments.network == "quadstable"
+                        else gaussian_network_distribution(arguments.network))
+        network = distributed.DistributedNetwork.from_distribution(distribution, arguments.n_neurons,
+                                                                   arguments.seed, comm)
+        description = f"{arguments.network} (N = {arguments.n_neurons}, seed {arguments.seed}, counter-based)"
+        extent = 2.4
+    else:
+        whole, _, description, extent = _load_network_argument(arguments.network, arguments.n_neurons,
+                                                              arguments.seed, arguments.format)
+        if type(whole) is not LowRankRNN:
+            raise CommandError(f"--mpi simulates dense networks only. Got a {whole.__class__.__name__}.")
+        network = distributed.DistributedNetwork.from_network(whole, comm)
+        del whole
+    extent = extent if arguments.extent is None else arguments.extent
+    init = arguments.init or ("grid" if network.rank == 2 else "random")
+    kappa0 = _initial_latents(arguments.trials, network.rank, extent, init, arguments.seed)
+    dt = 0.1 * network.tau if arguments.dt is None else arguments.dt
+    record = _record_indices(record, network.n_neurons)
+    result = distributed.simulate_distributed(
+        network, arguments.n_steps, dt=dt, kappa0=kappa0, noise_std=arguments.noise_std, seed=arguments.seed,
+        record_units=record, backend=arguments.backend, n_threads=arguments.threads,
+        progress=arguments.progress.steps("simulate"))
+    if network.mpi_rank == 0:
+        arrays = dict(kappa=result.kappa, v=result.v, time=result.time, kappa0=kappa0, dt=dt, tau=network.tau,
+                      alpha=result.alpha, seed=arguments.seed, noise_std=arguments.noise_std,
+                      n_neurons=network.n_neurons, backend=result.backend, path=result.path, n_ranks=network.n_ranks)
+        if result.units is not None:
+            arrays.update(units=result.units, rates=result.rates)
+        save_arrays(out, **arrays)
+        arguments.progress.close()
+        print(f"simulate --mpi: {description} on {network.n_ranks} processes, {arguments.trials} trials x "
+              f"{arguments.n_steps} steps (dt {dt:g}, noise {arguments.noise_std:g}) on {result.backend}/"
+              f"{result.path} in {result.wall_time:.2f} s -> {out}")
+    comm.Barrier()  # every rank returns once the file is written
     return 0
 
 
@@ -999,6 +1052,9 @@ def _parser():
                                                               "types as 'labels' for the synthetic ones)")
     simulate.add_argument("--format", choices=FORMATS, default="auto",
                           help="layout of a network file (default: detected from its suffix and keys)")
+    simulate.add_argument("--mpi", action="store_true",
+                          help="one network on the processes of mpirun -n P, each holding a slice of the neurons "
+                               "(needs connector_sim[mpi]); rank 0 writes --out")
     simulate.set_defaults(run=_simulate)
 
     fit = commands.add_parser("fit", help="fit a low-rank RNN to rates (LINT) or to latents (velocity matching)")

@@ -346,7 +346,7 @@ def _optional_state(value, name, size):
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
              n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
              path="auto", backend="auto", n_threads=1, max_record_bytes=None, input_noise=None,
-             on_nonfinite="warn", progress=None):
+             on_nonfinite="warn", progress=None, comm=None):
     """Simulate a :class:`LowRankRNN` or :class:`SparseLowRankRNN` by forward Euler.
 
     ::
@@ -431,6 +431,13 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
         Python in between, so Ctrl-C (KeyboardInterrupt) stops them within
         about a second. After each chunk a callable is called as
         ``progress(steps_done, n_steps)``; True prints a line to stderr.
+    comm : mpi4py.MPI.Intracomm, optional
+        Run one network on the processes of an MPI communicator (e.g.
+        ``MPI.COMM_WORLD`` under ``mpirun -n P``), each holding a slice of
+        the neurons: :func:`connector_sim.distributed.simulate_distributed`
+        (``network`` a :class:`~connector_sim.distributed.DistributedNetwork`,
+        or a LowRankRNN that every rank holds and slices). Needs mpi4py
+        (``pip install "connector_sim[mpi]"``).
 
     Returns
     -------
@@ -462,6 +469,26 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     >>> round(float(result.kappa[0, -1, 0]), 4)  # on its way to the fixed point 1.915
     1.7425
     """
+    if comm is not None or type(network).__name__ == "DistributedNetwork":
+        from . import distributed
+
+        if comm is not None:
+            comm = distributed._check_comm(comm, "simulate")  # mpi4py installed, an intracommunicator
+            if isinstance(network, distributed.DistributedNetwork) and comm != network.comm:
+                raise ValueError("comm differs from the communicator the DistributedNetwork was built on. Leave "
+                                 "comm out (the network's is used) or build the network on this one.")
+        if not isinstance(network, distributed.DistributedNetwork):
+            if not isinstance(network, LowRankRNN):
+                raise TypeError(f"With comm, network must be a DistributedNetwork or a dense LowRankRNN. Got "
+                                f"{type(network).__name__}.")
+            network = distributed.DistributedNetwork.from_network(network, comm)
+        if x0 is not None or max_record_bytes is not None or input_noise is not None:
+            raise ValueError("The distributed simulation (comm=...) takes kappa0 rather than x0, and no "
+                             "max_record_bytes or input_noise.")
+        return distributed.simulate_distributed(
+            network, n_steps, dt=dt, inputs=inputs, kappa0=kappa0, v0=v0, n_trials=n_trials, noise_std=noise_std,
+            seed=seed, record_units=record_units, clamp=clamp, path=path, backend=backend, n_threads=n_threads,
+            on_nonfinite=on_nonfinite, progress=progress)
     sparse = isinstance(network, SparseLowRankRNN)
     if not (sparse or isinstance(network, LowRankRNN)):
         raise TypeError(f"network must be a LowRankRNN or a SparseLowRankRNN. Got {type(network).__name__}.")

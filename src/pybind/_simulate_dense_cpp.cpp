@@ -87,6 +87,63 @@ int latent_path_typed(const py::array& m_T, const py::array& n_T, const py::arra
   return static_cast<int>(cs::latent_path(args, n_threads));
 }
 
+// One step on a slice, with krec from outside (the distributed simulation):
+// connector_sim::full_path_step. u is (1 or B, 1, D), record_out (B, 2, K),
+// partial (n_blocks, B, R); krec None runs the pre-pass over x_0.
+template <typename T>
+void full_path_step_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                          int activation, py::array& x, const py::array& u, double alpha, double noise_scale,
+                          std::uint64_t seed, std::int64_t trial_offset, std::int64_t step, std::int64_t unit_offset,
+                          const py::array& record_idx, const py::object& krec, bool accumulate, py::array& record_out,
+                          const py::array& clamp_mask, const py::array& clamp_value, std::int64_t clamp_start,
+                          std::int64_t clamp_stop, py::array& partial, int n_threads) {
+  cs::FullPathArgs<T> args;
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t B = dims(x, "x", 2)[0], R = args.net.R;
+  if (dims(u, "u", 3)[1] != 1) throw std::invalid_argument("u must hold one step: shape (1 or B, 1, D)");
+  py::array_t<double> kappa({B, R});
+  py::array_t<double> kappa_out({B, py::ssize_t{2}, R});
+  py::array kappa_array = kappa, kappa_out_array = kappa_out;
+  fill_full_path_args(args, x, u, alpha, noise_scale, seed, trial_offset, step, record_idx, kappa_array,
+                      kappa_out_array, record_out, clamp_mask, clamp_value, clamp_start, clamp_stop);
+  args.unit_offset = unit_offset;
+  const double* krec_data = nullptr;
+  if (!krec.is_none()) krec_data = input<double>(krec.cast<py::array>(), "krec", {B, R});
+  double* partial_data = output<double>(partial, "partial", {cs::n_blocks_of(args.net.N), B, R});
+  py::gil_scoped_release release;
+  cs::full_path_step(args, krec_data, accumulate, partial_data, n_threads);
+}
+
+// connector_sim::latent_path_step: kappa (B, R) and v (B, D) float64, cast to T
+// here as the latent time loop casts them; partial (n_blocks, B, R).
+template <typename T>
+void latent_path_step_typed(const py::array& m_T, const py::array& n_T, const py::array& I_T, const py::array& b,
+                            int activation, const py::array& kappa, const py::array& v, const py::array& xperp,
+                            double decay, const py::array& clamp_mask, const py::array& clamp_value,
+                            std::int64_t clamp_start, std::int64_t clamp_stop, py::array& partial, int n_threads) {
+  cs::LatentPathArgs<T> args;
+  args.net = dense_network<T>(m_T, n_T, I_T, b, activation);
+  const py::ssize_t N = args.net.N, R = args.net.R, D = args.net.D;
+  const py::ssize_t B = dims(kappa, "kappa", 2)[0];
+  const double* kappa_data = input<double>(kappa, "kappa", {B, R});
+  const double* v_data = input<double>(v, "v", {B, D});
+  const py::ssize_t xperp_rows = dims(xperp, "xperp", 2)[0];
+  if (xperp_rows != 0 && xperp_rows != B) {
+    throw std::invalid_argument("xperp must have 0 rows (none) or B = " + std::to_string(B) + " rows, got shape " +
+                                shape_string(shape_of(xperp)));
+  }
+  const T* xperp_data = input<T>(xperp, "xperp", {xperp_rows, N});
+  args.xperp = xperp_rows == 0 ? nullptr : xperp_data;
+  args.alpha = 0.0;
+  args.clamp = clamp<T>(clamp_mask, clamp_value, clamp_start, clamp_stop, N);
+  args.B = B;
+  args.n_steps = 1;
+  double* partial_data = output<double>(partial, "partial", {cs::n_blocks_of(N), B, R});
+  std::vector<T> kappa_T(kappa_data, kappa_data + B * R), v_T(v_data, v_data + B * D);
+  py::gil_scoped_release release;
+  cs::latent_path_step(args, kappa_T.data(), v_T.data(), static_cast<T>(decay), partial_data, n_threads);
+}
+
 // The dtype of the loadings (or of the helpers' input) picks the instantiation.
 bool is_float32(const py::array& a, const char* name) {
   if (py::isinstance<py::array_t<float>>(a)) return true;
@@ -120,6 +177,32 @@ int latent_path(py::array m_T, py::array n_T, py::array I_T, py::array b, int ac
   }
   return latent_path_typed<double>(m_T, n_T, I_T, b, activation, v, xperp, decay, alpha, kappa, kappa_out,
                                    clamp_mask, clamp_value, clamp_start, clamp_stop, n_threads);
+}
+
+void full_path_step(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation, py::array x,
+                    py::array u, double alpha, double noise_scale, std::uint64_t seed, std::int64_t trial_offset,
+                    std::int64_t step, std::int64_t unit_offset, py::array record_idx, py::object krec,
+                    bool accumulate, py::array record_out, py::array clamp_mask, py::array clamp_value,
+                    std::int64_t clamp_start, std::int64_t clamp_stop, py::array partial, int n_threads) {
+  if (is_float32(m_T, "m_T")) {
+    return full_path_step_typed<float>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
+                                       step, unit_offset, record_idx, krec, accumulate, record_out, clamp_mask,
+                                       clamp_value, clamp_start, clamp_stop, partial, n_threads);
+  }
+  return full_path_step_typed<double>(m_T, n_T, I_T, b, activation, x, u, alpha, noise_scale, seed, trial_offset,
+                                      step, unit_offset, record_idx, krec, accumulate, record_out, clamp_mask,
+                                      clamp_value, clamp_start, clamp_stop, partial, n_threads);
+}
+
+void latent_path_step(py::array m_T, py::array n_T, py::array I_T, py::array b, int activation, py::array kappa,
+                      py::array v, py::array xperp, double decay, py::array clamp_mask, py::array clamp_value,
+                      std::int64_t clamp_start, std::int64_t clamp_stop, py::array partial, int n_threads) {
+  if (is_float32(m_T, "m_T")) {
+    return latent_path_step_typed<float>(m_T, n_T, I_T, b, activation, kappa, v, xperp, decay, clamp_mask,
+                                         clamp_value, clamp_start, clamp_stop, partial, n_threads);
+  }
+  return latent_path_step_typed<double>(m_T, n_T, I_T, b, activation, kappa, v, xperp, decay, clamp_mask,
+                                        clamp_value, clamp_start, clamp_stop, partial, n_threads);
 }
 
 // Test helpers: the same inlined code as the kernels' clones.
@@ -188,6 +271,22 @@ PYBIND11_MODULE(_simulate_dense_cpp, m) {
         py::arg("alpha"), py::arg("kappa").noconvert(), py::arg("kappa_out").noconvert(),
         py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(), py::arg("clamp_start"),
         py::arg("clamp_stop"), py::arg("n_threads"));
+  m.def("full_path_step", &full_path_step,
+        "One full-path step on a slice with krec from outside (full_path_step_reference in\n"
+        "connector_sim._kernels.distributed_step); fills x, record_out[:, 1] and the block sums partial.",
+        py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
+        py::arg("activation"), py::arg("x").noconvert(), py::arg("u").noconvert(), py::arg("alpha"),
+        py::arg("noise_scale"), py::arg("seed"), py::arg("trial_offset"), py::arg("step"), py::arg("unit_offset"),
+        py::arg("record_idx").noconvert(), py::arg("krec"), py::arg("accumulate"),
+        py::arg("record_out").noconvert(), py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(),
+        py::arg("clamp_start"), py::arg("clamp_stop"), py::arg("partial").noconvert(), py::arg("n_threads"));
+  m.def("latent_path_step", &latent_path_step,
+        "Block sums of n^T phi(z) of one latent step on a slice (latent_path_step_reference in\n"
+        "connector_sim._kernels.distributed_step); fills partial (n_blocks, B, R).",
+        py::arg("m_T").noconvert(), py::arg("n_T").noconvert(), py::arg("I_T").noconvert(), py::arg("b").noconvert(),
+        py::arg("activation"), py::arg("kappa").noconvert(), py::arg("v").noconvert(), py::arg("xperp").noconvert(),
+        py::arg("decay"), py::arg("clamp_mask").noconvert(), py::arg("clamp_value").noconvert(),
+        py::arg("clamp_start"), py::arg("clamp_stop"), py::arg("partial").noconvert(), py::arg("n_threads"));
   m.def("simd_tanh", &simd_tanh,
         "The kernels' tanh approximation applied to x (float32: rational, float64: exp-based). For tests.",
         py::arg("x"));

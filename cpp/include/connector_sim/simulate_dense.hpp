@@ -92,6 +92,8 @@ struct FullPathArgs {
   std::uint64_t seed;              // noise of trial b: counter_rng trial trial_offset + b
   std::int64_t trial_offset;
   std::int64_t step_offset;        // noise of step t: counter_rng step step_offset + t (runs in chunks of steps)
+  std::int64_t unit_offset = 0;    // noise of unit i: counter_rng unit unit_offset + i (a slice of a larger
+                                   // network, a multiple of BLOCK_SIZE; see full_path_step)
   const std::int64_t* record_idx;  // (K,)
   std::int64_t K;
   double* kappa;                   // (B, R): kappa_0, overwritten with kappa_T
@@ -319,7 +321,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
           // The chunk is one pair block (c0 is a multiple of CHUNK = PAIR_BLOCK): pair j
           // gives unit c0 + j its cosine and unit c0 + 64 + j its sine.
           PairBlock<T> pairs;
-          pairs.draw(block_counter(scratch.keys[b], c0));
+          pairs.draw(block_counter(scratch.keys[b], a.unit_offset + c0));
           if constexpr (std::is_same_v<decltype(len), std::integral_constant<std::int64_t, CHUNK>>) {
 #pragma omp simd
             for (std::int64_t j = 0; j < PAIR_HALF; ++j) {
@@ -649,6 +651,58 @@ Status latent_path(const LatentPathArgs<T>& a, int n_threads) {
     std::copy(kappa.begin(), kappa.end(), a.kappa);
   }
   return all_finite(a.kappa, BR) ? Status::ok : Status::non_finite;
+}
+
+// One step of the full path on a slice of a network whose krec comes from
+// outside (the distributed simulation: krec is combined across processes),
+// full_path_step_reference in connector_sim/_kernels/distributed_step.py.
+// With krec == nullptr, the pre-pass: partial[blk] = block sums of
+// n^T phi(x_0) (clamp window at step 0). Otherwise x_0 -> x_1 with krec
+// (B, R), the noise of counter_rng step a.step_offset and units
+// a.unit_offset + i, x_1 recorded in record_out[:, 1], and (if accumulate)
+// partial[blk] = block sums of n^T phi(x_1) (clamp window at step 1).
+// partial is (n_blocks, B, R); a.n_steps must be 1.
+template <typename T>
+void full_path_step(const FullPathArgs<T>& a, const double* krec, bool accumulate, double* partial, int n_threads) {
+  check_threads_and_activation(n_threads, a.net.activation);
+  if (a.unit_offset % BLOCK_SIZE != 0) {
+    throw std::invalid_argument("unit_offset must be a multiple of " + std::to_string(BLOCK_SIZE) + ", got " +
+                                std::to_string(a.unit_offset));
+  }
+  const RecordPlan records = plan_records(a.record_idx, a.K, a.net.N);
+  const std::int64_t BR = a.B * a.net.R;
+  const std::int64_t n_blocks = n_blocks_of(a.net.N);
+  const std::int64_t t = krec == nullptr ? -1 : 0;
+  std::vector<T> krec_T(BR);
+  for (std::int64_t i = 0; i < BR && krec != nullptr; ++i) krec_T[i] = static_cast<T>(krec[i]);
+#pragma omp parallel num_threads(n_threads)
+  {
+    Scratch<T> scratch(a.net, a.B);
+#pragma omp for schedule(static)
+    for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+      full_path_block(a, records, blk, t, krec_T.data(), accumulate || t < 0, scratch, partial + blk * BR);
+    }
+  }
+}
+
+// One step of the latent path on a slice: partial[blk] = block sums of
+// n^T phi(z) with z = kappa @ m + v @ I + b [+ decay xperp] (kappa (B, R),
+// v (B, D), both already in T; clamp window at step 0),
+// latent_path_step_reference in connector_sim/_kernels/distributed_step.py.
+template <typename T>
+void latent_path_step(const LatentPathArgs<T>& a, const T* kappa, const T* v, T decay, double* partial,
+                      int n_threads) {
+  check_threads_and_activation(n_threads, a.net.activation);
+  const std::int64_t BR = a.B * a.net.R;
+  const std::int64_t n_blocks = n_blocks_of(a.net.N);
+#pragma omp parallel num_threads(n_threads)
+  {
+    Scratch<T> scratch(a.net, a.B);
+#pragma omp for schedule(static)
+    for (std::int64_t blk = 0; blk < n_blocks; ++blk) {
+      latent_path_block(a, blk, 0, kappa, v, decay, scratch, partial + blk * BR);
+    }
+  }
 }
 
 }  // namespace connector_sim
