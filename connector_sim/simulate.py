@@ -407,7 +407,10 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     path : {"auto", "full", "latent"}, default="auto"
         "auto" takes the latent path when there is no private noise.
     backend : {"auto", "cpp", "numba", "numpy"}, default="auto"
-        "numpy" is the reference; "auto" takes the fastest built one.
+        "numpy" is the reference; "auto" takes the fastest built one for
+        the case (``connector_sim._backends.auto_backend``: "cpp", except
+        "numba" for a sparse network with a fixed number of connections per
+        row and one trial of rank one, where it measured faster).
     n_threads : "auto" or int, default="auto"
         Threads of the compiled kernels: an int in [1, MAX_THREADS] (four per
         CPU, at least 64), or "auto": more than one only where it pays, that
@@ -507,7 +510,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
             "path='latent' is exact for dense low-rank networks only: a sparse network's state leaves "
             "span(m, I). Use path='full' or 'auto'."
         )
-    backend = _choose_backend(backend, network.activation, sparse)
+    requested_backend, backend = backend, _choose_backend(backend, network.activation, sparse)
     if n_trials is not None:
         n_trials = check_int(n_trials, "n_trials", minimum=1, owner="simulate")
     seed = check_seed(seed, "simulate")
@@ -532,6 +535,12 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     units = _record_indices(record_units, N)
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
     n_threads = resolve_n_threads(n_threads, B * N)
+    if sparse and requested_backend == "auto" and isinstance(network.activation, str):
+        # Per case (the table in connector_sim._backends): numba for one gathered value per connection.
+        available = _backends.available_backends()
+        if not _backends.extension_built("_simulate_sparse_cpp"):
+            available = [name for name in available if name != "cpp"]
+        backend = _backends.auto_backend(available, sparse_kind=network.mask.kind, gathered=B * R)
     if path == "auto":
         path = "full" if (noise_std > 0 or sparse) else "latent"
     noisy = input_noise is not None

@@ -200,3 +200,35 @@ def test_simulate_auto_threads_follow_the_load_and_keep_results(monkeypatch):
     for result in (idle, two):
         np.testing.assert_array_equal(result.kappa, loaded.kappa)
         np.testing.assert_array_equal(result.potentials, loaded.potentials)
+
+
+# --- backend="auto" per case ---------------------------------------------------------------------------
+
+
+def test_auto_backend_follows_the_documented_table():
+    from connector_sim._backends import auto_backend
+
+    everything = ["cpp", "numba", "numpy"]
+    assert auto_backend(everything) == "cpp"  # dense
+    assert auto_backend(everything, sparse_kind="fixed", gathered=1) == "numba"
+    assert auto_backend(everything, sparse_kind="fixed", gathered=2) == "cpp"
+    assert auto_backend(everything, sparse_kind="bernoulli", gathered=1) == "cpp"
+    assert auto_backend(["cpp", "numpy"], sparse_kind="fixed", gathered=1) == "cpp"  # numba missing
+    assert auto_backend(["numpy"], sparse_kind="fixed", gathered=1) == "numpy"
+
+
+def test_simulate_auto_backend_of_a_sparse_network_is_per_case():
+    from connector_sim import sparsify
+    from connector_sim._backends import available_backends
+
+    if "numba" not in available_backends():
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(0)
+    dense = LowRankRNN(rng.standard_normal((2_000, 1)), rng.standard_normal((2_000, 1)))
+    network = sparsify(dense, n_connections=50, seed=1)
+    one = simulate(network, 3, kappa0=[0.5], noise_std=0.1, seed=2, n_threads=1)
+    assert one.backend == "numba"
+    two = simulate(network, 3, kappa0=[[0.5], [0.5]], noise_std=0.1, seed=2, n_threads=1)
+    assert two.backend == available_backends()[0]
+    # The choice never changes the trajectory beyond the backends' documented agreement.
+    np.testing.assert_allclose(two.kappa[:1], one.kappa, rtol=0, atol=1e-12)
