@@ -12,8 +12,8 @@ share of a shared machine); the 1-minute load average is printed with each:
   row, float32, private noise) with ``backend="auto"`` and each backend, on a
   stored and an implicit mask, and scipy CSR ``x += alpha (J tanh(x) - x)``
   (CPU ms per step);
-- threads: the full path at N = 1e6 with n_threads = 1, 2 and "auto", wall ms
-  per step (threads need wall time) and CPU ms per step.
+- threads: the full and latent paths at N = 1e6 with n_threads = 1, "auto"
+  and 2, wall ms per step (threads need wall time).
 
     python benchmarks/compare_public_paths.py [--quick] [--json out.json]
     python benchmarks/compare.py public_paths [--quick]
@@ -61,6 +61,7 @@ def rounds(cases, n_rounds, clock=time.process_time):
 
 
 def print_rows(title, medians, reference=None, unit="ms"):
+    """One line per case; ratio = reference time / case time (> 1: the case is faster)."""
     print(f"-- {title} (load average {load():.1f})")
     for name, seconds in medians.items():
         ratio = f"   {medians[reference] / seconds:5.2f}x {reference}" if reference and name != reference else ""
@@ -156,19 +157,24 @@ def sparse_block(n_rounds, N, C=200, steps=10):
 
 
 def threads_block(n_rounds, N=1_000_000, steps=50):
+    """Wall ms per step for n_threads = 1, "auto", 2, each setting's rounds in a row, 2 threads last.
+
+    Not interleaved: after a multi-threaded call the OpenMP workers spin-wait
+    for a while, and on a busy 2-core machine that alone slowed the next
+    single-threaded call by ~30% (measured).
+    """
     rng = np.random.default_rng(0)
     network = cs.LowRankRNN(rng.standard_normal((N, 2), np.float32), rng.standard_normal((N, 2), np.float32),
                             dtype=np.float32)
     results = {}
     for path, noise in (("full", 0.5), ("latent", 0.0)):
-        cases = {}
-        for threads in (1, 2, "auto") if resolve_n_threads else (1, 2):
+        wall = {}
+        for threads in (1, "auto", 2) if resolve_n_threads else (1, 2):
             def run(threads=threads):
                 cs.simulate(network, steps, kappa0=[0.5, -0.5], noise_std=noise, seed=1, path=path,
                             n_threads=threads)
 
-            cases[f"{path} n_threads={threads}"] = (run, steps)
-        wall = rounds(cases, n_rounds, clock=time.perf_counter)
+            wall.update(rounds({f"{path} n_threads={threads}": (run, steps)}, n_rounds, clock=time.perf_counter))
         auto = resolve_n_threads("auto", N) if resolve_n_threads else "-"
         print_rows(f"threads, N = {N:.0e} float32 {path} path, wall ms per step (auto resolves to {auto} now)",
                    wall, reference=f"{path} n_threads=1")
