@@ -30,7 +30,7 @@ BACKEND_PREFERENCE = ("cpp", "numba", "numpy")
 #:
 #:   network                           values gathered   auto    cpp          numba
 #:                                     per connection
-#:   dense (any path)                  -                 cpp     fastest      1.5-2x slower
+#:   dense (any path)                  -                 cpp     fastest      slower (compare_simulate_dense.py)
 #:   sparse, fixed C, stored mask      B R = 1           numba   7.7 / 117    7.7 / 98
 #:   sparse, fixed C, implicit mask    B R = 1           numba   13.3 / 148   9.2 / 108
 #:   sparse, fixed C, either mask      B R >= 2          cpp     13.3-19.6    20.7-23.8 (N = 1e5)
