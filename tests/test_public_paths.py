@@ -232,3 +232,16 @@ def test_simulate_auto_backend_of_a_sparse_network_is_per_case():
     assert two.backend == available_backends()[0]
     # The choice never changes the trajectory beyond the backends' documented agreement.
     np.testing.assert_allclose(two.kappa[:1], one.kappa, rtol=0, atol=1e-12)
+
+
+def test_cli_simulate_takes_threads_auto(tmp_path, capsys):
+    from connector_sim.cli import main
+
+    for threads in ("auto", "1"):
+        main(["simulate", "ring", "--n-neurons", "40", "--trials", "2", "--n-steps", "5", "--threads", threads,
+              "--out", str(tmp_path / f"x{threads}.npz")])
+    with np.load(tmp_path / "xauto.npz") as auto, np.load(tmp_path / "x1.npz") as one:
+        np.testing.assert_array_equal(auto["kappa"], one["kappa"])
+    with pytest.raises(SystemExit):
+        main(["simulate", "ring", "--threads", "two", "--out", str(tmp_path / "y.npz")])
+    assert "expected 'auto' or an int, got 'two'" in capsys.readouterr().err
