@@ -467,12 +467,14 @@ def latent_velocity(source, kappa, v=None, *, activation=None, order=DEFAULT_ORD
 
             |F32 - F64| <= mean_i |n_i| (2 (R + D + 1) eps S_i + e_phi + 17 eps (1 + S_i))
 
-        with eps = 2**-23, S_i = |b_i| + |I_i|.|v| + |m_i|.|kappa| and e_phi
-        the float32 activation's own error (3.5e-7 for tanh; 0 for relu and
-        identity; 3e-7 (1 + S_i) for softplus and sigmoid):
-        ``connector_sim._kernels.flow_field.float32_error_bound``. Measured
-        on rank-2 networks (N = 1e4 .. 1e5): 0.5e-7 .. 1e-6 of mean_i |n_i|,
-        about 1/30 of the bound.
+        with ``eps = 2**-23``, ``S_i = |b_i| + |I_i|.|v| + |m_i|.|kappa|``
+        and e_phi the float32 activation's own error (3.5e-7 for tanh; 0 for
+        relu and identity; 3e-7 (1 + S_i) for softplus and sigmoid):
+        ``connector_sim._kernels.flow_field.float32_error_bound``, a worst
+        case. Measured (rank 2, one input, bias, 100 points, N = 1e4, 1e5
+        and 1e6, cpp kernel): at most ``0.08 eps mean_i |n_i|`` (1e-8 here),
+        the same at every N (the float32 tanh's own error does not average
+        out), about 1/2000 of the bound.
 
     Returns
     -------
