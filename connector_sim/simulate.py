@@ -338,14 +338,19 @@ def _as_array(value, name):
         ) from exc
 
 
-def _optional_state(value, name, size):
-    """An optional initial state of shape (size,) or (n_trials, size), as float64."""
+def _optional_state(value, name, size, keep_float32=False):
+    """An optional initial state of shape (size,) or (n_trials, size), as float64.
+
+    With ``keep_float32``, a float32 array stays float32 (no float64 copy of
+    a float32 x0 of size N: the full path reads it block by block).
+    """
     if value is None:
         return None
     value = _as_array(value, name)
     if value.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
-    return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
+    dtype = np.float32 if keep_float32 and value.dtype == np.float32 else np.float64
+    return check_array(value, name, ndim=value.ndim, dtype=dtype, shape=(None,) * (value.ndim - 1) + (size,))
 
 
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
@@ -519,7 +524,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     input_noise = check_input_noise(input_noise, D)
     if x0 is not None and kappa0 is not None:
         raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + I v0 + b), not both.")
-    x0 = _optional_state(x0, "x0", N)
+    x0 = _optional_state(x0, "x0", N, keep_float32=True)
     kappa0 = _optional_state(kappa0, "kappa0", R)
     v0 = _optional_state(v0, "v0", D)
     x0, x0_batched = _leading(x0, 2)

@@ -102,6 +102,16 @@ def test_full_path_float32_allocates_no_float64_state():
     # Before: x0 built from three float64 (1, N) arrays and their sum (>= 2 x 8 N bytes live at once).
     # Now: x itself, plus block-sized (16384-neuron) temporaries and the small outputs.
     assert peak < 1.25 * state + (1 << 20), f"peak {peak / 1e6:.2f} MB for a {state / 1e6:.2f} MB state"
+    # A float32 x0 given by the user: read block by block for its latents, never copied to float64.
+    x0 = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    options.pop("kappa0")
+    tracemalloc.start()
+    try:
+        simulate(network, 4, x0=x0, **options)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.25 * state + (1 << 20), f"peak {peak / 1e6:.2f} MB for a {state / 1e6:.2f} MB state"
 
 
 @pytest.mark.parametrize("batch", [1, 3])
