@@ -115,12 +115,14 @@ def test_full_path_float32_allocates_no_float64_state():
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_full_path_initial_state_is_m_kappa0_plus_I_v0_plus_b(batch):
+def test_full_path_initial_state_is_m_kappa0_plus_I_v0_plus_b(batch, monkeypatch):
+    from connector_sim._kernels import affine_state as module
     from connector_sim._kernels.affine_state import affine_state, affine_state_reference
 
     network = _rank2_network(50_000 + 11, np.float32, n_inputs=2)
     rng = np.random.default_rng(1)
     kappa0, v0 = rng.standard_normal((batch, 2)), rng.standard_normal((batch, 2))
+    monkeypatch.setattr(module, "COMPILED_MIN_SIZE", 0)
     result = simulate(network, 1, kappa0=kappa0, v0=v0, path="full", record_units="all", n_threads=1)
     # The numba kernel and its NumPy reference (block by block, the same float64 sum order) agree bitwise.
     reference = affine_state_reference(network.m_T, network.I_T, network.b, kappa0, v0,
