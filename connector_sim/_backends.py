@@ -22,6 +22,35 @@ EXTENSIONS = {
 BACKEND_PREFERENCE = ("cpp", "numba", "numpy")
 
 
+#: What ``backend="auto"`` runs, per case: the fastest backend measured
+#: (``benchmarks/compare_public_paths.py``, sparse block, and
+#: ``benchmarks/compare_sparse.py``; AMD EPYC with AVX-512, one thread, C =
+#: 200 connections per row, private noise on and off, float32 and float64;
+#: CPU ms per step at N = 1e5 / 1e6)::
+#:
+#:   network                           values gathered   auto    cpp          numba
+#:                                     per connection
+#:   dense (any path)                  -                 cpp     fastest      slower (compare_simulate_dense.py)
+#:   sparse, fixed C, stored mask      B R = 1           numba   7.7 / 117    7.7 / 98
+#:   sparse, fixed C, implicit mask    B R = 1           numba   13.3 / 148   9.2 / 108
+#:   sparse, fixed C, either mask      B R >= 2          cpp     13.3-19.6    20.7-23.8 (N = 1e5)
+#:   sparse, Bernoulli mask            any               cpp     (rows of varying length: not measured apart)
+#:   user (numba) activation           any               numba   -            the only one
+#:
+#: (B trials, rank R.) With one value per connection the numba kernel's
+#: scalar gathers and hash match or beat the C++ tiles; with more, the C++
+#: kernel's per-tile vector sums win. "auto" falls back down
+#: :data:`BACKEND_PREFERENCE` when the chosen one is not built.
+AUTO_SPARSE_NUMBA_MAX_GATHERED = 1
+
+
+def auto_backend(available, *, sparse_kind=None, gathered=1):
+    """The ``backend="auto"`` choice of the table above, among ``available`` (fastest first)."""
+    if sparse_kind == "fixed" and gathered <= AUTO_SPARSE_NUMBA_MAX_GATHERED and "numba" in available:
+        return "numba"
+    return available[0]
+
+
 def extension_built(stem):
     """True if ``connector_sim._ext.<stem>`` can be imported."""
     return importlib.util.find_spec(f"connector_sim._ext.{stem}") is not None

@@ -143,18 +143,23 @@ def check_int(value, name, *, minimum=None, maximum=None, owner=None):
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
-def check_n_threads(n_threads, owner=None, *, allow_none=False):
+def check_n_threads(n_threads, owner=None, *, allow_none=False, allow_auto=False):
     """A thread count: a positive int (Python or NumPy, not bool) <= :data:`MAX_THREADS`.
 
     Every public ``n_threads`` parameter goes through this check, before any
     work, so the kernels may assume a count they can run. With
-    ``allow_none``, None (leave the thread pools as they are) passes through.
+    ``allow_none``, None (leave the thread pools as they are) passes through;
+    with ``allow_auto``, "auto" does (resolved per call by
+    ``connector_sim._threads.resolve_n_threads``).
     """
     where = f" of {owner}" if owner else ""
     if n_threads is None and allow_none:
         return None
+    if allow_auto and isinstance(n_threads, str) and n_threads == "auto":
+        return "auto"
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
         accepted = "an int or None" if allow_none else "an int"
+        accepted = f"'auto' or {accepted}" if allow_auto else accepted
         raise TypeError(
             f"The 'n_threads' parameter{where} must be {accepted} in the range [1, {MAX_THREADS}]. "
             f"Got {n_threads!r} of type {type(n_threads).__name__} instead."

@@ -121,8 +121,19 @@ def _check_seed(arguments):
 
 
 def _check_threads(arguments):
-    """--threads: an int in [1, MAX_THREADS], the library's limit (it checks again)."""
-    _check_int(arguments, "threads", 1, MAX_THREADS)
+    """--threads: "auto" or an int in [1, MAX_THREADS], the library's limit (it checks again)."""
+    if arguments.threads != "auto":
+        _check_int(arguments, "threads", 1, MAX_THREADS)
+
+
+def _threads_option(text):
+    """argparse type of simulate's --threads: "auto" (threads only where they pay) or an int."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int, got {text!r}") from None
 
 
 def _require_inference():
@@ -1040,7 +1051,8 @@ def _parser():
     simulate.add_argument("--dt", type=float, default=None, help="default tau / 10")
     simulate.add_argument("--noise-std", type=float, default=0.0, help="private noise sigma (default 0)")
     simulate.add_argument("--backend", default="auto", choices=BACKENDS)
-    simulate.add_argument("--threads", type=int, default=1)
+    simulate.add_argument("--threads", type=_threads_option, default="auto",
+                          help="'auto' (default: more than one only for large networks on free cores) or an int")
     simulate.add_argument("--trials", type=int, default=400, help="initial conditions (default 400)")
     simulate.add_argument("--init", choices=["grid", "random"], default=None,
                           help="initial latents on a square grid (rank 2, the default) or uniform at random")

@@ -546,7 +546,11 @@ def simulate_distributed(network, n_steps=None, *, dt=None, inputs=None, kappa0=
     dt = 0.1 * tau if dt is None else check_positive_scalar(dt, "dt", owner="simulate_distributed")
     alpha = dt / tau
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="simulate_distributed")
-    n_threads = check_n_threads(n_threads, "simulate_distributed")
+    n_threads = check_n_threads(n_threads, "simulate_distributed", allow_auto=True)
+    if n_threads == "auto":
+        # MPI's usual layout is one process per core: each rank runs its slice on one thread. (The load-based
+        # rule of the one-process path would see the other ranks' load only a minute late.)
+        n_threads = 1
     if path not in PATHS:
         raise ValueError(f"path must be one of {list(PATHS)}. Got {path!r}.")
     if on_nonfinite not in ON_NONFINITE:

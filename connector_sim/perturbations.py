@@ -634,7 +634,7 @@ def _progress_printer(done, total, description):
 
 def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *, n_steps=400, dt=None,
                        n_neurons=None, labels=None, noise_std=0.0, reference="auto", box=None,
-                       fixed_point_options=None, settle_tol=1e-3, backend="auto", n_threads=1, dtype=np.float64,
+                       fixed_point_options=None, settle_tol=1e-3, backend="auto", n_threads="auto", dtype=np.float64,
                        keep_trajectories=False, progress=None):
     """Run perturbations x initial conditions x seeds and tabulate where each run ends.
 
@@ -690,7 +690,8 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     settle_tol : float, default=1e-3
         A run has ``settled`` when its final speed ``|dkappa/dt|`` is below this.
     backend, n_threads, dtype
-        Simulation backend and threads; dtype of the sampled networks.
+        Simulation backend and threads (as in :func:`connector_sim.simulate`;
+        default "auto"); dtype of the sampled networks.
     keep_trajectories : bool, default=False
         Keep every kappa trajectory in ``table.trajectories``.
     progress : None, bool or callable, default=None
@@ -763,7 +764,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         if not seeds:
             raise ValueError("seeds must hold at least one int.")
     n_steps = check_int(n_steps, "n_steps", minimum=1, owner="perturbation_study")
-    n_threads = check_n_threads(n_threads, "perturbation_study")
+    n_threads = check_n_threads(n_threads, "perturbation_study", allow_auto=True)
     tau = fixed_network.tau if fixed_network is not None else 1.0
     dt = tau / 10 if dt is None else check_positive_scalar(dt, "dt", owner="perturbation_study")
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="perturbation_study")

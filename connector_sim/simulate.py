@@ -14,7 +14,9 @@ import numpy as np
 
 from . import _backends
 from ._kernels import simulate_dense
+from ._kernels.affine_state import affine_state
 from ._memory import available_memory, check_allocation
+from ._threads import resolve_n_threads
 from ._validation import (
     check_array,
     check_dtype,
@@ -68,6 +70,8 @@ class SimulationResult:
     alpha : float
     wall_time : float
         Seconds spent in the kernel.
+    n_threads : int
+        Threads the kernels ran on (``n_threads="auto"`` resolved).
 
     Examples
     --------
@@ -93,6 +97,7 @@ class SimulationResult:
     network: LowRankRNN = field(repr=False)
     _final_state: object = field(repr=False)
     _clamp: tuple = field(repr=False)
+    n_threads: int = 1
 
     @property
     def n_trials(self):
@@ -224,7 +229,7 @@ def _check_simulation_memory(B, Bv, T, N, R, D, n_units, dtype, path, has_x0, ha
     if not has_inputs:
         needed += 8 * Bv * T * D
     if path == "full":
-        needed += itemsize * B * N + 16 * B * N  # x and the float64 temporaries of its initial value
+        needed += itemsize * B * N  # x (its initial value is formed block by block, no float64 copy)
     elif has_x0:
         needed += (itemsize + 3 * 8) * B * N  # xperp and the least-squares temporaries
     if backend == "numpy":
@@ -333,19 +338,24 @@ def _as_array(value, name):
         ) from exc
 
 
-def _optional_state(value, name, size):
-    """An optional initial state of shape (size,) or (n_trials, size), as float64."""
+def _optional_state(value, name, size, keep_float32=False):
+    """An optional initial state of shape (size,) or (n_trials, size), as float64.
+
+    With ``keep_float32``, a float32 array stays float32 (no float64 copy of
+    a float32 x0 of size N: the full path reads it block by block).
+    """
     if value is None:
         return None
     value = _as_array(value, name)
     if value.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape ({size},) or (n_trials, {size}). Got shape {value.shape}.")
-    return check_array(value, name, ndim=value.ndim, dtype=np.float64, shape=(None,) * (value.ndim - 1) + (size,))
+    dtype = np.float32 if keep_float32 and value.dtype == np.float32 else np.float64
+    return check_array(value, name, ndim=value.ndim, dtype=dtype, shape=(None,) * (value.ndim - 1) + (size,))
 
 
 def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=None, v0=None,
              n_trials=None, noise_std=0.0, seed=None, record_units=None, clamp=None,
-             path="auto", backend="auto", n_threads=1, max_record_bytes=None, input_noise=None,
+             path="auto", backend="auto", n_threads="auto", max_record_bytes=None, input_noise=None,
              on_nonfinite="warn", progress=None, comm=None):
     """Simulate a :class:`LowRankRNN` or :class:`SparseLowRankRNN` by forward Euler.
 
@@ -402,10 +412,18 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     path : {"auto", "full", "latent"}, default="auto"
         "auto" takes the latent path when there is no private noise.
     backend : {"auto", "cpp", "numba", "numpy"}, default="auto"
-        "numpy" is the reference; "auto" takes the fastest built one.
-    n_threads : int, default=1
-        Threads of the compiled kernels, in [1, MAX_THREADS] (four per CPU,
-        at least 64). Results do not depend on it.
+        "numpy" is the reference; "auto" takes the fastest built one for
+        the case (``connector_sim._backends.auto_backend``: "cpp", except
+        "numba" for a sparse network with a fixed number of connections per
+        row and one trial of rank one, where it measured faster).
+    n_threads : "auto" or int, default="auto"
+        Threads of the compiled kernels: an int in [1, MAX_THREADS] (four per
+        CPU, at least 64), or "auto": more than one only where it pays, that
+        is when each thread gets at least 2e5 neuron-updates per step
+        (n_trials x N) and cores are free (CPUs in the affinity mask minus
+        the load average; one thread on a busy machine), see
+        ``connector_sim._threads``. Results do not depend on it; the count
+        used is ``result.n_threads``.
     max_record_bytes : int or float, optional
         Largest recording allowed, in bytes; default half the available
         memory. Every other array is checked against the memory available
@@ -505,7 +523,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
             stacklevel=2,
         )
     noise_std = check_nonnegative_scalar(noise_std, "noise_std", owner="simulate")
-    n_threads = check_n_threads(n_threads, "simulate")
+    n_threads = check_n_threads(n_threads, "simulate", allow_auto=True)
     if path not in PATHS:
         raise ValueError(f"path must be one of {list(PATHS)}. Got {path!r}.")
     if not isinstance(on_nonfinite, str) or on_nonfinite not in ON_NONFINITE:
@@ -524,7 +542,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
             "path='latent' is exact for dense low-rank networks only: a sparse network's state leaves "
             "span(m, I). Use path='full' or 'auto'."
         )
-    backend = _choose_backend(backend, network.activation, sparse)
+    requested_backend, backend = backend, _choose_backend(backend, network.activation, sparse)
     if n_trials is not None:
         n_trials = check_int(n_trials, "n_trials", minimum=1, owner="simulate")
     seed = check_seed(seed, "simulate")
@@ -533,7 +551,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     input_noise = check_input_noise(input_noise, D)
     if x0 is not None and kappa0 is not None:
         raise ValueError("Give either x0 or kappa0 (x0 = m kappa0 + I v0 + b), not both.")
-    x0 = _optional_state(x0, "x0", N)
+    x0 = _optional_state(x0, "x0", N, keep_float32=True)
     kappa0 = _optional_state(kappa0, "kappa0", R)
     v0 = _optional_state(v0, "v0", D)
     x0, x0_batched = _leading(x0, 2)
@@ -548,6 +566,13 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     clamp = _check_clamp(clamp, N, T, dtype)
     units = _record_indices(record_units, N)
     _check_memory(B, T + 1, len(units), dtype, max_record_bytes)
+    n_threads = resolve_n_threads(n_threads, B * N)
+    if sparse and requested_backend == "auto" and isinstance(network.activation, str):
+        # Per case (the table in connector_sim._backends): numba for one gathered value per connection.
+        available = _backends.available_backends()
+        if not _backends.extension_built("_simulate_sparse_cpp"):
+            available = [name for name in available if name != "cpp"]
+        backend = _backends.auto_backend(available, sparse_kind=network.mask.kind, gathered=B * R)
     if path == "auto":
         path = "full" if (noise_std > 0 or sparse) else "latent"
     noisy = input_noise is not None
@@ -571,7 +596,10 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     def initial_base():
         return v[:, 0] @ network.I.T.astype(np.float64) + network.b.astype(np.float64)
 
-    if x0 is not None:
+    if x0 is not None and path == "full":
+        kappa_init = _projected_latents(network, np.broadcast_to(x0, (B, N)), v[:, 0])  # no (B, N) temporaries
+        xperp = None
+    elif x0 is not None:
         base = initial_base()
         m64 = network.m.astype(np.float64)
         residual = np.broadcast_to(x0, (B, N)) - base
@@ -594,7 +622,10 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     started = time.perf_counter()
     if path == "full":
         x = np.empty((B, N), dtype)
-        x[:] = x0 if x0 is not None else kappa_init @ network.m.T.astype(np.float64) + initial_base()
+        if x0 is not None:
+            x[:] = x0
+        else:
+            _affine_state(network, kappa_init, v[:, 0], x)  # m kappa0 + I v0 + b, block by block
         u_kernel = np.ascontiguousarray(
             np.zeros((1, T, D)) if inputs is None else inputs, dtype=dtype)
         record_out = np.empty((B, T + 1, len(units)), dtype)
@@ -643,8 +674,48 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     return SimulationResult(
         kappa=kappa_out, v=v, time=dt * np.arange(T + 1), units=units if len(units) else None,
         potentials=potentials, path=path, backend=backend, dtype=dtype, seed=seed, alpha=alpha,
-        wall_time=wall_time, network=network, _final_state=final_state, _clamp=clamp,
+        wall_time=wall_time, network=network, _final_state=final_state, _clamp=clamp, n_threads=n_threads,
     )
+
+
+#: Neurons per block of _projected_latents' float64 arithmetic: the temporaries
+#: stay in cache, whatever N.
+INITIAL_STATE_BLOCK = 1 << 14
+
+
+def _affine_state(network, kappa, v, out):
+    """Fill ``out`` (B, N), in its dtype, with m kappa + I v + b: formed in float64, rounded once.
+
+    kappa is (B, R) and v (B or 1, D), float64; no float64 array of size N
+    is built (``_kernels/affine_state.py``: one compiled pass).
+    """
+    return affine_state(network.m_T, network.I_T, network.b, kappa, v, out)
+
+
+def _projected_latents(network, x0, v):
+    """kappa (B, R) minimising |m kappa - (x0 - I v - b)|, from sums over blocks of neurons.
+
+    The normal equations m^T m kappa = m^T (x0 - I v - b) are accumulated in
+    float64 block by block (R x R and R x B sums, no array of size N) and
+    solved by least squares (the minimum-norm solution when m is rank
+    deficient, as ``lstsq`` on the whole m gives). Used on the full path,
+    where x0 itself is the state and only its latents are needed.
+    """
+    N, R = network.n_neurons, network.rank
+    B = x0.shape[0]
+    gram = np.zeros((R, R))
+    projection = np.zeros((R, B))
+    block = max(1, INITIAL_STATE_BLOCK // max(1, B))
+    for start in range(0, N, block):
+        units = slice(start, min(start + block, N))
+        m = network.m_T[:, units].astype(np.float64)  # (R, n)
+        residual = (x0[:, units].astype(np.float64) - v @ network.I_T[:, units].astype(np.float64)
+                    - network.b[units].astype(np.float64))  # (B, n)
+        gram += m @ m.T
+        projection += m @ residual.T
+    if R == 0:
+        return np.zeros((B, 0))
+    return np.linalg.lstsq(gram, projection, rcond=None)[0].T
 
 
 def _latent_potentials(network, kappa, v, xperp, decay):

@@ -28,6 +28,7 @@ import numpy as np
 
 from ._kernels import read_only
 from ._memory import check_allocation
+from ._threads import resolve_n_threads
 from ._validation import check_int, check_n_threads
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
@@ -427,7 +428,7 @@ def eigenvalues(network):
     return values[np.argsort(-np.abs(values))]
 
 
-def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_threads=1, tol=1e-8, random_state=0):
+def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_threads="auto", tol=1e-8, random_state=0):
     """A few eigenvalues of a large sparse network, matrix-free (ARPACK).
 
     The operator v -> P v runs on the sparse kernels (the mask is never
@@ -441,9 +442,11 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     which : {"LR", "LM"}, default="LR"
         Largest real part (the outliers) or largest modulus (the edge of the bulk).
     backend : {"auto", "cpp", "numba", "numpy"}
-    n_threads : int, default=1
+    n_threads : "auto" or int, default="auto"
         Threads of the compiled operator, in [1, MAX_THREADS] (see
-        :func:`connector_sim._validation.check_n_threads`); the eigenvalues do not depend on it.
+        :func:`connector_sim._validation.check_n_threads`), or "auto" (one
+        thread unless each gets 2e5 connections per product and cores are
+        free, see :func:`connector_sim.simulate`); the eigenvalues do not depend on it.
     tol : float
         ARPACK's relative tolerance.
     random_state : int
@@ -486,7 +489,8 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     k = network.rank + 4 if k is None else check_int(k, "k", minimum=1, maximum=N - 2, owner="leading_eigenvalues")
     if which not in ("LR", "LM"):
         raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
-    n_threads = check_n_threads(n_threads, "leading_eigenvalues")
+    n_threads = resolve_n_threads(check_n_threads(n_threads, "leading_eigenvalues", allow_auto=True),
+                                  network.mask.expected_nnz)  # work of one product: its connections
     # ARPACK's Krylov basis (ncv = 2k + 1 vectors of N, and its work arrays) and the float64 loadings
     check_allocation(8 * N * (3 * (2 * k + 1) + 2 * network.rank + 4),
                      f"leading_eigenvalues(k={k}) of a network of {N} neurons", "Ask for fewer eigenvalues (k).")

@@ -63,6 +63,39 @@ def flow_field_reference(m_T, n_T, I_T, b, activation, kappa_points, v, out):
         out[points] = total / n_neurons
 
 
+#: Largest error of the compiled float32 activations (absolute for tanh,
+#: relative to 1 + |z| for softplus and sigmoid; relu and identity are exact).
+FLOAT32_ACTIVATION_ERROR = {"tanh": 3.5e-7, "softplus": 3e-7, "sigmoid": 3e-7, "relu": 0.0, "identity": 0.0}
+
+
+def float32_error_bound(m_T, n_T, I_T, b, activation, kappa_points, v):
+    """Bound on |float32 flow - float64 flow| of the same loadings, at each point: (P, R).
+
+    The float32 kernel (compiled backends) rounds the loadings, kappa_p and
+    v_p to float32 (C + 1 roundings, C = R + D), forms z_i with C
+    multiply-adds (2 (C + 1) roundings), all within eps / 2 of
+    S_i = |b_i| + |I_i|.|v_p| + |m_i|.|kappa_p|; with |phi'| <= 1 the rate errs
+    by at most 2 (C + 1) eps S_i plus the activation's own float32 error
+    (:data:`FLOAT32_ACTIVATION_ERROR`). Each product with n_i (n rounded
+    once) is summed in float32 over at most 32 terms per lane
+    (flow_field.hpp) before float64 takes over: 17 eps of |n_i| (1 + S_i),
+    as |phi(z_i)| <= 1 + S_i for the built-in activations. The float64 flow
+    and the float64 sums add at most 1e-13 of mean_i |n_i| (1 + S_i). So::
+
+        bound[p] = mean_i |n_i| (2 (C + 1) eps S_i + e_phi + (17 eps + 1e-13) (1 + S_i))
+
+    It does not grow with N (the sums over neurons are float64).
+    """
+    m, n, I, b = (np.abs(np.asarray(a, np.float64)) for a in (m_T, n_T, I_T, b))
+    eps = float(np.finfo(np.float32).eps)
+    C = m.shape[0] + I.shape[0]
+    size = b + np.abs(kappa_points) @ m + np.abs(v) @ I  # (P, N)
+    error = FLOAT32_ACTIVATION_ERROR[activation]
+    activation_error = error * (1.0 + size) if activation in ("softplus", "sigmoid") else error
+    per_unit = 2 * (C + 1) * eps * size + activation_error + (17 * eps + 1e-13) * (1.0 + size)
+    return per_unit @ n.T / m.shape[1]
+
+
 #: Backends of the flow field in order of preference for ``backend="auto"``
 #: (fastest first; measured in benchmarks/compare_flow_field.py).
 BACKENDS = ("cpp", "numba", "numpy")
