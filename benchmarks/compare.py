@@ -9,6 +9,7 @@ ratios and PASS/FAIL against the project's speed targets.
     python benchmarks/compare.py simulate_dense [--quick] [--json out.json]
     python benchmarks/compare.py flow_field [--quick]
     python benchmarks/compare.py sparse [--quick]
+    python benchmarks/compare.py isa [--quick]           # each AVX-512/AVX2/default clone against its limit
 """
 
 import os
@@ -26,6 +27,7 @@ TOPICS = {
     "simulate_dense": "compare_simulate_dense",
     "flow_field": "compare_flow_field",
     "sparse": "compare_sparse",
+    "isa": "compare_isa",
 }
 
 

@@ -16,7 +16,7 @@
 // The clone is picked per call from a level set once per extension module:
 // the widest level the CPU supports (with the OS saving the AVX-512 state),
 // lowered by the environment variable CONNECTOR_SIM_ISA=avx512|avx2|default
-// read when the module first runs a kernel, or by set_level() (exposed to
+// read when the module is imported, or by set_level() (exposed to
 // Python as `set_kernel_isa`) so that tests can cover the narrower clones on
 // a wide machine. No -march flag is needed: the module runs on any x86-64.
 //
