@@ -5,7 +5,9 @@ The C++ kernels are compiled three times, as the "avx512" (x86-64-v4),
 one the CPU supports runs (``connector_sim._backends.kernel_isa``). The other
 kernel tests cover that one; these run each clone this CPU supports in turn
 (``set_kernel_isa``) and name it in the test id and in the recorded property
-``kernel_isa``. A clone the CPU lacks is skipped, saying so.
+``kernel_isa``. A clone the CPU lacks is skipped, saying so. To run every
+other kernel test under a narrower clone, set ``CONNECTOR_SIM_ISA=avx2`` (or
+``default``) in the environment.
 
 Between clones: the avx512 and avx2 clones carry out the same operations in
 the same order (the lane sums keep 32-byte vectors in both, the wider
@@ -37,18 +39,19 @@ TANH_POINTS = np.concatenate([np.linspace(-12.0, 12.0, 240_001), np.geomspace(1e
 
 @pytest.fixture(params=KERNEL_ISAS)
 def isa(request, record_property):
-    """Run the test under one clone, then restore the widest."""
+    """Run the test under one clone, then restore the clone that ran before."""
     require_backend("cpp")
     widest = cpu_isa()
     if KERNEL_ISAS.index(request.param) < KERNEL_ISAS.index(widest):
         pytest.skip(f"this CPU lacks the {request.param} clone (widest: {widest})")
+    previous = set(kernel_isa().values()).pop()
     set_kernel_isa(request.param)
     record_property("kernel_isa", request.param)
     try:
         assert set(kernel_isa().values()) == {request.param}
         yield request.param
     finally:
-        set_kernel_isa(widest)
+        set_kernel_isa(previous)
 
 
 def under(isa_name, function, *args, **kwargs):
@@ -156,3 +159,13 @@ def test_implicit_hash_clone_over_many_rows(isa):
     implicit = sparse_tests.run("cpp", case, sparse_tests.make_mask(1003, "fixed", "implicit"))
     for name in ("x", "kappa_out", "record_out"):
         assert np.array_equal(stored[name], implicit[name]), name
+
+
+def test_cli_backends_names_the_clone(capsys):
+    require_backend("cpp")
+    from connector_sim.cli import main
+
+    assert main(["backends"]) == 0
+    printed = capsys.readouterr().out
+    for stem, isa_name in kernel_isa().items():
+        assert f"{stem}: runs the {isa_name} clone" in printed
