@@ -94,11 +94,11 @@ def dense_network(n_neurons, dtype):
     return sample_network(n_neurons, dtype)
 
 
-def dense_run(network, path, n_trials, n_steps):
+def dense_run(network, path, n_trials, n_steps, activation=None):
     """``run()``: n_steps steps of the dense C++ kernel for n_trials trials (the state carries on)."""
     full_path, latent_path = simulate_dense.kernels("cpp")
     dtype, N = network.dtype, network.n_neurons
-    loadings = (network.m_T, network.n_T, network.I_T, network.b, network.activation)
+    loadings = (network.m_T, network.n_T, network.I_T, network.b, activation or network.activation)
     kappa = np.array([1.0, -0.5]) + 0.1 * np.arange(n_trials)[:, None]
     x = (kappa @ network.m_T.astype(np.float64)).astype(dtype)
     kappa_out = np.empty((n_trials, n_steps + 1, RANK))
@@ -171,6 +171,10 @@ def measure(args):
         cases[f"dense {path} {dtype} B={B}"] = dict(
             run=dense_run(networks[dtype], path, B, steps), steps=steps, trials=B, dtype=dtype,
             bytes=arrays * N * itemsize * steps, tanh=B * N * steps)
+    # Everything but the tanh at B = 8: what bounds the batched path.
+    cases["dense latent float32 B=8 identity (no tanh)"] = dict(
+        run=dense_run(networks["float32"], "latent", 8, steps, "identity"), steps=steps, trials=8, dtype="float32",
+        bytes=(2 * RANK + 2) * N * 4 * steps, tanh=0)
     from compare_flow_field import sample_network as flow_network
     from connector_sim.synthetic import latent_grid
 
