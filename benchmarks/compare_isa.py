@@ -276,19 +276,24 @@ def measure(args):
 
     widest = isas[0]
     print(f"\ntargets (clone {widest})")
+    fastest = {label: float(np.min(values)) for label, values in samples.items()}
     for name, ours, theirs, required in TARGETS:
         ours_key = f"{ours} [{widest}]"
-        if ours_key not in median or (theirs not in median and f"{theirs} [{widest}]" not in median):
+        theirs_key = f"{theirs} [{widest}]" if theirs.startswith("dense") else theirs
+        if ours_key not in median or theirs_key not in median:
             continue
-        if theirs.startswith("dense"):  # B=8 vs B=1: trial-steps per second
-            ratio = (cases[ours]["trials"] / median[ours_key]) / (cases[theirs]["trials"] / median[f"{theirs} [{widest}]"])
-        elif theirs.startswith("numpy expression"):
-            ratio = median[theirs] / median[ours_key]
-        else:
-            ratio = median[theirs] / median[ours_key]
+        ratios = []
+        for times in (median, fastest):
+            if theirs.startswith("dense"):  # B=8 vs B=1: trial-steps per second
+                ratios.append((cases[ours]["trials"] / times[ours_key]) / (cases[theirs]["trials"] / times[theirs_key]))
+            else:
+                ratios.append(times[theirs_key] / times[ours_key])
+        ratio, ratio_of_minima = ratios
         passed = ratio >= required
-        results["targets"].append(dict(target=name, ratio=ratio, required=required, passed=bool(passed)))
-        print(f"  {name:46s} {ratio:7.2f}x  (target >= {required}x)  {'PASS' if passed else 'FAIL'}")
+        results["targets"].append(dict(target=name, ratio=ratio, ratio_of_minima=ratio_of_minima, required=required,
+                                       passed=bool(passed)))
+        print(f"  {name:46s} {ratio:7.2f}x  (of minima {ratio_of_minima:5.2f}x; target >= {required}x)  "
+              f"{'PASS' if passed else 'FAIL'}")
     return results
 
 
