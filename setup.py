@@ -8,10 +8,15 @@ Extensions (one module ``connector_sim._ext.<stem>`` per file under ``src/``):
 They are optional: without a compiler the package installs with its numba and
 NumPy backends, and ``import connector_sim`` warns, naming what was not built.
 Set ``CONNECTOR_SIM_STRICT_BUILD=1`` to make a failed extension an error (CI
-does). ``CONNECTOR_SIM_NATIVE=1`` adds ``-march=native`` (a wheel built so runs
-only on CPUs like the build machine's); without it the kernels still use
-AVX2/FMA where the CPU has them, through gcc's runtime dispatch
-(``target_clones``).
+does). The C++ kernels carry AVX-512, AVX2 and baseline clones picked at run
+time (cpp/include/connector_sim/isa.hpp), so no ``-march`` flag is needed.
+``CONNECTOR_SIM_NATIVE=1`` adds ``-mtune=native`` to the C++ modules and
+``-march=native`` to the Cython ones (a wheel built so runs only on CPUs like
+the build machine's). Not ``-march=native`` for the C++ modules: there the
+narrower clones could no longer inline the standard-library helpers (std::min,
+std::fabs, std::fill, compiled for the wider target of the whole file), and
+the AVX2 clone's tanh loop ran scalar with two calls per neuron, 3.7x slower
+(the measurements are in cpp/include/connector_sim/isa.hpp).
 """
 
 import glob
@@ -26,7 +31,7 @@ OPTIONAL = not STRICT
 
 CPP_HEADERS = sorted(glob.glob("cpp/include/connector_sim/*.hpp"))
 PYBIND_HEADERS = sorted(glob.glob("src/pybind/*.hpp"))  # array_checks.hpp, shared by the bindings
-COMPILE_ARGS = ["-O3", "-fopenmp", "-fno-math-errno"] + (["-march=native"] if NATIVE else [])
+COMPILE_ARGS = ["-O3", "-fopenmp", "-fno-math-errno"] + (["-mtune=native"] if NATIVE else [])
 LINK_ARGS = ["-fopenmp"]
 
 

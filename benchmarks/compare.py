@@ -10,6 +10,7 @@ ratios and PASS/FAIL against the project's speed targets.
     python benchmarks/compare.py flow_field [--quick]
     python benchmarks/compare.py sparse [--quick]
     python benchmarks/compare.py public_paths [--quick]
+    python benchmarks/compare.py isa [--quick]           # each AVX-512/AVX2/default clone against its limit
 """
 
 import os
@@ -29,6 +30,7 @@ TOPICS = {
     "sparse": "compare_sparse",
     # Public paths against their kernels: latent_velocity dtype, short simulate calls, auto choices.
     "public_paths": "compare_public_paths",
+    "isa": "compare_isa",
 }
 
 

@@ -102,3 +102,66 @@ def warn_missing_extensions():
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+# --- instruction-set clones of the C++ kernels ---------------------------------------------------
+
+#: The C++ extension modules; each carries AVX-512, AVX2 and baseline clones of its kernels.
+CPP_EXTENSIONS = ("_simulate_dense_cpp", "_simulate_sparse_cpp", "_flow_field_cpp")
+
+#: Clone names, widest first.
+KERNEL_ISAS = ("avx512", "avx2", "default")
+
+
+def _built_cpp_modules():
+    return {stem: load_extension(stem) for stem in CPP_EXTENSIONS if extension_built(stem)}
+
+
+def kernel_isa():
+    """Which clone of the C++ kernels runs, per extension module.
+
+    Every C++ kernel is compiled three times: "avx512" (x86-64-v4: AVX-512,
+    16 float / 8 double lanes in the vectorised loops), "avx2" (x86-64-v3:
+    AVX2 + FMA) and "default" (baseline x86-64). A module runs the widest
+    clone the CPU supports unless the environment variable
+    ``CONNECTOR_SIM_ISA`` (read when the module is first imported) or
+    :func:`set_kernel_isa` chose a narrower one. Results are identical across
+    clones except where the default clone cannot fuse multiply-adds.
+
+    Returns
+    -------
+    dict
+        ``{module stem: clone name}`` for the C++ modules built here (empty
+        when none is).
+
+    Examples
+    --------
+    >>> set(kernel_isa().values()) <= {"avx512", "avx2", "default"}
+    True
+    """
+    return {stem: module.kernel_isa() for stem, module in _built_cpp_modules().items()}
+
+
+def cpu_isa():
+    """The widest clone of the C++ kernels this CPU can run ("avx512", "avx2" or "default"), or None if none is built."""
+    modules = _built_cpp_modules()
+    return next(iter(modules.values())).cpu_isa() if modules else None
+
+
+def set_kernel_isa(isa):
+    """Make every C++ kernel run its ``isa`` clone ("avx512", "avx2" or "default") from now on.
+
+    For tests and benchmarks of the narrower clones on a wide machine; the
+    widest supported clone is the default. Returns the previous choice (as
+    :func:`kernel_isa` gives it).
+    """
+    if isa not in KERNEL_ISAS:
+        raise ValueError(f"The 'isa' parameter of set_kernel_isa must be one of {list(KERNEL_ISAS)}. Got {isa!r} instead.")
+    widest = cpu_isa()
+    if widest is not None and KERNEL_ISAS.index(isa) < KERNEL_ISAS.index(widest):
+        raise ValueError(f"The 'isa' parameter of set_kernel_isa must be a clone this CPU supports "
+                         f"(at most {widest!r}). Got {isa!r} instead.")
+    previous = kernel_isa()
+    for module in _built_cpp_modules().values():
+        module.set_kernel_isa(isa)
+    return previous

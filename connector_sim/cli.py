@@ -1023,6 +1023,10 @@ def _backends(arguments):
     print("available backends:", ", ".join(available_backends()))
     for stem, role in missing_extensions().items():
         print(f"not built: {stem} ({role})")
+    from ._backends import cpu_isa, kernel_isa
+
+    for stem, isa in kernel_isa().items():
+        print(f"{stem}: runs the {isa} clone (CPU supports up to {cpu_isa()}; CONNECTOR_SIM_ISA=avx2|default narrows)")
     return 0
 
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "array_checks.hpp"
+#include "isa_binding.hpp"
 #include "connector_sim/flow_field.hpp"
 #include "connector_sim/simd_math.hpp"
 
@@ -93,15 +94,21 @@ CONNECTOR_SIM_ALWAYS_INLINE void repeat_any(int activation, const T* x, T* out, 
   }
 }
 
-CONNECTOR_SIM_TARGET_CLONES void repeat_f32(int activation, const float* x, float* out, std::int64_t n,
+CONNECTOR_SIM_ALWAYS_INLINE void repeat_f32_body(int activation, const float* x, float* out, std::int64_t n,
                                             std::int64_t n_repeats) {
   repeat_any<float>(activation, x, out, n, n_repeats);
 }
+CONNECTOR_SIM_MULTIVERSION(void, repeat_f32,
+                           (int activation, const float* x, float* out, std::int64_t n, std::int64_t n_repeats),
+                           (activation, x, out, n, n_repeats))
 
-CONNECTOR_SIM_TARGET_CLONES void repeat_f64(int activation, const double* x, double* out, std::int64_t n,
+CONNECTOR_SIM_ALWAYS_INLINE void repeat_f64_body(int activation, const double* x, double* out, std::int64_t n,
                                             std::int64_t n_repeats) {
   repeat_any<double>(activation, x, out, n, n_repeats);
 }
+CONNECTOR_SIM_MULTIVERSION(void, repeat_f64,
+                           (int activation, const double* x, double* out, std::int64_t n, std::int64_t n_repeats),
+                           (activation, x, out, n, n_repeats))
 
 void activation_repeated(py::array x, py::array out, int activation, std::int64_t n_repeats) {
   if (n_repeats < 0) throw std::invalid_argument("n_repeats must be >= 0, got " + std::to_string(n_repeats));
@@ -129,6 +136,7 @@ void tanh_repeated(py::array x, py::array out, std::int64_t n_repeats) {
 }  // namespace
 
 PYBIND11_MODULE(_flow_field_cpp, m) {
+  add_isa_functions(m);
   m.doc() = "C++ kernel of the flow field of a sampled low-rank RNN (the 'cpp' backend); see "
             "connector_sim._kernels.flow_field for the NumPy reference it implements.";
   m.attr("BLOCK_SIZE") = ff::BLOCK_SIZE;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "array_checks.hpp"
+#include "isa_binding.hpp"
 #include "full_path_args.hpp"
 #include "connector_sim/counter_rng.hpp"
 #include "connector_sim/simd_math.hpp"
@@ -207,15 +208,17 @@ void latent_path_step(py::array m_T, py::array n_T, py::array I_T, py::array b, 
 
 // Test helpers: the same inlined code as the kernels' clones.
 
-CONNECTOR_SIM_TARGET_CLONES void tanh_f32(const float* x, float* out, std::int64_t n) {
+CONNECTOR_SIM_ALWAYS_INLINE void tanh_f32_body(const float* x, float* out, std::int64_t n) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
 }
+CONNECTOR_SIM_MULTIVERSION(void, tanh_f32, (const float* x, float* out, std::int64_t n), (x, out, n))
 
-CONNECTOR_SIM_TARGET_CLONES void tanh_f64(const double* x, double* out, std::int64_t n) {
+CONNECTOR_SIM_ALWAYS_INLINE void tanh_f64_body(const double* x, double* out, std::int64_t n) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) out[i] = cs::simd::tanh_approx(x[i]);
 }
+CONNECTOR_SIM_MULTIVERSION(void, tanh_f64, (const double* x, double* out, std::int64_t n), (x, out, n))
 
 py::array simd_tanh(py::array x) {
   if (is_float32(x, "x")) {
@@ -251,6 +254,7 @@ py::array standard_normal(std::uint64_t seed, std::int64_t trial, std::int64_t s
 }  // namespace
 
 PYBIND11_MODULE(_simulate_dense_cpp, m) {
+  add_isa_functions(m);
   m.doc() = "C++ kernels of the dense low-rank RNN time loops (the 'cpp' backend); see "
             "connector_sim._kernels.simulate_dense for the NumPy reference they implement.";
   m.attr("BLOCK_SIZE") = cs::BLOCK_SIZE;

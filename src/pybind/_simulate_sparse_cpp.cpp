@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "array_checks.hpp"
+#include "isa_binding.hpp"
 #include "full_path_args.hpp"
 #include "connector_sim/simulate_sparse.hpp"
 
@@ -119,6 +120,7 @@ void matvec(int mode, std::uint64_t key, py::array strata, double log_q, py::arr
 }  // namespace
 
 PYBIND11_MODULE(_simulate_sparse_cpp, m) {
+  add_isa_functions(m);
   m.doc() = "C++ kernels of sparse low-rank networks (the 'cpp' backend); see "
             "connector_sim._kernels.simulate_sparse for the NumPy reference they implement.";
   m.attr("TILE_ROWS") = cs::SPARSE_TILE_ROWS;  // sparse_mask.TILE_ROWS

@@ -169,17 +169,23 @@ CONNECTOR_SIM_ALWAYS_INLINE void fill_standard_normal(std::uint64_t key, std::in
   }
 }
 
-// fill_standard_normal with runtime dispatch (AVX2+FMA clone where the CPU
+// fill_standard_normal with runtime dispatch (AVX-512 / AVX2+FMA clone where the CPU
 // has it), for callers compiled without vectorisation.
-CONNECTOR_SIM_TARGET_CLONES inline void fill_standard_normal_f32(std::uint64_t key, std::int64_t first,
+CONNECTOR_SIM_ALWAYS_INLINE void fill_standard_normal_f32_body(std::uint64_t key, std::int64_t first,
                                                                  std::int64_t n, float* out) {
   fill_standard_normal(key, first, n, out);
 }
+CONNECTOR_SIM_MULTIVERSION(void, fill_standard_normal_f32,
+                           (std::uint64_t key, std::int64_t first, std::int64_t n, float* out),
+                           (key, first, n, out))
 
-CONNECTOR_SIM_TARGET_CLONES inline void fill_standard_normal_f64(std::uint64_t key, std::int64_t first,
+CONNECTOR_SIM_ALWAYS_INLINE void fill_standard_normal_f64_body(std::uint64_t key, std::int64_t first,
                                                                  std::int64_t n, double* out) {
   fill_standard_normal(key, first, n, out);
 }
+CONNECTOR_SIM_MULTIVERSION(void, fill_standard_normal_f64,
+                           (std::uint64_t key, std::int64_t first, std::int64_t n, double* out),
+                           (key, first, n, out))
 
 inline void fill_standard_normal_dispatch(std::uint64_t key, std::int64_t first, std::int64_t n, float* out) {
   fill_standard_normal_f32(key, first, n, out);

@@ -179,9 +179,9 @@ CONNECTOR_SIM_ALWAYS_INLINE void point_block(const FlowFieldArgs<T>& a, std::int
 
 }  // namespace detail
 
-// One point block with runtime dispatch (AVX2+FMA clone where the CPU has
+// One point block with runtime dispatch (AVX-512 / AVX2+FMA clone where the CPU has
 // it); one loop nest per activation.
-CONNECTOR_SIM_TARGET_CLONES inline void point_block_f32(const FlowFieldArgs<float>& a, std::int64_t p0,
+CONNECTOR_SIM_ALWAYS_INLINE void point_block_f32_body(const FlowFieldArgs<float>& a, std::int64_t p0,
                                                         std::int64_t count, Workspace<float>& w) {
   switch (a.net.activation) {
     case simd::tanh_code:
@@ -196,8 +196,11 @@ CONNECTOR_SIM_TARGET_CLONES inline void point_block_f32(const FlowFieldArgs<floa
       return detail::point_block<float, simd::identity_code>(a, p0, count, w);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, point_block_f32,
+                           (const FlowFieldArgs<float>& a, std::int64_t p0, std::int64_t count, Workspace<float>& w),
+                           (a, p0, count, w))
 
-CONNECTOR_SIM_TARGET_CLONES inline void point_block_f64(const FlowFieldArgs<double>& a, std::int64_t p0,
+CONNECTOR_SIM_ALWAYS_INLINE void point_block_f64_body(const FlowFieldArgs<double>& a, std::int64_t p0,
                                                         std::int64_t count, Workspace<double>& w) {
   switch (a.net.activation) {
     case simd::tanh_code:
@@ -212,6 +215,9 @@ CONNECTOR_SIM_TARGET_CLONES inline void point_block_f64(const FlowFieldArgs<doub
       return detail::point_block<double, simd::identity_code>(a, p0, count, w);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, point_block_f64,
+                           (const FlowFieldArgs<double>& a, std::int64_t p0, std::int64_t count, Workspace<double>& w),
+                           (a, p0, count, w))
 
 inline void point_block(const FlowFieldArgs<float>& a, std::int64_t p0, std::int64_t count, Workspace<float>& w) {
   point_block_f32(a, p0, count, w);

@@ -5,7 +5,8 @@
 // No libm calls on the hot paths: scalar libm calls would stop vectorisation.
 // Integer work on float bits uses only operations AVX2 has (32/64-bit add,
 // logical shifts, 32-bit arithmetic shifts, int32 <-> float conversions), so
-// the haswell clones of the kernels keep everything in ymm registers.
+// the AVX2 clones of the kernels keep everything in ymm registers (and the
+// AVX-512 clones in zmm registers: 16 float or 8 double lanes).
 //
 // Specification: connector_sim/_kernels/fast_math.py (tanh) and
 // connector_sim/_kernels/counter_rng.py (Box-Muller); softplus and sigmoid
@@ -29,14 +30,10 @@
 #define CONNECTOR_SIM_PREFETCH_FOR_WRITE(address)
 #endif
 
-// Runtime dispatch: functions marked CONNECTOR_SIM_TARGET_CLONES get an
-// AVX2+FMA ("arch=haswell") clone and a baseline one, picked when the module
-// loads. Define CONNECTOR_SIM_NO_TARGET_CLONES to build the baseline only.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CONNECTOR_SIM_NO_TARGET_CLONES)
-#define CONNECTOR_SIM_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define CONNECTOR_SIM_TARGET_CLONES
-#endif
+// Runtime dispatch between the AVX-512, AVX2 and baseline clones of the
+// kernels: CONNECTOR_SIM_MULTIVERSION in isa.hpp. Define
+// CONNECTOR_SIM_NO_TARGET_CLONES to build the baseline only.
+#include "connector_sim/isa.hpp"
 
 namespace connector_sim {
 namespace simd {

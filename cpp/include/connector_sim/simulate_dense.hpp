@@ -438,9 +438,9 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
 
 }  // namespace detail
 
-// The per-block passes with runtime dispatch (AVX2+FMA clone where the CPU
+// The per-block passes with runtime dispatch (AVX-512 / AVX2+FMA clone where the CPU
 // has it); each instantiates one loop nest per activation.
-CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f32(const FullPathArgs<float>& a, const RecordPlan& records,
+CONNECTOR_SIM_ALWAYS_INLINE void full_path_block_f32_body(const FullPathArgs<float>& a, const RecordPlan& records,
                                                             std::int64_t block, std::int64_t t, const float* krec,
                                                             bool accumulate, Scratch<float>& scratch, double* partial) {
   switch (a.net.activation) {
@@ -457,8 +457,13 @@ CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f32(const FullPathArgs<f
                                                                  partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, full_path_block_f32,
+                           (const FullPathArgs<float>& a, const RecordPlan& records, std::int64_t block,
+                            std::int64_t t, const float* krec, bool accumulate, Scratch<float>& scratch,
+                            double* partial),
+                           (a, records, block, t, krec, accumulate, scratch, partial))
 
-CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f64(const FullPathArgs<double>& a, const RecordPlan& records,
+CONNECTOR_SIM_ALWAYS_INLINE void full_path_block_f64_body(const FullPathArgs<double>& a, const RecordPlan& records,
                                                             std::int64_t block, std::int64_t t, const double* krec,
                                                             bool accumulate, Scratch<double>& scratch, double* partial) {
   switch (a.net.activation) {
@@ -475,8 +480,13 @@ CONNECTOR_SIM_TARGET_CLONES inline void full_path_block_f64(const FullPathArgs<d
                                                                   partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, full_path_block_f64,
+                           (const FullPathArgs<double>& a, const RecordPlan& records, std::int64_t block,
+                            std::int64_t t, const double* krec, bool accumulate, Scratch<double>& scratch,
+                            double* partial),
+                           (a, records, block, t, krec, accumulate, scratch, partial))
 
-CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f32(const LatentPathArgs<float>& a, std::int64_t block,
+CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block_f32_body(const LatentPathArgs<float>& a, std::int64_t block,
                                                               std::int64_t t, const float* kappa, const float* v,
                                                               float decay, Scratch<float>& scratch, double* partial) {
   switch (a.net.activation) {
@@ -492,8 +502,12 @@ CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f32(const LatentPathAr
       return detail::latent_path_block<float, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, latent_path_block_f32,
+                           (const LatentPathArgs<float>& a, std::int64_t block, std::int64_t t, const float* kappa,
+                            const float* v, float decay, Scratch<float>& scratch, double* partial),
+                           (a, block, t, kappa, v, decay, scratch, partial))
 
-CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f64(const LatentPathArgs<double>& a, std::int64_t block,
+CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block_f64_body(const LatentPathArgs<double>& a, std::int64_t block,
                                                               std::int64_t t, const double* kappa, const double* v,
                                                               double decay, Scratch<double>& scratch, double* partial) {
   switch (a.net.activation) {
@@ -509,6 +523,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void latent_path_block_f64(const LatentPathAr
       return detail::latent_path_block<double, simd::identity_code>(a, block, t, kappa, v, decay, scratch, partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, latent_path_block_f64,
+                           (const LatentPathArgs<double>& a, std::int64_t block, std::int64_t t, const double* kappa,
+                            const double* v, double decay, Scratch<double>& scratch, double* partial),
+                           (a, block, t, kappa, v, decay, scratch, partial))
 
 inline void full_path_block(const FullPathArgs<float>& a, const RecordPlan& records, std::int64_t block,
                             std::int64_t t, const float* krec, bool accumulate, Scratch<float>& scratch, double* partial) {

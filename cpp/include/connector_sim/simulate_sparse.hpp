@@ -471,8 +471,8 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows(const SparsePathArgs<T>& a, 
 
 }  // namespace detail
 
-// Pass A with runtime dispatch (the activation vectorises with AVX2).
-CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f32(const SparsePathArgs<float>& a, std::int64_t block,
+// Pass A with runtime dispatch (the activation vectorises with AVX-512 or AVX2).
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block_f32_body(const SparsePathArgs<float>& a, std::int64_t block,
                                                                std::int64_t t, float* y, double* lanes,
                                                                double* partial) {
   switch (a.net.activation) {
@@ -488,8 +488,12 @@ CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f32(const SparsePathA
       return detail::sparse_rates_block<float, simd::identity_code>(a, block, t, y, lanes, partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, sparse_rates_block_f32,
+                           (const SparsePathArgs<float>& a, std::int64_t block, std::int64_t t, float* y,
+                            double* lanes, double* partial),
+                           (a, block, t, y, lanes, partial))
 
-CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f64(const SparsePathArgs<double>& a, std::int64_t block,
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_rates_block_f64_body(const SparsePathArgs<double>& a, std::int64_t block,
                                                                std::int64_t t, double* y, double* lanes,
                                                                double* partial) {
   switch (a.net.activation) {
@@ -505,6 +509,10 @@ CONNECTOR_SIM_TARGET_CLONES inline void sparse_rates_block_f64(const SparsePathA
       return detail::sparse_rates_block<double, simd::identity_code>(a, block, t, y, lanes, partial);
   }
 }
+CONNECTOR_SIM_MULTIVERSION(void, sparse_rates_block_f64,
+                           (const SparsePathArgs<double>& a, std::int64_t block, std::int64_t t, double* y,
+                            double* lanes, double* partial),
+                           (a, block, t, y, lanes, partial))
 
 inline void sparse_rates_block(const SparsePathArgs<float>& a, std::int64_t block, std::int64_t t, float* y,
                                double* lanes, double* partial) {
@@ -516,14 +524,13 @@ inline void sparse_rates_block(const SparsePathArgs<double>& a, std::int64_t blo
   sparse_rates_block_f64(a, block, t, y, lanes, partial);
 }
 
-// Pass B, specialised for the common widths B R = 1 and 2. The AVX2 clone
-// gains BMI2's non-destructive shifts for the hash; vectorisation is off so
-// that the gathers stay scalar loads.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CONNECTOR_SIM_NO_TARGET_CLONES)
-#define CONNECTOR_SIM_SCALAR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("no-tree-vectorize")))
+// Pass B, specialised for the common widths B R = 1 and 2. The AVX2 and
+// AVX-512 clones gain BMI2's non-destructive shifts for the hash;
+// vectorisation is off so that the gathers stay scalar loads.
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONNECTOR_SIM_NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
 #else
-#define CONNECTOR_SIM_SCALAR_CLONES
+#define CONNECTOR_SIM_NO_VECTORIZE
 #endif
 
 template <typename T>
@@ -540,19 +547,27 @@ CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows_any(const SparsePathArgs<T>&
   }
 }
 
-CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f32(const SparsePathArgs<float>& a, std::int64_t lo,
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows_f32_body(const SparsePathArgs<float>& a, std::int64_t lo,
                                                                std::int64_t hi, std::int64_t t, const float* y,
                                                                const float* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
   sparse_update_rows_any(a, lo, hi, t, y, noise, acc, s, cols);
 }
+CONNECTOR_SIM_MULTIVERSION_ATTR(CONNECTOR_SIM_NO_VECTORIZE, void, sparse_update_rows_f32,
+                                (const SparsePathArgs<float>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                                 const float* y, const float* noise, double* acc, double* s, std::int32_t* cols),
+                                (a, lo, hi, t, y, noise, acc, s, cols))
 
-CONNECTOR_SIM_SCALAR_CLONES inline void sparse_update_rows_f64(const SparsePathArgs<double>& a, std::int64_t lo,
+CONNECTOR_SIM_ALWAYS_INLINE void sparse_update_rows_f64_body(const SparsePathArgs<double>& a, std::int64_t lo,
                                                                std::int64_t hi, std::int64_t t, const double* y,
                                                                const double* noise, double* acc, double* s,
                                                                std::int32_t* cols) {
   sparse_update_rows_any(a, lo, hi, t, y, noise, acc, s, cols);
 }
+CONNECTOR_SIM_MULTIVERSION_ATTR(CONNECTOR_SIM_NO_VECTORIZE, void, sparse_update_rows_f64,
+                                (const SparsePathArgs<double>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
+                                 const double* y, const double* noise, double* acc, double* s, std::int32_t* cols),
+                                (a, lo, hi, t, y, noise, acc, s, cols))
 
 inline void sparse_update_rows(const SparsePathArgs<float>& a, std::int64_t lo, std::int64_t hi, std::int64_t t,
                                const float* y, const float* noise, double* acc, double* s,
@@ -566,8 +581,7 @@ inline void sparse_update_rows(const SparsePathArgs<double>& a, std::int64_t lo,
   sparse_update_rows_f64(a, lo, hi, t, y, noise, acc, s, cols);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CONNECTOR_SIM_NO_TARGET_CLONES)
-#define CONNECTOR_SIM_AVX2_HASH 1
+#ifdef CONNECTOR_SIM_ISA_CLONES
 namespace detail {
 
 // z * c mod 2^64 in each 64-bit lane: AVX2 has no 64-bit multiply. The
@@ -623,34 +637,76 @@ __attribute__((target("avx2"))) inline void hash_stratum_pair_avx2(const SparseM
   hash_stratum_pair(mask, row_keys + r, n - r, k, out0 + r, out1 != nullptr ? out1 + r : nullptr);
 }
 
+// gcc 12's _mm256_undefined_si256 (inside _mm512_cvtepi64_epi32) trips
+// -Wmaybe-uninitialized (gcc bug 105593, fixed in 12.3).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// hash_stratum_pair_avx2 with AVX-512: vpmullq multiplies the 64-bit lanes
+// directly and vpmovqd narrows the columns to 32 bits in order, eight rows
+// per 512-bit vector (the same integer results).
+CONNECTOR_SIM_TARGET_AVX512 inline __m512i mix64_avx512(__m512i z) {
+  const __m512i c1 = _mm512_set1_epi64(static_cast<std::int64_t>(0xBF58476D1CE4E5B9ull));
+  const __m512i c2 = _mm512_set1_epi64(static_cast<std::int64_t>(0x94D049BB133111EBull));
+  z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), c1);
+  z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), c2);
+  return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+CONNECTOR_SIM_TARGET_AVX512 inline void hash_stratum_pair_avx512(const SparseMaskView& mask,
+                                                                 const std::uint64_t* row_keys, std::int64_t n,
+                                                                 std::int64_t k, std::uint32_t* out0,
+                                                                 std::uint32_t* out1) {
+  const std::int64_t* lo = mask.strata;
+  const __m512i counter =
+      _mm512_set1_epi64(static_cast<std::int64_t>(GOLDEN * (static_cast<std::uint64_t>(k / 2) + 1u)));
+  const __m512i width0 = _mm512_set1_epi64(lo[k + 1] - lo[k]);
+  const __m512i width1 = _mm512_set1_epi64(out1 != nullptr ? lo[k + 2] - lo[k + 1] : 0);
+  std::int64_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    const __m512i a = mix64_avx512(_mm512_add_epi64(_mm512_loadu_si512(row_keys + r), counter));
+    // high halves -> stratum k: floor(u width0 / 2^32)
+    const __m512i c0 = _mm512_srli_epi64(_mm512_mul_epu32(_mm512_srli_epi64(a, 32), width0), 32);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out0 + r), _mm512_cvtepi64_epi32(c0));
+    if (out1 != nullptr) {
+      // low halves -> stratum k + 1
+      const __m512i c1 = _mm512_srli_epi64(_mm512_mul_epu32(a, width1), 32);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out1 + r), _mm512_cvtepi64_epi32(c1));
+    }
+  }
+  hash_stratum_pair(mask, row_keys + r, n - r, k, out0 + r, out1 != nullptr ? out1 + r : nullptr);
+}
+#pragma GCC diagnostic pop
+
 }  // namespace detail
 #endif
 
-// hash_stratum_pair, vectorised across rows: by hand with AVX2 (gcc's own
-// vectorisation of the 64-bit multiplies and of the narrowing to int32 was
-// 2x slower), else as the compiler vectorises it.
-CONNECTOR_SIM_TARGET_CLONES inline void hash_stratum_pair_auto(const SparseMaskView& mask,
-                                                               const std::uint64_t* row_keys, std::int64_t n,
-                                                               std::int64_t k, std::uint32_t* out0,
-                                                               std::uint32_t* out1) {
+// hash_stratum_pair, vectorised across rows: by hand with AVX-512 or AVX2
+// (gcc's own vectorisation of the 64-bit multiplies and of the narrowing to
+// int32 was 2x slower with AVX2), else as the compiler vectorises it.
+inline void hash_stratum_pair(const SparseMaskView& mask, const std::uint64_t* row_keys, std::int64_t n,
+                              std::int64_t k, std::uint32_t* out0, std::uint32_t* out1) {
+#ifdef CONNECTOR_SIM_ISA_CLONES
+  switch (isa::level()) {
+    case isa::level_avx512:
+      return detail::hash_stratum_pair_avx512(mask, row_keys, n, k, out0, out1);
+    case isa::level_avx2:
+      return detail::hash_stratum_pair_avx2(mask, row_keys, n, k, out0, out1);
+    default:
+      break;
+  }
+#endif
   detail::hash_stratum_pair(mask, row_keys, n, k, out0, out1);
 }
 
-inline void hash_stratum_pair(const SparseMaskView& mask, const std::uint64_t* row_keys, std::int64_t n,
-                              std::int64_t k, std::uint32_t* out0, std::uint32_t* out1) {
-#ifdef CONNECTOR_SIM_AVX2_HASH
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return detail::hash_stratum_pair_avx2(mask, row_keys, n, k, out0, out1);
-#endif
-  hash_stratum_pair_auto(mask, row_keys, n, k, out0, out1);
-}
-
 // row_keys[r] = mix64(key + GOLDEN (i0 + r + 1)), the row keys of the "fixed" scheme.
-CONNECTOR_SIM_TARGET_CLONES inline void fill_row_keys(std::uint64_t key, std::int64_t i0, std::int64_t n,
+CONNECTOR_SIM_ALWAYS_INLINE void fill_row_keys_body(std::uint64_t key, std::int64_t i0, std::int64_t n,
                                                       std::uint64_t* row_keys) {
 #pragma omp simd
   for (std::int64_t r = 0; r < n; ++r) row_keys[r] = mix64(key + GOLDEN * (static_cast<std::uint64_t>(i0 + r) + 1u));
 }
+CONNECTOR_SIM_MULTIVERSION(void, fill_row_keys,
+                           (std::uint64_t key, std::int64_t i0, std::int64_t n, std::uint64_t* row_keys),
+                           (key, i0, n, row_keys))
 
 // gather_stratum_pair with the widths B R = 1 and 2 specialised, scalar loads.
 template <typename T, typename Offset>
@@ -667,12 +723,16 @@ CONNECTOR_SIM_ALWAYS_INLINE void gather_stratum_pair_any(const Offset* o0, const
   }
 }
 
-#define CONNECTOR_SIM_GATHER_STRATUM_PAIR(T, Offset)                                                          \
-  CONNECTOR_SIM_SCALAR_CLONES inline void gather_stratum_pair(const Offset* o0, const Offset* o1, std::int64_t n, \
-                                                              const T* y0, const T* y1, std::int64_t width,     \
-                                                              double* sums) {                                   \
-    gather_stratum_pair_any(o0, o1, n, y0, y1, width, sums);                                                    \
-  }
+#define CONNECTOR_SIM_GATHER_STRATUM_PAIR(T, Offset)                                                           \
+  CONNECTOR_SIM_ALWAYS_INLINE void gather_stratum_pair_body(const Offset* o0, const Offset* o1, std::int64_t n,  \
+                                                            const T* y0, const T* y1, std::int64_t width,        \
+                                                            double* sums) {                                      \
+    gather_stratum_pair_any(o0, o1, n, y0, y1, width, sums);                                                     \
+  }                                                                                                              \
+  CONNECTOR_SIM_MULTIVERSION_ATTR(CONNECTOR_SIM_NO_VECTORIZE, void, gather_stratum_pair,                         \
+                                  (const Offset* o0, const Offset* o1, std::int64_t n, const T* y0, const T* y1, \
+                                   std::int64_t width, double* sums),                                            \
+                                  (o0, o1, n, y0, y1, width, sums))
 CONNECTOR_SIM_GATHER_STRATUM_PAIR(float, std::uint16_t)
 CONNECTOR_SIM_GATHER_STRATUM_PAIR(float, std::uint32_t)
 CONNECTOR_SIM_GATHER_STRATUM_PAIR(double, std::uint16_t)
