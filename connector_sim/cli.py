@@ -658,11 +658,25 @@ def _cell_types(arguments, features, labels):
     summary = None
     if labels is None or arguments.cluster:
         subset = features[np.random.default_rng(arguments.seed).permutation(len(features))[:arguments.cell_type_samples]]
-        found = find_cell_types(subset, k_range=range(1, arguments.k_max + 1), random_state=arguments.seed)
+        found = find_cell_types(subset, k_range=range(1, arguments.k_max + 1), random_state=arguments.seed,
+                                scheduler=getattr(arguments, "scheduler", None))
         labels = found.model.predict(features).astype(np.int64)
         summary = {"n_types": found.n_types, "criterion": found.criterion,
                    "scores": {key: np.asarray(value).tolist() for key, value in found.scores.items()}}
     return np.asarray(labels, np.int64), summary
+
+
+def _check_scheduler(arguments):
+    """--scheduler: parsed, and Dask importable if asked for, before any work."""
+    from .parallel import check_scheduler, require_dask
+
+    try:
+        kind, _ = check_scheduler(arguments.scheduler, f"connector-sim {arguments.command}")
+    except ValueError:
+        raise CommandError(f"--scheduler takes serial, processes[:N], dask[:N], dask://HOST:PORT or tcp://HOST:PORT. "
+                           f"Got {arguments.scheduler!r}.") from None
+    if kind in ("dask", "address"):
+        require_dask(f"connector-sim {arguments.command} --scheduler {arguments.scheduler}")
 
 
 def _perturb(arguments):
@@ -683,6 +697,7 @@ def _perturb(arguments):
         _check_int(arguments, name)
     _check_seed(arguments)
     _check_float(arguments, "extent")
+    _check_scheduler(arguments)
     tokens = []  # cell-type labels, and "all" where it was given
     for value in arguments.silence or ():
         if value == "all":
@@ -713,7 +728,7 @@ def _perturb(arguments):
     box = np.array([[-extent, extent]] * network.rank)
     table = perturbation_study(network, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
                                labels=labels, box=box, backend=arguments.backend,
-                               progress=arguments.progress.runs("perturb"))
+                               progress=arguments.progress.runs("perturb"), scheduler=arguments.scheduler)
     table.to_csv(out + ".csv")
     fractions = {str(k): float(np.mean(labels == k)) for k in types}
     fixed_points = {f"{system} (seed {seed})" if seed >= 0 else system:
@@ -1059,6 +1074,10 @@ def _parser():
     perturb.add_argument("--seed", type=int, default=0)
     perturb.add_argument("--format", choices=FORMATS, default="auto",
                          help="layout of a source file (default: detected from its suffix and keys)")
+    perturb.add_argument("--scheduler", default=None, metavar="WHERE",
+                         help="where the runs (and the cell-type fits) go: serial (default), processes[:N], "
+                              "dask[:N] (a local Dask cluster), dask://HOST:PORT or tcp://HOST:PORT (a running "
+                              "Dask scheduler); same table on each")
     perturb.set_defaults(run=_perturb)
 
     compress = commands.add_parser("compress", help="dynamic compression flow: low-dimensional dynamics of "

@@ -25,7 +25,7 @@ import io
 import math
 import numbers
 import sys
-import time
+import uuid
 import warnings
 
 import numpy as np
@@ -44,6 +44,7 @@ from .distributions import Gaussian, GaussianMixture
 from .fixed_points import _check_box, find_fixed_points
 from .mean_field import DEFAULT_ORDER, latent_flow
 from .network import LowRankRNN
+from .parallel import SweepInterrupted, check_scheduler, run_tasks
 from .simulate import simulate
 
 #: Name of the system with no perturbation in force, in :attr:`PerturbationTable.fixed_points`.
@@ -635,7 +636,7 @@ def _progress_printer(done, total, description):
 def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *, n_steps=400, dt=None,
                        n_neurons=None, labels=None, noise_std=0.0, reference="auto", box=None,
                        fixed_point_options=None, settle_tol=1e-3, backend="auto", n_threads=1, dtype=np.float64,
-                       keep_trajectories=False, progress=None):
+                       keep_trajectories=False, progress=None, scheduler=None):
     """Run perturbations x initial conditions x seeds and tabulate where each run ends.
 
     Each run follows the latent recursion (theory eq. 3) with the
@@ -696,12 +697,20 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     progress : None, bool or callable, default=None
         True prints a line per batch to stderr; a callable is called as
         ``progress(done_runs, total_runs, description)`` after each batch.
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the batches run: None / "serial", "processes", "dask" (a local
+        cluster for this call), "dask://host:port" or a Client; see
+        :mod:`connector_sim.parallel`. One task per (seed, perturbation): it
+        carries the distribution and seed (the worker samples the network)
+        or, for a network source, the network goes once to each worker. The
+        table is the serial one, bit for bit.
 
     Returns
     -------
     PerturbationTable
         One row per (seed, perturbation, initial condition). On
-        KeyboardInterrupt the rows done so far are returned, with
+        KeyboardInterrupt the rows done so far are returned (the batches
+        that finished, in table order; the others are cancelled), with
         ``interrupted = True`` (and a RuntimeWarning).
 
     Raises
@@ -784,6 +793,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         progress = _progress_printer
     elif progress is not None and progress is not False and not callable(progress):
         raise TypeError(f"progress must be None, a bool or a callable. Got {progress!r}.")
+    check_scheduler(scheduler, "perturbation_study")
 
     def uses_mean_field(perturbation):
         if reference == "network":
@@ -810,59 +820,97 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
             perturbed_flow(distribution, perturbation)
         uses_mean_field(perturbation)
 
-    fixed_points = {}
+    options = dict(n_steps=n_steps, dt=dt, tau=tau, noise_std=noise_std, backend=backend, n_threads=n_threads,
+                   dtype=dtype, settle_tol=settle_tol, box=box, fixed_point_options=fixed_point_options,
+                   reference=reference, n_neurons=n_neurons, method=method, token=uuid.uuid4().hex)
+    # What every task needs, sent once to each worker; a task itself is (seed, perturbation index).
+    context = (distribution, fixed_network, fixed_labels, perturbations, kappa0, options)
+    tasks = [(seed, index) for seed in seeds for index in range(len(perturbations))]
+    total = len(tasks) * len(kappa0)
+    table = PerturbationTable(fixed_points={}, trajectories={} if keep_trajectories else None)
 
-    def fixed_points_for(perturbation, perturbed, seed, network, network_labels):
-        """(reference name, system key, fixed points) of the system in force at the end."""
-        use_mean_field = uses_mean_field(perturbation)
-        system = perturbation.name if perturbed else UNPERTURBED
-        key = (system, seed if not use_mean_field and fixed_network is None else -1)
-        if key not in fixed_points:
-            applied = perturbation if perturbed else None
-            flow = (perturbed_flow(distribution, applied) if use_mean_field
-                    else perturbed_flow(network, applied, labels=network_labels))
-            fixed_points[key] = find_fixed_points(flow, box, **fixed_point_options)
-        return ("mean field" if use_mean_field else "network"), key, fixed_points[key]
+    def describe(task):
+        seed, index = task
+        return f"{perturbations[index].name}{'' if seed < 0 else f', seed {seed}'} ({method})"
 
-    total = len(seeds) * len(perturbations) * len(kappa0)
-    table = PerturbationTable(fixed_points=fixed_points, trajectories={} if keep_trajectories else None)
-    done = 0
+    def runs_progress(done, n_tasks, description):
+        progress(done * len(kappa0), total, description)
+
     try:
-        for seed in seeds:
-            network, network_labels = fixed_network, fixed_labels
-            if method == "simulation" and network is None:
-                network, network_labels = distribution.sample(n_neurons, seed, return_labels=True, dtype=dtype)
-            for index, perturbation in enumerate(perturbations):
-                started = time.perf_counter()
-                if method == "simulation":
-                    clamp = perturbation.clamp_spec(network.n_neurons, network_labels)
-                    kappa = simulate(network, n_steps, dt=dt, kappa0=kappa0, noise_std=noise_std, seed=seed,
-                                     clamp=clamp, backend=backend, n_threads=n_threads).kappa
-                else:
-                    alpha = dt / tau
-                    kappa = _euler_runs(perturbed_flow(distribution, perturbation), perturbed_flow(distribution),
-                                        perturbation, kappa0, n_steps, alpha)
-                perturbed = perturbation.active_at_end(n_steps)
-                reference_name, _, points = fixed_points_for(perturbation, perturbed, seed, network, network_labels)
-                rows = _rows(perturbation, index, seed, method, 0 if method == "mean field" else network.n_neurons,
-                             kappa0, kappa, dt, settle_tol, perturbed, reference_name, points)
-                table.rows.extend(rows)
-                if keep_trajectories:
-                    table.trajectories[(index, seed)] = kappa
-                done += len(rows)
-                if progress:
-                    seconds = time.perf_counter() - started
-                    where = "" if seed < 0 else f", seed {seed}"
-                    progress(done, total, f"{perturbation.name}{where} ({method}, {seconds:.2f} s)")
-    except KeyboardInterrupt:
+        results = run_tasks(_study_task, tasks, scheduler=scheduler, shared=context, describe=describe,
+                            progress=runs_progress if progress else None, owner="perturbation_study")
+        finished = dict(enumerate(results))
+    except SweepInterrupted as exc:
+        finished = exc.results
         table.interrupted = True
+    finally:  # the serial run's cache holds a network: let it go
+        _STUDY_CACHE.update(token=None, network=None, fixed_points={})
+    for task_index in sorted(finished):
+        rows, kappa, key, points = finished[task_index]
+        table.rows.extend(rows)
+        table.fixed_points.setdefault(key, points)
+        if keep_trajectories:
+            seed, index = tasks[task_index]
+            table.trajectories[(index, seed)] = kappa
+    if table.interrupted:
         warnings.warn(
-            f"perturbation_study was interrupted after {done} of {total} runs; returning the rows done so far "
-            "(table.interrupted is True).",
+            f"perturbation_study was interrupted after {len(table.rows)} of {total} runs; returning the rows done so "
+            "far (table.interrupted is True).",
             RuntimeWarning,
             stacklevel=2,
         )
     return table
+
+
+# Per process: the last study's sampled network and fixed points, reused by its next tasks there.
+_STUDY_CACHE = {"token": None, "network": None, "fixed_points": {}}
+
+
+def _uses_mean_field(perturbation, distribution, reference):
+    return reference != "network" and distribution is not None and perturbation.units is None
+
+
+def _study_task(task, context):
+    """One (seed, perturbation) batch of perturbation_study: (rows, kappa, fixed-point key, fixed points).
+
+    Depends on the task and the study alone (the network is sampled with
+    ``random_state=seed``, the noise keyed by seed, the fixed-point search by
+    its own ``random_state``), so it gives the same numbers on any worker.
+    """
+    seed, index = task
+    distribution, network, labels, perturbations, kappa0, options = context
+    method, n_steps, dt = options["method"], options["n_steps"], options["dt"]
+    cache = _STUDY_CACHE
+    if cache["token"] != options["token"]:
+        cache.update(token=options["token"], network=None, fixed_points={})
+    if method == "simulation" and network is None:
+        if cache["network"] is None or cache["network"][0] != seed:
+            cache["network"] = (seed, distribution.sample(options["n_neurons"], seed, return_labels=True,
+                                                          dtype=options["dtype"]))
+        network, labels = cache["network"][1]
+    perturbation = perturbations[index]
+    if method == "simulation":
+        clamp = perturbation.clamp_spec(network.n_neurons, labels)
+        kappa = simulate(network, n_steps, dt=dt, kappa0=kappa0, noise_std=options["noise_std"], seed=seed,
+                         clamp=clamp, backend=options["backend"], n_threads=options["n_threads"]).kappa
+    else:
+        kappa = _euler_runs(perturbed_flow(distribution, perturbation), perturbed_flow(distribution),
+                            perturbation, kappa0, n_steps, dt / options["tau"])
+    perturbed = perturbation.active_at_end(n_steps)
+    # The fixed points of the system in force at the last step.
+    use_mean_field = _uses_mean_field(perturbation, distribution, options["reference"])
+    system = perturbation.name if perturbed else UNPERTURBED
+    key = (system, seed if not use_mean_field and options["method"] == "simulation"
+           and context[1] is None else -1)
+    if key not in cache["fixed_points"]:
+        applied = perturbation if perturbed else None
+        flow = (perturbed_flow(distribution, applied) if use_mean_field
+                else perturbed_flow(network, applied, labels=labels))
+        cache["fixed_points"][key] = find_fixed_points(flow, options["box"], **options["fixed_point_options"])
+    points = cache["fixed_points"][key]
+    rows = _rows(perturbation, index, seed, method, 0 if method == "mean field" else network.n_neurons, kappa0,
+                 kappa, dt, options["settle_tol"], perturbed, "mean field" if use_mean_field else "network", points)
+    return rows, kappa, key, points
 
 
 def _rows(perturbation, index, seed, method, n_neurons, kappa0, kappa, dt, settle_tol, perturbed, reference,
