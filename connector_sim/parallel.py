@@ -258,6 +258,13 @@ def run_tasks(function, tasks, *, scheduler=None, shared=_NO_SHARED, progress=No
         If Dask is asked for and not installed (the message has the pip command).
     ConnectionError
         If no Dask scheduler answers at the address within ``connect_timeout``.
+
+    Examples
+    --------
+    >>> run_tasks(abs, [-1, 2, -3])
+    [1, 2, 3]
+    >>> run_tasks(divmod, [7, 9], shared=4)  # divmod(task, shared)
+    [(1, 3), (2, 1)]
     """
     kind, value = check_scheduler(scheduler, owner)
     progress = _check_progress(progress, owner)
