@@ -328,8 +328,9 @@ def _dask_client(kind, value, connect_timeout, owner, progress):
     if kind == "client":
         return value, None, False
     if kind == "dask":
+        # ":0": a free port (None would still take 8787, in use by any other local cluster).
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0" if progress else None)
+                                           dashboard_address=":0")
         try:
             return distributed.Client(cluster), cluster, True
         except BaseException:
@@ -364,9 +365,10 @@ def _run_dask(function, tasks, shared, progress, describe, kind, value, retries,
                                  retries=retries, pure=False) for index, task in enumerate(tasks)]
         index_of = {future.key: index for index, future in enumerate(futures)}
         distributed = sys.modules["distributed"]
-        for future in distributed.as_completed(futures):
+        # with_results: results fetched in batches as they finish (future.result() is a round trip each).
+        for future, result in distributed.as_completed(futures, with_results=True):
             index = index_of[future.key]
-            results[index] = future.result()
+            results[index] = result
             _report(progress, len(results), len(tasks), _label(describe, tasks[index], index))
     except KeyboardInterrupt as exc:
         client.cancel(futures)

@@ -36,7 +36,7 @@ def client():
 
     with dask.config.set({"distributed.logging.distributed": "error", "distributed.admin.tick.limit": "1h"}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+                                           dashboard_address=":0", silence_logs=logging.ERROR)
         client = distributed.Client(cluster)
         try:
             yield client
