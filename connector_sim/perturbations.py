@@ -25,6 +25,7 @@ import io
 import math
 import numbers
 import sys
+import threading
 import uuid
 import warnings
 
@@ -844,7 +845,8 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         finished = exc.results
         table.interrupted = True
     finally:  # the serial run's cache holds a network: let it go
-        _STUDY_CACHE.update(token=None, network=None, fixed_points={})
+        with _STUDY_CACHE_LOCK:
+            _STUDY_CACHE.pop(options["token"], None)
     for task_index in sorted(finished):
         rows, kappa, key, points = finished[task_index]
         table.rows.extend(rows)
@@ -862,8 +864,20 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     return table
 
 
-# Per process: the last study's sampled network and fixed points, reused by its next tasks there.
-_STUDY_CACHE = {"token": None, "network": None, "fixed_points": {}}
+# Per process: the last studies' sampled network and fixed points, reused by their next tasks there
+# (a worker runs many tasks of one study). Keyed by the study's token; a lock for workers with threads.
+_STUDY_CACHE = {}
+_STUDY_CACHE_LOCK = threading.Lock()
+
+
+def _study_cache(token):
+    with _STUDY_CACHE_LOCK:
+        entry = _STUDY_CACHE.get(token)
+        if entry is None:
+            entry = _STUDY_CACHE[token] = {"network": None, "fixed_points": {}}
+            while len(_STUDY_CACHE) > 2:
+                del _STUDY_CACHE[next(iter(_STUDY_CACHE))]
+        return entry
 
 
 def _uses_mean_field(perturbation, distribution, reference):
@@ -880,14 +894,13 @@ def _study_task(task, context):
     seed, index = task
     distribution, network, labels, perturbations, kappa0, options = context
     method, n_steps, dt = options["method"], options["n_steps"], options["dt"]
-    cache = _STUDY_CACHE
-    if cache["token"] != options["token"]:
-        cache.update(token=options["token"], network=None, fixed_points={})
+    cache = _study_cache(options["token"])
     if method == "simulation" and network is None:
-        if cache["network"] is None or cache["network"][0] != seed:
-            cache["network"] = (seed, distribution.sample(options["n_neurons"], seed, return_labels=True,
-                                                          dtype=options["dtype"]))
-        network, labels = cache["network"][1]
+        entry = cache["network"]  # one read: another thread may replace it
+        if entry is None or entry[0] != seed:
+            entry = (seed, distribution.sample(options["n_neurons"], seed, return_labels=True, dtype=options["dtype"]))
+            cache["network"] = entry
+        network, labels = entry[1]
     perturbation = perturbations[index]
     if method == "simulation":
         clamp = perturbation.clamp_spec(network.n_neurons, labels)
@@ -902,12 +915,12 @@ def _study_task(task, context):
     system = perturbation.name if perturbed else UNPERTURBED
     key = (system, seed if not use_mean_field and options["method"] == "simulation"
            and context[1] is None else -1)
-    if key not in cache["fixed_points"]:
+    points = cache["fixed_points"].get(key)
+    if points is None:
         applied = perturbation if perturbed else None
         flow = (perturbed_flow(distribution, applied) if use_mean_field
                 else perturbed_flow(network, applied, labels=labels))
-        cache["fixed_points"][key] = find_fixed_points(flow, options["box"], **options["fixed_point_options"])
-    points = cache["fixed_points"][key]
+        points = cache["fixed_points"][key] = find_fixed_points(flow, options["box"], **options["fixed_point_options"])
     rows = _rows(perturbation, index, seed, method, 0 if method == "mean field" else network.n_neurons, kappa0,
                  kappa, dt, options["settle_tol"], perturbed, "mean field" if use_mean_field else "network", points)
     return rows, kappa, key, points
