@@ -315,11 +315,25 @@ def _run_processes(function, tasks, shared, progress, describe, n_workers):
                 results[index] = future.result()
                 _report(progress, len(results), len(tasks), _label(describe, tasks[index], index))
     except KeyboardInterrupt as exc:
-        executor.shutdown(wait=False, cancel_futures=True)
+        _stop_pool(executor)
         raise SweepInterrupted(results, len(tasks)) from exc
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return [results[index] for index in range(len(tasks))]
+
+
+def _stop_pool(executor):
+    """Stop a process pool now: cancel what is queued, terminate the workers (a plain shutdown can hang after Ctrl-C)."""
+    terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(5)
 
 
 def _dask_client(kind, value, connect_timeout, owner, progress):
