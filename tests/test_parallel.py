@@ -153,6 +153,8 @@ def test_perturbation_study_on_processes_and_dask_equals_the_serial_table(client
     serial = study(quadstable_mixture(), None, n_neurons=300, seeds=[0, 1])
     assert len(serial) == 2 * 3 * 3 and len({row["kappa_end_0"] for row in serial.rows}) > 1
     same_table(study(quadstable_mixture(), client, n_neurons=300, seeds=[0, 1]), serial)
+    # The same cluster by its address, as a remote one is used.
+    same_table(study(quadstable_mixture(), client.scheduler.address, n_neurons=300, seeds=[0, 1]), serial)
     same_table(study(quadstable_mixture(), "processes:2", n_neurons=300, seeds=[0, 1]), serial)
     # Network source (sent once to each worker), noisy runs keyed by the seeds.
     network, labels = quadstable_network(300, random_state=1)
@@ -191,6 +193,19 @@ def test_the_other_sweeps_on_dask_equal_their_serial_runs(client):
     assert parallel.n_types == serial.n_types == 3 and parallel.labels.tolist() == serial.labels.tolist()
     for name, values in serial.scores.items():
         assert np.asarray(values).tobytes() == np.asarray(parallel.scores[name]).tobytes(), name
+
+
+def test_a_local_cluster_made_for_the_call_is_closed_after_it(client):
+    import multiprocessing
+
+    def dask_workers():
+        return sorted(child.pid for child in multiprocessing.active_children() if "Dask" in child.name)
+
+    before = dask_workers()  # the module's cluster
+    calls = []
+    assert run_tasks(abs, [-1, 2, -3], scheduler="dask:1", progress=lambda *args: calls.append(args)) == [1, 2, 3]
+    assert sorted(call[0] for call in calls) == [1, 2, 3] and all(call[1] == 3 for call in calls)
+    assert dask_workers() == before
 
 
 class _Ridge:
