@@ -681,10 +681,7 @@ def _check_scheduler(arguments):
 
 def _perturb(arguments):
     """Silence cell types or units of a Connector sample or a network; tabulate where the runs end."""
-    import numpy as np
-
-    from .demo import write_json_atomic
-    from .perturbations import Perturbation, perturbation_study
+    from .parallel import session
 
     # Every option first: nothing runs, and nothing is written, on bad input.
     out = _stem(arguments.out)
@@ -710,6 +707,18 @@ def _perturb(arguments):
     if arguments.silence_units:
         _parse_units(arguments.silence_units, None)  # the syntax now, the range once N is known
     network, labels, description, features = _perturbation_source(arguments)
+    with session(arguments.scheduler, owner=f"connector-sim perturb --scheduler {arguments.scheduler}") as where:
+        arguments.scheduler = where  # one cluster for the cell-type fits and the runs
+        return _perturb_on(arguments, out, tokens, network, labels, description, features)
+
+
+def _perturb_on(arguments, out, tokens, network, labels, description, features):
+    """The rest of `perturb`, with arguments.scheduler the scheduler (or Client) to use."""
+    import numpy as np
+
+    from .demo import write_json_atomic
+    from .perturbations import Perturbation, perturbation_study
+
     units = None if not arguments.silence_units else _parse_units(arguments.silence_units, network.n_neurons)
     extent = _latent_extent(network)
     labels, summary = _cell_types(arguments, features, labels)

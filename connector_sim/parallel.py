@@ -67,11 +67,12 @@ Dask is an optional dependency (``pip install 'connector-sim[dask]'``);
 importing this module does not import it.
 """
 
+import contextlib
 import copy
 import os
 import sys
 
-__all__ = ["SweepInterrupted", "check_scheduler", "fit_over_seeds", "require_dask", "run_tasks"]
+__all__ = ["SweepInterrupted", "check_scheduler", "fit_over_seeds", "require_dask", "run_tasks", "session"]
 
 #: How to install the Dask extra, in the errors that need it.
 DASK_INSTALL = "pip install 'connector-sim[dask]'  (or: pip install 'dask[distributed]')"
@@ -399,6 +400,33 @@ def _run_dask(function, tasks, shared, progress, describe, kind, value, retries,
             if cluster is not None:
                 cluster.close()
     return [results[index] for index in range(len(tasks))]
+
+
+@contextlib.contextmanager
+def session(scheduler=None, *, connect_timeout=10.0, owner="session"):
+    """One cluster for several sweeps: ``with session("dask") as where: sweep(..., scheduler=where)``.
+
+    For "dask" (a LocalCluster) and an address, connects once and yields a
+    Client, closed (with the cluster it made) on leaving the block; any
+    other value is checked and yielded as it is.
+
+    Examples
+    --------
+    >>> with session("serial") as where:
+    ...     run_tasks(abs, [-1, 2], scheduler=where)
+    [1, 2]
+    """
+    kind, value = check_scheduler(scheduler, owner)
+    if kind not in ("dask", "address"):
+        yield scheduler
+        return
+    client, cluster, _ = _dask_client(kind, value, connect_timeout, owner, None)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 # ---------------------------------------------------------------- fits over seeds
