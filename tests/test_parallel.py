@@ -166,9 +166,11 @@ def test_perturbation_study_on_processes_and_dask_equals_the_serial_table(client
 
 def test_regime_diagram_on_dask_equals_the_serial_one(client):
     options = dict(n_neurons=400, n_connections=40, n_initial=2, n_discard=60, n_window=30)
-    serial = sd.simulated_regime_diagram([0.01, 0.09], [0.0, 0.02, 0.08], **options)
-    parallel = sd.simulated_regime_diagram([0.01, 0.09], [0.0, 0.02, 0.08], scheduler=client, **options)
-    assert parallel.simulated.tolist() == serial.simulated.tolist() and "" in serial.simulated  # one point left out
+    serial = sd.simulated_regime_diagram([0.01, 0.3], [0.0, 0.2], **options)
+    parallel = sd.simulated_regime_diagram([0.01, 0.3], [0.0, 0.2], scheduler=client, **options)
+    # decaying, chaotic, structured, and one point left out (|sigma_mn| >= sigma^2)
+    assert serial.simulated.tolist() == [["decaying", "chaotic"], ["", "structured"]]
+    assert parallel.simulated.tolist() == serial.simulated.tolist()
     for a, b in zip(sum(serial.results, []), sum(parallel.results, [])):
         assert (a is None) == (b is None)
         if a is not None:
