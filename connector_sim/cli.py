@@ -735,8 +735,12 @@ def _perturb_on(arguments, out, tokens, network, labels, description, features):
     kappa0 = _initial_latents(arguments.grid ** network.rank if network.rank == 2 else arguments.grid,
                               network.rank, 0.9 * extent, "grid" if network.rank == 2 else "random", arguments.seed)
     box = np.array([[-extent, extent]] * network.rank)
-    table = perturbation_study(network, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
-                               labels=labels, box=box, backend=arguments.backend,
+    source, study_labels = network, labels
+    if os.path.isfile(arguments.source) and _file_format(arguments.source, arguments.format) == "native":
+        # A network file goes to the workers as its path (each reads it once), with its own labels.
+        source, study_labels = arguments.source, (None if summary is None else labels)
+    table = perturbation_study(source, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
+                               labels=study_labels, box=box, backend=arguments.backend,
                                progress=arguments.progress.runs("perturb"), scheduler=arguments.scheduler)
     table.to_csv(out + ".csv")
     fractions = {str(k): float(np.mean(labels == k)) for k in types}

@@ -69,10 +69,13 @@ importing this module does not import it.
 
 import contextlib
 import copy
+import hashlib
 import os
 import sys
+import threading
 
-__all__ = ["SweepInterrupted", "check_scheduler", "fit_over_seeds", "require_dask", "run_tasks", "session"]
+__all__ = ["NetworkFile", "SweepInterrupted", "check_scheduler", "fit_over_seeds", "require_dask", "run_tasks",
+           "session"]
 
 #: How to install the Dask extra, in the errors that need it.
 DASK_INSTALL = "pip install 'connector-sim[dask]'  (or: pip install 'dask[distributed]')"
@@ -427,6 +430,158 @@ def session(scheduler=None, *, connect_timeout=10.0, owner="session"):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+# ---------------------------------------------------------------- networks saved to a file
+
+
+# Per process: the networks last loaded from files, keyed by (path, device, inode, size, mtime): a worker
+# loads a file once for all the tasks of a sweep, and a file replaced or edited since is read again.
+_FILE_CACHE = {}
+_FILE_CACHE_SIZE = 2
+_FILE_CACHE_LOCK = threading.Lock()
+
+
+def _file_key(path):
+    info = os.stat(path)
+    return (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _file_digest(path):
+    """BLAKE2b (16 bytes) of the file's contents, read in 4 MiB blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class NetworkFile:
+    """A network saved by :func:`connector_sim.data.save_network`, as the tasks of a sweep carry it.
+
+    The description is the file's absolute path and a checksum of its
+    contents (a few hundred bytes, whatever N); :meth:`load` reads the
+    network where the task runs. Each process keeps the networks it last
+    loaded (two at most), keyed by path, inode, size and modification time,
+    so a worker reads the file once for all the tasks of a sweep, and a file
+    rewritten since is read again. The checksum makes every load the file the
+    sweep was started with: a worker that finds other contents (the file was
+    changed during the sweep, or this machine has another copy under that
+    path) raises instead of mixing two networks in one table. On a cluster
+    the path must name the same file on every machine (a shared file system,
+    or the same copy on each).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.npz`` written by ``save_network`` (extra arrays such as
+        ``labels`` come back from :meth:`load`).
+    owner : str
+        The sweep's name, in error messages.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path.
+    digest : str
+        BLAKE2b checksum of the file's bytes when described.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not an existing file.
+    TypeError
+        If ``path`` is not a str or os.PathLike.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from connector_sim.data import save_network
+    >>> from connector_sim.sparse import rank_one_gaussian
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "network.npz")
+    >>> save_network(path, rank_one_gaussian(20, 1.0, 0.5, random_state=0))
+    >>> network, extra = NetworkFile(path).load()
+    >>> network.n_neurons, extra
+    (20, {})
+    >>> NetworkFile.forget(path)
+    >>> folder.cleanup()
+    """
+
+    def __init__(self, path, *, owner="NetworkFile"):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"The 'path' parameter of {owner} must be a str or os.PathLike (a network .npz). "
+                            f"Got {type(path).__name__} instead.")
+        text = os.fspath(path)
+        if isinstance(text, bytes):
+            text = os.fsdecode(text)
+        self.path = os.path.abspath(text)
+        self.owner = owner
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(
+                f"{owner} was given the path {text!r}, which is not an existing file. A path source must name a "
+                "network .npz written by connector_sim.data.save_network (or `connector-sim fit --network-out`); "
+                "otherwise give the network or distribution object itself."
+            )
+        try:
+            self.digest = _file_digest(self.path)
+        except OSError as exc:
+            raise ValueError(f"{owner} cannot read the network file {self.path!r} ({exc}).") from exc
+
+    def __repr__(self):
+        return f"NetworkFile({self.path!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, NetworkFile) and (self.path, self.digest) == (other.path, other.digest)
+
+    def __hash__(self):
+        return hash((self.path, self.digest))
+
+    def load(self):
+        """``(network, extra)`` as :func:`connector_sim.data.load_network` returns them, from this process's cache.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file is gone.
+        ValueError
+            If the file is not a readable network, or its contents are not
+            those it had when described (its checksum differs).
+        """
+        from .data import load_network
+
+        try:
+            key = _file_key(self.path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"The network file {self.path!r} of {self.owner} does not exist on this "
+                                    "machine (any more). On a cluster every worker must see it under that "
+                                    "path (a shared file system).") from None
+        with _FILE_CACHE_LOCK:
+            entry = _FILE_CACHE.get(key)
+        if entry is not None and entry[0] == self.digest:
+            return entry[1]
+        digest = _file_digest(self.path)
+        if digest == self.digest:
+            loaded = load_network(self.path, return_extra=True)
+        if digest != self.digest or _file_key(self.path) != key:  # changed before, or while, it was read
+            raise ValueError(
+                f"The network file {self.path!r} of {self.owner} is not the file the sweep started with: its "
+                "contents changed since (or this machine holds another copy under that path). A sweep's tables "
+                "come from one network: write a changed network to a new file and start the sweep again."
+            )
+        with _FILE_CACHE_LOCK:
+            _FILE_CACHE[key] = (digest, loaded)
+            while len(_FILE_CACHE) > _FILE_CACHE_SIZE:
+                del _FILE_CACHE[next(iter(_FILE_CACHE))]
+        return loaded
+
+    @staticmethod
+    def forget(path=None):
+        """Drop the networks loaded from ``path`` (all of them: None) from this process's cache."""
+        target = None if path is None else os.path.abspath(os.fspath(path))
+        with _FILE_CACHE_LOCK:
+            for key in [key for key in _FILE_CACHE if target is None or key[0] == target]:
+                del _FILE_CACHE[key]
 
 
 # ---------------------------------------------------------------- fits over seeds

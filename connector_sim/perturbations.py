@@ -24,6 +24,7 @@ import csv
 import io
 import math
 import numbers
+import os
 import sys
 import threading
 import uuid
@@ -45,7 +46,7 @@ from .distributions import Gaussian, GaussianMixture
 from .fixed_points import _check_box, find_fixed_points
 from .mean_field import DEFAULT_ORDER, latent_flow
 from .network import LowRankRNN
-from .parallel import SweepInterrupted, check_scheduler, run_tasks
+from .parallel import NetworkFile, SweepInterrupted, check_scheduler, run_tasks
 from .simulate import simulate
 
 #: Name of the system with no perturbation in force, in :attr:`PerturbationTable.fixed_points`.
@@ -588,8 +589,8 @@ def _source_parts(source, n_neurons, labels):
             raise ValueError("A SyntheticNetwork carries its own labels. Leave labels=None.")
         return source.distribution, source.network, source.labels, "simulation"
     raise TypeError(
-        "perturbation_study needs a LowRankRNN, a SyntheticNetwork, or a Gaussian / GaussianMixture (mean field, "
-        f"or sampled networks with n_neurons=). Got {type(source).__name__}."
+        "perturbation_study needs a LowRankRNN, a SyntheticNetwork, a Gaussian / GaussianMixture (mean field, "
+        f"or sampled networks with n_neurons=) or the path of a saved network. Got {type(source).__name__}."
     )
 
 
@@ -658,14 +659,21 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
 
     Parameters
     ----------
-    source : Gaussian, GaussianMixture, LowRankRNN or SyntheticNetwork
+    source : Gaussian, GaussianMixture, LowRankRNN, SyntheticNetwork, str or os.PathLike
         - a distribution with ``n_neurons=None``: mean-field runs (``seeds``
           unused, seed -1 in the rows);
         - a distribution with ``n_neurons``: one network sampled per seed
           (``random_state=seed``, with its cell-type labels);
         - a network (``labels`` for cell-type perturbations) or a
           :class:`~connector_sim.SyntheticNetwork` (its network, labels and
-          ground-truth distribution).
+          ground-truth distribution);
+        - the path of a network saved by
+          :func:`connector_sim.data.save_network` (its ``labels`` array, if
+          any, gives the cell types unless ``labels=`` is given): read here
+          to check it, and by path on each worker
+          (:class:`connector_sim.parallel.NetworkFile`), so the tasks carry
+          the path, not the arrays. The same table as the network loaded
+          in memory, bit for bit.
     perturbations : sequence of Perturbation
         Names must be distinct. Include ``Perturbation()`` for a control.
     initial_conditions : array-like of shape (n_initial, R) or (R,)
@@ -702,8 +710,9 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         Where the batches run: None / "serial", "processes", "dask" (a local
         cluster for this call), "dask://host:port" or a Client; see
         :mod:`connector_sim.parallel`. One task per (seed, perturbation): it
-        carries the distribution and seed (the worker samples the network)
-        or, for a network source, the network goes once to each worker. The
+        carries the distribution and seed (the worker samples the network),
+        or the path of a network file (the worker reads it, once), or, for
+        a network in memory, the network goes once to each worker. The
         table is the serial one, bit for bit.
 
     Returns
@@ -718,10 +727,14 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     ------
     TypeError
         If ``perturbations`` is not a non-empty sequence of Perturbation
-        objects, ``source`` is not a network or distribution, or an int option
-        (``n_steps``, ``seeds``, ``n_neurons``, ``n_threads``) is not an int.
+        objects, ``source`` is not a network, distribution or path, or an int
+        option (``n_steps``, ``seeds``, ``n_neurons``, ``n_threads``) is not
+        an int.
+    FileNotFoundError
+        If ``source`` is a path that names no file.
     ValueError
-        If two perturbations share a name, ``initial_conditions`` is not of
+        If ``source`` is a file that does not hold a network saved by
+        ``save_network``, two perturbations share a name, ``initial_conditions`` is not of
         shape (n_initial, R), ``seeds`` is empty, or an option is out of range
         or inconsistent with the source (e.g. ``n_neurons`` for a network).
     TooLargeError
@@ -741,6 +754,16 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
            [ 0.2],
            [-0.2]])
     """
+    network_file = None
+    if isinstance(source, (str, os.PathLike)):
+        # A saved network: read here (to check it and the perturbations), and by path on each worker.
+        network_file = NetworkFile(source, owner="perturbation_study")
+        source, extra = network_file.load()
+        if labels is None and "labels" in extra:
+            labels = _check_labels(extra["labels"], source.n_neurons, f"{network_file.path!r}: 'labels'")
+            file_labels = True
+        else:
+            file_labels = False
     distribution, fixed_network, fixed_labels, method = _source_parts(source, n_neurons, labels)
     if n_neurons is not None:
         n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner="perturbation_study")
@@ -825,7 +848,9 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
                    dtype=dtype, settle_tol=settle_tol, box=box, fixed_point_options=fixed_point_options,
                    reference=reference, n_neurons=n_neurons, method=method, token=uuid.uuid4().hex)
     # What every task needs, sent once to each worker; a task itself is (seed, perturbation index).
-    context = (distribution, fixed_network, fixed_labels, perturbations, kappa0, options)
+    # A network file goes as its path (and checksum): the workers read it, labels included.
+    context = (distribution, fixed_network if network_file is None else network_file,
+               None if network_file is not None and file_labels else fixed_labels, perturbations, kappa0, options)
     tasks = [(seed, index) for seed in seeds for index in range(len(perturbations))]
     total = len(tasks) * len(kappa0)
     table = PerturbationTable(fixed_points={}, trajectories={} if keep_trajectories else None)
@@ -847,6 +872,8 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     finally:  # the serial run's cache holds a network: let it go
         with _STUDY_CACHE_LOCK:
             _STUDY_CACHE.pop(options["token"], None)
+        if network_file is not None:
+            NetworkFile.forget(network_file.path)
     for task_index in sorted(finished):
         rows, kappa, key, points = finished[task_index]
         table.rows.extend(rows)
@@ -893,6 +920,9 @@ def _study_task(task, context):
     """
     seed, index = task
     distribution, network, labels, perturbations, kappa0, options = context
+    if isinstance(network, NetworkFile):  # read once per process (cached), checked against its checksum
+        network, extra = network.load()
+        labels = extra.get("labels") if labels is None else labels
     method, n_steps, dt = options["method"], options["n_steps"], options["dt"]
     cache = _study_cache(options["token"])
     if method == "simulation" and network is None:

@@ -46,6 +46,7 @@ imported inside the functions that need them.
 
 import math
 import numbers
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ from ._validation import (
 )
 from .activations import apply_activation
 from .network import LowRankRNN
-from .parallel import check_scheduler, run_tasks
+from .parallel import NetworkFile, check_scheduler, run_tasks
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN
 
 #: Labels :func:`classify_activity` gives: the three regimes of the theory, and
@@ -979,6 +980,8 @@ def _input_level_task(level, shared):
     from .sparse import sparsify
 
     network, settings = shared
+    if isinstance(network, NetworkFile):  # read once per process (cached), checked against its checksum
+        network = network.load()[0]
     kind, amplitude, n_steps = settings["kind"], settings["amplitude"], settings["n_steps"]
     N = network.n_neurons
     inputs = np.full((n_steps, 1), amplitude)
@@ -1037,9 +1040,12 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
 
     Parameters
     ----------
-    network : LowRankRNN
+    network : LowRankRNN, str or os.PathLike
         The dense loadings, with one input (e.g. ``rank_one_gaussian(...,
-        n_inputs=1, input_overlap=sigma_nI)``).
+        n_inputs=1, input_overlap=sigma_nI)``), or the path of such a network
+        saved by :func:`connector_sim.data.save_network` (the tasks then carry
+        the path and each worker reads the file once; the same sweep bit
+        for bit).
     n_connections : array-like of int, optional
         C levels (scaling w as ``scaling``). Give exactly one of
         ``n_connections``, ``sparsities`` and ``g``.
@@ -1058,8 +1064,8 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
     max_units : int, default=4096
         N above this records a fixed random subset of units for the PR.
     scheduler : None, str or dask.distributed.Client, default=None
-        Where the levels run (one task each; the dense network goes once to
-        each worker): None / "serial", "processes", "dask",
+        Where the levels run (one task each; the dense network, or its
+        path, goes once to each worker): None / "serial", "processes", "dask",
         "dask://host:port" or a Client; see :mod:`connector_sim.parallel`.
         The same sweep on each, bit for bit.
     progress : None, bool or callable, default=None
@@ -1070,9 +1076,13 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
     InputDrivenSweep
     """
     owner = "input_driven_sweep"
+    network_file = None
+    if isinstance(network, (str, os.PathLike)):  # read here to check it, and by path on each worker
+        network_file = NetworkFile(network, owner=owner)
+        network = network_file.load()[0]
     if not isinstance(network, LowRankRNN):
-        raise TypeError(f"The 'network' parameter of {owner} must be a LowRankRNN (the dense loadings). "
-                        f"Got {type(network).__name__} instead.")
+        raise TypeError(f"The 'network' parameter of {owner} must be a LowRankRNN (the dense loadings) or the path "
+                        f"of one saved by connector_sim.data.save_network. Got {type(network).__name__} instead.")
     if network.n_inputs != 1:
         raise ValueError(f"{owner} needs a network with one input vector I (n_inputs = 1). Got n_inputs = "
                          f"{network.n_inputs}; sample it with rank_one_gaussian(..., n_inputs=1, input_overlap=...).")
@@ -1092,8 +1102,13 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
     units = np.arange(N) if N <= max_units else np.sort(np.random.default_rng(0).choice(N, max_units, False))
     settings = dict(kind=kind, amplitude=amplitude, n_steps=n_steps, dt=dt, mask_seed=mask_seed,
                     random_seed=random_seed, scaling=scaling, backend=backend, units=units)
-    per_level = run_tasks(_input_level_task, list(levels), scheduler=scheduler, shared=(network, settings),
-                          progress=progress, describe=lambda level: f"{kind} = {level}", owner=owner)
+    try:
+        per_level = run_tasks(_input_level_task, list(levels), scheduler=scheduler,
+                              shared=(network if network_file is None else network_file, settings),
+                              progress=progress, describe=lambda level: f"{kind} = {level}", owner=owner)
+    finally:
+        if network_file is not None:
+            NetworkFile.forget(network_file.path)
     out = {key: [level[key] for level in per_level] for key in
            ("sparsity", "gain", "kappa_r", "kappa_latent", "kappa_theory", "pr", "pr_latent", "scale")}
     squeeze = (lambda a: a[:, 0]) if network.rank == 1 else (lambda a: a)

@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import os
+import pickle
 import socket
 import sys
 import time
@@ -20,7 +21,8 @@ from connector_sim import Perturbation, perturbation_study
 from connector_sim import sparse_dynamics as sd
 from connector_sim.cell_types import find_cell_types
 from connector_sim.cli import main
-from connector_sim.parallel import SweepInterrupted, check_scheduler, fit_over_seeds, run_tasks
+from connector_sim.data import save_arrays, save_network
+from connector_sim.parallel import NetworkFile, SweepInterrupted, check_scheduler, fit_over_seeds, run_tasks
 from connector_sim.synthetic import quadstable_mixture, quadstable_network
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need dask[distributed] (the 'dask' extra)")
@@ -134,18 +136,23 @@ def test_cli_refuses_a_bad_scheduler(tmp_path):
 # ------------------------------------------------------------------ same tables
 
 
-def test_cli_perturb_on_processes_writes_the_serial_table(tmp_path):
-    from connector_sim.data import save_network
+def test_cli_perturb_of_a_network_file_on_dask_writes_the_serial_table(client, monkeypatch, tmp_path):
+    import connector_sim.perturbations as module
 
     network, labels = quadstable_network(300, random_state=0)
     save_network(tmp_path / "net.npz", network, labels=labels)
-    for name, extra in (("serial", []), ("processes", ["--scheduler", "processes:2"])):
+    sources = []
+    real = module.perturbation_study
+    monkeypatch.setattr(module, "perturbation_study", lambda source, *a, **k: sources.append(source) or real(
+        source, *a, **k))
+    for name, extra in (("serial", []), ("dask", ["--scheduler", client.scheduler.address])):
         with contextlib.redirect_stdout(io.StringIO()):
-            status = main(["perturb", tmp_path / "net.npz", "--silence", "all", "--grid", "2", "--n-steps", "60",
+            status = main(["perturb", tmp_path / "net.npz", "--silence", "1", "--grid", "2", "--n-steps", "60",
                            "--out", tmp_path / name, "--quiet", *extra])
         assert status == 0
+    assert sources == [str(tmp_path / "net.npz")] * 2  # the workers read the file: its path is sent
     serial = (tmp_path / "serial.csv").read_text()
-    assert serial == (tmp_path / "processes.csv").read_text() and len(serial.splitlines()) == 1 + 5 * 4
+    assert len(serial.splitlines()) == 1 + 2 * 4 and serial == (tmp_path / "dask.csv").read_text()
 
 
 def test_perturbation_study_on_processes_and_dask_equals_the_serial_table(client):
@@ -162,6 +169,111 @@ def test_perturbation_study_on_processes_and_dask_equals_the_serial_table(client
     on_dask = study(network, client, labels=labels, seeds=[3, 4], noise_std=0.3, keep_trajectories=True)
     same_table(on_dask, serial)
     assert all(on_dask.trajectories[key].tobytes() == serial.trajectories[key].tobytes() for key in serial.trajectories)
+
+
+# ------------------------------------------------------------------ a network saved to a file
+
+
+def test_a_saved_network_path_gives_the_in_memory_table_on_every_scheduler(client, tmp_path):
+    network, labels = quadstable_network(300, random_state=2)
+    path = tmp_path / "net.npz"
+    save_network(path, network, labels=labels)  # the file's labels give the cell types
+    options = dict(seeds=[3], noise_std=0.3, keep_trajectories=True)
+    serial = study(network, None, labels=labels, **options)
+    for source, scheduler in ((path, None), (str(path), "processes:2"), (path, client)):
+        table = study(source, scheduler, **options)
+        same_table(table, serial)
+        assert all(table.trajectories[key].tobytes() == serial.trajectories[key].tobytes()
+                   for key in serial.trajectories)
+    # The labels given override the file's (here: the cell types relabelled 3 - k).
+    relabelled = [Perturbation(name="control"), Perturbation.silence(cell_types=2)]
+    same_table(study(path, client, relabelled, labels=3 - labels, seeds=[3]),
+               study(network, None, [Perturbation(name="control"), Perturbation.silence(cell_types=1, name="silence "
+                                                                                        "cell type 2")],
+                     labels=labels, seeds=[3]))
+
+
+def shipped_bytes(monkeypatch, run):
+    """Bytes perturbation_study hands to run_tasks: (per task, once per worker), pickled as a scheduler sends them."""
+    import connector_sim.perturbations as module
+
+    sizes = []
+
+    def measured(function, tasks, *, shared, **options):
+        sizes.append((max(len(pickle.dumps(task)) for task in tasks), len(pickle.dumps(shared))))
+        return run_tasks(function, tasks, shared=shared, **options)
+
+    monkeypatch.setattr(module, "run_tasks", measured)
+    run()
+    monkeypatch.undo()
+    return sizes[0]
+
+
+def test_a_path_source_ships_the_path_not_the_arrays_whatever_n(monkeypatch, tmp_path):
+    sizes = {}
+    for n in (200, 20_000):
+        network, labels = quadstable_network(n, random_state=0)
+        save_network(tmp_path / f"n{n:05d}.npz", network, labels=labels)  # paths of the same length
+        sizes["file", n] = shipped_bytes(monkeypatch, lambda: study(tmp_path / f"n{n:05d}.npz", None,
+                                                                     [Perturbation.silence(cell_types=1)]))
+        sizes["memory", n] = shipped_bytes(monkeypatch, lambda: study(network, None, [Perturbation.silence(
+            cell_types=1)], labels=labels))
+    # A task is (seed, perturbation index); what goes once to each worker does not grow with N for a file
+    # (path, checksum, perturbations, initial conditions, options: under 4 kB), while the network in memory
+    # is 2 x 2 x 8 bytes of loadings plus 8 of labels per neuron.
+    assert sizes["file", 200] == sizes["file", 20_000] and sizes["file", 200][0] < 32
+    assert sizes["file", 200][1] < 4000 + len(str(tmp_path))
+    assert sizes["memory", 20_000][1] - sizes["memory", 200][1] > 40 * (20_000 - 200)
+
+
+def test_a_changed_network_file_is_never_served_stale(client, tmp_path):
+    path = tmp_path / "net.npz"
+    first, labels = quadstable_network(300, random_state=0)
+    second, _ = quadstable_network(300, random_state=1)
+    save_network(path, first, labels=labels)
+    same_table(study(path, client), study(first, None, labels=labels))  # the workers now hold the first
+    save_network(path, second, labels=labels)  # replaced (atomic write: a new file under the same name)
+    same_table(study(path, client), study(second, None, labels=labels))
+    # Rewritten in place with the same size and modification time: the checksum still tells.
+    described = NetworkFile(path)
+    assert described.load()[0].m.tobytes() == second.m.tobytes()
+    before = os.stat(path)
+    save_network(tmp_path / "first.npz", first, labels=labels)
+    contents = (tmp_path / "first.npz").read_bytes()
+    assert len(contents) == before.st_size
+    with open(path, "r+b") as stream:
+        stream.write(contents)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert NetworkFile(path).load()[0].m.tobytes() == first.m.tobytes()
+    # A task described before the change refuses the new contents rather than mix two networks.
+    with pytest.raises(ValueError, match="is not the file the sweep started with"):
+        described.load()
+    NetworkFile.forget()
+
+
+def test_a_missing_or_unreadable_network_file_fails_before_any_work(client, tmp_path):
+    calls = []
+    save_arrays(tmp_path / "other.npz", x=np.zeros(3))
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
+    cases = [(tmp_path / "missing.npz", FileNotFoundError, r"missing.npz', which is not an existing file"),
+             (tmp_path / "other.npz", ValueError, r"lacks the key\(s\) \['m', 'n', 'tau', 'activation'\]"),
+             (tmp_path / "broken.npz", ValueError, "is not a readable .npz archive of a low-rank network"),
+             (tmp_path, FileNotFoundError, "which is not an existing file")]
+    for source, error, message in cases:
+        with pytest.raises(error, match=message):
+            study(source, client, progress=lambda *args: calls.append(args))
+    with pytest.raises(FileNotFoundError, match=r"The path 'none.npz'|given the path 'none.npz'"):
+        sd.input_driven_sweep("none.npz", n_connections=[5], scheduler=client)
+    assert calls == [] and not client.futures
+
+
+def test_input_driven_sweep_from_a_saved_network_equals_the_in_memory_one(client, tmp_path):
+    dense = sd.exact_rank_one(300, 0.02, 0.0, random_state=0, n_inputs=1, input_overlap=0.1)
+    save_network(tmp_path / "dense.npz", dense)
+    serial = sd.input_driven_sweep(dense, n_connections=[300, 5], n_steps=40)
+    parallel = sd.input_driven_sweep(tmp_path / "dense.npz", n_connections=[300, 5], n_steps=40, scheduler=client)
+    for name in ("kappa_r", "kappa_latent", "kappa_theory", "participation_ratio", "kappa_scale"):
+        assert getattr(serial, name).tobytes() == getattr(parallel, name).tobytes(), name
 
 
 def test_regime_diagram_on_dask_equals_the_serial_one(client):
