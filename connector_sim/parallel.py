@@ -31,7 +31,10 @@ work (distribution parameters and a seed, a grid point, a cluster count, a
 path to a network saved by :func:`connector_sim.data.save_network`), never
 the arrays it makes: the worker rebuilds the network, so a sweep over a
 network of 1e7 neurons sampled from a distribution moves a few hundred bytes
-per task. Each task's randomness is keyed by its own seeds (the sampling
+per task. :func:`~connector_sim.perturbation_study` and
+:func:`~connector_sim.sparse_dynamics.input_driven_sweep` take such a path as
+their network: it travels as a :class:`NetworkFile` (the path and a checksum)
+and each worker process reads the file once. Each task's randomness is keyed by its own seeds (the sampling
 seed, the counter-based private noise keyed by (seed, trial, step, unit),
 the fixed-point search's ``random_state``), never by a generator shared
 between tasks, and the results are put back in task order: the tables are

@@ -10,13 +10,19 @@ scheduler's), wall clock (the work runs in other processes):
   made in ``setup`` (how an existing cluster is used; "dask" without an
   address adds the cluster's start-up, a few seconds, per sweep).
 
-``track_task_bytes`` is what one task of :func:`connector_sim.perturbation_study`
-sends (a seed and a perturbation index), whatever N. The side-by-side script is
+``track_task_bytes`` is what :func:`connector_sim.perturbation_study` sends,
+pickled as a scheduler sends it, for a network of N = 100,000 neurons: per task
+(a seed and a perturbation index) and once to each worker (the study's shared
+context), for each kind of source: a distribution and seeds, the path of a
+network file (the workers read it), a network in memory (its arrays go to each
+worker). Only the last grows with N. The side-by-side script is
 ``benchmarks/sweep_overhead.py`` (per task and per sweep).
 """
 
 import logging
+import os
 import pickle
+import tempfile
 import time
 
 N_TASKS = 100
@@ -51,9 +57,48 @@ class TimeSweepOverhead:
         run_tasks(abs, range(-N_TASKS, 0), scheduler=self.scheduler)
 
 
-def track_task_bytes():
-    """Bytes of one perturbation_study task (seed, perturbation index) for any N."""
-    return len(pickle.dumps((0, 1)))
+class _Measured(Exception):
+    pass
 
 
+def track_task_bytes(source, sent):
+    """Bytes perturbation_study sends for N = 100,000: per task, or once per worker (shared context)."""
+    import connector_sim.perturbations as module
+    from connector_sim.data import save_network
+    from connector_sim.synthetic import quadstable_mixture, quadstable_network
+
+    n_neurons = 100_000
+    sizes = {}
+
+    def measured(function, tasks, *, shared, **options):  # records, then stops the study before any run
+        sizes["per task"] = max(len(pickle.dumps(task)) for task in tasks)
+        sizes["per worker"] = len(pickle.dumps(shared))
+        raise _Measured
+
+    options = {"n_neurons": n_neurons} if source == "distribution" else {}
+    with tempfile.TemporaryDirectory() as folder:
+        if source == "distribution":
+            study_source = quadstable_mixture()
+        else:
+            network, labels = quadstable_network(n_neurons, random_state=0)
+            study_source = network
+            options["labels"] = labels
+            if source == "network file":
+                study_source = os.path.join(folder, "network.npz")
+                save_network(study_source, network, labels=labels)
+                del options["labels"]  # read from the file
+        real, module.run_tasks = module.run_tasks, measured
+        try:
+            module.perturbation_study(study_source, [module.Perturbation(name="control"),
+                                                     module.Perturbation.silence(cell_types=1)],
+                                      [[0.5, 0.5]], seeds=[0, 1], n_steps=10, **options)
+        except _Measured:
+            pass
+        finally:
+            module.run_tasks = real
+    return sizes[sent]
+
+
+track_task_bytes.params = [["distribution", "network file", "network in memory"], ["per task", "per worker"]]
+track_task_bytes.param_names = ["source", "sent"]
 track_task_bytes.unit = "bytes"
