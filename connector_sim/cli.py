@@ -1090,7 +1090,8 @@ def _parser():
     perturb.add_argument("--scheduler", default=None, metavar="WHERE",
                          help="where the runs (and the cell-type fits) go: serial (default), processes[:N], "
                               "dask[:N] (a local Dask cluster), dask://HOST:PORT or tcp://HOST:PORT (a running "
-                              "Dask scheduler); same table on each")
+                              "Dask scheduler); same table on each. A network .npz of ours goes to the "
+                              "workers as its path (each reads it; on a cluster, a shared file system)")
     perturb.set_defaults(run=_perturb)
 
     compress = commands.add_parser("compress", help="dynamic compression flow: low-dimensional dynamics of "

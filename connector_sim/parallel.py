@@ -551,32 +551,33 @@ class NetworkFile:
             If the file is not a readable network, or its contents are not
             those it had when described (its checksum differs).
         """
-        from .data import load_network
-
         try:
             key = _file_key(self.path)
         except FileNotFoundError:
             raise FileNotFoundError(f"The network file {self.path!r} of {self.owner} does not exist on this "
                                     "machine (any more). On a cluster every worker must see it under that "
                                     "path (a shared file system).") from None
-        with _FILE_CACHE_LOCK:
+        with _FILE_CACHE_LOCK:  # held while reading: the other threads of a worker wait for the same file
             entry = _FILE_CACHE.get(key)
-        if entry is not None and entry[0] == self.digest:
+            if entry is None or entry[0] != self.digest:
+                entry = _FILE_CACHE[key] = (self.digest, self._read(key))
+                while len(_FILE_CACHE) > _FILE_CACHE_SIZE:
+                    del _FILE_CACHE[next(iter(_FILE_CACHE))]
             return entry[1]
-        digest = _file_digest(self.path)
-        if digest == self.digest:
+
+    def _read(self, key):
+        """The network and extra arrays of the file, if its contents still have the checksum."""
+        from .data import load_network
+
+        if _file_digest(self.path) == self.digest:
             loaded = load_network(self.path, return_extra=True)
-        if digest != self.digest or _file_key(self.path) != key:  # changed before, or while, it was read
-            raise ValueError(
-                f"The network file {self.path!r} of {self.owner} is not the file the sweep started with: its "
-                "contents changed since (or this machine holds another copy under that path). A sweep's tables "
-                "come from one network: write a changed network to a new file and start the sweep again."
-            )
-        with _FILE_CACHE_LOCK:
-            _FILE_CACHE[key] = (digest, loaded)
-            while len(_FILE_CACHE) > _FILE_CACHE_SIZE:
-                del _FILE_CACHE[next(iter(_FILE_CACHE))]
-        return loaded
+            if _file_key(self.path) == key:  # not replaced while it was read
+                return loaded
+        raise ValueError(
+            f"The network file {self.path!r} of {self.owner} is not the file the sweep started with: its "
+            "contents changed since (or this machine holds another copy under that path). A sweep's tables "
+            "come from one network: write a changed network to a new file and start the sweep again."
+        )
 
     @staticmethod
     def forget(path=None):

@@ -754,6 +754,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
            [ 0.2],
            [-0.2]])
     """
+    check_scheduler(scheduler, "perturbation_study")
     network_file = None
     if isinstance(source, (str, os.PathLike)):
         # A saved network: read here (to check it and the perturbations), and by path on each worker.
