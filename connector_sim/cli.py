@@ -192,8 +192,12 @@ def _load_foreign_network(value, file_format):
     return network, f"official Connector data {value} (N = {network.n_neurons}, rank {network.rank})"
 
 
-def _load_network_argument(value, n_neurons, seed, file_format="auto"):
-    """(network, labels or None, description, latent extent) of a synthetic name or a network file."""
+def _load_network_argument(value, n_neurons, seed, file_format="auto", shared=False):
+    """(network, labels or None, description, latent extent) of a synthetic name or a network file.
+
+    ``shared``: read a network file through the per-process cache of :class:`connector_sim.parallel.NetworkFile`,
+    where a sweep given its path finds it (one copy in memory).
+    """
     import numpy as np
 
     from .data import load_network
@@ -214,7 +218,12 @@ def _load_network_argument(value, n_neurons, seed, file_format="auto"):
     if not value.endswith(".npz"):
         raise CommandError(f"network must be one of {list(SYNTHETIC_NETWORKS)} or a network .npz file (written by "
                            f"`connector-sim fit` or connector_sim.data.save_network). Got {value!r}.")
-    network, extra = load_network(value, return_extra=True)
+    if shared:
+        from .parallel import NetworkFile
+
+        network, extra = NetworkFile(value, owner="connector-sim").load()
+    else:
+        network, extra = load_network(value, return_extra=True)
     labels = extra.get("labels")
     if labels is not None and labels.shape != (network.n_neurons,):
         raise CommandError(f"{value!r}: 'labels' must hold one cell type per neuron, shape ({network.n_neurons},). "
@@ -644,7 +653,8 @@ def _perturbation_source(arguments):
         features = rows[:, layout.m.start:layout.n.stop]  # [m, n]
         return network, None, f"Connector {source!r} sampled at N = {arguments.n_neurons}", features
     if os.path.isfile(source) or source.endswith(".npz"):
-        network, labels, description, _ = _load_network_argument(source, None, arguments.seed, file_format)
+        network, labels, description, _ = _load_network_argument(source, None, arguments.seed, file_format,
+                                                                 shared=True)
         return network, labels, description, np.hstack([network.m, network.n])
     raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
 

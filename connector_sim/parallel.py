@@ -522,9 +522,8 @@ class NetworkFile:
         self.owner = owner
         if not os.path.isfile(self.path):
             raise FileNotFoundError(
-                f"{owner} was given the path {text!r}, which is not an existing file. A path source must name a "
-                "network .npz written by connector_sim.data.save_network (or `connector-sim fit --network-out`); "
-                "otherwise give the network or distribution object itself."
+                f"{owner} was given the path {text!r}, which is not an existing file. A network given by its path "
+                "must be an .npz written by connector_sim.data.save_network (or `connector-sim fit --network-out`)."
             )
         try:
             self.digest = _file_digest(self.path)
