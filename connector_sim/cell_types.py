@@ -16,6 +16,7 @@ import numpy as np
 
 from ._validation import check_array, check_int, check_n_threads, check_positive_scalar
 from .distributions import GaussianMixture, RowLayout
+from .parallel import check_scheduler, run_tasks
 
 METHODS = ("gmm", "kmeans")
 #: Rules that choose k (see :func:`find_cell_types`).
@@ -76,7 +77,8 @@ def _check_k_range(k_range):
 
 
 def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, random_state=0,
-                    silhouette_sample_size=5000, *, criterion=None, covariance_type="full", n_init=1, n_threads=1):
+                    silhouette_sample_size=5000, *, criterion=None, covariance_type="full", n_init=1, n_threads=1, scheduler=None,
+                    progress=None):
     """Cluster connectivity samples and choose the number of cell types.
 
     For every k in ``k_range``:
@@ -144,6 +146,14 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
         samples are too small to gain from threads: one thread was 3x
         (idle machine) to 25x (busy 2-core machine) faster on 2,000 rows.
         Use None for very large sample sets.
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the cluster counts run (one task per k; the samples and folds go
+        once to each worker): None / "serial", "processes", "dask",
+        "dask://host:port" or a Client; see :mod:`connector_sim.parallel`.
+        The same scores and choice on each, bit for bit, with an int
+        ``n_threads`` (None: each worker's own thread pools).
+    progress : None, bool or callable, default=None
+        ``progress(done, total, description)`` as cluster counts finish.
 
     Returns
     -------
@@ -169,11 +179,7 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
     >>> types.n_types, np.bincount(types.labels)
     (2, array([30, 30]))
     """
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-    from sklearn.mixture import GaussianMixture as SklearnMixture
     from sklearn.model_selection import KFold
-    from threadpoolctl import threadpool_limits
 
     samples = _check_samples(samples)
     ks = _check_k_range(k_range)
@@ -205,39 +211,60 @@ def find_cell_types(samples, k_range=range(1, 9), method="gmm", n_folds=5, rando
             f"Use cluster counts <= {largest}, or more samples."
         )
 
-    def mixture(k):
-        return SklearnMixture(k, covariance_type=covariance_type, n_init=n_init, random_state=random_state)
-
     n_threads = check_n_threads(n_threads, "find_cell_types", allow_none=True)
+    check_scheduler(scheduler, "find_cell_types")
     folds = list(KFold(n_folds, shuffle=True, random_state=random_state).split(samples))
-    scores = {name: np.full(len(ks), np.nan)
+    settings = dict(method=method, covariance_type=covariance_type, n_init=n_init, random_state=random_state,
+                    silhouette_sample_size=silhouette_sample_size, n_threads=n_threads)
+    per_k = run_tasks(_score_k, ks, scheduler=scheduler, shared=(samples, folds, settings), progress=progress,
+                      describe=lambda k: f"k = {k}", owner="find_cell_types")
+    scores = {name: np.array([row[name] for row in per_k], dtype=np.float64)
               for name in ("log_likelihood", "log_likelihood_se", "completed_log_likelihood",
                            "completed_log_likelihood_se", "inertia", "silhouette")}
-    models = {}
-    with threadpool_limits(n_threads):
-        for row, k in enumerate(ks):
-            kmeans = KMeans(k, n_init=n_init, random_state=random_state).fit(samples)
-            scores["inertia"][row] = kmeans.inertia_
-            if method == "gmm":
-                held_out = np.array([_held_out_scores(mixture(k).fit(samples[train]), samples[test])
-                                     for train, test in folds])
-                for column, name in enumerate(("log_likelihood", "completed_log_likelihood")):
-                    scores[name][row] = np.mean(held_out[:, column])
-                    scores[f"{name}_se"][row] = np.std(held_out[:, column], ddof=1) / np.sqrt(n_folds)
-                models[k] = mixture(k).fit(samples)
-                labels = models[k].predict(samples)
-            else:
-                models[k] = kmeans
-                labels = kmeans.labels_
-            if 2 <= len(np.unique(labels)) < n_samples:
-                scores["silhouette"][row] = silhouette_score(
-                    samples, labels, sample_size=min(silhouette_sample_size, n_samples), random_state=random_state)
+    models = {k: row["model"] for k, row in zip(ks, per_k)}
     scores = {"k": ks, **scores}
     chosen = choose_k(scores, criterion)
     model = models[chosen]
     labels = model.predict(samples) if method == "gmm" else model.labels_
     return CellTypes(n_types=chosen, labels=np.asarray(labels, np.int64), method=method,
                      scores=scores, model=model, criterion=criterion)
+
+
+def _score_k(k, shared):
+    """The scores and the model of one cluster count k (one task of find_cell_types)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+    from threadpoolctl import threadpool_limits
+
+    samples, folds, settings = shared
+    method, random_state, n_init = settings["method"], settings["random_state"], settings["n_init"]
+    n_samples = len(samples)
+
+    def mixture():
+        return SklearnMixture(k, covariance_type=settings["covariance_type"], n_init=n_init,
+                              random_state=random_state)
+
+    row = dict.fromkeys(("log_likelihood", "log_likelihood_se", "completed_log_likelihood",
+                         "completed_log_likelihood_se", "inertia", "silhouette"), np.nan)
+    with threadpool_limits(settings["n_threads"]):
+        kmeans = KMeans(k, n_init=n_init, random_state=random_state).fit(samples)
+        row["inertia"] = kmeans.inertia_
+        if method == "gmm":
+            held_out = np.array([_held_out_scores(mixture().fit(samples[train]), samples[test])
+                                 for train, test in folds])
+            for column, name in enumerate(("log_likelihood", "completed_log_likelihood")):
+                row[name] = np.mean(held_out[:, column])
+                row[f"{name}_se"] = np.std(held_out[:, column], ddof=1) / np.sqrt(len(folds))
+            row["model"] = mixture().fit(samples)
+            labels = row["model"].predict(samples)
+        else:
+            row["model"] = kmeans
+            labels = kmeans.labels_
+        if 2 <= len(np.unique(labels)) < n_samples:
+            row["silhouette"] = silhouette_score(samples, labels, sample_size=min(settings["silhouette_sample_size"],
+                                                                                  n_samples), random_state=random_state)
+    return row
 
 
 def _held_out_scores(mixture, samples):

@@ -203,8 +203,12 @@ def _load_foreign_network(value, file_format):
     return network, f"official Connector data {value} (N = {network.n_neurons}, rank {network.rank})"
 
 
-def _load_network_argument(value, n_neurons, seed, file_format="auto"):
-    """(network, labels or None, description, latent extent) of a synthetic name or a network file."""
+def _load_network_argument(value, n_neurons, seed, file_format="auto", shared=False):
+    """(network, labels or None, description, latent extent) of a synthetic name or a network file.
+
+    ``shared``: read a network file through the per-process cache of :class:`connector_sim.parallel.NetworkFile`,
+    where a sweep given its path finds it (one copy in memory).
+    """
     import numpy as np
 
     from .data import load_network
@@ -225,7 +229,12 @@ def _load_network_argument(value, n_neurons, seed, file_format="auto"):
     if not value.endswith(".npz"):
         raise CommandError(f"network must be one of {list(SYNTHETIC_NETWORKS)} or a network .npz file (written by "
                            f"`connector-sim fit` or connector_sim.data.save_network). Got {value!r}.")
-    network, extra = load_network(value, return_extra=True)
+    if shared:
+        from .parallel import NetworkFile
+
+        network, extra = NetworkFile(value, owner="connector-sim").load()
+    else:
+        network, extra = load_network(value, return_extra=True)
     labels = extra.get("labels")
     if labels is not None and labels.shape != (network.n_neurons,):
         raise CommandError(f"{value!r}: 'labels' must hold one cell type per neuron, shape ({network.n_neurons},). "
@@ -708,7 +717,8 @@ def _perturbation_source(arguments):
         features = rows[:, layout.m.start:layout.n.stop]  # [m, n]
         return network, None, f"Connector {source!r} sampled at N = {arguments.n_neurons}", features
     if os.path.isfile(source) or source.endswith(".npz"):
-        network, labels, description, _ = _load_network_argument(source, None, arguments.seed, file_format)
+        network, labels, description, _ = _load_network_argument(source, None, arguments.seed, file_format,
+                                                                 shared=True)
         return network, labels, description, np.hstack([network.m, network.n])
     raise CommandError(f"source must be a Connector folder or a network .npz file. {source!r} does not exist.")
 
@@ -722,19 +732,30 @@ def _cell_types(arguments, features, labels):
     summary = None
     if labels is None or arguments.cluster:
         subset = features[np.random.default_rng(arguments.seed).permutation(len(features))[:arguments.cell_type_samples]]
-        found = find_cell_types(subset, k_range=range(1, arguments.k_max + 1), random_state=arguments.seed)
+        found = find_cell_types(subset, k_range=range(1, arguments.k_max + 1), random_state=arguments.seed,
+                                scheduler=getattr(arguments, "scheduler", None))
         labels = found.model.predict(features).astype(np.int64)
         summary = {"n_types": found.n_types, "criterion": found.criterion,
                    "scores": {key: np.asarray(value).tolist() for key, value in found.scores.items()}}
     return np.asarray(labels, np.int64), summary
 
 
+def _check_scheduler(arguments):
+    """--scheduler: parsed, and Dask importable if asked for, before any work."""
+    from .parallel import check_scheduler, require_dask
+
+    try:
+        kind, _ = check_scheduler(arguments.scheduler, f"connector-sim {arguments.command}")
+    except ValueError:
+        raise CommandError(f"--scheduler takes serial, processes[:N], dask[:N], dask://HOST:PORT or tcp://HOST:PORT. "
+                           f"Got {arguments.scheduler!r}.") from None
+    if kind in ("dask", "address"):
+        require_dask(f"connector-sim {arguments.command} --scheduler {arguments.scheduler}")
+
+
 def _perturb(arguments):
     """Silence cell types or units of a Connector sample or a network; tabulate where the runs end."""
-    import numpy as np
-
-    from .demo import write_json_atomic
-    from .perturbations import Perturbation, perturbation_study
+    from .parallel import session
 
     # Every option first: nothing runs, and nothing is written, on bad input.
     out = _stem(arguments.out)
@@ -747,6 +768,7 @@ def _perturb(arguments):
         _check_int(arguments, name)
     _check_seed(arguments)
     _check_float(arguments, "extent")
+    _check_scheduler(arguments)
     tokens = []  # cell-type labels, and "all" where it was given
     for value in arguments.silence or ():
         if value == "all":
@@ -759,6 +781,18 @@ def _perturb(arguments):
     if arguments.silence_units:
         _parse_units(arguments.silence_units, None)  # the syntax now, the range once N is known
     network, labels, description, features = _perturbation_source(arguments)
+    with session(arguments.scheduler, owner=f"connector-sim perturb --scheduler {arguments.scheduler}") as where:
+        arguments.scheduler = where  # one cluster for the cell-type fits and the runs
+        return _perturb_on(arguments, out, tokens, network, labels, description, features)
+
+
+def _perturb_on(arguments, out, tokens, network, labels, description, features):
+    """The rest of `perturb`, with arguments.scheduler the scheduler (or Client) to use."""
+    import numpy as np
+
+    from .demo import write_json_atomic
+    from .perturbations import Perturbation, perturbation_study
+
     units = None if not arguments.silence_units else _parse_units(arguments.silence_units, network.n_neurons)
     extent = _latent_extent(network)
     labels, summary = _cell_types(arguments, features, labels)
@@ -775,9 +809,13 @@ def _perturb(arguments):
     kappa0 = _initial_latents(arguments.grid ** network.rank if network.rank == 2 else arguments.grid,
                               network.rank, 0.9 * extent, "grid" if network.rank == 2 else "random", arguments.seed)
     box = np.array([[-extent, extent]] * network.rank)
-    table = perturbation_study(network, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
-                               labels=labels, box=box, backend=arguments.backend,
-                               progress=arguments.progress.runs("perturb"))
+    source, study_labels = network, labels
+    if os.path.isfile(arguments.source) and _file_format(arguments.source, arguments.format) == "native":
+        # A network file goes to the workers as its path (each reads it once), with its own labels.
+        source, study_labels = arguments.source, (None if summary is None else labels)
+    table = perturbation_study(source, perturbations, kappa0, seeds=(arguments.seed,), n_steps=arguments.n_steps,
+                               labels=study_labels, box=box, backend=arguments.backend,
+                               progress=arguments.progress.runs("perturb"), scheduler=arguments.scheduler)
     table.to_csv(out + ".csv")
     fractions = {str(k): float(np.mean(labels == k)) for k in types}
     fixed_points = {f"{system} (seed {seed})" if seed >= 0 else system:
@@ -1131,6 +1169,11 @@ def _parser():
     perturb.add_argument("--seed", type=int, default=0)
     perturb.add_argument("--format", choices=FORMATS, default="auto",
                          help="layout of a source file (default: detected from its suffix and keys)")
+    perturb.add_argument("--scheduler", default=None, metavar="WHERE",
+                         help="where the runs (and the cell-type fits) go: serial (default), processes[:N], "
+                              "dask[:N] (a local Dask cluster), dask://HOST:PORT or tcp://HOST:PORT (a running "
+                              "Dask scheduler); same table on each. A network .npz of ours goes to the "
+                              "workers as its path (each reads it; on a cluster, a shared file system)")
     perturb.set_defaults(run=_perturb)
 
     compress = commands.add_parser("compress", help="dynamic compression flow: low-dimensional dynamics of "

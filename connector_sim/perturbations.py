@@ -24,8 +24,10 @@ import csv
 import io
 import math
 import numbers
+import os
 import sys
-import time
+import threading
+import uuid
 import warnings
 
 import numpy as np
@@ -44,6 +46,7 @@ from .distributions import Gaussian, GaussianMixture
 from .fixed_points import _check_box, find_fixed_points
 from .mean_field import DEFAULT_ORDER, latent_flow
 from .network import LowRankRNN
+from .parallel import NetworkFile, SweepInterrupted, check_scheduler, run_tasks
 from .simulate import simulate
 
 #: Name of the system with no perturbation in force, in :attr:`PerturbationTable.fixed_points`.
@@ -586,8 +589,8 @@ def _source_parts(source, n_neurons, labels):
             raise ValueError("A SyntheticNetwork carries its own labels. Leave labels=None.")
         return source.distribution, source.network, source.labels, "simulation"
     raise TypeError(
-        "perturbation_study needs a LowRankRNN, a SyntheticNetwork, or a Gaussian / GaussianMixture (mean field, "
-        f"or sampled networks with n_neurons=). Got {type(source).__name__}."
+        "perturbation_study needs a LowRankRNN, a SyntheticNetwork, a Gaussian / GaussianMixture (mean field, "
+        f"or sampled networks with n_neurons=) or the path of a saved network. Got {type(source).__name__}."
     )
 
 
@@ -635,7 +638,7 @@ def _progress_printer(done, total, description):
 def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *, n_steps=400, dt=None,
                        n_neurons=None, labels=None, noise_std=0.0, reference="auto", box=None,
                        fixed_point_options=None, settle_tol=1e-3, backend="auto", n_threads="auto", dtype=np.float64,
-                       keep_trajectories=False, progress=None):
+                       keep_trajectories=False, progress=None, scheduler=None):
     """Run perturbations x initial conditions x seeds and tabulate where each run ends.
 
     Each run follows the latent recursion (theory eq. 3) with the
@@ -656,14 +659,21 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
 
     Parameters
     ----------
-    source : Gaussian, GaussianMixture, LowRankRNN or SyntheticNetwork
+    source : Gaussian, GaussianMixture, LowRankRNN, SyntheticNetwork, str or os.PathLike
         - a distribution with ``n_neurons=None``: mean-field runs (``seeds``
           unused, seed -1 in the rows);
         - a distribution with ``n_neurons``: one network sampled per seed
           (``random_state=seed``, with its cell-type labels);
         - a network (``labels`` for cell-type perturbations) or a
           :class:`~connector_sim.SyntheticNetwork` (its network, labels and
-          ground-truth distribution).
+          ground-truth distribution);
+        - the path of a network saved by
+          :func:`connector_sim.data.save_network` (its ``labels`` array, if
+          any, gives the cell types unless ``labels=`` is given): read here
+          to check it, and by path on each worker
+          (:class:`connector_sim.parallel.NetworkFile`), so the tasks carry
+          the path, not the arrays. The same table as the network loaded
+          in memory, bit for bit.
     perturbations : sequence of Perturbation
         Names must be distinct. Include ``Perturbation()`` for a control.
     initial_conditions : array-like of shape (n_initial, R) or (R,)
@@ -697,22 +707,35 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
     progress : None, bool or callable, default=None
         True prints a line per batch to stderr; a callable is called as
         ``progress(done_runs, total_runs, description)`` after each batch.
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the batches run: None / "serial", "processes", "dask" (a local
+        cluster for this call), "dask://host:port" or a Client; see
+        :mod:`connector_sim.parallel`. One task per (seed, perturbation): it
+        carries the distribution and seed (the worker samples the network),
+        or the path of a network file (the worker reads it, once), or, for
+        a network in memory, the network goes once to each worker. The
+        table is the serial one, bit for bit.
 
     Returns
     -------
     PerturbationTable
         One row per (seed, perturbation, initial condition). On
-        KeyboardInterrupt the rows done so far are returned, with
+        KeyboardInterrupt the rows done so far are returned (the batches
+        that finished, in table order; the others are cancelled), with
         ``interrupted = True`` (and a RuntimeWarning).
 
     Raises
     ------
     TypeError
         If ``perturbations`` is not a non-empty sequence of Perturbation
-        objects, ``source`` is not a network or distribution, or an int option
-        (``n_steps``, ``seeds``, ``n_neurons``, ``n_threads``) is not an int.
+        objects, ``source`` is not a network, distribution or path, or an int
+        option (``n_steps``, ``seeds``, ``n_neurons``, ``n_threads``) is not
+        an int.
+    FileNotFoundError
+        If ``source`` is a path that names no file.
     ValueError
-        If two perturbations share a name, ``initial_conditions`` is not of
+        If ``source`` is a file that does not hold a network saved by
+        ``save_network``, two perturbations share a name, ``initial_conditions`` is not of
         shape (n_initial, R), ``seeds`` is empty, or an option is out of range
         or inconsistent with the source (e.g. ``n_neurons`` for a network).
     TooLargeError
@@ -732,6 +755,17 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
            [ 0.2],
            [-0.2]])
     """
+    check_scheduler(scheduler, "perturbation_study")
+    network_file = None
+    if isinstance(source, (str, os.PathLike)):
+        # A saved network: read here (to check it and the perturbations), and by path on each worker.
+        network_file = NetworkFile(source, owner="perturbation_study")
+        source, extra = network_file.load()
+        if labels is None and "labels" in extra:
+            labels = _check_labels(extra["labels"], source.n_neurons, f"{network_file.path!r}: 'labels'")
+            file_labels = True
+        else:
+            file_labels = False
     distribution, fixed_network, fixed_labels, method = _source_parts(source, n_neurons, labels)
     if n_neurons is not None:
         n_neurons = check_int(n_neurons, "n_neurons", minimum=1, owner="perturbation_study")
@@ -785,6 +819,7 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
         progress = _progress_printer
     elif progress is not None and progress is not False and not callable(progress):
         raise TypeError(f"progress must be None, a bool or a callable. Got {progress!r}.")
+    check_scheduler(scheduler, "perturbation_study")
 
     def uses_mean_field(perturbation):
         if reference == "network":
@@ -811,59 +846,116 @@ def perturbation_study(source, perturbations, initial_conditions, seeds=(0,), *,
             perturbed_flow(distribution, perturbation)
         uses_mean_field(perturbation)
 
-    fixed_points = {}
+    options = dict(n_steps=n_steps, dt=dt, tau=tau, noise_std=noise_std, backend=backend, n_threads=n_threads,
+                   dtype=dtype, settle_tol=settle_tol, box=box, fixed_point_options=fixed_point_options,
+                   reference=reference, n_neurons=n_neurons, method=method, token=uuid.uuid4().hex)
+    # What every task needs, sent once to each worker; a task itself is (seed, perturbation index).
+    # A network file goes as its path (and checksum): the workers read it, labels included.
+    context = (distribution, fixed_network if network_file is None else network_file,
+               None if network_file is not None and file_labels else fixed_labels, perturbations, kappa0, options)
+    tasks = [(seed, index) for seed in seeds for index in range(len(perturbations))]
+    total = len(tasks) * len(kappa0)
+    table = PerturbationTable(fixed_points={}, trajectories={} if keep_trajectories else None)
 
-    def fixed_points_for(perturbation, perturbed, seed, network, network_labels):
-        """(reference name, system key, fixed points) of the system in force at the end."""
-        use_mean_field = uses_mean_field(perturbation)
-        system = perturbation.name if perturbed else UNPERTURBED
-        key = (system, seed if not use_mean_field and fixed_network is None else -1)
-        if key not in fixed_points:
-            applied = perturbation if perturbed else None
-            flow = (perturbed_flow(distribution, applied) if use_mean_field
-                    else perturbed_flow(network, applied, labels=network_labels))
-            fixed_points[key] = find_fixed_points(flow, box, **fixed_point_options)
-        return ("mean field" if use_mean_field else "network"), key, fixed_points[key]
+    def describe(task):
+        seed, index = task
+        return f"{perturbations[index].name}{'' if seed < 0 else f', seed {seed}'} ({method})"
 
-    total = len(seeds) * len(perturbations) * len(kappa0)
-    table = PerturbationTable(fixed_points=fixed_points, trajectories={} if keep_trajectories else None)
-    done = 0
+    def runs_progress(done, n_tasks, description):
+        progress(done * len(kappa0), total, description)
+
     try:
-        for seed in seeds:
-            network, network_labels = fixed_network, fixed_labels
-            if method == "simulation" and network is None:
-                network, network_labels = distribution.sample(n_neurons, seed, return_labels=True, dtype=dtype)
-            for index, perturbation in enumerate(perturbations):
-                started = time.perf_counter()
-                if method == "simulation":
-                    clamp = perturbation.clamp_spec(network.n_neurons, network_labels)
-                    kappa = simulate(network, n_steps, dt=dt, kappa0=kappa0, noise_std=noise_std, seed=seed,
-                                     clamp=clamp, backend=backend, n_threads=n_threads).kappa
-                else:
-                    alpha = dt / tau
-                    kappa = _euler_runs(perturbed_flow(distribution, perturbation), perturbed_flow(distribution),
-                                        perturbation, kappa0, n_steps, alpha)
-                perturbed = perturbation.active_at_end(n_steps)
-                reference_name, _, points = fixed_points_for(perturbation, perturbed, seed, network, network_labels)
-                rows = _rows(perturbation, index, seed, method, 0 if method == "mean field" else network.n_neurons,
-                             kappa0, kappa, dt, settle_tol, perturbed, reference_name, points)
-                table.rows.extend(rows)
-                if keep_trajectories:
-                    table.trajectories[(index, seed)] = kappa
-                done += len(rows)
-                if progress:
-                    seconds = time.perf_counter() - started
-                    where = "" if seed < 0 else f", seed {seed}"
-                    progress(done, total, f"{perturbation.name}{where} ({method}, {seconds:.2f} s)")
-    except KeyboardInterrupt:
+        results = run_tasks(_study_task, tasks, scheduler=scheduler, shared=context, describe=describe,
+                            progress=runs_progress if progress else None, owner="perturbation_study")
+        finished = dict(enumerate(results))
+    except SweepInterrupted as exc:
+        finished = exc.results
         table.interrupted = True
+    finally:  # the serial run's cache holds a network: let it go
+        with _STUDY_CACHE_LOCK:
+            _STUDY_CACHE.pop(options["token"], None)
+        if network_file is not None:
+            NetworkFile.forget(network_file.path)
+    for task_index in sorted(finished):
+        rows, kappa, key, points = finished[task_index]
+        table.rows.extend(rows)
+        table.fixed_points.setdefault(key, points)
+        if keep_trajectories:
+            seed, index = tasks[task_index]
+            table.trajectories[(index, seed)] = kappa
+    if table.interrupted:
         warnings.warn(
-            f"perturbation_study was interrupted after {done} of {total} runs; returning the rows done so far "
-            "(table.interrupted is True).",
+            f"perturbation_study was interrupted after {len(table.rows)} of {total} runs; returning the rows done so "
+            "far (table.interrupted is True).",
             RuntimeWarning,
             stacklevel=2,
         )
     return table
+
+
+# Per process: the last studies' sampled network and fixed points, reused by their next tasks there
+# (a worker runs many tasks of one study). Keyed by the study's token; a lock for workers with threads.
+_STUDY_CACHE = {}
+_STUDY_CACHE_LOCK = threading.Lock()
+
+
+def _study_cache(token):
+    with _STUDY_CACHE_LOCK:
+        entry = _STUDY_CACHE.get(token)
+        if entry is None:
+            entry = _STUDY_CACHE[token] = {"network": None, "fixed_points": {}}
+            while len(_STUDY_CACHE) > 2:
+                del _STUDY_CACHE[next(iter(_STUDY_CACHE))]
+        return entry
+
+
+def _uses_mean_field(perturbation, distribution, reference):
+    return reference != "network" and distribution is not None and perturbation.units is None
+
+
+def _study_task(task, context):
+    """One (seed, perturbation) batch of perturbation_study: (rows, kappa, fixed-point key, fixed points).
+
+    Depends on the task and the study alone (the network is sampled with
+    ``random_state=seed``, the noise keyed by seed, the fixed-point search by
+    its own ``random_state``), so it gives the same numbers on any worker.
+    """
+    seed, index = task
+    distribution, network, labels, perturbations, kappa0, options = context
+    if isinstance(network, NetworkFile):  # read once per process (cached), checked against its checksum
+        network, extra = network.load()
+        labels = extra.get("labels") if labels is None else labels
+    method, n_steps, dt = options["method"], options["n_steps"], options["dt"]
+    cache = _study_cache(options["token"])
+    if method == "simulation" and network is None:
+        entry = cache["network"]  # one read: another thread may replace it
+        if entry is None or entry[0] != seed:
+            entry = (seed, distribution.sample(options["n_neurons"], seed, return_labels=True, dtype=options["dtype"]))
+            cache["network"] = entry
+        network, labels = entry[1]
+    perturbation = perturbations[index]
+    if method == "simulation":
+        clamp = perturbation.clamp_spec(network.n_neurons, labels)
+        kappa = simulate(network, n_steps, dt=dt, kappa0=kappa0, noise_std=options["noise_std"], seed=seed,
+                         clamp=clamp, backend=options["backend"], n_threads=options["n_threads"]).kappa
+    else:
+        kappa = _euler_runs(perturbed_flow(distribution, perturbation), perturbed_flow(distribution),
+                            perturbation, kappa0, n_steps, dt / options["tau"])
+    perturbed = perturbation.active_at_end(n_steps)
+    # The fixed points of the system in force at the last step.
+    use_mean_field = _uses_mean_field(perturbation, distribution, options["reference"])
+    system = perturbation.name if perturbed else UNPERTURBED
+    key = (system, seed if not use_mean_field and options["method"] == "simulation"
+           and context[1] is None else -1)
+    points = cache["fixed_points"].get(key)
+    if points is None:
+        applied = perturbation if perturbed else None
+        flow = (perturbed_flow(distribution, applied) if use_mean_field
+                else perturbed_flow(network, applied, labels=labels))
+        points = cache["fixed_points"][key] = find_fixed_points(flow, options["box"], **options["fixed_point_options"])
+    rows = _rows(perturbation, index, seed, method, 0 if method == "mean field" else network.n_neurons, kappa0,
+                 kappa, dt, options["settle_tol"], perturbed, "mean field" if use_mean_field else "network", points)
+    return rows, kappa, key, points
 
 
 def _rows(perturbation, index, seed, method, n_neurons, kappa0, kappa, dt, settle_tol, perturbed, reference,

@@ -46,6 +46,7 @@ imported inside the functions that need them.
 
 import math
 import numbers
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ from ._validation import (
 )
 from .activations import apply_activation
 from .network import LowRankRNN
+from .parallel import NetworkFile, check_scheduler, run_tasks
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN
 
 #: Labels :func:`classify_activity` gives: the three regimes of the theory, and
@@ -591,7 +593,7 @@ class RegimeDiagram:
 
 def simulated_regime_diagram(variances, covariances, *, n_neurons, n_connections=None, sparsity=None,
                              scaling="1", correlated=True, exact_moments=True, random_state=0, mask_seed=1,
-                             **options):
+                             scheduler=None, progress=None, **options):
     """The phase diagram over a (sigma^2, sigma_mn) grid, from theory and from simulation.
 
     At each grid point the population theory gives
@@ -616,6 +618,15 @@ def simulated_regime_diagram(variances, covariances, *, n_neurons, n_connections
         sampled here) in the bulk radius; False uses the paper's sigma^4.
     exact_moments, random_state, mask_seed, **options
         As in :func:`simulated_regime`.
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the grid points run (one task each: sigma^2, sigma_mn and the
+        seeds; the worker samples the network): None / "serial",
+        "processes", "dask", "dask://host:port" or a Client; see
+        :mod:`connector_sim.parallel`. The same diagram on each, bit for
+        bit; other schedulers than the serial one need an int
+        ``random_state`` (a Generator's draws would depend on the order).
+    progress : None, bool or callable, default=None
+        ``progress(done, total, description)`` as grid points finish.
 
     Returns
     -------
@@ -640,30 +651,48 @@ def simulated_regime_diagram(variances, covariances, *, n_neurons, n_connections
     predicted = np.empty(shape, dtype=object)
     simulated = np.empty(shape, dtype=object)
     outlier, radius = np.empty(shape), np.empty(shape)
-    results = []
+    _check_order_free_seed(random_state, scheduler, owner)
+    points = []
     for i, cov in enumerate(covariances):
-        row = []
         for j, var in enumerate(variances):
             if abs(cov) >= var:  # no such Gaussian (m, n): left out
                 predicted[i, j] = simulated[i, j] = ""
                 outlier[i, j] = radius[i, j] = np.nan
-                row.append(None)
                 continue
             outlier[i, j] = spectra.predicted_outlier(cov, n_connections=n_connections, sparsity=sparsity,
                                                       n_neurons=n_neurons, scaling=scaling)
             radius[i, j] = spectra.predicted_bulk_radius(var, covariance=cov, correlated=correlated, **theory)
             predicted[i, j] = spectra.predicted_regime(var, cov, correlated=correlated, **theory)
-            result = simulated_regime(var, cov, n_neurons=n_neurons, n_connections=n_connections,
-                                      sparsity=sparsity, scaling=scaling, exact_moments=exact_moments,
-                                      random_state=random_state, mask_seed=mask_seed, **options)
-            simulated[i, j] = result.regime
-            row.append(result)
-        results.append(row)
+            points.append((i, j, float(var), float(cov)))
+    settings = dict(n_neurons=n_neurons, n_connections=n_connections, sparsity=sparsity, scaling=scaling,
+                    exact_moments=exact_moments, random_state=random_state, mask_seed=mask_seed, **options)
+    done = run_tasks(_regime_task, points, scheduler=scheduler, shared=settings, progress=progress,
+                     describe=lambda p: f"sigma^2 = {p[2]:g}, sigma_mn = {p[3]:g}", owner=owner)
+    results = [[None] * len(variances) for _ in covariances]
+    for (i, j, _, _), result in zip(points, done):
+        simulated[i, j] = result.regime
+        results[i][j] = result
     return RegimeDiagram(
         variances=variances, covariances=covariances, predicted=predicted.astype(str),
         simulated=simulated.astype(str), outlier=outlier, bulk_radius=radius,
         distance=predicted_boundary_distance(outlier, radius), results=results,
         settings=dict(theory, correlated=correlated))
+
+
+def _regime_task(point, settings):
+    """One grid point of simulated_regime_diagram, from (i, j, sigma^2, sigma_mn) and the shared settings."""
+    _, _, var, cov = point
+    return simulated_regime(var, cov, **settings)
+
+
+def _check_order_free_seed(random_state, scheduler, owner, name="random_state"):
+    """Off the serial scheduler a seed must be an int: a shared Generator's draws depend on the task order."""
+    if check_scheduler(scheduler, owner)[0] != "serial" and (
+            isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)):
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be an int to run on the scheduler {scheduler!r} (each task "
+            f"rebuilds its network from it; a Generator's draws would depend on the order the tasks run in). "
+            f"Got {random_state!r} instead.")
 
 
 _REGIME_COLORS = {"decaying": "0.85", "structured": "#8fbcd4", "chaotic": "#e8a87c", "unstructured": "#b39ddb"}
@@ -950,8 +979,48 @@ def _latent_participation_ratio(network, kappa, v):
     return trace * trace / trace2 if trace2 > 0 else np.nan
 
 
+def _input_level_task(level, shared):
+    """One level of input_driven_sweep: the sparsified (or dense-plus-random) network, simulated and measured."""
+    from .sparse import sparsify
+
+    network, settings = shared
+    if isinstance(network, NetworkFile):  # read once per process (cached), checked against its checksum
+        network = network.load()[0]
+    kind, amplitude, n_steps = settings["kind"], settings["amplitude"], settings["n_steps"]
+    N = network.n_neurons
+    inputs = np.full((n_steps, 1), amplitude)
+    x0 = network.b.astype(np.float64)
+    m64 = network.m.astype(np.float64)
+    steady = network.I[:, 0].astype(np.float64) * amplitude + network.b
+    if kind == "g":
+        level_network = LowRankPlusRandomRNN(network, float(level), seed=settings["random_seed"])
+    elif kind == "n_connections":
+        level_network = sparsify(network, n_connections=int(level), seed=settings["mask_seed"],
+                                 scaling=settings["scaling"])
+    else:
+        level_network = sparsify(network, sparsity=float(level), seed=settings["mask_seed"],
+                                 scaling=settings["scaling"])
+    result = _simulate(level_network, n_steps, inputs=inputs, x0=x0, dt=settings["dt"], record_units=settings["units"],
+                       backend=settings["backend"], seed=0)
+    final = result.final_state[0].astype(np.float64)
+    out = {"sparsity": level_network.sparsity if isinstance(level_network, SparseLowRankRNN) else 0.0,
+           "gain": level_network.gain,
+           "kappa_r": np.linalg.lstsq(m64, final - steady, rcond=None)[0],
+           "kappa_latent": result.kappa[0, -1],
+           "kappa_theory": input_fixed_point(level_network, amplitude),
+           "pr": participation_ratio(result.potentials[0]),
+           "pr_latent": _latent_participation_ratio(network, result.kappa[0], result.v[0])}
+    residual = final - steady - m64 @ result.kappa[0, -1]
+    quenched = network.n.astype(np.float64) * (apply_activation(network.activation, final)
+                                               - apply_activation(network.activation, final - residual))[:, None]
+    weighted = np.sqrt(np.sum((m64 * residual[:, None]) ** 2, axis=0)) / np.sum(m64**2, axis=0)
+    out["scale"] = level_network.gain * quenched.std(axis=0) / math.sqrt(N) + weighted
+    return out
+
+
 def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, scaling="1", amplitude=1.0,
-                       n_steps=200, dt=0.1, mask_seed=1, random_seed=1, backend="auto", max_units=4096):
+                       n_steps=200, dt=0.1, mask_seed=1, random_seed=1, backend="auto", max_units=4096,
+                       scheduler=None, progress=None):
     """kappa_r and the dimensionality of the response to a step input, as sparsity grows.
 
     From rest (x_0 = b), the input u(t) = ``amplitude`` along I (one input)
@@ -975,9 +1044,12 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
 
     Parameters
     ----------
-    network : LowRankRNN
+    network : LowRankRNN, str or os.PathLike
         The dense loadings, with one input (e.g. ``rank_one_gaussian(...,
-        n_inputs=1, input_overlap=sigma_nI)``).
+        n_inputs=1, input_overlap=sigma_nI)``), or the path of such a network
+        saved by :func:`connector_sim.data.save_network` (the tasks then carry
+        the path and each worker reads the file once; the same sweep bit
+        for bit).
     n_connections : array-like of int, optional
         C levels (scaling w as ``scaling``). Give exactly one of
         ``n_connections``, ``sparsities`` and ``g``.
@@ -995,17 +1067,26 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
     backend : str, default="auto"
     max_units : int, default=4096
         N above this records a fixed random subset of units for the PR.
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the levels run (one task each; the dense network, or its
+        path, goes once to each worker): None / "serial", "processes", "dask",
+        "dask://host:port" or a Client; see :mod:`connector_sim.parallel`.
+        The same sweep on each, bit for bit.
+    progress : None, bool or callable, default=None
+        ``progress(done, total, description)`` as levels finish.
 
     Returns
     -------
     InputDrivenSweep
     """
-    from .sparse import sparsify
-
     owner = "input_driven_sweep"
+    network_file = None
+    if isinstance(network, (str, os.PathLike)):  # read here to check it, and by path on each worker
+        network_file = NetworkFile(network, owner=owner)
+        network = network_file.load()[0]
     if not isinstance(network, LowRankRNN):
-        raise TypeError(f"The 'network' parameter of {owner} must be a LowRankRNN (the dense loadings). "
-                        f"Got {type(network).__name__} instead.")
+        raise TypeError(f"The 'network' parameter of {owner} must be a LowRankRNN (the dense loadings) or the path "
+                        f"of one saved by connector_sim.data.save_network. Got {type(network).__name__} instead.")
     if network.n_inputs != 1:
         raise ValueError(f"{owner} needs a network with one input vector I (n_inputs = 1). Got n_inputs = "
                          f"{network.n_inputs}; sample it with rank_one_gaussian(..., n_inputs=1, input_overlap=...).")
@@ -1020,36 +1101,20 @@ def input_driven_sweep(network, *, n_connections=None, sparsities=None, g=None, 
         raise ValueError(f"The {kind} levels of {owner} must be a non-empty 1-D list. Got shape {levels.shape}.")
     amplitude = _check_real(amplitude, "amplitude", owner)
     n_steps = check_int(n_steps, "n_steps", minimum=2, owner=owner)
+    check_scheduler(scheduler, owner)
     N = network.n_neurons
     units = np.arange(N) if N <= max_units else np.sort(np.random.default_rng(0).choice(N, max_units, False))
-    inputs = np.full((n_steps, 1), amplitude)
-    x0 = network.b.astype(np.float64)
-    m64 = network.m.astype(np.float64)
-    steady = network.I[:, 0].astype(np.float64) * amplitude + network.b
-    out = {key: [] for key in ("sparsity", "gain", "kappa_r", "kappa_latent", "kappa_theory", "pr", "pr_latent",
-                               "scale")}
-    for level in levels:
-        if kind == "g":
-            level_network = LowRankPlusRandomRNN(network, float(level), seed=random_seed)
-        elif kind == "n_connections":
-            level_network = sparsify(network, n_connections=int(level), seed=mask_seed, scaling=scaling)
-        else:
-            level_network = sparsify(network, sparsity=float(level), seed=mask_seed, scaling=scaling)
-        result = _simulate(level_network, n_steps, inputs=inputs, x0=x0, dt=dt, record_units=units,
-                           backend=backend, seed=0)
-        final = result.final_state[0].astype(np.float64)
-        out["sparsity"].append(level_network.sparsity if isinstance(level_network, SparseLowRankRNN) else 0.0)
-        out["gain"].append(level_network.gain)
-        out["kappa_r"].append(np.linalg.lstsq(m64, final - steady, rcond=None)[0])
-        out["kappa_latent"].append(result.kappa[0, -1])
-        out["kappa_theory"].append(input_fixed_point(level_network, amplitude))
-        out["pr"].append(participation_ratio(result.potentials[0]))
-        out["pr_latent"].append(_latent_participation_ratio(network, result.kappa[0], result.v[0]))
-        residual = final - steady - m64 @ result.kappa[0, -1]
-        quenched = network.n.astype(np.float64) * (apply_activation(network.activation, final)
-                                                   - apply_activation(network.activation, final - residual))[:, None]
-        weighted = np.sqrt(np.sum((m64 * residual[:, None]) ** 2, axis=0)) / np.sum(m64**2, axis=0)
-        out["scale"].append(level_network.gain * quenched.std(axis=0) / math.sqrt(N) + weighted)
+    settings = dict(kind=kind, amplitude=amplitude, n_steps=n_steps, dt=dt, mask_seed=mask_seed,
+                    random_seed=random_seed, scaling=scaling, backend=backend, units=units)
+    try:
+        per_level = run_tasks(_input_level_task, list(levels), scheduler=scheduler,
+                              shared=(network if network_file is None else network_file, settings),
+                              progress=progress, describe=lambda level: f"{kind} = {level}", owner=owner)
+    finally:
+        if network_file is not None:
+            NetworkFile.forget(network_file.path)
+    out = {key: [level[key] for level in per_level] for key in
+           ("sparsity", "gain", "kappa_r", "kappa_latent", "kappa_theory", "pr", "pr_latent", "scale")}
     squeeze = (lambda a: a[:, 0]) if network.rank == 1 else (lambda a: a)
     return InputDrivenSweep(
         levels=levels, kind=kind, sparsity=np.array(out["sparsity"]), gain=np.array(out["gain"]),
@@ -1308,7 +1373,15 @@ def psychometric_curve(task, strengths, *, threshold=0.0, input_noise=0.5, n_tri
         sparsity=network.sparsity if sparse else 0.0)
 
 
-def psychometric_curves(n_neurons, n_connections, strengths, *, task_options=None, **options):
+def _psychometric_task(n_connections, shared):
+    """One sparsity level of psychometric_curves: the task network built on the worker, then its curve."""
+    n_neurons, strengths, task_options, options = shared
+    task = evidence_accumulation_network(n_neurons, n_connections=int(n_connections), **task_options)
+    return psychometric_curve(task, strengths, **options)
+
+
+def psychometric_curves(n_neurons, n_connections, strengths, *, task_options=None, scheduler=None, progress=None,
+                        **options):
     """Psychometric curves at several sparsity levels (same loadings, C connections per row).
 
     Parameters
@@ -1320,6 +1393,15 @@ def psychometric_curves(n_neurons, n_connections, strengths, *, task_options=Non
     task_options : dict, optional
         Passed to :func:`evidence_accumulation_network` (variance, covariance,
         input_overlap, readout_overlap, scaling, random_state, mask_seed, ...).
+    scheduler : None, str or dask.distributed.Client, default=None
+        Where the levels run (one task each: the worker builds the network
+        from ``n_neurons``, C and ``task_options``): None / "serial",
+        "processes", "dask", "dask://host:port" or a Client; see
+        :mod:`connector_sim.parallel`. The same curves on each, bit for bit
+        (off the serial scheduler ``task_options["random_state"]`` must be
+        an int, if given).
+    progress : None, bool or callable, default=None
+        ``progress(done, total, description)`` as levels finish.
     **options
         Passed to :func:`psychometric_curve`.
 
@@ -1331,8 +1413,11 @@ def psychometric_curves(n_neurons, n_connections, strengths, *, task_options=Non
     levels = np.atleast_1d(np.asarray(n_connections))
     if levels.ndim != 1 or not len(levels) or not np.issubdtype(levels.dtype, np.integer):
         raise ValueError(f"n_connections must be a non-empty 1-D list of ints (C levels). Got {n_connections!r}.")
-    return [psychometric_curve(evidence_accumulation_network(n_neurons, n_connections=int(C), **task_options),
-                               strengths, **options) for C in levels]
+    _check_order_free_seed(task_options.get("random_state", 0), scheduler, "psychometric_curves",
+                           "task_options['random_state']")
+    return run_tasks(_psychometric_task, [int(C) for C in levels], scheduler=scheduler,
+                     shared=(n_neurons, strengths, task_options, options), progress=progress,
+                     describe=lambda C: f"C = {C}", owner="psychometric_curves")
 
 
 def plot_psychometric(curves, *, ax=None):

@@ -28,6 +28,7 @@ MODULES = [
     "connector_sim.mean_field",
     "connector_sim.cell_types",
     "connector_sim.perturbations",
+    "connector_sim.parallel",
     "connector_sim.fixed_points",
     "connector_sim.plotting",
 ]

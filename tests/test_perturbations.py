@@ -202,7 +202,11 @@ def test_bad_perturbations_say_what_was_expected():
         perturbation_study(network, [Perturbation()], [0.0, 0.0, 0.0], n_steps=5)
     with pytest.raises(ValueError, match="n_neurons samples networks from a distribution"):
         perturbation_study(network, [Perturbation()], [0.0, 0.0], n_neurons=10)
-    with pytest.raises(TypeError, match="perturbation_study needs a LowRankRNN"):
+    with pytest.raises(TypeError, match="perturbation_study needs a LowRankRNN.*or the path of a saved network"):
+        perturbation_study(42, [Perturbation()], [0.0, 0.0])
+    # A str is the path of a saved network; one that names no file says so.
+    with pytest.raises(FileNotFoundError, match=r"given the path 'network', which is not an existing file.*"
+                                                r"save_network"):
         perturbation_study("network", [Perturbation()], [0.0, 0.0])
 
 
