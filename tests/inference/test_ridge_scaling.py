@@ -47,8 +47,8 @@ def nbar_error(data, n_rows, seed, **options):
 def test_the_default_error_falls_with_rows_and_the_paper_form_rises(limit_cycle_data):
     # The limit-cycle network with N = 4000 (its trajectories carry finite-N
     # noise), 800 time points, E|A m|^2 = 6.4. Default (lambda = c N, c
-    # cross-validated): measured 0.133 at 1,000 rows and 0.087 at 8,000 (mean
-    # of seeds 0-2); the paper's lambda_p N^2 / alpha^2: 0.185 -> 0.489, its
+    # cross-validated): measured 0.137 at 1,000 rows and 0.088 at 8,000 (mean
+    # of seeds 0-2); the paper's lambda_p N^2 / alpha^2: 0.180 -> 0.490, its
     # weight lambda / N grows with N (theory section 3, step 4).
     default = [np.mean([nbar_error(limit_cycle_data, N, seed) for seed in range(3)]) for N in (1000, 8000)]
     paper = [np.mean([nbar_error(limit_cycle_data, N, seed, ridge_scaling="paper") for seed in range(3)])
@@ -136,9 +136,10 @@ def test_ring_radius_and_cycle_period_at_the_conditional_mean_stage(name):
     # CNF and the mean field is integrated exactly (quadrature_flow), so the
     # only estimate between the ground truth and the checked dynamics is
     # nbar. Ground truth: a network of N = 5000 (seeds 0-2) and its mean
-    # field. Measured errors (%): ring radius -1.7, -0.3, -1.0; cycle period
-    # -1.0, +2.8, +1.2 (the paper form: -1.7, -0.3, -6.7 and -1.0, +2.8,
-    # +1.2). benchmarks/ridge_consistency.py runs full Connector fits.
+    # field. Measured errors (%): ring radius -0.9, +2.1, +1.4 (c = 3.2, 10,
+    # 1); cycle period -1.1, +1.8, +0.2 (c = 3.2, 10, 3.2). The paper form on
+    # the same rows: ring -4.5, +2.1, -3.7; cycle -1.2, +1.8, +0.3.
+    # benchmarks/ridge_consistency.py --connector runs full Connector fits.
     overlap = GAUSSIAN_OVERLAPS[name]
     true_flow = latent_flow(synthetic_network(name, n_neurons=10).distribution)
     exact = quadrature_flow(lambda m: m @ overlap.T)
@@ -183,14 +184,15 @@ def test_bad_ridge_settings_are_clear_errors():
 def test_connector_bad_ridge_settings_fail_before_training():
     from connector_sim.inference import Connector
 
-    network = synthetic_network("ring", n_neurons=50).network
+    rng = np.random.default_rng(0)
+    kappa, m = rng.standard_normal((3, 4, 2)), rng.standard_normal((50, 2))
     for settings, message in ((dict(ridge_scaling="Paper"), "'ridge_scaling' parameter of Connector"),
                               (dict(ridge_constant=0.0), "'ridge_constant' parameter of Connector"),
                               (dict(lambda_prior=-1.0), "'lambda_prior' parameter of Connector"),
                               (dict(ridge=-3.0), "'ridge' parameter of Connector")):
         connector = Connector(n_epochs=1, hidden=4, n_layers=1, device="cpu", **settings)
         with pytest.raises(ValueError, match=message):
-            connector.fit(network, n_sim_steps=2)
+            connector.fit_latents(kappa, m)
         assert not hasattr(connector, "marginal_")
 
 
