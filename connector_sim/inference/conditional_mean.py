@@ -633,9 +633,8 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
     if form not in ("auto", "dual", "primal"):
         raise ValueError(f"form must be 'auto', 'dual' or 'primal'. Got {form!r}.")
     cv_constants = cv_scores = None
-    constant = None
+    constant = _check_ridge_constant(ridge_constant, "fit_conditional_mean")  # checked whatever the scaling
     if ridge is None and ridge_scaling == "linear":
-        constant = _check_ridge_constant(ridge_constant, "fit_conditional_mean")
         if constant == "cv":
             cv_constants = np.asarray(RIDGE_CONSTANTS)
             cv_scores = ridge_cv_scores(m, points, increments, groups=groups, I=I, b=b, v_points=v_points,
@@ -643,7 +642,7 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
                                         random_state=random_state)
             constant = float(cv_constants[np.argmin(cv_scores)])
     lam = ridge_lambda(N, alpha, lambda_prior, ridge, ridge_scaling=ridge_scaling,
-                       ridge_constant=0.1 if constant is None else constant)
+                       ridge_constant=0.1 if constant == "cv" else constant)
     if form == "auto":
         form = "dual" if N > T else "primal"
 

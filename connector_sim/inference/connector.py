@@ -282,7 +282,8 @@ class Connector(_Distribution):
         params = dict(cls.OFFICIAL_SETTINGS)
         params.update(overrides)
         return cls(**params)
-    _PARAMS = ("conditional", "n_covariance", "ridge_scaling", "ridge_constant", "lambda_prior", "ridge", "n_regression_samples", "n_regressions",
+    _PARAMS = ("conditional", "n_covariance", "ridge_scaling", "ridge_constant", "lambda_prior", "ridge",
+               "n_regression_samples", "n_regressions",
                "max_time_points",
                "n_conditional_samples", "n_epochs", "conditional_epochs", "random_state") + _CNF_PARAMS
 
@@ -805,28 +806,28 @@ class Connector(_Distribution):
             self.ridge_cv_constants_ = self.ridge_cv_scores_ = None
             return
 
-        def number(value, name, optional):
+        def number(value, name, optional=False, zero=False):
             if value is None and optional:
                 return None
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ModelFileError(f"'ridge.{name}' must be a finite number > 0. Got {value!r}.")
+                    or value < 0 or (value == 0 and not zero):
+                raise ModelFileError(f"'ridge.{name}' must be a finite number {'>=' if zero else '>'} 0. "
+                                     f"Got {value!r}.")
             return float(value)
 
-        def numbers_(value, name):
+        def numbers_(value, name, zero):
             if value is None:
                 return None
-            array = np.asarray(value, dtype=object)
-            if array.ndim != 1 or len(array) < 1:
+            if not isinstance(value, list) or not value:
                 raise ModelFileError(f"'ridge.{name}' must be a non-empty list of numbers. Got {value!r}.")
-            return np.array([number(v, name, False) for v in array])
+            return np.array([number(v, name, zero=zero) for v in value])
 
         if not isinstance(ridge, dict) or set(ridge) != {"lambda", "constant", "cv_constants", "cv_scores"}:
             raise ModelFileError("'ridge' must hold 'lambda', 'constant', 'cv_constants' and 'cv_scores'.")
-        self.ridge_lambda_ = number(ridge["lambda"], "lambda", False)
-        self.ridge_constant_ = number(ridge["constant"], "constant", True)
-        self.ridge_cv_constants_ = numbers_(ridge["cv_constants"], "cv_constants")
-        self.ridge_cv_scores_ = numbers_(ridge["cv_scores"], "cv_scores")
+        self.ridge_lambda_ = number(ridge["lambda"], "lambda")
+        self.ridge_constant_ = number(ridge["constant"], "constant", optional=True)
+        self.ridge_cv_constants_ = numbers_(ridge["cv_constants"], "cv_constants", zero=False)
+        self.ridge_cv_scores_ = numbers_(ridge["cv_scores"], "cv_scores", zero=True)  # a held-out MSE may be 0
         if (self.ridge_cv_constants_ is None) != (self.ridge_cv_scores_ is None) or (
                 self.ridge_cv_scores_ is not None and len(self.ridge_cv_scores_) != len(self.ridge_cv_constants_)):
             raise ModelFileError("'ridge.cv_constants' and 'ridge.cv_scores' must both be given, of equal length.")
