@@ -23,7 +23,7 @@ lambda scales with the number N of regression rows (theory section 3, step 4,
     sum_t |g_t - (1/N) sum_i phi_ti n_i|^2 + (lambda / N) (1/N) sum_i |n_i|^2
 
 with g_t the latent increments: a data term and a penalty on the row average
-of |n|^2 weighted by lambda / N. With ``ridge_scaling="linear"`` (default),
+of ``|n|^2`` weighted by lambda / N. With ``ridge_scaling="linear"`` (default),
 lambda = c N: the weight c stays fixed, the empirical Gram matrix
 (1/N) Phi Phi^T converges to its mean-field value at rate 1/sqrt(N), and
 nbar converges to the regularised mean-field regression
