@@ -573,6 +573,17 @@ def _infer(arguments):
     _check_int(arguments, "epochs", 1, MAX_EPOCHS)
     _check_seed(arguments)
     _check_float(arguments, "n_covariance", positive=False)
+    if arguments.ridge_constant != "cv":
+        try:
+            arguments.ridge_constant = float(arguments.ridge_constant)
+        except ValueError:
+            raise CommandError(f"--ridge-constant must be a number > 0 or 'cv'. Got {arguments.ridge_constant!r}.") \
+                from None
+        if not np.isfinite(arguments.ridge_constant) or arguments.ridge_constant <= 0:
+            raise CommandError(f"--ridge-constant must be a finite number > 0 (c of lambda = c N) or 'cv'. Got "
+                               f"{arguments.ridge_constant!r}.")
+    if arguments.ridge_scaling is None:
+        arguments.ridge_scaling = "paper" if arguments.official else "linear"
     try:
         check_folder_target(arguments.out, ("config.json", "weights.pt"), probe=True)
     except OSError as exc:
@@ -581,6 +592,7 @@ def _infer(arguments):
     from .inference.connector import Connector
 
     options = dict(hidden=arguments.hidden, n_layers=arguments.layers, n_covariance=arguments.n_covariance,
+                   ridge_scaling=arguments.ridge_scaling, ridge_constant=arguments.ridge_constant,
                    random_state=arguments.seed)
     if arguments.official:
         connector = Connector.official(n_epochs=arguments.epochs, **options)
@@ -662,7 +674,25 @@ def _infer(arguments):
           f"{len(history['train_loss'])} epochs in {time.perf_counter() - started:.1f} s; marginal CNF held-out "
           f"flow-matching loss {validation:.4f} (best epoch {None if best is None else best + 1}); mean-field "
           f"velocity R^2 against the network's at {len(points)} latent points = {flow_r2:.4f} -> {arguments.out}")
+    print(f"infer: conditional-mean ridge {_ridge_summary(connector)}")
     return 0
+
+
+def _ridge_summary(connector):
+    """How the Connector's ridge lambda was chosen, in one line."""
+    n_rows = connector.n_regression_samples
+    if connector.ridge is not None:
+        return f"lambda = {connector.ridge_lambda_:.4g} (given)"
+    if connector.ridge_scaling == "paper":
+        return (f"lambda = lambda_p N^2 / alpha^2 = {connector.ridge_lambda_:.4g} (paper scaling, lambda_p = "
+                f"{connector.ridge_constant_:g}, N = {n_rows} rows)")
+    how = "given"
+    if connector.ridge_cv_scores_ is not None:
+        how = (f"cross-validated over trials from {len(connector.ridge_cv_constants_)} values in "
+               f"[{connector.ridge_cv_constants_.min():g}, {connector.ridge_cv_constants_.max():g}], held-out "
+               f"latent-velocity MSE {connector.ridge_cv_scores_.min():.3g}")
+    return f"lambda = c N = {connector.ridge_lambda_:.4g} (linear scaling, c = {connector.ridge_constant_:g} {how}, " \
+           f"N = {n_rows} rows)"
 
 
 # --------------------------------------------------------------------------- perturb
@@ -1144,6 +1174,12 @@ def _parser():
                                                                         "of n given (m, I, b)")
     infer.add_argument("--flow-samples", type=int, default=20_000,
                        help="samples of the mean-field check (default 20000)")
+    infer.add_argument("--ridge-scaling", choices=("linear", "paper"), default=None,
+                       help="lambda of the conditional mean's ridge: 'linear' = c N (default; consistent as the "
+                            "rows grow), 'paper' = 1e-4 N^2 / alpha^2 (default with --official)")
+    infer.add_argument("--ridge-constant", default="cv",
+                       help="c of the linear scaling, or 'cv' (default): chosen by held-out latent-velocity error "
+                            "over trials")
     infer.add_argument("--seed", type=int, default=0)
     infer.add_argument("--format", choices=FORMATS, default="auto",
                        help="layout of the network file (default: detected from its suffix and keys)")

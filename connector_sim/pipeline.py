@@ -161,7 +161,8 @@ def run_connector_pipeline(out="report", *, quick=False, seed=0, progress=True, 
 
     step(f"sample a network of {settings['sample_neurons']} neurons from Connector")
     sampled, sampled_rows = connector.sample(settings["sample_neurons"], seed, return_rows=True)
-    report["connector"] = {"sample_neurons": settings["sample_neurons"]}
+    report["connector"] = {"sample_neurons": settings["sample_neurons"], "ridge_scaling": connector.ridge_scaling,
+                           "ridge_constant": connector.ridge_constant_, "ridge_lambda": connector.ridge_lambda_}
 
     step("flow fields and fixed points of ground truth, LINT and Connector")
     flows = {
@@ -261,6 +262,8 @@ def _summary(report):
         f"Connector {settings['connector_epochs']} epochs; sampled network N = {settings['sample_neurons']}.",
         "",
         f"- LINT latents aligned to the ground truth: R^2 = {report['lint']['latent_alignment_r2']:.4f}",
+        f"- Connector's conditional-mean ridge: {report['connector'].get('ridge_scaling', 'paper')} scaling, "
+        f"constant {report['connector'].get('ridge_constant')}, lambda = {report['connector'].get('ridge_lambda')}",
         "- Stable fixed points: " + ", ".join(f"{name} {count}" for name, count
                                              in report["n_stable_fixed_points"].items()) + " (ground truth: 4)",
         "- Cell types (k by held-out GMM completed log-likelihood, the default; by held-out log-likelihood "

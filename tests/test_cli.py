@@ -148,6 +148,10 @@ def test_infer_then_perturb_the_connector(chain, tmp_path):
     assert connector.n_rows_ == N_NEURONS and connector.layout_.rank == 2 and connector.alpha_ == pytest.approx(0.1)
     assert np.isfinite(number_after(out, "points"))  # the mean-field check's R^2
     assert number_after(out, "points") > 0.5
+    # The conditional mean's ridge: linear scaling, c cross-validated, and said so.
+    assert connector.ridge_scaling == "linear" and connector.ridge_constant == "cv"
+    assert f"lambda = c N = {connector.ridge_lambda_:.4g} (linear scaling, c = {connector.ridge_constant_:g} " \
+           "cross-validated over trials" in out
 
     # --official: the official code's settings, saved with the model.
     status, out, err = run(["infer", folder / "lint.npz", "--out", tmp_path / "official", "--official",
@@ -155,6 +159,7 @@ def test_infer_then_perturb_the_connector(chain, tmp_path):
     assert status == 0, err
     official = Connector.load(tmp_path / "official")
     assert official.n_steps == 20 and official.weight_decay == 1e-5 and official.conditional_ is not None
+    assert official.ridge_scaling == "paper" and "lambda = lambda_p N^2 / alpha^2 = 1e+04 (paper scaling" in out
 
     status, out, err = run(["perturb", tmp_path / "model", "--silence", "all", "--n-neurons", 1000, "--grid", 3,
                             "--n-steps", 200, "--k-max", 4, "--cell-type-samples", 400, "--out", tmp_path / "p"])
@@ -338,6 +343,10 @@ def test_every_bad_option_is_one_line_and_status_2_before_any_work_or_write(chai
          r"--epochs must be in \[1, 1000000\]. Got 9223372036854775808"),
         (["fit", inputs / "fifty.npz", "--rank", 2, "--epochs", 10**7, "--out", out / "f.npz"], r"--epochs must be in"),
         (["infer", lint, "--latents", latents, "--n-covariance", -1, "--out", out / "m"], r"--n-covariance must"),
+        (["infer", lint, "--latents", latents, "--ridge-constant", -1, "--out", out / "m"],
+         r"--ridge-constant must be a finite number > 0 \(c of lambda = c N\) or 'cv'. Got -1.0"),
+        (["infer", lint, "--latents", latents, "--ridge-constant", "CV", "--out", out / "m"],
+         r"--ridge-constant must be a number > 0 or 'cv'. Got 'CV'"),
         (["infer", lint, "--latents", latents, "--hidden", 100_000, "--out", out / "m"],
          r"'hidden' parameter of FlowMatchingCNF must be an int in the range \[1, 65536\]"),
         (["infer", lint, "--latents", latents, "--hidden", 20_000, "--layers", 1000, "--out", out / "m"],

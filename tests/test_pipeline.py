@@ -25,6 +25,9 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
     assert all(report["dissimilarity"]["diagonal_is_row_minimum"])
     assert np.all(matrix >= -1e-6)
     # Every section of the full report is there (the quick run is a smoke run of the same code).
+    # The conditional mean's ridge choice is reported (lambda = c N with N = 1,000 rows).
+    assert report["connector"]["ridge_scaling"] == "linear"
+    assert report["connector"]["ridge_lambda"] == pytest.approx(1000 * report["connector"]["ridge_constant"])
     assert set(report) == {"settings", "lint", "connector", "fixed_points", "n_stable_fixed_points", "cell_types",
                            "silencing", "dissimilarity", "seconds"}
     # Cell types: the k chosen is the best held-out completed log-likelihood; each rule's k is in its table.

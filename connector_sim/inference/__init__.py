@@ -30,6 +30,7 @@ _LAZY = {
     # conditional_mean.py: ridge regression for E[n | m, I, b] (NumPy only)
     "ConditionalMean": "conditional_mean",
     "fit_conditional_mean": "conditional_mean",
+    "ridge_cv_scores": "conditional_mean",
     # connector.py: the estimator
     "Connector": "connector",
     # cross_validation.py: k-fold cross-validation over trials

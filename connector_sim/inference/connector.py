@@ -31,6 +31,8 @@ from ..distributions import Empirical, RowLayout, _Distribution
 from ..network import LowRankRNN
 from .conditional_mean import (
     ConditionalMean,
+    _check_ridge_constant,
+    _check_ridge_scaling,
     conditional_covariance,
     fit_conditional_mean,
     gaussian_log_prob,
@@ -77,14 +79,26 @@ class Connector(_Distribution):
         (Sigma = s I), a diagonal, a full matrix, or "residual" (the
         covariance of n_i - nbar(m_i, I_i, b_i) over the fitted network's
         rows; needs n). Dynamics do not determine it (theory section 3, step 2).
+    ridge_scaling : {"linear", "paper"}, default="linear"
+        How the ridge coefficient lambda of the conditional mean scales with
+        the N regression rows (theory section 3, step 4): "linear",
+        lambda = ``ridge_constant`` * N, under which nbar converges as N
+        grows; "paper", lambda = ``lambda_prior`` N^2 / alpha^2 (the
+        Connector paper's), whose shrinkage of nbar grows with N (on the ring
+        network with 1,000 rows the ring radius of the learned mean field came
+        out 3-8% small).
+    ridge_constant : float or "cv", default="cv"
+        c of the linear scaling. "cv": chosen from
+        :data:`~connector_sim.inference.conditional_mean.RIDGE_CONSTANTS`
+        by the held-out latent-velocity error, 5-fold over trials, with
+        nbar evaluated at the fitted network's rows (the population whose
+        increments are held out, so that its finite-N noise cancels)
+        (:func:`~connector_sim.inference.conditional_mean.ridge_cv_scores`);
+        the choice is in ``ridge_constant_`` and ``ridge_cv_scores_``.
     lambda_prior : float, default=1e-4
-        lambda_p of the ridge regression, lambda = lambda_p N^2 / alpha^2
-        (paper: 1e-4). It shrinks nbar: on the ring network (N = 1,000
-        regression rows) the ring radius of the learned mean field came out
-        3-8% small, against -2..+3% with ``ridge=100``; and with lambda_p
-        fixed the shrinkage grows with N.
+        lambda_p of ``ridge_scaling="paper"`` (paper: 1e-4).
     ridge : float, optional
-        lambda itself, overriding ``lambda_prior``.
+        lambda itself, overriding the scaling.
     n_regression_samples : int, default=1000
         Rows sampled from the marginal for the ridge regression (paper: 1,000).
     n_regressions : int, default=1
@@ -135,6 +149,14 @@ class Connector(_Distribution):
     activation_ : str
     n_rows_ : int
         Rows of the fitted network.
+    ridge_lambda_ : float
+        lambda of the (first) ridge regression.
+    ridge_constant_ : float or None
+        c of lambda = c N ("linear"), lambda_p ("paper"), None (``ridge``).
+    ridge_cv_constants_, ridge_cv_scores_ : ndarray or None
+        The candidate c and their mean held-out squared latent-velocity
+        errors (units 1 / tau^2) when ``ridge_constant="cv"``; the choice is
+        the smallest score.
 
     Raises
     ------
@@ -161,7 +183,8 @@ class Connector(_Distribution):
     LowRankRNN(n_neurons=50, rank=1, n_inputs=0, tau=1.0, activation='tanh', dtype=float64)
     """
 
-    def __init__(self, *, conditional="closed_form", n_covariance=1.0, lambda_prior=1e-4, ridge=None,
+    def __init__(self, *, conditional="closed_form", n_covariance=1.0, ridge_scaling="linear", ridge_constant="cv",
+                 lambda_prior=1e-4, ridge=None,
                  n_regression_samples=1000, n_regressions=1, max_time_points=2000, n_conditional_samples=None,
                  hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3, weight_decay=1e-4,
                  validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint", conditional_epochs=None,
@@ -169,6 +192,8 @@ class Connector(_Distribution):
                  callback=None):
         self.conditional = conditional
         self.n_covariance = n_covariance
+        self.ridge_scaling = ridge_scaling
+        self.ridge_constant = ridge_constant
         self.lambda_prior = lambda_prior
         self.ridge = ridge
         self.n_regression_samples = n_regression_samples
@@ -210,6 +235,7 @@ class Connector(_Distribution):
         "ema_decay": None,           # no averaged weights: the last epoch's
         "validation_fraction": 0.0,  # no early stopping: all epochs, the last state kept
         "patience": None,
+        "ridge_scaling": "paper",    # lambda = regularizer * nsamples^2 / alpha^2
         "lambda_prior": 1e-4,        # regularizer
         "n_regression_samples": 1000,  # nsamples
         "n_steps": 20,               # ODESolver step_size=0.05 on [0, 1]: 20 midpoint steps
@@ -235,6 +261,8 @@ class Connector(_Distribution):
           official code has neither.
         - ``validation_fraction=0`` vs 0.2: the official code trains every
           epoch and keeps the last state; ours monitors held-out rows.
+        - ``ridge_scaling="paper"`` vs "linear": the paper's lambda =
+          lambda_p N^2 / alpha^2 (theory section 3, step 4).
         - ``conditional="cnf"`` vs "closed_form": the paper's route; the closed
           form draws n from the ridge conditional mean plus Gaussian noise,
           which is what the CNF learns, without its training error.
@@ -254,7 +282,8 @@ class Connector(_Distribution):
         params = dict(cls.OFFICIAL_SETTINGS)
         params.update(overrides)
         return cls(**params)
-    _PARAMS = ("conditional", "n_covariance", "lambda_prior", "ridge", "n_regression_samples", "n_regressions",
+    _PARAMS = ("conditional", "n_covariance", "ridge_scaling", "ridge_constant", "lambda_prior", "ridge",
+               "n_regression_samples", "n_regressions",
                "max_time_points",
                "n_conditional_samples", "n_epochs", "conditional_epochs", "random_state") + _CNF_PARAMS
 
@@ -382,15 +411,29 @@ class Connector(_Distribution):
         self.alpha_, self.tau_, self.activation_, self.n_rows_ = alpha, tau, activation, N
         self.marginal_ = self._cnf(params["n_epochs"], rng).fit(mIb)
 
+        groups = np.arange(len(points)) // (len(points) // (kappa_array.shape[0] if kappa_array.ndim == 3 else 1))
         if params["max_time_points"] is not None and len(points) > params["max_time_points"]:
             keep = np.sort(rng.choice(len(points), params["max_time_points"], replace=False))
-            points, v_points, increments = points[keep], v_points[keep], increments[keep]
+            points, v_points, increments, groups = points[keep], v_points[keep], increments[keep], groups[keep]
         weights = []
-        for _ in range(params["n_regressions"]):
+        ridge = self.ridge
+        self.ridge_cv_constants_ = self.ridge_cv_scores_ = None
+        for k in range(params["n_regressions"]):
             rows = self.marginal_.sample(params["n_regression_samples"], random_state=rng)
-            weights.append(fit_conditional_mean(
-                rows[:, :R], points, increments, I=rows[:, R:R + D], b=rows[:, R + D], v_points=v_points, alpha=alpha,
-                lambda_prior=self.lambda_prior, ridge=self.ridge, activation=activation).weights)
+            options = dict(I=rows[:, R:R + D], b=rows[:, R + D], v_points=v_points, alpha=alpha,
+                           lambda_prior=self.lambda_prior, ridge=ridge, ridge_scaling=self.ridge_scaling,
+                           ridge_constant=self.ridge_constant, activation=activation)
+            if k == 0 and ridge is None and self.ridge_constant == "cv":
+                # nbar fitted on the training trials predicts the held-out increments through the fitted
+                # network's own rows, the population that produced them: their finite-N noise then cancels.
+                options.update(groups=groups, m_eval=m, I_eval=I, b_eval=b, random_state=rng)
+            model = fit_conditional_mean(rows[:, :R], points, increments, **options)
+            if k == 0:
+                self.ridge_lambda_, self.ridge_constant_ = model.ridge_lambda, model.ridge_constant
+                if model.cv_scores is not None:
+                    self.ridge_cv_constants_, self.ridge_cv_scores_ = model.cv_constants, model.cv_scores
+                    ridge = model.ridge_lambda  # the chosen lambda (same N) for the other regressions
+            weights.append(model.weights)
         # Same time points in every regression: the average of the closed forms is the closed form of the mean W.
         self.conditional_mean_ = ConditionalMean(points, v_points, np.mean(weights, axis=0), activation)
 
@@ -411,6 +454,11 @@ class Connector(_Distribution):
         return self
 
     def _check_params(self):
+        _check_ridge_scaling(self.ridge_scaling, _OWNER)
+        _check_ridge_constant(self.ridge_constant, _OWNER)
+        check_positive_scalar(self.lambda_prior, "lambda_prior", owner=_OWNER)
+        if self.ridge is not None:
+            check_positive_scalar(self.ridge, "ridge", owner=_OWNER)
         if self.conditional not in CONDITIONALS:
             raise ValueError(f"The 'conditional' parameter of {_OWNER} must be one of {list(CONDITIONALS)}. "
                              f"Got {self.conditional!r} instead.")
@@ -655,6 +703,9 @@ class Connector(_Distribution):
             "rank": self.layout_.rank, "n_inputs": self.layout_.n_inputs,
             "alpha": self.alpha_, "tau": self.tau_, "activation": self.activation_, "n_rows": self.n_rows_,
             "marginal": marginal_config, "conditional": None,
+            "ridge": {"lambda": self.ridge_lambda_, "constant": self.ridge_constant_,
+                      "cv_constants": None if self.ridge_cv_constants_ is None else self.ridge_cv_constants_.tolist(),
+                      "cv_scores": None if self.ridge_cv_scores_ is None else self.ridge_cv_scores_.tolist()},
         }
         if self.conditional_ is not None:
             conditional_config, conditional_tensors = self.conditional_.get_state()
@@ -693,6 +744,9 @@ class Connector(_Distribution):
         params = config.get("params")
         if not isinstance(params, dict) or set(params) - set(cls._PARAMS):
             raise ModelFileError(f"'params' must map {_OWNER}'s parameter names to values.")
+        if "ridge_scaling" not in params:
+            # Saved before the linear scaling existed: those models were fitted with the paper's form.
+            params = dict(params, ridge_scaling="paper", ridge_constant=0.1)
         connector = cls(**dict(params, device=device))
         try:
             connector._check_params()
@@ -734,11 +788,49 @@ class Connector(_Distribution):
         connector.conditional_ = (None if conditional_config is None else
                                   Flow.from_state(conditional_config, part("conditional."), device=device))
         connector.conditional_mean_ = ConditionalMean(points, v_points, weights, activation)
+        connector._set_ridge_from_config(config.get("ridge"), alpha)
         try:
             connector.n_covariance_, connector._n_factor = conditional_covariance(n_covariance, rank)
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"invalid 'n_covariance': {exc}") from None
         return connector
+
+    def _set_ridge_from_config(self, ridge, alpha):
+        """ridge_lambda_ and the rest from a saved 'ridge' entry; recomputed (no cross-validation) when absent."""
+        from .conditional_mean import ridge_lambda
+
+        if ridge is None:  # a folder saved before the entry existed: paper scaling or an absolute ridge
+            self.ridge_lambda_ = ridge_lambda(self.n_regression_samples, alpha, self.lambda_prior, self.ridge,
+                                              ridge_scaling="paper")
+            self.ridge_constant_ = None if self.ridge is not None else float(self.lambda_prior)
+            self.ridge_cv_constants_ = self.ridge_cv_scores_ = None
+            return
+
+        def number(value, name, optional=False, zero=False):
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (value == 0 and not zero):
+                raise ModelFileError(f"'ridge.{name}' must be a finite number {'>=' if zero else '>'} 0. "
+                                     f"Got {value!r}.")
+            return float(value)
+
+        def numbers_(value, name, zero):
+            if value is None:
+                return None
+            if not isinstance(value, list) or not value:
+                raise ModelFileError(f"'ridge.{name}' must be a non-empty list of numbers. Got {value!r}.")
+            return np.array([number(v, name, zero=zero) for v in value])
+
+        if not isinstance(ridge, dict) or set(ridge) != {"lambda", "constant", "cv_constants", "cv_scores"}:
+            raise ModelFileError("'ridge' must hold 'lambda', 'constant', 'cv_constants' and 'cv_scores'.")
+        self.ridge_lambda_ = number(ridge["lambda"], "lambda")
+        self.ridge_constant_ = number(ridge["constant"], "constant", optional=True)
+        self.ridge_cv_constants_ = numbers_(ridge["cv_constants"], "cv_constants", zero=False)
+        self.ridge_cv_scores_ = numbers_(ridge["cv_scores"], "cv_scores", zero=True)  # a held-out MSE may be 0
+        if (self.ridge_cv_constants_ is None) != (self.ridge_cv_scores_ is None) or (
+                self.ridge_cv_scores_ is not None and len(self.ridge_cv_scores_) != len(self.ridge_cv_constants_)):
+            raise ModelFileError("'ridge.cv_constants' and 'ridge.cv_scores' must both be given, of equal length.")
 
     def __repr__(self):
         if not hasattr(self, "marginal_"):

@@ -239,7 +239,8 @@ def load_official_checkpoint(path, *, device="auto", n_steps=OFFICIAL_N_STEPS, s
     marginal = _flow(marginal_layers, dim, 0, np.ones(dim), free, np.zeros(dim), n_steps, solver, device)
     conditional = _flow(conditional_layers, rank, dim, np.full(rank, scale), np.ones(rank, bool), np.zeros(rank),
                         n_steps, solver, device, insert_zero_column=None if bias else rank + dim - 1)
-    connector = OfficialConnector(conditional="cnf", lambda_prior=float(args.get("regularizer", 1e-4)),
+    connector = OfficialConnector(conditional="cnf", ridge_scaling="paper",
+                                  lambda_prior=float(args.get("regularizer", 1e-4)),
                                   n_regression_samples=int(args.get("nsamples", 1000)),
                                   hidden=int(marginal_layers[0][0].shape[0]), n_layers=len(marginal_layers) - 1,
                                   n_epochs=int(args.get("mbd_training_epochs", 1000)),

@@ -96,10 +96,12 @@ def test_chunked_evaluation_matches_one_block(monkeypatch):
 
 def test_ridge_lambda_prior_form():
     # lambda = lambda_p N^2 / alpha^2: the paper's 1e-4, N = 1000, alpha = 0.1 give 1e4.
-    assert ridge_lambda(1000, 0.1) == pytest.approx(1e4)
+    assert ridge_lambda(1000, 0.1, ridge_scaling="paper") == pytest.approx(1e4)
     assert ridge_lambda(1000, 0.1, ridge=3.0) == 3.0
     with pytest.raises(ValueError, match="'lambda_prior' parameter .* > 0"):
-        ridge_lambda(10, 0.1, lambda_prior=0.0)
+        ridge_lambda(10, 0.1, lambda_prior=0.0, ridge_scaling="paper")
+    # The default linear form: lambda = c N.
+    assert ridge_lambda(1000, 0.1, ridge_constant=0.3) == pytest.approx(300.0)
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +139,9 @@ def test_prior_form_with_fixed_lambda_p_is_biased_at_large_n(limit_cycle_regress
     # lambda = lambda_p N^2 / alpha^2 grows faster than Phi Phi^T ~ N: the
     # prior dominates as N grows (documented in the module). At the paper's
     # N = 1000 the error is measured at 0.18 (3% of E|A m|^2).
-    at_paper_size = mean_error(limit_cycle_regression, 1000)
+    at_paper_size = mean_error(limit_cycle_regression, 1000, ridge_scaling="paper")
     assert at_paper_size < 0.05 * 6.4
-    assert mean_error(limit_cycle_regression, 4000) > at_paper_size
+    assert mean_error(limit_cycle_regression, 4000, ridge_scaling="paper") > at_paper_size
 
 
 # --------------------------------------------------------------------------- maximum entropy
@@ -229,9 +231,9 @@ def test_fit_input_errors():
 def test_ridge_lambda_of_a_tiny_alpha_is_a_clear_error(alpha):
     # lambda_p N^2 / alpha^2 is not representable: alpha**2 underflowed to 0 (ZeroDivisionError) before.
     with pytest.raises(ValueError, match="overflows"):
-        ridge_lambda(11, alpha)
+        ridge_lambda(11, alpha, ridge_scaling="paper")
     # Where it is representable, it is the formula (1e-100: lambda = 1e-4 * 121 * 1e200).
-    assert ridge_lambda(11, 1e-100) == pytest.approx(1e-4 * 121 * 1e200)
+    assert ridge_lambda(11, 1e-100, ridge_scaling="paper") == pytest.approx(1e-4 * 121 * 1e200)
 
 
 def test_connector_fit_with_a_tiny_alpha_is_a_clear_error():
@@ -241,8 +243,8 @@ def test_connector_fit_with_a_tiny_alpha_is_a_clear_error():
     rng = np.random.default_rng(0)
     network = LowRankRNN(rng.standard_normal((11, 1)), rng.standard_normal((11, 1)))
     with pytest.raises(ValueError, match="overflows"):
-        Connector(hidden=4, n_layers=1, n_epochs=1, device="cpu").fit(network, alpha=1e-320, n_sim_steps=2,
-                                                                       kappa0=np.zeros((4, 1)))
+        Connector(hidden=4, n_layers=1, n_epochs=1, device="cpu", ridge_scaling="paper").fit(
+            network, alpha=1e-320, n_sim_steps=2, kappa0=np.zeros((4, 1)))
 
 
 def test_a_numerically_singular_ridge_regression_is_a_clear_error():

@@ -284,7 +284,8 @@ def test_conditional_cnf_agrees_with_the_closed_form():
     # with the paper's regression (lambda_p = 1e-4, 1,000 rows), against the
     # closed form it is trained on: conditional means, spread, dynamics.
     truth = synthetic_network("limit_cycle", n_neurons=2000)
-    settings = dict(n_epochs=100, hidden=64, n_layers=3, batch_size=256, learning_rate=2e-3, random_state=0)
+    settings = dict(n_epochs=100, hidden=64, n_layers=3, batch_size=256, learning_rate=2e-3, random_state=0,
+                    ridge_scaling="paper")
     connector = Connector(**settings, conditional="cnf", n_covariance=0.25,
                           n_conditional_samples=4000).fit(truth.network, truth.trajectories)
     conditions = connector.marginal_.sample(20, random_state=3)
