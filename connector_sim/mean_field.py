@@ -832,14 +832,12 @@ def _tail_integral(poly, a, mu, s, power):
 
     p(mu + s t) is expanded in t (no cancellation between powers of mu), then
     E[t^j 1{t > (a - mu) / s}] in closed form."""
-    poly = np.asarray(poly, dtype=np.float64)
     degree = len(poly) - 1
     J = _standard_tail_moments((a - mu) / s, degree + power)
     total = 0.0
-    for j in range(degree + 1):  # coefficient of t^j in p(mu + s t)
-        q = sum(poly[k] * math.comb(k, j) * mu ** (k - j) for k in range(j, degree + 1) if poly[k] != 0.0)
-        if np.any(q != 0.0):
-            total = total + q * s ** (j + power) * J[j + power]
+    for j in range(degree + 1):  # coefficient of t^j in p(mu + s t); coefficients may be per-point arrays
+        q = sum(poly[k] * math.comb(k, j) * mu ** (k - j) for k in range(j, degree + 1))
+        total = total + q * s ** (j + power) * J[j + power]
     return total
 
 
@@ -850,30 +848,32 @@ def _legendre_unit(order):
 
 
 def _accurate_average(function, tails, L, mu, s, power, order, kinks=(0.0,)):
-    """E[f(y) (y - mu)^power], y ~ N(mu, s^2), for s > 0: closed-form tails beyond +-L, piecewise
-    Gauss-Legendre on [-L, L] within the window mu +- 9 s, split at the kinks and every 3 s."""
+    """E[f(y) (y - mu)^power], y ~ N(mu, s^2), s > 0 (arrays of P points): closed-form tails beyond +-L,
+    piecewise Gauss-Legendre on [-L, L] within the window mu +- 9 s, split at the kinks and every 3 s.
+
+    ``function(y, index)`` evaluates f at y of shape (len(index), pieces, order) for the points
+    ``index``; ``tails`` = (upper, lower) lists of ascending coefficients (numbers or (P,) arrays);
+    ``L`` a number or a (P,) array."""
     upper, lower = tails
+    L = np.broadcast_to(np.asarray(L, dtype=np.float64), mu.shape)
     # Beyond -L: y -> -y' with y' ~ N(-mu, s^2), p(-y') and (y - mu)^k = (-1)^k (y' + mu)^k.
-    flipped = np.asarray(lower, dtype=np.float64) * (-1.0) ** np.arange(len(lower))
+    flipped = [c * (-1.0) ** k for k, c in enumerate(lower)]
     total = _tail_integral(upper, L, mu, s, power) + (-1.0) ** power * _tail_integral(flipped, L, -mu, s, power)
-    if L <= 0.0:
-        return total
+    total = np.broadcast_to(total, mu.shape).copy()
     lo, hi = np.maximum(-L, mu - _WINDOW * s), np.minimum(L, mu + _WINDOW * s)
-    inside = lo < hi
-    if not inside.any():
+    index = np.flatnonzero(lo < hi)
+    if not index.size:
         return total
-    m, sd, lo, hi = mu[inside], s[inside], lo[inside], hi[inside]
+    m, sd, lo, hi = mu[index], s[index], lo[index], hi[index]
     cuts = [m + 3.0 * k * sd for k in range(-2, 3)] + [np.full_like(m, kink) for kink in kinks]
     points = np.sort(np.column_stack([lo] + [np.clip(c, lo, hi) for c in cuts] + [hi]), axis=1)
     start, width = points[:, :-1], np.diff(points, axis=1)  # (P, pieces)
     nodes, weights = _legendre_unit(order)
     y = start[..., None] + width[..., None] * nodes  # (P, pieces, order)
-    z = (y - m[:, None, None]) / sd[:, None, None]
-    density = np.exp(-0.5 * z * z) / (sd[:, None, None] * math.sqrt(2 * math.pi))
-    values = function(y) * density * (y - m[:, None, None]) ** power
-    middle = np.einsum("pko,o,pk->p", values, weights, width)
-    total = np.broadcast_to(total, mu.shape).copy()
-    total[inside] += middle
+    d = y - m[:, None, None]
+    density = np.exp(-0.5 * (d / sd[:, None, None]) ** 2) / (sd[:, None, None] * math.sqrt(2 * math.pi))
+    values = function(y, index) * density * d**power
+    total[index] += np.einsum("pko,o,pk->p", values, weights, width)
     return total
 
 
@@ -986,7 +986,7 @@ def _single_block(activation, factors, mu, s, power, rule, order):
     out[point] = function(mu[point]) * (1.0 if power == 0 else 0.0)
     spread = ~point
     if spread.any():
-        out[spread] = _accurate_average(function, _tail_polynomials(activation, factors),
+        out[spread] = _accurate_average(lambda y, index: function(y), _tail_polynomials(activation, factors),
                                         _TAIL_HALF_WIDTH[activation], mu[spread], s[spread], power, order)
     return out
 
@@ -1051,30 +1051,43 @@ def double_gaussian_average(activation, quantity, mu, s_static, s_fluctuating, *
     mu, s_s, s_f = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (mu, s_static, s_fluctuating)))
     _check_spread(s_s, "s_static", owner)
     _check_spread(s_f, "s_fluctuating", owner)
+    return _double_average(activation, AVERAGE_QUANTITIES[quantity], mu, s_s, s_f, rule, order)
+
+
+def _double_average(activation, factors, mu, s_s, s_f, rule, order):
+    """int Dz <f>(mu + s_s z, s_f)^2 over broadcast arrays (see double_gaussian_average)."""
     shape = mu.shape
-    mu, s_s, s_f = mu.ravel(), s_s.ravel(), s_f.ravel()
-    factors = AVERAGE_QUANTITIES[quantity]
-    out = np.empty(mu.shape)
-    for i in range(mu.size):  # one point at a time: F is evaluated at every outer node
-        out[i] = _double_point(activation, factors, mu[i], s_s[i], s_f[i], rule, order)
-    return out.reshape(shape)
+    mu, s_s, s_f = (np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (mu, s_s, s_f))
 
-
-def _double_point(activation, factors, mu, s_s, s_f, rule, order):
-    from numpy.polynomial import polynomial as P
-
-    def smoothed(y):
-        flat = np.ravel(y)
-        inner = _single_average(activation, factors, flat, np.full(flat.shape, s_f), 0, rule, order)
-        return inner.reshape(np.shape(y))
+    def smoothed(y, index):  # F(y) = <f>(y, s_f) at y of shape (len(index), ...)
+        spread = np.broadcast_to(s_f[index].reshape((-1,) + (1,) * (y.ndim - 1)), y.shape)
+        return _single_average(activation, factors, y.ravel(), spread.ravel(), 0, rule, order).reshape(y.shape)
 
     if rule == "hermite":
         (x, w), _ = _quadrature_nodes(order)
-        return float((smoothed(mu + s_s * x) ** 2) @ w)
-    if s_s == 0.0:
-        return float(smoothed(np.array([mu]))[0] ** 2)
-    if s_f == 0.0:
-        return float(_single_average(activation, factors * 2, np.array([mu]), np.array([s_s]), 0, rule, order)[0])
-    tails = [P.polymul(q, q) for q in (_smoothed_polynomial(p, s_f) for p in _tail_polynomials(activation, factors))]
-    L = _TAIL_HALF_WIDTH[activation] + _WINDOW * s_f
-    return float(_accurate_average(lambda y: smoothed(y) ** 2, tails, L, np.array([mu]), np.array([s_s]), 0, order, kinks=(0.0,))[0])
+        y = mu[:, None] + s_s[:, None] * x
+        return ((smoothed(y, np.arange(mu.size)) ** 2) @ w).reshape(shape)
+    out = np.empty(mu.shape)
+    point = s_s == 0.0
+    if point.any():
+        out[point] = smoothed(mu[point], np.flatnonzero(point)) ** 2
+    sharp = (s_f == 0.0) & ~point
+    if sharp.any():
+        out[sharp] = _single_average(activation, factors * 2, mu[sharp], s_s[sharp], 0, rule, order)
+    rest = np.flatnonzero(~point & ~sharp)
+    if rest.size:
+        from numpy.polynomial import polynomial as P
+
+        # Beyond +-(L + 9 s_f), F is the smoothed tail polynomial E[p(y + s_f x)] (to 1e-17): per point.
+        tails = []
+        for p in _tail_polynomials(activation, factors):
+            squared = [P.polymul(q, q) for q in (_smoothed_polynomial(p, sf) for sf in s_f[rest])]
+            degree = max(len(q) for q in squared)
+            table = np.zeros((degree, rest.size))
+            for i, q in enumerate(squared):
+                table[:len(q), i] = q
+            tails.append(list(table))
+        L = _TAIL_HALF_WIDTH[activation] + _WINDOW * s_f[rest]
+        out[rest] = _accurate_average(lambda y, index: smoothed(y, rest[index]) ** 2, tails, L, mu[rest],
+                                      s_s[rest], 0, order)
+    return out.reshape(shape)
