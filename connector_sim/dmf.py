@@ -249,8 +249,10 @@ def rank_one_structure(structure, *, kind="mean", variance=1.0, input_overlaps=N
     - ``kind="mean"``: E[m] = E[n] = sqrt(structure) (sign of structure on n),
       Var m = Var n = ``variance``, Cov(m, n) = 0 (Mastrogiuseppe & Ostojic
       Fig. 2: structure along the mean, M_m M_n).
-    - ``kind="covariance"``: zero means, Var m = Var n = ``variance``,
-      Cov(m, n) = structure (needs ``|structure| < variance``).
+    - ``kind="covariance"``: zero means, Var m = ``variance``, Cov(m, n) =
+      structure, Var n = ``variance`` or, where that is not positive
+      definite, just enough more (Var n does not enter the mean field: n
+      appears linearly).
 
     Parameters
     ----------
@@ -268,7 +270,7 @@ def rank_one_structure(structure, *, kind="mean", variance=1.0, input_overlaps=N
     Raises
     ------
     ValueError
-        If ``kind`` is unknown or the covariance is not positive semidefinite.
+        If ``kind`` is unknown, ``variance`` <= 0, or the input overlaps make the covariance indefinite.
     """
     owner = "rank_one_structure"
     structure = _real(structure, "structure", owner)
@@ -279,18 +281,20 @@ def rank_one_structure(structure, *, kind="mean", variance=1.0, input_overlaps=N
         root = math.sqrt(abs(structure))
         mean, cov_mn = [root, math.copysign(root, structure)], 0.0
     elif kind == "covariance":
-        if abs(structure) >= variance:
-            raise ValueError(f"{owner}(kind='covariance') needs |structure| < variance (a positive-definite "
-                             f"covariance of m, n). Got structure={structure}, variance={variance}; raise the "
-                             "variance.")
         mean, cov_mn = [0.0, 0.0], structure
     else:
         raise ValueError(f"The 'kind' parameter of {owner} must be 'mean' or 'covariance'. Got {kind!r} instead.")
-    cov = [[variance, cov_mn], [cov_mn, variance]]
+    # Var n does not enter the mean field (n appears linearly): raised where needed for a valid covariance.
+    c_mi, c_ni = (0.0, 0.0) if input_overlaps is None else (float(c) for c in input_overlaps)
+    if variance - c_mi**2 <= 0:
+        raise ValueError(f"The input overlaps of {owner} need Cov(m, I)^2 < Var m (a positive-definite covariance "
+                         f"of m and a unit-variance I). Got Cov(m, I) = {c_mi}, Var m = {variance}.")
+    schur = c_ni**2 + (cov_mn - c_mi * c_ni) ** 2 / (variance - c_mi**2)
+    variance_n = max(variance, 1.01 * schur + 1e-12)
+    cov = [[variance, cov_mn], [cov_mn, variance_n]]
     if input_overlaps is None:
         return Gaussian(mean, cov, rank=1)
-    c_mi, c_ni = (float(c) for c in input_overlaps)
-    cov = [[variance, cov_mn, c_mi], [cov_mn, variance, c_ni], [c_mi, c_ni, 1.0]]
+    cov = [[variance, cov_mn, c_mi], [cov_mn, variance_n, c_ni], [c_mi, c_ni, 1.0]]
     return Gaussian(mean + [0.0], cov, rank=1, n_inputs=1)
 
 

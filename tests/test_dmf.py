@@ -250,7 +250,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="inputs"):
         DMF(Gaussian([0, 0, 0], np.eye(3), rank=1, n_inputs=1), 1.0, inputs=[1.0, 2.0])
     with pytest.raises(ValueError, match="variance"):
-        rank_one_structure(2.0, kind="covariance", variance=1.0)
+        rank_one_structure(2.0, kind="covariance", variance=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        rank_one_structure(0.5, kind="covariance", input_overlaps=(2.0, 0.0))
     with pytest.raises(ValueError, match="kind"):
         rank_one_structure(2.0, kind="median")
     with pytest.raises(ValueError, match="quantity"):
@@ -263,3 +265,38 @@ def test_bad_input():
         gaussian_average("elu", "phi", 0.0, 1.0)
     with pytest.raises(ValueError, match="quantity"):
         double_gaussian_average("tanh", "dphi", 0.0, 1.0, 1.0)
+
+
+# --- the complete regime map (spectra) --------------------------------------------------------------
+
+
+def test_regime_map_keeps_the_spectral_answer_and_says_who_decided():
+    from connector_sim import spectra
+
+    for variance, covariance in [(0.01, 0.0), (1.0, 0.5), (1.0, 0.005), (0.3, 0.02), (1.0, 0.05)]:
+        options = {"n_connections": 100, "n_neurons": 1000}
+        old = spectra.predicted_regime(variance, covariance, **options)
+        new = spectra.predicted_regime_map(variance, covariance, **options)
+        assert new.spectral_regime == old  # predicted_regime is unchanged, and reported alongside
+        both_above = new.outlier > 1 and new.bulk_radius > 1
+        assert new.method == ("dmf" if both_above else "spectrum")
+        if not both_above:
+            assert new.regime == {"chaotic": "homogeneous chaotic"}.get(old, old)
+        assert new.regime in spectra.REGIME_MAP
+
+
+def test_regime_boundaries_separate_the_dmf_regions():
+    from connector_sim import spectra
+
+    b = spectra.regime_boundaries(3.0, tol=5e-3)
+    assert (b.outlier_line, b.bulk_line) == (1.0, 1.0)
+    assert 1.0 < b.g_bulk < b.g_chaotic_structure < 3.0 and np.isnan(b.g_outlier)
+    expected = [(0.5, "structured", "spectrum"), (b.g_bulk - 0.03, "structured", "dmf"),
+                (b.g_bulk + 0.03, "structured chaotic", "dmf"),
+                (b.g_chaotic_structure + 0.03, "homogeneous chaotic", "dmf")]
+    for radius, regime, method in expected:
+        prediction = spectra.regime_from_spectrum(3.0, radius)
+        assert (prediction.regime, prediction.method) == (regime, method), radius
+    assert spectra.regime_from_spectrum(0.5, 2.0).regime == "homogeneous chaotic"
+    with pytest.raises(ValueError, match="finite"):
+        spectra.regime_from_spectrum(float("nan"), 1.0)
