@@ -136,7 +136,7 @@ class DMF:
     --------
     >>> model = DMF(rank_one_structure(2.0, kind="covariance", variance=3.0), g=0.5)
     >>> [round(float(s.kappa[0]), 3) for s in stationary_solutions(model)]
-    [-1.088, 0.0, 1.088]
+    [-0.745, 0.0, 0.745]
     """
 
     def __init__(self, distribution, g, *, inputs=None, activation="tanh", rule="accurate", order=DMF_ORDER):
