@@ -1000,14 +1000,14 @@ def plot_phase_diagram(diagram, *, ax=None):
                            label=f"simulated: {name}")
     if diagram.lines is not None:
         lines = diagram.lines
-        ax.plot(lines.g_bulk, lines.structures, "-", color="k", label="gB (bulk of the structured state)")
-        ax.plot(lines.g_outlier, lines.structures, "--", color="k", label="gC (its outlier)")
-        ax.plot(lines.g_chaotic_structure, lines.structures, ":", color="k", label="chaotic kappa -> 0")
+        ax.plot(lines.g_bulk, lines.structures, "-|", color="k", label="gB (bulk of the structured state)")
+        ax.plot(lines.g_outlier, lines.structures, "--|", color="k", label="gC (its outlier)")
+        ax.plot(lines.g_chaotic_structure, lines.structures, ":|", color="k", label="chaotic kappa -> 0")
     for k, (name, colour) in enumerate(zip(DMF_REGIMES, colours)):
         ax.scatter([], [], marker="s", color=colour, label=f"theory: {name}")
     ax.set_xlabel("random strength g")
     ax.set_ylabel("structure (outlier of m n^T / N)")
-    ax.legend(fontsize="x-small", loc="upper left")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
 
 

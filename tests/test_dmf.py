@@ -300,3 +300,21 @@ def test_regime_boundaries_separate_the_dmf_regions():
     assert spectra.regime_from_spectrum(0.5, 2.0).regime == "homogeneous chaotic"
     with pytest.raises(ValueError, match="finite"):
         spectra.regime_from_spectrum(float("nan"), 1.0)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def test_cli_dmf_writes_the_phase_diagram(tmp_path, capsys):
+    import json
+
+    from connector_sim.cli import main
+
+    out = tmp_path / "report"
+    assert main(["dmf", "--out", str(out), "--gs", "0.5,2", "--structures", "0.5", "--n-neurons", "300", "-q"]) == 0
+    payload = json.loads((out / "dmf_phase_diagram.json").read_text())
+    assert payload["predicted"] == [["decaying", "homogeneous chaotic"]]
+    assert len(payload["simulated"][0]) == 2 and (out / "dmf_phase_diagram.png").stat().st_size > 0
+    assert main(["dmf", "--out", str(tmp_path / "bad"), "--gs", "a,b", "-q"]) == 2
+    assert not (tmp_path / "bad" / "dmf_phase_diagram.json").exists()
+    assert "--gs takes numbers" in capsys.readouterr().err
