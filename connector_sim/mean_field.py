@@ -820,10 +820,13 @@ def _standard_tail_moments(alpha, degree):
     """J_j = E[t^j 1{t > alpha}] for t ~ N(0, 1), j = 0..degree (J_j = alpha^(j-1) varphi(alpha) + (j-1) J_(j-2))."""
     from scipy.special import ndtr
 
-    density = np.exp(-0.5 * np.minimum(alpha * alpha, 1e300)) / math.sqrt(2 * math.pi)
+    # Beyond |alpha| = 40 the density underflows to 0 and ndtr saturates: clipping changes nothing and
+    # keeps alpha^(j - 1) finite.
+    alpha = np.clip(alpha, -40.0, 40.0)
+    density = np.exp(-0.5 * alpha * alpha) / math.sqrt(2 * math.pi)
     J = [ndtr(-alpha), density]
     for j in range(2, degree + 1):
-        J.append(np.where(np.isfinite(alpha), alpha ** (j - 1), 0.0) * density + (j - 1) * J[j - 2])
+        J.append(alpha ** (j - 1) * density + (j - 1) * J[j - 2])
     return J
 
 
