@@ -413,7 +413,7 @@ def _starts(model, scale):
 
 
 def _scale(model):
-    """A latent scale: |E[n]| sup phi + the structure."""
+    """A latent scale: 1 + sum abs(E[n]) + the structure."""
     return 1.0 + float(np.abs(model._mean_n).sum()) + float(np.abs(model._cov_nm).sum()) + float(
         np.abs(np.outer(model._mean_n, model._mean_m)).sum())
 
@@ -805,7 +805,7 @@ class PhaseDiagram:
     simulated : ndarray of str or None
         :func:`simulated_dmf_regime` of a finite network (same shape), or None.
     kappa : ndarray
-        kappa of the predicted state (stationary or chaotic; the largest |kappa|).
+        kappa of the predicted state (stationary or chaotic; the largest in absolute value).
     lines : CriticalLines or None
     settings : dict
     """
@@ -888,7 +888,7 @@ def simulated_dmf_regime(network, *, overlap_z=5.0, **options):
     :func:`connector_sim.sparse_dynamics.classify_activity` decides decaying /
     structured (static) / chaotic; a chaotic network is "structured chaotic"
     when its time-averaged state overlaps m beyond chance
-    (|cos(x_bar, m)| sqrt(K) > ``overlap_z``, K recorded units: a state
+    (abs(cos(x_bar, m)) sqrt(K) > ``overlap_z``, K recorded units: a state
     unrelated to m gives ~ N(0, 1)), else "homogeneous chaotic".
 
     Parameters

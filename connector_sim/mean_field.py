@@ -916,7 +916,7 @@ def gaussian_average(activation, quantity, mu, s, *, power=0, rule="accurate", o
       with ``order`` nodes on pieces of [-L, L] n [mu - 9 s, mu + 9 s] split
       at 0 (the kink of relu) and every 3 s. relu and identity are therefore
       closed forms; tanh, sigmoid, softplus are accurate to ~1e-12 relative to
-      max(1, |<f>|) for any (mu, s) at ``order=64`` (the tests check it
+      max(1, abs(<f>)) for any (mu, s) at ``order=64`` (the tests check it
       against adaptive quadrature). s = 0 gives f(mu) (times 0^power).
     - ``"hermite"``: plain Gauss-Hermite with ``order`` nodes in g, for
       reproducing another code's numbers; inaccurate for wide s (tanh becomes
