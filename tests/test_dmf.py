@@ -146,6 +146,26 @@ def test_static_structured_state_matches_simulation():
             assert abs(state.var() - theory.delta0) < tol_delta
 
 
+@pytest.mark.parametrize("overlaps", [(0.6, 0.0), (0.0, 0.8)], ids=["input along m", "input along n"])
+def test_input_driven_state_matches_simulation(overlaps):
+    # structure 0.5 (no structured state without input), g = 0.5, a constant input v = 1.5 along m or n
+    from connector_sim import LowRankRNN, LowRankPlusRandomRNN
+    from connector_sim.sparse_dynamics import _whitened_gaussian
+
+    structure, g, N, v = 0.5, 0.5, 2000, 1.5
+    distribution = rank_one_structure(structure, kind="covariance", input_overlaps=overlaps)
+    (state,) = [s for s in stationary_solutions(DMF(distribution, g, inputs=[v])) if s.stable]
+    rows = _whitened_gaussian(N, 3, np.random.default_rng(2)) @ np.linalg.cholesky(np.asarray(distribution.cov)).T
+    network = LowRankPlusRandomRNN(LowRankRNN(rows[:, :1], rows[:, 1:2], rows[:, 2:]), g, seed=5)
+    result = simulate_low_rank_plus_random(network, 300, dt=0.2, inputs=np.full((300, 1), v), x0=np.zeros(N))
+    x = result.final_state[0]
+    n = network.n[:, 0]
+    assert abs(result.kappa[0, -1, 0] - state.kappa[0]) < 4 * np.std(n * np.tanh(x)) / math.sqrt(N)
+    assert abs(x.var() - state.delta0) < 4 * np.std((x - x.mean()) ** 2) / math.sqrt(N)
+    if overlaps[0] == 0.0:  # along n only: kappa comes from the input through Cov(n, I)
+        assert state.kappa[0] > 0.1
+
+
 def _chaos_statistics(network, lag=100):
     N = network.n_neurons
     m = network.m[:, 0]
