@@ -1108,6 +1108,66 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(BAD_INPUT, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
+# --- connector-sim dmf: the phase diagram of low-rank plus random networks (theory section 8) -----------
+
+
+def _float_list(text, option):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CommandError(f"{option} takes numbers separated by commas, e.g. '0.5,1.5,2.5'. Got {text!r}.") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise CommandError(f"{option} needs at least one finite number. Got {text!r}.")
+    return values
+
+
+def _dmf(arguments):
+    """The DMF phase diagram in the (g, structure) plane, with simulated finite networks on top (json + png)."""
+    import numpy as np
+
+    from .demo import save_figure_atomic, write_json_atomic
+    from .dmf import plot_phase_diagram, simulated_phase_diagram
+
+    # Every option first: nothing runs, and nothing is written, on bad input.
+    gs = _float_list(arguments.gs or ("0.5,1.5,2.5" if arguments.quick else "0.5,1.0,1.5,2.0,2.5,3.0"), "--gs")
+    structures = _float_list(arguments.structures or ("0.5,2.5" if arguments.quick else "0.5,1.5,2.5,3.5"),
+                             "--structures")
+    if min(gs) < 0:
+        raise CommandError(f"--gs must be >= 0 (random strengths). Got {gs}.")
+    n_neurons = 500 if arguments.quick and arguments.n_neurons is None else (arguments.n_neurons or 1000)
+    arguments.n_neurons = n_neurons
+    _check_int(arguments, "n_neurons", 10, 8000)
+    _check_seed(arguments)
+    os.makedirs(arguments.out, exist_ok=True)
+    stem = os.path.join(arguments.out, "dmf_phase_diagram")
+    _writable(stem + ".json", "--out")
+    _writable(stem + ".png", "--out")
+    progress = arguments.progress.runs("dmf")
+    diagram = simulated_phase_diagram(
+        gs, structures, n_neurons=n_neurons, kind=arguments.kind, random_state=arguments.seed,
+        seed=arguments.seed + 1, lines=True,
+        progress=None if progress is None else (lambda done, total: progress(done, total, "simulated points")))
+    write_json_atomic(stem + ".json", json_safe(diagram.to_dict()))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    plot_phase_diagram(diagram, ax=ax)
+    figure.tight_layout()
+    save_figure_atomic(figure, stem + ".png")
+    plt.close(figure)
+    arguments.progress.close()
+    print(f"dmf: {len(structures)} structures x {len(gs)} g, N = {n_neurons} ({arguments.kind} structure): "
+          f"theory and simulation agree at {diagram.agreement():.0%} of the points")
+    for structure, gb in zip(diagram.structures, diagram.lines.g_bulk):
+        print(f"  structure {structure:g}: gB = {gb:.3f}" if np.isfinite(gb) else f"  structure {structure:g}: no "
+              "structured stationary state")
+    print(f"wrote {stem}.json, {stem}.png")
+    return 0
+
+
 def _parser():
     parser = _ArgumentParser(prog="connector-sim", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1277,6 +1337,18 @@ def _parser():
     ddm.add_argument("--backend", default="auto", choices=BACKENDS)
     ddm.add_argument("--threads", type=int, default=1)
     ddm.set_defaults(run=_ddm)
+    dmf = commands.add_parser("dmf", help="dynamic mean field of low-rank plus random networks: the phase diagram "
+                                          "in the (g, structure) plane with simulated finite networks (json + png)")
+    dmf.add_argument("--out", default="report", help="output folder (default: report)")
+    dmf.add_argument("--gs", default=None, help="random strengths g, comma-separated (default 0.5,1,...,3)")
+    dmf.add_argument("--structures", default=None,
+                     help="structures (outlier of m n^T / N), comma-separated (default 0.5,1.5,2.5,3.5)")
+    dmf.add_argument("--kind", default="mean", choices=("mean", "covariance"),
+                     help="structure along the means of m, n (default) or their covariance")
+    dmf.add_argument("--n-neurons", type=int, default=None, help="simulated network size (default 1000)")
+    dmf.add_argument("--quick", action="store_true", help="a small grid and N = 500 (about a minute)")
+    dmf.add_argument("--seed", type=int, default=0)
+    dmf.set_defaults(run=_dmf)
     backends = commands.add_parser("backends", help="list the simulation backends built here")
     backends.set_defaults(run=_backends)
     for command in commands.choices.values():  # every subcommand, added last so none is missed

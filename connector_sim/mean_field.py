@@ -31,7 +31,7 @@ import numpy as np
 from ._kernels import flow_field, read_only
 from ._memory import check_allocation
 from ._validation import check_array, check_dtype, check_int, check_positive_scalar
-from .activations import BUILTIN_ACTIVATIONS, activation_name, check_activation
+from .activations import BUILTIN_ACTIVATIONS, activation_name, apply_activation, check_activation
 from .distributions import Empirical, Gaussian, GaussianMixture
 from .network import LowRankRNN
 
@@ -732,3 +732,394 @@ def mean_field_trajectory(source, kappa0, n_steps=None, dt=None, *, inputs=None,
         out[:, t + 1] = kappa
     return out
 
+
+
+# --- more Gaussian averages: the dynamic mean field (theory section 8) -------------------------------
+
+#: The quantities :func:`gaussian_average` computes, as products of phi, phi' and Phi
+#: (Phi the primitive of phi, see :func:`primitive`).
+AVERAGE_QUANTITIES = {
+    "phi": ("phi",), "dphi": ("dphi",), "phi2": ("phi", "phi"), "dphi2": ("dphi", "dphi"),
+    "phi_dphi": ("phi", "dphi"), "Phi": ("Phi",), "Phi2": ("Phi", "Phi"),
+}
+
+#: Quadrature rules of :func:`gaussian_average`: "accurate" (piecewise Gauss-Legendre with
+#: closed-form tails, to ~1e-12 for any (mu, s)) or "hermite" (plain Gauss-Hermite, ``order`` nodes).
+AVERAGE_RULES = ("accurate", "hermite")
+
+_LOG2 = math.log(2.0)
+# Half-width L beyond which each activation, its derivative and its primitive equal a
+# polynomial (the "tails") to within 1e-17 (exactly for relu and identity, L = 0).
+_TAIL_HALF_WIDTH = {"tanh": 20.0, "sigmoid": 40.0, "softplus": 40.0, "relu": 0.0, "identity": 0.0}
+# Tail polynomials (ascending coefficients) of phi, phi' and Phi: (beyond +L, beyond -L).
+_TAILS = {
+    "tanh": {"phi": ((1.0,), (-1.0,)), "dphi": ((0.0,), (0.0,)), "Phi": ((-_LOG2, 1.0), (-_LOG2, -1.0))},
+    "sigmoid": {"phi": ((1.0,), (0.0,)), "dphi": ((0.0,), (0.0,)), "Phi": ((0.0, 1.0), (0.0,))},
+    "softplus": {"phi": ((0.0, 1.0), (0.0,)), "dphi": ((1.0,), (0.0,)),
+                 "Phi": ((math.pi**2 / 6, 0.0, 0.5), (0.0,))},
+    "relu": {"phi": ((0.0, 1.0), (0.0,)), "dphi": ((1.0,), (0.0,)), "Phi": ((0.0, 0.0, 0.5), (0.0,))},
+    "identity": {"phi": ((0.0, 1.0), (0.0, 1.0)), "dphi": ((1.0,), (1.0,)), "Phi": ((0.0, 0.0, 0.5), (0.0, 0.0, 0.5))},
+}
+# Window of the Gaussian density kept by the accurate rule: |y - mu| <= 9 s (mass outside 2e-19).
+_WINDOW = 9.0
+
+
+def primitive(activation, y):
+    """Phi(y), the primitive of phi used by the chaotic mean field (theory section 8).
+
+    Closed forms, with the additive constant chosen as below (it cancels in
+    every quantity the mean field uses)::
+
+        tanh      Phi(y) = log cosh y = |y| - log 2 + log(1 + exp(-2 |y|))
+        sigmoid   Phi(y) = softplus(y) = log(1 + e^y)
+        softplus  Phi(y) = -Li2(-e^y)   (dilogarithm; y^2 / 2 + pi^2 / 6 + Li2(-e^-y) for y > 0)
+        relu      Phi(y) = max(y, 0)^2 / 2
+        identity  Phi(y) = y^2 / 2
+
+    Parameters
+    ----------
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}
+    y : array-like
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    >>> primitive("tanh", [0.0, 1.0]).round(6)
+    array([0.      , 0.433781])
+    """
+    _check_closed_form(activation)
+    y = np.asarray(y, dtype=np.float64)
+    if activation == "tanh":
+        a = np.abs(y)
+        return a - _LOG2 + np.log1p(np.exp(-2.0 * a))
+    if activation == "sigmoid":
+        return np.logaddexp(0.0, y)
+    if activation == "softplus":
+        from scipy.special import spence
+
+        # scipy: spence(1 - x) = Li2(x), so Li2(-e^y) = spence(1 + e^y).
+        e = np.exp(-np.abs(y))
+        return np.where(y <= 0, -spence(1.0 + e), 0.5 * y * y + math.pi**2 / 6 + spence(1.0 + e))
+    if activation == "relu":
+        return 0.5 * np.maximum(y, 0.0) ** 2
+    return 0.5 * y * y
+
+
+def _base_function(activation, name, y):
+    if name == "Phi":
+        return primitive(activation, y)
+    if name == "phi":
+        return apply_activation(activation, y)
+    # phi'
+    if activation == "tanh":
+        t = np.tanh(y)
+        return 1.0 - t * t
+    if activation in ("softplus", "relu"):
+        return apply_activation("sigmoid", y) if activation == "softplus" else (y > 0).astype(np.float64)
+    if activation == "sigmoid":
+        s = apply_activation("sigmoid", y)
+        return s * (1.0 - s)
+    return np.ones_like(y)
+
+
+def _product(activation, factors, y):
+    out = _base_function(activation, factors[0], y)
+    for name in factors[1:]:
+        out = out * _base_function(activation, name, y)
+    return out
+
+
+def _tail_polynomials(activation, factors):
+    """The tail polynomials (beyond +L, beyond -L) of a product of phi, phi' and Phi."""
+    from numpy.polynomial import polynomial as P
+
+    sides = []
+    for side in (0, 1):
+        poly = np.array([1.0])
+        for name in factors:
+            poly = P.polymul(poly, np.array(_TAILS[activation][name][side]))
+        sides.append(np.atleast_1d(poly))
+    return sides
+
+
+def _standard_tail_moments(alpha, degree):
+    """J_j = E[t^j 1{t > alpha}] for t ~ N(0, 1), j = 0..degree (J_j = alpha^(j-1) varphi(alpha) + (j-1) J_(j-2))."""
+    from scipy.special import ndtr
+
+    # Beyond |alpha| = 40 the density underflows to 0 and ndtr saturates: clipping changes nothing and
+    # keeps alpha^(j - 1) finite.
+    alpha = np.clip(alpha, -40.0, 40.0)
+    density = np.exp(-0.5 * alpha * alpha) / math.sqrt(2 * math.pi)
+    J = [ndtr(-alpha), density]
+    for j in range(2, degree + 1):
+        J.append(alpha ** (j - 1) * density + (j - 1) * J[j - 2])
+    return J
+
+
+def _tail_integral(poly, a, mu, s, power):
+    """E[p(y) (y - mu)^power 1{y > a}], y = mu + s t ~ N(mu, s^2), s > 0.
+
+    p(mu + s t) is expanded in t (no cancellation between powers of mu), then
+    E[t^j 1{t > (a - mu) / s}] in closed form."""
+    degree = len(poly) - 1
+    J = _standard_tail_moments((a - mu) / s, degree + power)
+    total = 0.0
+    for j in range(degree + 1):  # coefficient of t^j in p(mu + s t); coefficients may be per-point arrays
+        q = sum(poly[k] * math.comb(k, j) * mu ** (k - j) for k in range(j, degree + 1))
+        total = total + q * s ** (j + power) * J[j + power]
+    return total
+
+
+@functools.lru_cache(maxsize=8)
+def _legendre_unit(order):
+    y, w = np.polynomial.legendre.leggauss(order)
+    return 0.5 * (y + 1.0), 0.5 * w
+
+
+def _accurate_average(function, tails, L, mu, s, power, order, kinks=(0.0,)):
+    """E[f(y) (y - mu)^power], y ~ N(mu, s^2), s > 0 (arrays of P points): closed-form tails beyond +-L,
+    piecewise Gauss-Legendre on [-L, L] within the window mu +- 9 s, split at the kinks and every 3 s.
+
+    ``function(y, index)`` evaluates f at y of shape (len(index), pieces, order) for the points
+    ``index``; ``tails`` = (upper, lower) lists of ascending coefficients (numbers or (P,) arrays);
+    ``L`` a number or a (P,) array."""
+    upper, lower = tails
+    L = np.broadcast_to(np.asarray(L, dtype=np.float64), mu.shape)
+    # Beyond -L: y -> -y' with y' ~ N(-mu, s^2), p(-y') and (y - mu)^k = (-1)^k (y' + mu)^k.
+    flipped = [c * (-1.0) ** k for k, c in enumerate(lower)]
+    total = _tail_integral(upper, L, mu, s, power) + (-1.0) ** power * _tail_integral(flipped, L, -mu, s, power)
+    total = np.broadcast_to(total, mu.shape).copy()
+    lo, hi = np.maximum(-L, mu - _WINDOW * s), np.minimum(L, mu + _WINDOW * s)
+    index = np.flatnonzero(lo < hi)
+    if not index.size:
+        return total
+    m, sd, lo, hi = mu[index], s[index], lo[index], hi[index]
+    cuts = [m + 3.0 * k * sd for k in range(-2, 3)] + [np.full_like(m, kink) for kink in kinks]
+    points = np.sort(np.column_stack([lo] + [np.clip(c, lo, hi) for c in cuts] + [hi]), axis=1)
+    start, width = points[:, :-1], np.diff(points, axis=1)  # (P, pieces)
+    nodes, weights = _legendre_unit(order)
+    y = start[..., None] + width[..., None] * nodes  # (P, pieces, order)
+    d = y - m[:, None, None]
+    density = np.exp(-0.5 * (d / sd[:, None, None]) ** 2) / (sd[:, None, None] * math.sqrt(2 * math.pi))
+    values = function(y, index) * density * d**power
+    total[index] += np.einsum("pko,o,pk->p", values, weights, width)
+    return total
+
+
+def _check_rule(rule, order, owner):
+    if rule not in AVERAGE_RULES:
+        raise ValueError(f"The 'rule' parameter of {owner} must be one of {list(AVERAGE_RULES)}. "
+                         f"Got {rule!r} instead.")
+    return check_int(order, "order", minimum=2, maximum=4096, owner=owner)
+
+
+def _check_quantity(quantity, allowed, owner):
+    if quantity not in allowed:
+        raise ValueError(f"The 'quantity' parameter of {owner} must be one of {list(allowed)}. "
+                         f"Got {quantity!r} instead.")
+
+
+def _check_spread(s, name, owner):
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"The {name!r} parameter of {owner} must be finite and >= 0 (a standard deviation). "
+                         f"Got min {np.min(s) if s.size else s}.")
+
+
+def gaussian_average(activation, quantity, mu, s, *, power=0, rule="accurate", order=DEFAULT_ORDER):
+    """<f>(mu, s) = E[f(mu + s g) (s g)^power], g ~ N(0, 1), for f built from phi, phi' and Phi.
+
+    ``quantity`` names f (theory section 8)::
+
+        "phi" phi    "dphi" phi'    "phi2" phi^2    "dphi2" phi'^2    "phi_dphi" phi phi'
+        "Phi" Phi    "Phi2" Phi^2   (Phi = primitive(activation, .), e.g. log cosh for tanh)
+
+    Rules:
+
+    - ``"accurate"`` (default): for s > 0, in y = mu + s g the tails beyond
+      +-L (L = 20 for tanh, 40 for sigmoid / softplus, 0 for relu / identity)
+      are polynomials (to 1e-17, exactly for relu and identity), integrated in
+      closed form (truncated Gaussian moments); in between, Gauss-Legendre
+      with ``order`` nodes on pieces of [-L, L] n [mu - 9 s, mu + 9 s] split
+      at 0 (the kink of relu) and every 3 s. relu and identity are therefore
+      closed forms; tanh, sigmoid, softplus are accurate to ~1e-12 relative to
+      max(1, abs(<f>)) for any (mu, s) at ``order=64`` (the tests check it
+      against adaptive quadrature). s = 0 gives f(mu) (times 0^power).
+    - ``"hermite"``: plain Gauss-Hermite with ``order`` nodes in g, for
+      reproducing another code's numbers; inaccurate for wide s (tanh becomes
+      a step that nodes ~1 / sqrt(order) apart cannot resolve) and for
+      relu's kink.
+
+    Parameters
+    ----------
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}
+    quantity : str
+        One of :data:`AVERAGE_QUANTITIES`.
+    mu, s : array-like, broadcastable
+        Mean and standard deviation (s >= 0).
+    power : {0, 1, 2}, default=0
+        Weight (x - mu)^power, x = mu + s g (what the conditional-mean terms of
+        the stability analysis need; <(x - mu) f> = s^2 <f'> by Stein's lemma).
+    rule : {"accurate", "hermite"}, default="accurate"
+    order : int, default=64
+        Nodes per piece (accurate) or in total (hermite), in [2, 4096].
+
+    Returns
+    -------
+    ndarray of the broadcast shape
+
+    Raises
+    ------
+    ValueError
+        If ``activation``, ``quantity``, ``rule`` or ``power`` is not one of
+        the above, or ``s`` is negative or not finite.
+
+    Examples
+    --------
+    >>> float(gaussian_average("tanh", "phi2", 0.0, 1.0).round(6))  # 1 - <tanh'>(0, 1)
+    0.394294
+    >>> float(gaussian_average("relu", "Phi", 0.0, 1.0))  # E[max(g, 0)^2] / 2
+    0.25
+    """
+    owner = "gaussian_average"
+    _check_closed_form(activation)
+    _check_quantity(quantity, AVERAGE_QUANTITIES, owner)
+    order = _check_rule(rule, order, owner)
+    if power not in (0, 1, 2) or isinstance(power, bool):
+        raise ValueError(f"The 'power' parameter of {owner} must be 0, 1 or 2. Got {power!r} instead.")
+    mu, s = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s, dtype=np.float64))
+    _check_spread(s, "s", owner)
+    factors = AVERAGE_QUANTITIES[quantity]
+    return _single_average(activation, factors, mu, s, power, rule, order)
+
+
+def _single_average(activation, factors, mu, s, power, rule, order):
+    shape = mu.shape
+    mu, s = mu.ravel(), s.ravel()
+    out = np.empty(mu.shape)
+    for start in range(0, max(mu.size, 1), _AVERAGE_CHUNK // 8):
+        block = slice(start, start + _AVERAGE_CHUNK // 8)
+        out[block] = _single_block(activation, factors, mu[block], s[block], power, rule, order)
+    return out.reshape(shape)
+
+
+def _single_block(activation, factors, mu, s, power, rule, order):
+    def function(y):
+        return _product(activation, factors, y)
+
+    if rule == "hermite":
+        (x, w), _ = _quadrature_nodes(order)
+        d = s[:, None] * x
+        return (function(mu[:, None] + d) * d**power) @ w
+    out = np.empty(mu.shape)
+    point = s == 0
+    out[point] = function(mu[point]) * (1.0 if power == 0 else 0.0)
+    spread = ~point
+    if spread.any():
+        out[spread] = _accurate_average(lambda y, index: function(y), _tail_polynomials(activation, factors),
+                                        _TAIL_HALF_WIDTH[activation], mu[spread], s[spread], power, order)
+    return out
+
+
+def _smoothed_polynomial(poly, s):
+    """q(y) = E[p(y + s x)], x ~ N(0, 1), as ascending coefficients."""
+    from numpy.polynomial import polynomial as P
+
+    out = np.zeros(len(poly))
+    for k, c in enumerate(poly):
+        if c == 0.0:
+            continue
+        for j in range(0, k + 1, 2):  # E[x^j] = (j - 1)!! for even j
+            moment = float(np.prod(np.arange(j - 1, 0, -2))) if j else 1.0
+            out = P.polyadd(out, c * math.comb(k, j) * s**j * moment * np.eye(k - j + 1)[k - j])
+    return out
+
+
+def double_gaussian_average(activation, quantity, mu, s_static, s_fluctuating, *, rule="accurate",
+                            order=DEFAULT_ORDER):
+    """int Dz [ int Dx f(mu + s_f x + s_s z) ]^2 with f = phi or Phi (theory section 8).
+
+    The averages of the chaotic mean field: z is the static (quenched) part of
+    a unit's input, with variance s_s^2 = Delta_inf, and x the fluctuating
+    part, with variance s_f^2 = Delta_0 - Delta_inf. With F(y) =
+    <f>(y, s_f) (:func:`gaussian_average`), the result is <F^2>(mu, s_s).
+
+    Rules: ``"hermite"`` nests two Gauss-Hermite rules of ``order`` nodes.
+    ``"accurate"`` computes F with the accurate rule and integrates F^2 the
+    same way: beyond +-(L + 9 s_f) F equals the smoothed tail polynomial
+    E[p(y + s_f x)] (to 1e-17), in closed form, and Gauss-Legendre inside.
+
+    Parameters
+    ----------
+    activation : {"tanh", "relu", "identity", "softplus", "sigmoid"}
+    quantity : {"phi", "Phi"}
+    mu, s_static, s_fluctuating : array-like, broadcastable
+        s_static, s_fluctuating >= 0.
+    rule : {"accurate", "hermite"}, default="accurate"
+    order : int, default=64
+
+    Returns
+    -------
+    ndarray of the broadcast shape
+
+    Raises
+    ------
+    ValueError
+        As :func:`gaussian_average`.
+
+    Examples
+    --------
+    >>> # s_f = 0: <phi^2>; s_s = 0: <phi>^2
+    >>> a = double_gaussian_average("tanh", "phi", 0.3, 1.0, 0.0)
+    >>> bool(abs(a - gaussian_average("tanh", "phi2", 0.3, 1.0)) < 1e-12)
+    True
+    """
+    owner = "double_gaussian_average"
+    _check_closed_form(activation)
+    _check_quantity(quantity, ("phi", "Phi"), owner)
+    order = _check_rule(rule, order, owner)
+    mu, s_s, s_f = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (mu, s_static, s_fluctuating)))
+    _check_spread(s_s, "s_static", owner)
+    _check_spread(s_f, "s_fluctuating", owner)
+    return _double_average(activation, AVERAGE_QUANTITIES[quantity], mu, s_s, s_f, rule, order)
+
+
+def _double_average(activation, factors, mu, s_s, s_f, rule, order):
+    """int Dz <f>(mu + s_s z, s_f)^2 over broadcast arrays (see double_gaussian_average)."""
+    shape = mu.shape
+    mu, s_s, s_f = (np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (mu, s_s, s_f))
+
+    def smoothed(y, index):  # F(y) = <f>(y, s_f) at y of shape (len(index), ...)
+        spread = np.broadcast_to(s_f[index].reshape((-1,) + (1,) * (y.ndim - 1)), y.shape)
+        return _single_average(activation, factors, y.ravel(), spread.ravel(), 0, rule, order).reshape(y.shape)
+
+    if rule == "hermite":
+        (x, w), _ = _quadrature_nodes(order)
+        y = mu[:, None] + s_s[:, None] * x
+        return ((smoothed(y, np.arange(mu.size)) ** 2) @ w).reshape(shape)
+    out = np.empty(mu.shape)
+    point = s_s == 0.0
+    if point.any():
+        out[point] = smoothed(mu[point], np.flatnonzero(point)) ** 2
+    sharp = (s_f == 0.0) & ~point
+    if sharp.any():
+        out[sharp] = _single_average(activation, factors * 2, mu[sharp], s_s[sharp], 0, rule, order)
+    rest = np.flatnonzero(~point & ~sharp)
+    if rest.size:
+        from numpy.polynomial import polynomial as P
+
+        # Beyond +-(L + 9 s_f), F is the smoothed tail polynomial E[p(y + s_f x)] (to 1e-17): per point.
+        tails = []
+        for p in _tail_polynomials(activation, factors):
+            squared = [P.polymul(q, q) for q in (_smoothed_polynomial(p, sf) for sf in s_f[rest])]
+            degree = max(len(q) for q in squared)
+            table = np.zeros((degree, rest.size))
+            for i, q in enumerate(squared):
+                table[:len(q), i] = q
+            tails.append(list(table))
+        L = _TAIL_HALF_WIDTH[activation] + _WINDOW * s_f[rest]
+        out[rest] = _accurate_average(lambda y, index: smoothed(y, rest[index]) ** 2, tails, L, mu[rest],
+                                      s_s[rest], 0, order)
+    return out.reshape(shape)

@@ -670,3 +670,202 @@ def regime_diagram(variances, covariances, **kwargs):
            ['structured', 'structured']], dtype='<U10')
     """
     return np.array([[predicted_regime(v, c, **kwargs) for v in variances] for c in covariances])
+
+
+# --- the complete regime map: spectrum, then the dynamic mean field (theory section 8) -------------------
+
+#: The regions of the complete regime map (theory section 8).
+REGIME_MAP = ("decaying", "structured", "structured chaotic", "homogeneous chaotic")
+
+
+@dataclass
+class RegimeBoundaries:
+    """The boundary values of the regime map at one outlier (theory section 8).
+
+    In the plane (bulk radius R, outlier lambda_1), with R in the role of g:
+
+    Attributes
+    ----------
+    outlier_line : float
+        The outlier at which the state at rest loses stability (lambda_1 = 1 for phi'(0) = 1).
+    bulk_line : float
+        The bulk radius at which it does (R = 1).
+    g_bulk : float
+        gB: the R at which the structured stationary state's own bulk,
+        R sqrt(<phi'^2>), reaches 1 (static structured -> structured chaotic); nan
+        without a structured state (lambda_1 <= 1).
+    g_outlier : float
+        gC: the R at which its outlier reaches 1, where that comes before gB (else nan).
+    g_chaotic_structure : float
+        The R beyond which the chaotic state has kappa = 0 (structured chaotic ->
+        homogeneous chaotic).
+    outlier, bulk_radius : float
+        lambda_1 and R of the network asked about.
+    """
+
+    outlier_line: float
+    bulk_line: float
+    g_bulk: float
+    g_outlier: float
+    g_chaotic_structure: float
+    outlier: float
+    bulk_radius: float
+
+
+@dataclass
+class RegimePrediction:
+    """The regime of the complete map and how it was decided.
+
+    Attributes
+    ----------
+    regime : str
+        One of :data:`REGIME_MAP`.
+    method : {"spectrum", "dmf"}
+        "spectrum" where the eigenvalues decide (at most one of lambda_1, R above 1);
+        "dmf" where both exceed 1 and the dynamic mean field (R in the role of g) decides.
+    spectral_regime : str
+        :func:`predicted_regime`'s answer (one of :data:`REGIMES`), for comparison.
+    outlier, bulk_radius : float
+    """
+
+    regime: str
+    method: str
+    spectral_regime: str
+    outlier: float
+    bulk_radius: float
+
+
+def _mapped_model(outlier, radius, variance, activation):
+    """The dense low-rank + random model a (sparse) network maps onto: Cov(m, n) = lambda_1, g = R."""
+    from .dmf import DMF, rank_one_structure
+
+    return DMF(rank_one_structure(outlier, kind="covariance", variance=variance), radius, activation=activation)
+
+
+def regime_from_spectrum(outlier, radius, *, variance=1.0, activation="tanh"):
+    """The complete regime map at a given outlier lambda_1 and bulk radius R (theory section 8).
+
+    ::
+
+        lambda_1 <= 1, R <= 1   decaying                       (spectrum)
+        lambda_1 > 1,  R <= 1   structured                     (spectrum)
+        lambda_1 <= 1, R > 1    homogeneous chaotic            (spectrum)
+        lambda_1 > 1,  R > 1    the dynamic mean field of m n^T / N + R chi with
+                                Var m = ``variance``, Cov(m, n) = lambda_1:
+                                structured / structured chaotic / homogeneous chaotic
+
+    (Herbert & Ostojic map a sparse network onto the dense low-rank + random
+    model with the bulk radius in the role of g; Mastrogiuseppe & Ostojic's
+    mean field then splits the region the eigenvalues leave open.)
+
+    Parameters
+    ----------
+    outlier, radius : float
+    variance : float, default=1
+        Var m of the low-rank part (enters the static variance of the structured state).
+    activation : str, default="tanh"
+
+    Returns
+    -------
+    RegimePrediction
+
+    Examples
+    --------
+    >>> regime_from_spectrum(4.0, 3.0).regime
+    'structured chaotic'
+    >>> regime_from_spectrum(0.5, 0.5).method
+    'spectrum'
+    """
+    outlier, radius = float(outlier), float(radius)
+    if not (math.isfinite(outlier) and math.isfinite(radius)) or radius < 0:
+        raise ValueError(f"regime_from_spectrum needs a finite outlier and a finite radius >= 0. "
+                         f"Got outlier={outlier!r}, radius={radius!r}.")
+    if outlier <= 1.0 and radius <= 1.0:
+        spectral = "decaying"
+    else:
+        spectral = "structured" if outlier > radius else "chaotic"
+    if outlier > 1.0 and radius > 1.0:
+        from .dmf import predicted_dmf_regime
+
+        regime = predicted_dmf_regime(_mapped_model(outlier, radius, variance, activation))
+        method = "dmf"
+    else:
+        regime = {"decaying": "decaying", "structured": "structured", "chaotic": "homogeneous chaotic"}[spectral]
+        method = "spectrum"
+    return RegimePrediction(regime=regime, method=method, spectral_regime=spectral, outlier=outlier,
+                            bulk_radius=radius)
+
+
+def predicted_regime_map(variance, covariance, *, n_connections=None, sparsity=None, n_neurons=None, scaling="1",
+                         correlated=False, activation="tanh"):
+    """:func:`predicted_regime` completed by the dynamic mean field (theory section 8).
+
+    lambda_1 = :func:`predicted_outlier`, R = :func:`predicted_bulk_radius`,
+    then :func:`regime_from_spectrum` (with Var m = sigma^2). Where at most one
+    of them exceeds 1 the answer is :func:`predicted_regime`'s (its "chaotic"
+    called "homogeneous chaotic"); where both do, the mean field decides.
+
+    Parameters
+    ----------
+    variance, covariance, n_connections, sparsity, n_neurons, scaling, correlated
+        As in :func:`predicted_regime`.
+    activation : str, default="tanh"
+
+    Returns
+    -------
+    RegimePrediction
+
+    Examples
+    --------
+    >>> predicted_regime_map(1.0, 0.05, n_connections=100, n_neurons=1000).regime  # lambda_1 = 5, R = 9.6
+    'homogeneous chaotic'
+    """
+    outlier = predicted_outlier(covariance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
+                                scaling=scaling)
+    radius = predicted_bulk_radius(variance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
+                                   scaling=scaling, covariance=covariance, correlated=correlated)
+    return regime_from_spectrum(outlier, radius, variance=variance, activation=activation)
+
+
+def regime_boundaries(outlier, radius=float("nan"), *, variance=1.0, activation="tanh", g_max=None, tol=1e-3):
+    """The boundary values of the regime map at outlier lambda_1 (theory section 8), not distances.
+
+    Parameters
+    ----------
+    outlier : float
+        lambda_1.
+    radius : float, optional
+        R of the network asked about (reported back; not needed for the lines).
+    variance : float, default=1
+        Var m.
+    activation : str, default="tanh"
+    g_max : float, optional
+        Upper end of the search in R (default 2 lambda_1 + 2).
+    tol : float, default=1e-3
+        Bisection tolerance in R.
+
+    Returns
+    -------
+    RegimeBoundaries
+
+    Examples
+    --------
+    >>> b = regime_boundaries(2.0, tol=1e-2)
+    >>> (b.outlier_line, b.bulk_line, round(b.g_bulk, 2))
+    (1.0, 1.0, 1.65)
+    """
+    from .dmf import critical_lines
+
+    outlier = float(outlier)
+    g_max = 2.0 * abs(outlier) + 2.0 if g_max is None else float(g_max)
+    if outlier > 1.0:
+        lines = critical_lines([outlier], kind="covariance", variance=variance, activation=activation, g_max=g_max,
+                               tol=tol)
+        g_bulk, g_outlier, g_chaos = (float(v[0]) for v in (lines.g_bulk, lines.g_outlier,
+                                                            lines.g_chaotic_structure))
+        line = lines.structure_line
+    else:
+        g_bulk = g_outlier = g_chaos = float("nan")
+        line = 1.0
+    return RegimeBoundaries(outlier_line=line, bulk_line=1.0, g_bulk=g_bulk, g_outlier=g_outlier,
+                            g_chaotic_structure=g_chaos, outlier=outlier, bulk_radius=float(radius))

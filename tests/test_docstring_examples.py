@@ -24,6 +24,7 @@ MODULES = [
     "connector_sim.data",
     "connector_sim.sparse",
     "connector_sim.spectra",
+    "connector_sim.dmf",
     "connector_sim.latents",
     "connector_sim.mean_field",
     "connector_sim.cell_types",
