@@ -337,10 +337,16 @@ def _stop_pool(executor):
         return
     processes = list((getattr(executor, "_processes", None) or {}).values())
     executor.shutdown(wait=False, cancel_futures=True)
+    # The pool may still be starting a worker: take those too.
+    processes += [process for process in (getattr(executor, "_processes", None) or {}).values()
+                  if process not in processes]
     for process in processes:
         process.terminate()
     for process in processes:
         process.join(5)
+        if process.is_alive():  # SIGTERM not handled in time (e.g. a worker still importing on a loaded machine)
+            process.kill()
+            process.join(5)
 
 
 def _dask_client(kind, value, connect_timeout, owner, progress):
