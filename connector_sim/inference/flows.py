@@ -214,9 +214,9 @@ def check_solver(solver, n_steps, owner=_OWNER):
 
 # ---------------------------------------------------------------------- fast inference
 
-#: Rows per tile of the CPU sampler and density: the 128-wide float32 activations of 2,048 rows (1 MiB)
+#: Rows per tile of the CPU sampler and density: the 128-wide float32 activations of 1,024 rows (512 KiB)
 #: stay in the L2 cache, where the 65,536-row batches of earlier versions spilled to memory.
-CPU_TILE = 2048
+CPU_TILE = 1024
 
 
 class _FastMLP:
@@ -246,6 +246,7 @@ class _FastMLP:
         self.w_c = first.weight[:, d:d + cd].t()
         self.w_t = first.weight[:, d + cd]
         self.b_first = first.bias
+        self.w_first = first.weight.t()
         self.layers = [(linear.weight.t(), linear.bias) for linear in linears[1:]]
         hidden = first.weight.shape[0]
         options = dict(dtype=first.weight.dtype, device=first.weight.device)
@@ -274,8 +275,17 @@ class _FastMLP:
 
     def velocity(self, x, t, out):
         """v(x, t [, c]) into ``out`` (rows, d)."""
-        n = len(x)
-        a = torch.nn.functional.silu(self._first_layer(x, t, self.a[0]), inplace=True)
+        return self._rest(self._first_layer(x, t, self.a[0]), out)
+
+    def velocity_of_inputs(self, inputs, out):
+        """The MLP on rows ``[x, c, t]`` (one time per row, as ``VelocityMLP.forward`` takes them) into ``out``."""
+        first = torch.addmm(self.b_first, inputs, self.w_first, out=self.a[0][:len(inputs)])
+        return self._rest(first, out)
+
+    def _rest(self, first, out):
+        """The layers after the first one's affine map ``first`` (rows, H)."""
+        n = len(first)
+        a = torch.nn.functional.silu(first, inplace=True)
         for index, (weight, bias) in enumerate(self.layers[:-1]):
             a = torch.nn.functional.silu(torch.addmm(bias, a, weight, out=self.a[(index + 1) % 2][:n]),
                                          inplace=True)
@@ -736,14 +746,17 @@ class FlowMatchingCNF:
             x0_val = tensor(x0_val)
             t_val = tensor(t_val)
             xt_val = (1 - t_val[:, None]) * x0_val + t_val[:, None] * x1_val
-            validation = (xt_val, t_val, c_val, x1_val - x0_val)
+            inputs_val = torch.cat([xt_val] + ([] if c_val is None else [c_val]) + [t_val[:, None]], dim=1)
+            validation = (inputs_val, x1_val - x0_val)
 
         n_train, batch = len(z_train), min(self.batch_size, len(z_train))
         # All weights are views of one flat tensor: AdamW and the average below take one call per operation
         # (the same elementwise arithmetic as per layer); the gradient is computed by hand (_FastTrainer).
         flat = _flatten_parameters(model)
         trainer = _FastTrainer(model, batch)
-        optimizer = torch.optim.AdamW([flat], lr=self.learning_rate, weight_decay=self.weight_decay)
+        # The fused kernel: one pass over the weights instead of ~10 (145 -> 57 us a step for 4 x 128 on one core).
+        optimizer = torch.optim.AdamW([flat], lr=self.learning_rate, weight_decay=self.weight_decay,
+                                      fused=device.type in ("cpu", "cuda"))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.n_epochs) if self.cosine else None
         # The exponential moving average of the weights is what is validated and kept.
         averaged = None
@@ -783,9 +796,7 @@ class FlowMatchingCNF:
                 schedule.step()
             if validation is not None:
                 evaluated.eval()
-                with torch.no_grad():
-                    xt_val, t_val, c_val, target = validation
-                    val_loss = float(((evaluated(xt_val, t_val, c_val) - target) ** 2).sum(dim=1).mean())
+                val_loss = self._validation_loss(evaluated, *validation)
                 history["val_loss"].append(val_loss)
                 if val_loss < best_loss:
                     best_loss, best_epoch, stale = val_loss, epoch, 0
@@ -812,6 +823,20 @@ class FlowMatchingCNF:
             model.load_state_dict(best_state)
         model.eval()
         history["best_epoch"] = best_epoch
+
+    @staticmethod
+    def _validation_loss(model, inputs, target):
+        """mean_rows |v(x_t, t [, c]) - (x_1 - x_0)|^2 over the validation draws, by cache-sized tiles."""
+        tile = len(inputs) if inputs.device.type != "cpu" else min(len(inputs), CPU_TILE)
+        total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        with torch.no_grad():
+            evaluator = _FastMLP(model, tile)
+            out = torch.empty(tile, target.shape[1], dtype=inputs.dtype, device=inputs.device)
+            for first in range(0, len(inputs), tile):
+                rows = inputs[first:first + tile]
+                residual = evaluator.velocity_of_inputs(rows, out[:len(rows)]).sub_(target[first:first + tile])
+                total += (residual**2).sum()
+        return float(total) / len(inputs)
 
     def _report_every(self):
         if self.verbose is True:
