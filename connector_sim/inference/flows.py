@@ -30,9 +30,24 @@ instantaneous change of variables (Chen et al., 2018)::
     d/dt log p_t(x_t) = -div v(x_t, t)
     log p_1(x) = log N(x_0; 0, I) - int_0^1 div v(x_t, t) dt
 
-with the exact divergence (the trace of the autograd Jacobian: the
-dimensions here are small), plus the standardisation's log-determinant
--sum_j log std_j.
+with the exact divergence (the trace of the Jacobian: the dimensions here
+are small), plus the standardisation's log-determinant -sum_j log std_j.
+
+How it is computed. For the package's :class:`VelocityMLP`, ``sample`` and
+``log_prob`` evaluate the MLP on tiles of :data:`CPU_TILE` rows (activations
+that stay in the L2 cache; on a GPU the whole batch) into buffers allocated
+once, with the first layer split as x W_x^T + (t w_t + b) (one vector per
+step), and the divergence in forward mode: the d columns dh/dx_j are carried
+through the layers beside the activations (one (d * rows, H) x (H, H)
+product per hidden layer), so a density costs (1 + d) evaluations of v and
+equals the autograd trace to float32 round-off. Any other velocity module
+(an ``nn.Module`` called as ``model(x, t, condition)``) goes through its
+forward and autograd. Training computes the gradient of the flow-matching
+loss by hand (the products autograd forms) on weights held in one flat
+tensor, so AdamW (its fused kernel) and the weight average take one call
+each. ``torch.compile`` is not used: with torch 2.13 on a CPU (inductor and
+gcc work offline) a compiled 4 x 128 MLP on 2,048-row tiles ran at 0.84x the
+eager speed after 34 s of compilation.
 """
 
 import contextlib
@@ -255,7 +270,7 @@ class _FastMLP:
         self.c_term = None
         if divergence:
             self.jacobian = [torch.empty(d * rows * hidden, **options) for _ in range(2)]  # (d, rows, H) each
-            self.s = torch.empty(rows, hidden, **options)
+            self.ones = torch.ones(rows, hidden, **options)
             self.ds = torch.empty(rows, hidden, **options)
             self.w_out_rows = linears[-1].weight.unsqueeze(2)  # (d, H, 1): the trace's rows
             self.trace = torch.empty(d * rows, **options)
@@ -294,14 +309,10 @@ class _FastMLP:
 
     def _silu_and_slope(self, h, jacobian, n):
         """In place: h <- silu(h) and the Jacobian columns <- silu'(h) * columns."""
-        s, ds = self.s[:n], self.ds[:n]
-        torch.sigmoid(h, out=s)
-        h.mul_(s)                      # a = h s
-        torch.mul(h, s, out=ds)        # silu'(h) = s + h s (1 - s) = s + a - a s
-        torch.sub(h, ds, out=ds)
-        ds.add_(s)
+        # silu'(h) = s (1 + h (1 - s)), s = sigmoid(h): torch's SiLU backward of a gradient of ones.
+        ds = torch.ops.aten.silu_backward.grad_input(self.ones[:n], h, grad_input=self.ds[:n])
         jacobian.mul_(ds)
-        return h
+        return torch.nn.functional.silu(h, inplace=True)
 
     def velocity_and_divergence(self, x, t, out, divergence):
         """v(x, t [, c]) into ``out`` and its exact divergence sum_j dv_j/dx_j into ``divergence`` (rows,)."""
@@ -326,8 +337,17 @@ class _FastMLP:
 
 
 def _fast_model(model):
-    """Whether ``model`` is a VelocityMLP of the standard layout, which :class:`_FastMLP` evaluates."""
+    """Whether ``model`` is a VelocityMLP of the standard layout, which :class:`_FastMLP` evaluates.
+
+    A model with forward hooks (on it or on every module) is called through
+    its forward instead, so that the hooks see every evaluation.
+    """
     if type(model) is not VelocityMLP:
+        return False
+    from torch.nn.modules import module as torch_module
+
+    if (model._forward_hooks or model._forward_pre_hooks or torch_module._global_forward_hooks
+            or torch_module._global_forward_pre_hooks):
         return False
     modules = list(model.net)
     return (len(modules) % 2 == 1 and all(isinstance(m, nn.Linear) for m in modules[::2])
@@ -387,10 +407,8 @@ class _FastTrainer:
         self.inputs = torch.empty(rows, self.linears[0].in_features, **options)
         self.h = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
         self.a = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
-        self.s = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
         self.out = torch.empty(rows, self.dim, **options)
-        self.g = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
-        self.slope = torch.empty(rows, self.linears[0].out_features, **options)
+        self.g = [torch.empty(rows, self.linears[0].out_features, **options) for _ in range(2)]
 
     def loss_and_gradient(self, x0, x1, t, condition=None):
         """The batch's loss (a 0-d tensor); the gradient is written into the parameters' ``.grad`` views."""
@@ -408,8 +426,7 @@ class _FastTrainer:
         a = inputs
         for layer, linear in enumerate(self.linears[:-1]):
             h = torch.addmm(linear.bias, a, linear.weight.t(), out=self.h[layer][:n])
-            s = torch.sigmoid(h, out=self.s[layer][:n])
-            a = torch.mul(h, s, out=self.a[layer][:n])
+            a = torch.ops.aten.silu.out(h, out=self.a[layer][:n])
         last = self.linears[-1]
         out = torch.addmm(last.bias, a, last.weight.t(), out=self.out[:n])
         out.sub_(x1 - x0)  # the residual
@@ -422,13 +439,9 @@ class _FastTrainer:
             torch.sum(g, dim=0, out=linear.bias.grad)
             if layer == 0:
                 break
-            g_a = torch.mm(g, linear.weight, out=self.g[layer - 1][:n])
-            s, a = self.s[layer - 1][:n], self.a[layer - 1][:n]
-            slope = self.slope[:n]
-            torch.mul(a, s, out=slope)  # silu'(h) = s + h s - h s^2 = s + a - a s
-            torch.sub(a, slope, out=slope)
-            slope.add_(s)
-            g = g_a.mul_(slope)
+            g_a = torch.mm(g, linear.weight, out=self.g[0][:n])
+            # g_a * silu'(h), silu'(h) = s (1 + h (1 - s)): torch's SiLU backward, as autograd computes it.
+            g = torch.ops.aten.silu_backward.grad_input(g_a, self.h[layer - 1][:n], grad_input=self.g[1][:n])
         return loss
 
 
@@ -516,8 +529,13 @@ class FlowMatchingCNF:
         after each epoch (``epoch`` counts from 1); a true return stops
         training. Not saved with the flow.
     sample_batch_size : int, default=65536
-        Rows per torch call in :meth:`sample` and :meth:`log_prob` (memory
-        grows with it, not with the number of samples).
+        Rows per batch in :meth:`sample` and :meth:`log_prob` (memory grows
+        with it, not with the number of samples). Within a batch the MLP runs
+        on tiles of 1,024 rows on a CPU (in cache) and on the whole batch on
+        a GPU. On CUDA, when no ``batch_size`` is given to :meth:`sample` or
+        :meth:`log_prob`, all rows go in one pass if their buffers take at
+        most half of the free GPU memory (this path has not been run on a
+        GPU yet).
     cosine : bool, default=True
         Anneal the learning rate to 0 over ``n_epochs`` along a cosine.
         Without it the weights keep the noise of the last steps: on 1,000
@@ -874,8 +892,10 @@ class FlowMatchingCNF:
         solver : {"midpoint", "euler", "rk4"}, optional
             Default the estimator's ``solver``.
         batch_size : int, optional
-            Rows per torch call (default ``sample_batch_size``): 1e6 samples
-            are drawn batch by batch in bounded memory.
+            Rows per batch (default ``sample_batch_size``; on CUDA, every row
+            in one pass when it fits): 1e6 samples are drawn batch by batch in
+            bounded memory. The samples do not depend on it beyond float32
+            round-off (x_0 is drawn sequentially from ``random_state``).
 
         Returns
         -------

@@ -180,3 +180,21 @@ def test_gpu_batches_every_row_at_once_when_half_the_free_memory_holds_them(fitt
     assert flow._outer_batch(10**6, 500, cuda, per_row) == 500  # a batch_size given wins
     assert flow._outer_batch(10**6, None, torch.device("cpu"), per_row) is None
     assert flow._tile_rows(cuda, 10**6) == 10**6 and flow._tile_rows(torch.device("cpu"), 10**6) == flows.CPU_TILE
+
+
+def test_fast_sampler_evaluates_the_mlp_twice_per_midpoint_step(fitted, monkeypatch):
+    calls = []
+    original = flows._FastMLP.velocity
+    monkeypatch.setattr(flows._FastMLP, "velocity", lambda self, *args: calls.append(1) or original(self, *args))
+    fitted[False].sample(50, random_state=0, n_steps=20, solver="midpoint")
+    assert len(calls) == 40  # one tile
+
+
+def test_a_model_with_forward_hooks_is_called_through_forward(fitted):
+    flow = copy.deepcopy(fitted[False])
+    calls = []
+    hook = flow.model_.register_forward_hook(lambda *args: calls.append(1))
+    assert not flows._fast_model(flow.model_)
+    flow.sample(10, random_state=0, n_steps=3, solver="rk4")
+    hook.remove()
+    assert len(calls) == 12 and flows._fast_model(flow.model_)
