@@ -246,7 +246,7 @@ class _FastMLP:
     - each layer is one ``torch.addmm(bias, a, W^T, out=buffer)`` and an
       in-place SiLU, into buffers reused for every step and tile.
 
-    ``velocity_and_divergence`` propagates the d Jacobian columns dx/dx_j in
+    ``velocity_and_divergence`` propagates the d Jacobian columns dh/dx_j in
     forward mode alongside the activations (one ``(d * rows, H) x (H, H)``
     product per hidden layer) and returns the exact trace; the result
     equals the autograd divergence up to float32 round-off.
