@@ -732,7 +732,10 @@ class FlowMatchingCNF:
         model = model.to(device)
         self.model_ = model
         with torch_threads(self.n_threads):
-            self._train(z, c, rng, device)
+            try:
+                self._train(z, c, rng, device)
+            finally:  # also when interrupted: the weights own their storage again
+                _unflatten_parameters(model)
         return self
 
     def _split(self, n_rows, rng):
