@@ -198,3 +198,15 @@ def test_a_model_with_forward_hooks_is_called_through_forward(fitted):
     flow.sample(10, random_state=0, n_steps=3, solver="rk4")
     hook.remove()
     assert len(calls) == 12 and flows._fast_model(flow.model_)
+
+
+def test_interrupted_training_leaves_weights_with_their_own_storage(data):
+    def interrupt(flow, epoch, losses):
+        raise KeyboardInterrupt
+
+    flow = FlowMatchingCNF(hidden=8, n_layers=2, n_epochs=3, random_state=0, device="cpu", callback=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        flow.fit(data[0])
+    parameters = list(flow.model_.parameters())
+    assert len({p.untyped_storage().data_ptr() for p in parameters}) == len(parameters)
+    assert all(p.grad is None for p in parameters)
