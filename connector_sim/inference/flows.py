@@ -229,9 +229,49 @@ def check_solver(solver, n_steps, owner=_OWNER):
 
 # ---------------------------------------------------------------------- fast inference
 
+#: Precisions of the velocity MLP's matrix products in sampling and densities.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision, owner=_OWNER):
+    """Validate a ``precision`` name (one of :data:`PRECISIONS`)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"The 'precision' parameter of {owner} must be one of {list(PRECISIONS)}. "
+                         f"Got {precision!r} instead.")
+    return precision
+
+
+def bfloat16_supported(device="cpu"):
+    """Whether ``device`` multiplies bfloat16 matrices in hardware.
+
+    CPU: the AVX512_BF16 or AMX-BF16 instructions, as torch detects them
+    (without them oneDNN emulates bfloat16, slower than float32). CUDA:
+    ``torch.cuda.is_bf16_supported()``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and bool(check()) for check in checks)
+
+
+def check_bfloat16_hardware(device, owner=_OWNER):
+    """Raise ValueError unless ``device`` has bfloat16 matrix products (:func:`bfloat16_supported`)."""
+    if not bfloat16_supported(device):
+        raise ValueError(f"precision='bfloat16' of {owner} needs a CPU with AVX512_BF16 or AMX instructions (or a "
+                         f"CUDA GPU with bfloat16); this {torch.device(device).type} has neither, where bfloat16 "
+                         f"would be emulated, slower than float32. Use precision='float32'.")
+
 #: Rows per tile of the CPU sampler and density: the 128-wide float32 activations of 1,024 rows (512 KiB)
 #: stay in the L2 cache, where the 65,536-row batches of earlier versions spilled to memory.
 CPU_TILE = 1024
+
+#: Rows per tile of the bfloat16 CPU sampler: its activations take half the bytes; 4,096 rows measured
+#: faster than 1,024 or 2,048 (0.70-0.88 s against 0.82-1.0 s for 50,000 samples, AVX512_BF16 EPYC, loaded).
+CPU_TILE_BFLOAT16 = 4096
 
 
 class _FastMLP:
@@ -252,7 +292,7 @@ class _FastMLP:
     equals the autograd divergence up to float32 round-off.
     """
 
-    def __init__(self, model, rows, *, divergence=False):
+    def __init__(self, model, rows, *, divergence=False, precision="float32"):
         linears = [module for module in model.net if isinstance(module, nn.Linear)]
         d, cd = model.dim, model.condition_dim
         first = linears[0]
@@ -262,18 +302,29 @@ class _FastMLP:
         self.w_t = first.weight[:, d + cd]
         self.b_first = first.bias
         self.w_first = first.weight.t()
-        self.layers = [(linear.weight.t(), linear.bias) for linear in linears[1:]]
         hidden = first.weight.shape[0]
         options = dict(dtype=first.weight.dtype, device=first.weight.device)
-        self.a = [torch.empty(rows, hidden, **options) for _ in range(2)]
+        # bfloat16: the weights after the first layer are cast once (copies), the activations after the first
+        # layer are bfloat16 tiles; the first layer (K = d + c + 1), the velocity handed back and the
+        # divergence are float32.
+        self.low = precision == "bfloat16"
+        low = dict(options, dtype=torch.bfloat16) if self.low else options
+        self.layers = [(linear.weight.t().to(low["dtype"]), linear.bias.to(low["dtype"])) for linear in linears[1:]]
+        self.a = [torch.empty(rows, hidden, **low) for _ in range(2)]
+        if self.low:
+            self.h_first = torch.empty(rows, hidden, **options)
+            self.v_low = torch.empty(rows, d, **low)
         self.shift = torch.empty(hidden, **options)
         self.c_term = None
         if divergence:
-            self.jacobian = [torch.empty(d * rows * hidden, **options) for _ in range(2)]  # (d, rows, H) each
-            self.ones = torch.ones(rows, hidden, **options)
-            self.ds = torch.empty(rows, hidden, **options)
-            self.w_out_rows = linears[-1].weight.unsqueeze(2)  # (d, H, 1): the trace's rows
-            self.trace = torch.empty(d * rows, **options)
+            self.jacobian = [torch.empty(d * rows * hidden, **low) for _ in range(2)]  # (d, rows, H) each
+            self.ones = torch.ones(rows, hidden, **low)
+            self.ds = torch.empty(rows, hidden, **low)
+            self.w_out_rows = linears[-1].weight.unsqueeze(2).to(low["dtype"])  # (d, H, 1): the trace's rows
+            self.trace = torch.empty(d * rows, **low)
+            if self.low:
+                self.ds_first = torch.empty(rows, hidden, **options)
+                self.ones_first = torch.ones(rows, hidden, **options)
 
     def set_condition(self, c):
         """Fix the condition of the rows (standardised, (rows, condition_dim)) for the following calls."""
@@ -290,6 +341,10 @@ class _FastMLP:
 
     def velocity(self, x, t, out):
         """v(x, t [, c]) into ``out`` (rows, d)."""
+        if self.low:
+            first = self._first_layer(x, t, self.h_first)
+            torch.nn.functional.silu(first, inplace=True)
+            return self._rest(self.a[0][:len(x)].copy_(first), out, activated=True)
         return self._rest(self._first_layer(x, t, self.a[0]), out)
 
     def velocity_of_inputs(self, inputs, out):
@@ -297,14 +352,16 @@ class _FastMLP:
         first = torch.addmm(self.b_first, inputs, self.w_first, out=self.a[0][:len(inputs)])
         return self._rest(first, out)
 
-    def _rest(self, first, out):
-        """The layers after the first one's affine map ``first`` (rows, H)."""
+    def _rest(self, first, out, activated=False):
+        """The layers after the first one's affine map ``first`` (rows, H; already through SiLU if ``activated``)."""
         n = len(first)
-        a = torch.nn.functional.silu(first, inplace=True)
+        a = first if activated else torch.nn.functional.silu(first, inplace=True)
         for index, (weight, bias) in enumerate(self.layers[:-1]):
             a = torch.nn.functional.silu(torch.addmm(bias, a, weight, out=self.a[(index + 1) % 2][:n]),
                                          inplace=True)
         weight, bias = self.layers[-1]
+        if self.low:
+            return out.copy_(torch.addmm(bias, a, weight, out=self.v_low[:n]))
         return torch.addmm(bias, a, weight, out=out)
 
     def _silu_and_slope(self, h, jacobian, n):
@@ -317,11 +374,19 @@ class _FastMLP:
     def velocity_and_divergence(self, x, t, out, divergence):
         """v(x, t [, c]) into ``out`` and its exact divergence sum_j dv_j/dx_j into ``divergence`` (rows,)."""
         n, d = len(x), self.dim
-        h = self._first_layer(x, t, self.a[0])
-        hidden = h.shape[1]
-        jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
-        jacobian.copy_(self.w_x.unsqueeze(1).expand(d, n, -1))  # dh/dx_j = W_x[:, j] for every row
-        a = self._silu_and_slope(h, jacobian, n)
+        if self.low:
+            h = self._first_layer(x, t, self.h_first)
+            hidden = h.shape[1]
+            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
+            ds = torch.ops.aten.silu_backward.grad_input(self.ones_first[:n], h, grad_input=self.ds_first[:n])
+            torch.mul(self.w_x.unsqueeze(1), ds, out=jacobian)  # float32 product, rounded once to bfloat16
+            a = self.a[0][:n].copy_(torch.nn.functional.silu(h, inplace=True))
+        else:
+            h = self._first_layer(x, t, self.a[0])
+            hidden = h.shape[1]
+            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
+            jacobian.copy_(self.w_x.unsqueeze(1).expand(d, n, -1))  # dh/dx_j = W_x[:, j] for every row
+            a = self._silu_and_slope(h, jacobian, n)
         for index, (weight, bias) in enumerate(self.layers[:-1]):
             following = (index + 1) % 2
             h = torch.addmm(bias, a, weight, out=self.a[following][:n])
@@ -330,9 +395,14 @@ class _FastMLP:
             jacobian = next_jacobian
             a = self._silu_and_slope(h, jacobian, n)
         weight, bias = self.layers[-1]
-        torch.addmm(bias, a, weight, out=out)
+        if self.low:
+            out.copy_(torch.addmm(bias, a, weight, out=self.v_low[:n]))
+        else:
+            torch.addmm(bias, a, weight, out=out)
         trace = self.trace[:d * n].view(d, n, 1)
         torch.bmm(jacobian, self.w_out_rows, out=trace)  # row j: dv_j/dx_j
+        if self.low:
+            return torch.sum(trace.view(d, n), dim=0, dtype=divergence.dtype, out=divergence)
         return torch.sum(trace.view(d, n), dim=0, out=divergence)
 
 
@@ -877,7 +947,7 @@ class FlowMatchingCNF:
                                device=device)
 
     def sample(self, n_samples=None, condition=None, random_state=None, *, n_steps=None, solver=None,
-               batch_size=None):
+               batch_size=None, precision="float32"):
         """Draw samples by integrating dx/dt = v(x, t [, c]) from x_0 ~ N(0, I) at t = 0 to t = 1.
 
         Parameters
@@ -899,6 +969,16 @@ class FlowMatchingCNF:
             in one pass when it fits): 1e6 samples are drawn batch by batch in
             bounded memory. The samples do not depend on it beyond float32
             round-off (x_0 is drawn sequentially from ``random_state``).
+        precision : {"float32", "bfloat16"}, default="float32"
+            Precision of the velocity MLP's matrix products. ``"bfloat16"``
+            (opt-in, CPUs with AVX512_BF16 or AMX, and CUDA GPUs with
+            bfloat16) casts the hidden layers' weights once and runs their
+            products on bfloat16 tiles with float32 accumulation; the ODE
+            state, the first layer and the velocities are float32. About 2x
+            faster on an AVX512_BF16 CPU, with samples within ~1e-3 of the
+            float32 ones (in units of each coordinate's standard deviation;
+            bfloat16 keeps 8 significant bits); elsewhere it raises
+            ValueError. Package velocity MLPs only.
 
         Returns
         -------
@@ -912,6 +992,7 @@ class FlowMatchingCNF:
         if n_samples is None:
             raise ValueError("Give n_samples, the number of samples to draw.")
         n_samples = check_int(n_samples, "n_samples", minimum=1, owner=f"{_OWNER}.sample")
+        precision = self._check_precision(precision, f"{_OWNER}.sample")
         condition = self._check_condition(condition, n_samples)
         rng = check_random_state(random_state)
         from .._memory import check_allocation
@@ -924,12 +1005,23 @@ class FlowMatchingCNF:
         if self.model_ is None:
             return out
         with torch_threads(self.n_threads):
-            self._sample_batches(out, condition, rng, n_steps, solver, batch_size)
+            self._sample_batches(out, condition, rng, n_steps, solver, batch_size, precision)
         return out
 
-    def _tile_rows(self, device, n_rows):
-        """Rows per evaluation tile: cache-sized on the CPU, the whole batch on a GPU."""
-        return n_rows if device.type != "cpu" else min(n_rows, CPU_TILE)
+    def _check_precision(self, precision, owner):
+        """Validate ``precision``; "bfloat16" only where the hardware has bfloat16 products (see :func:`check_precision`)."""
+        precision = check_precision(precision, owner)
+        if precision != "float32" and self.model_ is not None:
+            if not _fast_model(self.model_):
+                raise ValueError(f"precision={precision!r} of {owner} needs the package's VelocityMLP (without "
+                                 f"forward hooks); this flow's model is evaluated through its forward. Use "
+                                 f"precision='float32'.")
+            check_bfloat16_hardware(next(self.model_.parameters()).device, owner)
+        return precision
+
+    def _tile_rows(self, device, n_rows, tile=None):
+        """Rows per evaluation tile: cache-sized (``tile``, default :data:`CPU_TILE`) on the CPU, the whole batch on a GPU."""
+        return n_rows if device.type != "cpu" else min(n_rows, CPU_TILE if tile is None else tile)
 
     def _outer_batch(self, n_rows, batch_size, device, bytes_per_row):
         """The rows per outer batch: ``batch_size`` when given; on a GPU, every row at once when it fits.
@@ -952,7 +1044,7 @@ class FlowMatchingCNF:
             per_row += (2 * d + 2) * hidden + d + 10
         return 4 * per_row + 16 * self.dim_
 
-    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size):
+    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size, precision="float32"):
         free = self.free_
         n_free = int(free.sum())
         device = next(self.model_.parameters()).device
@@ -963,7 +1055,7 @@ class FlowMatchingCNF:
             x0 = rng.standard_normal((last - first, n_free)).astype(np.float32)
             c = self._standard_condition(None if condition is None else condition[first:last], device)
             if fast:
-                z = self._fast_sample(torch.as_tensor(x0, device=device), c, n_steps, solver, device)
+                z = self._fast_sample(torch.as_tensor(x0, device=device), c, n_steps, solver, device, precision)
             else:
                 state = (torch.as_tensor(x0, device=device),)
 
@@ -976,11 +1068,11 @@ class FlowMatchingCNF:
                 z = state[0].double().cpu().numpy()
             out[first:last, free] = self.mean_[free] + self.scale_[free] * z
 
-    def _fast_sample(self, x, c, n_steps, solver, device):
+    def _fast_sample(self, x, c, n_steps, solver, device, precision="float32"):
         """The ODE solve of :meth:`sample` for a VelocityMLP, tile by tile (see :class:`_FastMLP`)."""
-        tile = self._tile_rows(device, len(x))
+        tile = self._tile_rows(device, len(x), CPU_TILE_BFLOAT16 if precision == "bfloat16" else None)
         with torch.inference_mode():
-            evaluator = _FastMLP(self.model_, tile)
+            evaluator = _FastMLP(self.model_, tile, precision=precision)
 
             def derivative(state, t, out):
                 evaluator.velocity(state[0], t, out[0])
@@ -990,7 +1082,7 @@ class FlowMatchingCNF:
                 _integrate(derivative, [x[first:first + tile]], 0.0, 1.0 / n_steps, n_steps, solver)
         return x.double().cpu().numpy()
 
-    def log_prob(self, x, condition=None, *, n_steps=None, solver=None, batch_size=None):
+    def log_prob(self, x, condition=None, *, n_steps=None, solver=None, batch_size=None, precision="float32"):
         """log p(x) (or log p(x | c)) by a reverse ODE solve with the exact divergence.
 
         ::
@@ -1009,6 +1101,9 @@ class FlowMatchingCNF:
         n_steps, solver, batch_size
             As in :meth:`sample`. More steps than for sampling can make the
             divergence integral more accurate.
+        precision : {"float32", "bfloat16"}, default="float32"
+            As in :meth:`sample`: bfloat16 hidden-layer products (and
+            Jacobian columns), float32 ODE state and divergence integral.
 
         Returns
         -------
@@ -1021,17 +1116,18 @@ class FlowMatchingCNF:
         if x.ndim != 2:
             raise ValueError(f"x must have shape (n_rows, {self.dim_}). Got shape {x.shape}.")
         x = check_array(x, "x", ndim=2, dtype=np.float64, shape=(None, self.dim_))
+        precision = self._check_precision(precision, f"{_OWNER}.log_prob")
         condition = self._check_condition(condition, len(x))
         free = self.free_
         off_support = np.any(x[:, ~free] != self.mean_[~free], axis=1)
         result = np.zeros(len(x))
         if self.model_ is not None:
             with torch_threads(self.n_threads):
-                result += self._log_prob_batches(x, condition, n_steps, solver, batch_size)
+                result += self._log_prob_batches(x, condition, n_steps, solver, batch_size, precision)
         result[off_support] = -np.inf
         return result
 
-    def _log_prob_batches(self, x, condition, n_steps, solver, batch_size):
+    def _log_prob_batches(self, x, condition, n_steps, solver, batch_size, precision="float32"):
         free = self.free_
         n_free = int(free.sum())
         device = next(self.model_.parameters()).device
@@ -1044,7 +1140,7 @@ class FlowMatchingCNF:
             c = self._standard_condition(None if condition is None else condition[first:last], device)
             z1 = torch.as_tensor(z[first:last], dtype=torch.float32, device=device)
             if fast:
-                z0, integral = self._fast_reverse(z1, c, n_steps, solver, device)
+                z0, integral = self._fast_reverse(z1, c, n_steps, solver, device, precision)
             else:
                 def derivative(state_, t, c=c):
                     return self._velocity_and_divergence(state_[0], t, c)
@@ -1057,12 +1153,12 @@ class FlowMatchingCNF:
             result[first:last] = -0.5 * (z0**2).sum(axis=1) - 0.5 * n_free * math.log(2 * math.pi) + integral
         return result - np.log(self.scale_[free]).sum()
 
-    def _fast_reverse(self, z, c, n_steps, solver, device):
+    def _fast_reverse(self, z, c, n_steps, solver, device, precision="float32"):
         """The reverse solve of :meth:`log_prob` for a VelocityMLP: z_0 and int_1^0 div v dt, tile by tile."""
         tile = self._tile_rows(device, len(z))
         integral = torch.zeros(len(z), dtype=torch.float32, device=device)
         with torch.inference_mode():
-            evaluator = _FastMLP(self.model_, tile, divergence=True)
+            evaluator = _FastMLP(self.model_, tile, divergence=True, precision=precision)
 
             def derivative(state, t, out):
                 evaluator.velocity_and_divergence(state[0], t, out[0], out[1])
