@@ -1030,7 +1030,7 @@ class FlowMatchingCNF:
         return out
 
     def _check_precision(self, precision, owner):
-        """Validate ``precision``; "bfloat16" only where the hardware has bfloat16 products (see :func:`check_precision`)."""
+        """Validate ``precision``; "bfloat16" only for a VelocityMLP on hardware with bfloat16 products."""
         precision = check_precision(precision, owner)
         if precision != "float32" and self.model_ is not None:
             if not _fast_model(self.model_):
@@ -1041,7 +1041,7 @@ class FlowMatchingCNF:
         return precision
 
     def _tile_rows(self, device, n_rows, tile=None):
-        """Rows per evaluation tile: cache-sized (``tile``, default :data:`CPU_TILE`) on the CPU, the whole batch on a GPU."""
+        """Rows per evaluation tile: cache-sized on the CPU (``tile``, default :data:`CPU_TILE`), the whole batch on a GPU."""
         return n_rows if device.type != "cpu" else min(n_rows, CPU_TILE if tile is None else tile)
 
     def _outer_batch(self, n_rows, batch_size, device, bytes_per_row):
