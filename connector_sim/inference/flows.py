@@ -1041,7 +1041,7 @@ class FlowMatchingCNF:
         return precision
 
     def _tile_rows(self, device, n_rows, tile=None):
-        """Rows per evaluation tile: cache-sized on the CPU (``tile``, default :data:`CPU_TILE`), the whole batch on a GPU."""
+        """Rows per evaluation tile: ``tile`` (default :data:`CPU_TILE`) on the CPU, the whole batch on a GPU."""
         return n_rows if device.type != "cpu" else min(n_rows, CPU_TILE if tile is None else tile)
 
     def _outer_batch(self, n_rows, batch_size, device, bytes_per_row):
