@@ -288,8 +288,9 @@ def check_bfloat16_hardware(device, owner=_OWNER):
 #: stay in the L2 cache, where the 65,536-row batches of earlier versions spilled to memory.
 CPU_TILE = 1024
 
-#: Rows per tile of the bfloat16 CPU sampler: its activations take half the bytes; 4,096 rows measured
-#: faster than 1,024 or 2,048 (0.70-0.88 s against 0.82-1.0 s for 50,000 samples, AVX512_BF16 EPYC, loaded).
+#: Rows per tile of the bfloat16 CPU sampler: its activations take half the bytes. Barely matters: 100,000
+#: samples took 1.18 s with 4,096-row tiles, 1.17 s with 2,048 and 1.21 s with 1,024 (medians of 5
+#: interleaved runs, AVX512_BF16 EPYC, one thread, load 3.6).
 CPU_TILE_BFLOAT16 = 4096
 
 
