@@ -30,9 +30,38 @@ instantaneous change of variables (Chen et al., 2018)::
     d/dt log p_t(x_t) = -div v(x_t, t)
     log p_1(x) = log N(x_0; 0, I) - int_0^1 div v(x_t, t) dt
 
-with the exact divergence (the trace of the autograd Jacobian: the
-dimensions here are small), plus the standardisation's log-determinant
--sum_j log std_j.
+with the exact divergence (the trace of the Jacobian: the dimensions here
+are small), plus the standardisation's log-determinant -sum_j log std_j.
+
+How it is computed. For the package's :class:`VelocityMLP`, ``sample`` and
+``log_prob`` evaluate the MLP on tiles of :data:`CPU_TILE` rows (activations
+that stay in the L2 cache; on a GPU the whole batch) into buffers allocated
+once, with the first layer split as x W_x^T + (t w_t + b) (one vector per
+step), and the divergence in forward mode: the d columns dh/dx_j are carried
+through the layers beside the activations (one (d * rows, H) x (H, H)
+product per hidden layer), so a density costs (1 + d) evaluations of v and
+equals the autograd trace to float32 round-off. Any other velocity module
+(an ``nn.Module`` called as ``model(x, t, condition)``) goes through its
+forward and autograd. Training computes the gradient of the flow-matching
+loss by hand (the products autograd forms) on weights held in one flat
+tensor, so AdamW (its fused kernel) and the weight average take one call
+each. ``torch.compile`` is not used: with torch 2.13 on a CPU (inductor and
+gcc work offline) a compiled 4 x 128 MLP on 2,048-row tiles ran at 0.84x the
+eager speed after 34 s of compilation.
+
+Reduced precision (opt-in). ``sample`` and ``log_prob`` take
+``precision="bfloat16"``: the hidden layers' weights are cast once, their
+products run on bfloat16 tiles (float32 accumulation inside oneDNN's
+kernels), while the ODE state x, the first layer (on [x, c, t]), the
+velocity handed to the solver and the divergence integral stay float32.
+Only where the hardware multiplies bfloat16 (:func:`bfloat16_supported`:
+AVX512_BF16 or AMX on a CPU; CUDA GPUs with bfloat16); elsewhere it raises
+ValueError rather than falling back, because emulated bfloat16 is slower
+than float32 and less accurate. On a 4 x 128 flow of 4 coordinates trained
+30 epochs, 20,000 bfloat16 samples differ from the float32 ones of the same
+seed by 1e-3 rms and 3e-2 at most (units of each coordinate's standard
+deviation); their mean and covariance by 2e-4 and 6e-4, 20-40x less than
+two float32 draws of different seeds differ; log p by 7e-3 rms, 7e-2 at most.
 """
 
 import contextlib
@@ -212,6 +241,341 @@ def check_solver(solver, n_steps, owner=_OWNER):
     return check_int(n_steps, "n_steps", minimum=1, owner=owner)
 
 
+# ---------------------------------------------------------------------- fast inference
+
+#: Precisions of the velocity MLP's matrix products in sampling and densities.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision, owner=_OWNER):
+    """Validate a ``precision`` name (one of :data:`PRECISIONS`)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"The 'precision' parameter of {owner} must be one of {list(PRECISIONS)}. "
+                         f"Got {precision!r} instead.")
+    return precision
+
+
+def bfloat16_supported(device="cpu"):
+    """Whether ``device`` multiplies bfloat16 matrices in hardware.
+
+    CPU: the AVX512_BF16 or AMX-BF16 instructions, as torch detects them
+    (without them oneDNN emulates bfloat16, slower than float32). CUDA:
+    ``torch.cuda.is_bf16_supported()``.
+
+    Examples
+    --------
+    >>> bfloat16_supported("cpu") in (True, False)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and bool(check()) for check in checks)
+
+
+def check_bfloat16_hardware(device, owner=_OWNER):
+    """Raise ValueError unless ``device`` has bfloat16 matrix products (:func:`bfloat16_supported`)."""
+    if not bfloat16_supported(device):
+        raise ValueError(f"precision='bfloat16' of {owner} needs a CPU with AVX512_BF16 or AMX instructions (or a "
+                         f"CUDA GPU with bfloat16); this {torch.device(device).type} has neither, where bfloat16 "
+                         f"would be emulated, slower than float32. Use precision='float32'.")
+
+#: Rows per tile of the CPU sampler and density: the 128-wide float32 activations of 1,024 rows (512 KiB)
+#: stay in the L2 cache, where the 65,536-row batches of earlier versions spilled to memory.
+CPU_TILE = 1024
+
+#: Rows per tile of the bfloat16 CPU sampler: its activations take half the bytes. Barely matters: 100,000
+#: samples took 1.18 s with 4,096-row tiles, 1.17 s with 2,048 and 1.21 s with 1,024 (medians of 5
+#: interleaved runs, AVX512_BF16 EPYC, one thread, load 3.6).
+CPU_TILE_BFLOAT16 = 4096
+
+
+class _FastMLP:
+    """Inference-only evaluation of a :class:`VelocityMLP` on tiles of rows, with buffers allocated once.
+
+    The same maps as ``VelocityMLP.forward`` with its own weights (views,
+    never copies, so it follows the model), rearranged:
+
+    - the first layer on ``[x, c, t]`` is split as ``x W_x^T + (c W_c^T + t w_t + b)``:
+      the bracket is one vector per step (times the condition's term, fixed
+      per tile), so no ``[x, c, t]`` matrix is built;
+    - each layer is one ``torch.addmm(bias, a, W^T, out=buffer)`` and an
+      in-place SiLU, into buffers reused for every step and tile.
+
+    ``velocity_and_divergence`` propagates the d Jacobian columns dh/dx_j in
+    forward mode alongside the activations (one ``(d * rows, H) x (H, H)``
+    product per hidden layer) and returns the exact trace; the result
+    equals the autograd divergence up to float32 round-off.
+    """
+
+    def __init__(self, model, rows, *, divergence=False, precision="float32"):
+        linears = [module for module in model.net if isinstance(module, nn.Linear)]
+        d, cd = model.dim, model.condition_dim
+        first = linears[0]
+        self.dim, self.condition_dim, self.rows = d, cd, rows
+        self.w_x = first.weight[:, :d].t()
+        self.w_c = first.weight[:, d:d + cd].t()
+        self.w_t = first.weight[:, d + cd]
+        self.b_first = first.bias
+        self.w_first = first.weight.t()
+        hidden = first.weight.shape[0]
+        options = dict(dtype=first.weight.dtype, device=first.weight.device)
+        # bfloat16: the weights after the first layer are cast once (copies), the activations after the first
+        # layer are bfloat16 tiles; the first layer (K = d + c + 1), the velocity handed back and the
+        # divergence are float32.
+        self.low = precision == "bfloat16"
+        low = dict(options, dtype=torch.bfloat16) if self.low else options
+        self.layers = [(linear.weight.t().to(low["dtype"]), linear.bias.to(low["dtype"])) for linear in linears[1:]]
+        self.a = [torch.empty(rows, hidden, **low) for _ in range(2)]
+        if self.low:
+            self.h_first = torch.empty(rows, hidden, **options)
+            self.v_low = torch.empty(rows, d, **low)
+        self.shift = torch.empty(hidden, **options)
+        self.c_term = None
+        if divergence:
+            self.jacobian = [torch.empty(d * rows * hidden, **low) for _ in range(2)]  # (d, rows, H) each
+            self.ones = torch.ones(rows, hidden, **low)
+            self.ds = torch.empty(rows, hidden, **low)
+            self.w_out_rows = linears[-1].weight.unsqueeze(2).to(low["dtype"])  # (d, H, 1): the trace's rows
+            self.trace = torch.empty(d * rows, **low)
+            if self.low:
+                self.ds_first = torch.empty(rows, hidden, **options)
+                self.ones_first = torch.ones(rows, hidden, **options)
+
+    def set_condition(self, c):
+        """Fix the condition of the rows (standardised, (rows, condition_dim)) for the following calls."""
+        self.c_term = None if c is None else torch.addmm(self.b_first, c, self.w_c)
+
+    def _first_layer(self, x, t, out):
+        n = len(x)
+        torch.mul(self.w_t, t, out=self.shift)
+        if self.c_term is None:
+            self.shift.add_(self.b_first)
+            return torch.addmm(self.shift, x, self.w_x, out=out[:n])
+        torch.addmm(self.c_term[:n], x, self.w_x, out=out[:n])
+        return out[:n].add_(self.shift)
+
+    def velocity(self, x, t, out):
+        """v(x, t [, c]) into ``out`` (rows, d)."""
+        if self.low:
+            first = self._first_layer(x, t, self.h_first)
+            torch.nn.functional.silu(first, inplace=True)
+            return self._rest(self.a[0][:len(x)].copy_(first), out, activated=True)
+        return self._rest(self._first_layer(x, t, self.a[0]), out)
+
+    def velocity_of_inputs(self, inputs, out):
+        """The MLP on rows ``[x, c, t]`` (one time per row, as ``VelocityMLP.forward`` takes them) into ``out``."""
+        first = torch.addmm(self.b_first, inputs, self.w_first, out=self.a[0][:len(inputs)])
+        return self._rest(first, out)
+
+    def _rest(self, first, out, activated=False):
+        """The layers after the first one's affine map ``first`` (rows, H; already through SiLU if ``activated``)."""
+        n = len(first)
+        a = first if activated else torch.nn.functional.silu(first, inplace=True)
+        for index, (weight, bias) in enumerate(self.layers[:-1]):
+            a = torch.nn.functional.silu(torch.addmm(bias, a, weight, out=self.a[(index + 1) % 2][:n]),
+                                         inplace=True)
+        weight, bias = self.layers[-1]
+        if self.low:
+            return out.copy_(torch.addmm(bias, a, weight, out=self.v_low[:n]))
+        return torch.addmm(bias, a, weight, out=out)
+
+    def _silu_and_slope(self, h, jacobian, n):
+        """In place: h <- silu(h) and the Jacobian columns <- silu'(h) * columns."""
+        # silu'(h) = s (1 + h (1 - s)), s = sigmoid(h): torch's SiLU backward of a gradient of ones.
+        ds = torch.ops.aten.silu_backward.grad_input(self.ones[:n], h, grad_input=self.ds[:n])
+        jacobian.mul_(ds)
+        return torch.nn.functional.silu(h, inplace=True)
+
+    def velocity_and_divergence(self, x, t, out, divergence):
+        """v(x, t [, c]) into ``out`` and its exact divergence sum_j dv_j/dx_j into ``divergence`` (rows,)."""
+        n, d = len(x), self.dim
+        if self.low:
+            h = self._first_layer(x, t, self.h_first)
+            hidden = h.shape[1]
+            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
+            ds = torch.ops.aten.silu_backward.grad_input(self.ones_first[:n], h, grad_input=self.ds_first[:n])
+            torch.mul(self.w_x.unsqueeze(1), ds, out=jacobian)  # float32 product, rounded once to bfloat16
+            a = self.a[0][:n].copy_(torch.nn.functional.silu(h, inplace=True))
+        else:
+            h = self._first_layer(x, t, self.a[0])
+            hidden = h.shape[1]
+            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
+            jacobian.copy_(self.w_x.unsqueeze(1).expand(d, n, -1))  # dh/dx_j = W_x[:, j] for every row
+            a = self._silu_and_slope(h, jacobian, n)
+        for index, (weight, bias) in enumerate(self.layers[:-1]):
+            following = (index + 1) % 2
+            h = torch.addmm(bias, a, weight, out=self.a[following][:n])
+            next_jacobian = self.jacobian[following][:d * n * hidden].view(d, n, hidden)
+            torch.mm(jacobian.view(d * n, hidden), weight, out=next_jacobian.view(d * n, hidden))
+            jacobian = next_jacobian
+            a = self._silu_and_slope(h, jacobian, n)
+        weight, bias = self.layers[-1]
+        if self.low:
+            out.copy_(torch.addmm(bias, a, weight, out=self.v_low[:n]))
+        else:
+            torch.addmm(bias, a, weight, out=out)
+        trace = self.trace[:d * n].view(d, n, 1)
+        torch.bmm(jacobian, self.w_out_rows, out=trace)  # row j: dv_j/dx_j
+        if self.low:
+            return torch.sum(trace.view(d, n), dim=0, dtype=divergence.dtype, out=divergence)
+        return torch.sum(trace.view(d, n), dim=0, out=divergence)
+
+
+def _fast_model(model):
+    """Whether ``model`` is a VelocityMLP of the standard layout, which :class:`_FastMLP` evaluates.
+
+    A model with forward hooks (on it or on every module) is called through
+    its forward instead, so that the hooks see every evaluation.
+    """
+    if type(model) is not VelocityMLP:
+        return False
+    from torch.nn.modules import module as torch_module
+
+    if (model._forward_hooks or model._forward_pre_hooks or torch_module._global_forward_hooks
+            or torch_module._global_forward_pre_hooks):
+        return False
+    modules = list(model.net)
+    return (len(modules) % 2 == 1 and all(isinstance(m, nn.Linear) for m in modules[::2])
+            and all(type(m) is nn.SiLU for m in modules[1::2]))
+
+
+
+def _flatten_parameters(model):
+    """Make the parameters of ``model`` views of one flat tensor (returned), with gradients in one flat tensor.
+
+    An optimizer or an average over the flat tensor then updates every
+    weight with one call per operation instead of one per layer.
+    """
+    parameters = list(model.parameters())
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in parameters])
+        gradient = torch.zeros_like(flat)
+        offset = 0
+        for p in parameters:
+            size = p.numel()
+            p.data = flat[offset:offset + size].view_as(p)
+            p.grad = gradient[offset:offset + size].view_as(p)
+            offset += size
+    flat = nn.Parameter(flat)
+    flat.grad = gradient
+    return flat
+
+
+def _unflatten_parameters(model):
+    """Give every parameter of ``model`` its own storage again (undoes :func:`_flatten_parameters`)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+            p.grad = None
+
+
+class _FastTrainer:
+    """The flow-matching loss of a :class:`VelocityMLP` and its gradient, by hand, into a flat gradient.
+
+    For a batch (x_0, x_1, t [, c]) with x_t = (1 - t) x_0 + t x_1::
+
+        forward:   h_1 = [x_t, c, t] W_1^T + b_1,  a_l = silu(h_l),  h_{l+1} = a_l W_{l+1}^T + b_{l+1}
+                   loss = mean_rows |h_{L+1} - (x_1 - x_0)|^2
+        backward:  g_{L+1} = 2 (h_{L+1} - (x_1 - x_0)) / B
+                   dW_l = g_l^T a_{l-1} (a_0 = [x_t, c, t]),  db_l = sum_rows g_l
+                   g_l = (g_{l+1} W_{l+1}) * silu'(h_l),  silu'(h) = s (1 + h (1 - s)), s = sigmoid(h)
+
+    the products autograd would form, without its graph, and with buffers
+    allocated once. The weights must be views of one flat tensor
+    (:func:`_flatten_parameters`); the gradient goes into its ``.grad``.
+    """
+
+    def __init__(self, model, rows):
+        self.linears = [module for module in model.net if isinstance(module, nn.Linear)]
+        self.dim, self.condition_dim = model.dim, model.condition_dim
+        options = dict(dtype=self.linears[0].weight.dtype, device=self.linears[0].weight.device)
+        self.inputs = torch.empty(rows, self.linears[0].in_features, **options)
+        self.h = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
+        self.a = [torch.empty(rows, linear.out_features, **options) for linear in self.linears[:-1]]
+        self.out = torch.empty(rows, self.dim, **options)
+        self.g = [torch.empty(rows, self.linears[0].out_features, **options) for _ in range(2)]
+
+    def loss_and_gradient(self, x0, x1, t, condition=None):
+        """The batch's loss (a 0-d tensor); the gradient is written into the parameters' ``.grad`` views."""
+        with torch.no_grad():
+            return self._loss_and_gradient(x0, x1, t, condition)
+
+    def _loss_and_gradient(self, x0, x1, t, condition):
+        n, d, cd = len(x0), self.dim, self.condition_dim
+        inputs = self.inputs[:n]
+        t_column = t[:, None]
+        torch.add((1 - t_column) * x0, t_column * x1, out=inputs[:, :d])
+        if cd:
+            inputs[:, d:d + cd] = condition
+        inputs[:, d + cd] = t
+        a = inputs
+        for layer, linear in enumerate(self.linears[:-1]):
+            h = torch.addmm(linear.bias, a, linear.weight.t(), out=self.h[layer][:n])
+            a = torch.ops.aten.silu.out(h, out=self.a[layer][:n])
+        last = self.linears[-1]
+        out = torch.addmm(last.bias, a, last.weight.t(), out=self.out[:n])
+        out.sub_(x1 - x0)  # the residual
+        loss = (out**2).sum(dim=1).mean()
+        g = out.mul_(2.0 / n)
+        for layer in range(len(self.linears) - 1, -1, -1):
+            linear = self.linears[layer]
+            previous = inputs if layer == 0 else self.a[layer - 1][:n]
+            torch.mm(g.t(), previous, out=linear.weight.grad)
+            torch.sum(g, dim=0, out=linear.bias.grad)
+            if layer == 0:
+                break
+            g_a = torch.mm(g, linear.weight, out=self.g[0][:n])
+            # g_a * silu'(h), silu'(h) = s (1 + h (1 - s)): torch's SiLU backward, as autograd computes it.
+            g = torch.ops.aten.silu_backward.grad_input(g_a, self.h[layer - 1][:n], grad_input=self.g[1][:n])
+        return loss
+
+
+def _integrate(derivative, state, t0, h, n_steps, solver):
+    """``n_steps`` fixed steps of size h from t0, in place on the list of tensors ``state``.
+
+    ``derivative(state, t, out)`` writes the derivative of each state tensor
+    into the list ``out``. The arithmetic is that of :func:`_ode_step`
+    (``base + scale * k`` as a product, then a sum), so the two agree to the
+    last bit for the same derivative values; buffers are allocated once.
+    """
+    def stage():
+        return [torch.empty_like(s) for s in state]
+
+    k, trial = stage(), stage()
+
+    def shifted(scale, increments):  # trial <- state + scale * increments
+        for out, base, increment in zip(trial, state, increments):
+            torch.mul(increment, scale, out=out)
+            out.add_(base)
+        return trial
+
+    if solver == "rk4":
+        k2, k3, k4 = stage(), stage(), stage()
+    for step in range(n_steps):
+        t = t0 + step * h
+        derivative(state, t, k)
+        if solver == "euler":
+            increments, scale = k, h
+        elif solver == "midpoint":
+            derivative(shifted(h / 2, k), t + h / 2, k)
+            increments, scale = k, h
+        else:
+            derivative(shifted(h / 2, k), t + h / 2, k2)
+            derivative(shifted(h / 2, k2), t + h / 2, k3)
+            derivative(shifted(h, k3), t + h, k4)
+            for a, b, c, e in zip(k, k2, k3, k4):  # a <- a + 2 b + 2 c + e, left to right
+                a.add_(b, alpha=2).add_(c, alpha=2).add_(e)
+            increments, scale = k, h / 6
+        for s, increment in zip(state, increments):
+            s.add_(increment.mul_(scale))
+    return state
+
+
 class FlowMatchingCNF:
     """A continuous normalizing flow for p(x) or p(x | c), trained by flow matching.
 
@@ -255,8 +619,13 @@ class FlowMatchingCNF:
         after each epoch (``epoch`` counts from 1); a true return stops
         training. Not saved with the flow.
     sample_batch_size : int, default=65536
-        Rows per torch call in :meth:`sample` and :meth:`log_prob` (memory
-        grows with it, not with the number of samples).
+        Rows per batch in :meth:`sample` and :meth:`log_prob` (memory grows
+        with it, not with the number of samples). Within a batch the MLP runs
+        on tiles of 1,024 rows on a CPU (in cache) and on the whole batch on
+        a GPU. On CUDA, when no ``batch_size`` is given to :meth:`sample` or
+        :meth:`log_prob`, all rows go in one pass if their buffers take at
+        most half of the free GPU memory (this path has not been run on a
+        GPU yet).
     cosine : bool, default=True
         Anneal the learning rate to 0 over ``n_epochs`` along a cosine.
         Without it the weights keep the noise of the last steps: on 1,000
@@ -453,7 +822,10 @@ class FlowMatchingCNF:
         model = model.to(device)
         self.model_ = model
         with torch_threads(self.n_threads):
-            self._train(z, c, rng, device)
+            try:
+                self._train(z, c, rng, device)
+            finally:  # also when interrupted: the weights own their storage again
+                _unflatten_parameters(model)
         return self
 
     def _split(self, n_rows, rng):
@@ -485,18 +857,29 @@ class FlowMatchingCNF:
             x0_val = tensor(x0_val)
             t_val = tensor(t_val)
             xt_val = (1 - t_val[:, None]) * x0_val + t_val[:, None] * x1_val
-            validation = (xt_val, t_val, c_val, x1_val - x0_val)
+            inputs_val = torch.cat([xt_val] + ([] if c_val is None else [c_val]) + [t_val[:, None]], dim=1)
+            validation = (inputs_val, x1_val - x0_val)
 
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        n_train, batch = len(z_train), min(self.batch_size, len(z_train))
+        # All weights are views of one flat tensor: AdamW and the average below take one call per operation
+        # (the same elementwise arithmetic as per layer); the gradient is computed by hand (_FastTrainer).
+        flat = _flatten_parameters(model)
+        trainer = _FastTrainer(model, batch)
+        # The fused kernel: one pass over the weights instead of ~10 (145 -> 57 us a step for 4 x 128 on one core).
+        optimizer = torch.optim.AdamW([flat], lr=self.learning_rate, weight_decay=self.weight_decay,
+                                      fused=device.type in ("cpu", "cuda"))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.n_epochs) if self.cosine else None
         # The exponential moving average of the weights is what is validated and kept.
         averaged = None
         if self.ema_decay:
             averaged = copy.deepcopy(model).requires_grad_(False).eval()
-            pairs = list(zip(averaged.parameters(), model.parameters()))
+            averaged_flat = torch.cat([p.reshape(-1) for p in averaged.parameters()])
+            offset = 0
+            for p in averaged.parameters():
+                p.data = averaged_flat[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
         evaluated = model if averaged is None else averaged
         n_steps_done = 0
-        n_train, batch = len(z_train), min(self.batch_size, len(z_train))
         report_every = self._report_every()
         best_loss, best_state, best_epoch, stale = math.inf, None, None, 0
         history = self.history_
@@ -511,28 +894,20 @@ class FlowMatchingCNF:
                 x1 = z_train[index]
                 x0 = torch.randn(x1.shape, generator=generator, device=device)
                 t = torch.rand(len(x1), generator=generator, device=device)
-                xt = (1 - t[:, None]) * x0 + t[:, None] * x1
-                predicted = model(xt, t, None if c_train is None else c_train[index])
-                loss = ((predicted - (x1 - x0)) ** 2).sum(dim=1).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = trainer.loss_and_gradient(x0, x1, t, None if c_train is None else c_train[index])
                 optimizer.step()
                 n_steps_done += 1
                 if averaged is not None:
                     # Warm-up: early on the average must not hold on to the random start.
                     decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
-                    with torch.no_grad():
-                        for average, weight in pairs:
-                            average.lerp_(weight, 1.0 - decay)
-                total += loss.detach() * len(index)
+                    averaged_flat.lerp_(flat.detach(), 1.0 - decay)
+                total += loss * len(index)
             history["train_loss"].append(float(total) / n_train)
             if schedule is not None:
                 schedule.step()
             if validation is not None:
                 evaluated.eval()
-                with torch.no_grad():
-                    xt_val, t_val, c_val, target = validation
-                    val_loss = float(((evaluated(xt_val, t_val, c_val) - target) ** 2).sum(dim=1).mean())
+                val_loss = self._validation_loss(evaluated, *validation)
                 history["val_loss"].append(val_loss)
                 if val_loss < best_loss:
                     best_loss, best_epoch, stale = val_loss, epoch, 0
@@ -554,10 +929,25 @@ class FlowMatchingCNF:
                 break
         if best_state is None and averaged is not None:
             best_state = averaged.state_dict()
+        _unflatten_parameters(model)
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
         history["best_epoch"] = best_epoch
+
+    @staticmethod
+    def _validation_loss(model, inputs, target):
+        """mean_rows |v(x_t, t [, c]) - (x_1 - x_0)|^2 over the validation draws, by cache-sized tiles."""
+        tile = len(inputs) if inputs.device.type != "cpu" else min(len(inputs), CPU_TILE)
+        total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        with torch.no_grad():
+            evaluator = _FastMLP(model, tile)
+            out = torch.empty(tile, target.shape[1], dtype=inputs.dtype, device=inputs.device)
+            for first in range(0, len(inputs), tile):
+                rows = inputs[first:first + tile]
+                residual = evaluator.velocity_of_inputs(rows, out[:len(rows)]).sub_(target[first:first + tile])
+                total += (residual**2).sum()
+        return float(total) / len(inputs)
 
     def _report_every(self):
         if self.verbose is True:
@@ -577,7 +967,7 @@ class FlowMatchingCNF:
                                device=device)
 
     def sample(self, n_samples=None, condition=None, random_state=None, *, n_steps=None, solver=None,
-               batch_size=None):
+               batch_size=None, precision="float32"):
         """Draw samples by integrating dx/dt = v(x, t [, c]) from x_0 ~ N(0, I) at t = 0 to t = 1.
 
         Parameters
@@ -595,8 +985,22 @@ class FlowMatchingCNF:
         solver : {"midpoint", "euler", "rk4"}, optional
             Default the estimator's ``solver``.
         batch_size : int, optional
-            Rows per torch call (default ``sample_batch_size``): 1e6 samples
-            are drawn batch by batch in bounded memory.
+            Rows per batch (default ``sample_batch_size``; on CUDA, every row
+            in one pass when it fits): 1e6 samples are drawn batch by batch in
+            bounded memory. The samples do not depend on it beyond float32
+            round-off (x_0 is drawn sequentially from ``random_state``).
+        precision : {"float32", "bfloat16"}, default="float32"
+            Precision of the velocity MLP's matrix products. ``"bfloat16"``
+            (opt-in, CPUs with AVX512_BF16 or AMX, and CUDA GPUs with
+            bfloat16) casts the hidden layers' weights once and runs their
+            products on bfloat16 tiles with float32 accumulation; the ODE
+            state, the first layer and the velocities are float32. About 2x
+            faster on an AVX512_BF16 CPU; elsewhere it raises ValueError.
+            Package velocity MLPs only. bfloat16 keeps 8 significant bits:
+            the samples differ from the float32 ones of the same seed by
+            ~1e-3 rms (at most a few 1e-2) of each coordinate's standard
+            deviation, the distribution far less than the sampling noise
+            (module docstring).
 
         Returns
         -------
@@ -610,6 +1014,7 @@ class FlowMatchingCNF:
         if n_samples is None:
             raise ValueError("Give n_samples, the number of samples to draw.")
         n_samples = check_int(n_samples, "n_samples", minimum=1, owner=f"{_OWNER}.sample")
+        precision = self._check_precision(precision, f"{_OWNER}.sample")
         condition = self._check_condition(condition, n_samples)
         rng = check_random_state(random_state)
         from .._memory import check_allocation
@@ -622,29 +1027,84 @@ class FlowMatchingCNF:
         if self.model_ is None:
             return out
         with torch_threads(self.n_threads):
-            self._sample_batches(out, condition, rng, n_steps, solver, batch_size)
+            self._sample_batches(out, condition, rng, n_steps, solver, batch_size, precision)
         return out
 
-    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size):
+    def _check_precision(self, precision, owner):
+        """Validate ``precision``; "bfloat16" only for a VelocityMLP on hardware with bfloat16 products."""
+        precision = check_precision(precision, owner)
+        if precision != "float32" and self.model_ is not None:
+            if not _fast_model(self.model_):
+                raise ValueError(f"precision={precision!r} of {owner} needs the package's VelocityMLP (without "
+                                 f"forward hooks); this flow's model is evaluated through its forward. Use "
+                                 f"precision='float32'.")
+            check_bfloat16_hardware(next(self.model_.parameters()).device, owner)
+        return precision
+
+    def _tile_rows(self, device, n_rows, tile=None):
+        """Rows per evaluation tile: ``tile`` (default :data:`CPU_TILE`) on the CPU, the whole batch on a GPU."""
+        return n_rows if device.type != "cpu" else min(n_rows, CPU_TILE if tile is None else tile)
+
+    def _outer_batch(self, n_rows, batch_size, device, bytes_per_row):
+        """The rows per outer batch: ``batch_size`` when given; on a GPU, every row at once when it fits.
+
+        On a GPU (never run on one by the tests: the rule is checked with a
+        stand-in for the free memory) all ``n_rows`` go in one pass when their
+        buffers take at most half of the free memory; else ``sample_batch_size``.
+        """
+        if batch_size is None and device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if n_rows * bytes_per_row <= free // 2:
+                return n_rows
+        return batch_size
+
+    def _gpu_bytes_per_row(self, divergence):
+        """Bytes of the fast evaluator's and solver's buffers per row (float32)."""
+        hidden, d = self.hidden, int(self.free_.sum())
+        per_row = 2 * hidden + 10 * d + self.condition_dim_
+        if divergence:
+            per_row += (2 * d + 2) * hidden + d + 10
+        return 4 * per_row + 16 * self.dim_
+
+    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size, precision="float32"):
         free = self.free_
         n_free = int(free.sum())
         device = next(self.model_.parameters()).device
         h = 1.0 / n_steps
+        fast = _fast_model(self.model_)
+        batch_size = self._outer_batch(len(out), batch_size, device, self._gpu_bytes_per_row(False))
         for first, last in self._batches(len(out), batch_size):
             x0 = rng.standard_normal((last - first, n_free)).astype(np.float32)
-            state = (torch.as_tensor(x0, device=device),)
             c = self._standard_condition(None if condition is None else condition[first:last], device)
+            if fast:
+                z = self._fast_sample(torch.as_tensor(x0, device=device), c, n_steps, solver, device, precision)
+            else:
+                state = (torch.as_tensor(x0, device=device),)
 
-            def derivative(state_, t, c=c):
-                return (self.model_(state_[0], t, c),)
+                def derivative(state_, t, c=c):
+                    return (self.model_(state_[0], t, c),)
 
-            with torch.no_grad():
-                for k in range(n_steps):
-                    state = _ode_step(derivative, state, k * h, h, solver)
-            z = state[0].double().cpu().numpy()
+                with torch.no_grad():
+                    for k in range(n_steps):
+                        state = _ode_step(derivative, state, k * h, h, solver)
+                z = state[0].double().cpu().numpy()
             out[first:last, free] = self.mean_[free] + self.scale_[free] * z
 
-    def log_prob(self, x, condition=None, *, n_steps=None, solver=None, batch_size=None):
+    def _fast_sample(self, x, c, n_steps, solver, device, precision="float32"):
+        """The ODE solve of :meth:`sample` for a VelocityMLP, tile by tile (see :class:`_FastMLP`)."""
+        tile = self._tile_rows(device, len(x), CPU_TILE_BFLOAT16 if precision == "bfloat16" else None)
+        with torch.inference_mode():
+            evaluator = _FastMLP(self.model_, tile, precision=precision)
+
+            def derivative(state, t, out):
+                evaluator.velocity(state[0], t, out[0])
+
+            for first in range(0, len(x), tile):
+                evaluator.set_condition(None if c is None else c[first:first + tile])
+                _integrate(derivative, [x[first:first + tile]], 0.0, 1.0 / n_steps, n_steps, solver)
+        return x.double().cpu().numpy()
+
+    def log_prob(self, x, condition=None, *, n_steps=None, solver=None, batch_size=None, precision="float32"):
         """log p(x) (or log p(x | c)) by a reverse ODE solve with the exact divergence.
 
         ::
@@ -663,6 +1123,9 @@ class FlowMatchingCNF:
         n_steps, solver, batch_size
             As in :meth:`sample`. More steps than for sampling can make the
             divergence integral more accurate.
+        precision : {"float32", "bfloat16"}, default="float32"
+            As in :meth:`sample`: bfloat16 hidden-layer products (and
+            Jacobian columns), float32 ODE state and divergence integral.
 
         Returns
         -------
@@ -675,38 +1138,58 @@ class FlowMatchingCNF:
         if x.ndim != 2:
             raise ValueError(f"x must have shape (n_rows, {self.dim_}). Got shape {x.shape}.")
         x = check_array(x, "x", ndim=2, dtype=np.float64, shape=(None, self.dim_))
+        precision = self._check_precision(precision, f"{_OWNER}.log_prob")
         condition = self._check_condition(condition, len(x))
         free = self.free_
         off_support = np.any(x[:, ~free] != self.mean_[~free], axis=1)
         result = np.zeros(len(x))
         if self.model_ is not None:
             with torch_threads(self.n_threads):
-                result += self._log_prob_batches(x, condition, n_steps, solver, batch_size)
+                result += self._log_prob_batches(x, condition, n_steps, solver, batch_size, precision)
         result[off_support] = -np.inf
         return result
 
-    def _log_prob_batches(self, x, condition, n_steps, solver, batch_size):
+    def _log_prob_batches(self, x, condition, n_steps, solver, batch_size, precision="float32"):
         free = self.free_
         n_free = int(free.sum())
         device = next(self.model_.parameters()).device
         z = (x[:, free] - self.mean_[free]) / self.scale_[free]
         h = -1.0 / n_steps
         result = np.empty(len(x))
+        fast = _fast_model(self.model_)
+        batch_size = self._outer_batch(len(x), batch_size, device, self._gpu_bytes_per_row(True))
         for first, last in self._batches(len(x), batch_size):
             c = self._standard_condition(None if condition is None else condition[first:last], device)
+            z1 = torch.as_tensor(z[first:last], dtype=torch.float32, device=device)
+            if fast:
+                z0, integral = self._fast_reverse(z1, c, n_steps, solver, device, precision)
+            else:
+                def derivative(state_, t, c=c):
+                    return self._velocity_and_divergence(state_[0], t, c)
 
-            def derivative(state_, t, c=c):
-                return self._velocity_and_divergence(state_[0], t, c)
-
-            state = (torch.as_tensor(z[first:last], dtype=torch.float32, device=device),
-                     torch.zeros(last - first, dtype=torch.float32, device=device))
-            for k in range(n_steps):
-                state = _ode_step(derivative, state, 1.0 + k * h, h, solver)
-            z0 = state[0].double().cpu().numpy()
-            # state[1] = int_1^0 div dt = -int_0^1 div dt.
-            result[first:last] = (-0.5 * (z0**2).sum(axis=1) - 0.5 * n_free * math.log(2 * math.pi)
-                                  + state[1].double().cpu().numpy())
+                state = (z1, torch.zeros(last - first, dtype=torch.float32, device=device))
+                for k in range(n_steps):
+                    state = _ode_step(derivative, state, 1.0 + k * h, h, solver)
+                z0, integral = state[0].double().cpu().numpy(), state[1].double().cpu().numpy()
+            # integral = int_1^0 div dt = -int_0^1 div dt.
+            result[first:last] = -0.5 * (z0**2).sum(axis=1) - 0.5 * n_free * math.log(2 * math.pi) + integral
         return result - np.log(self.scale_[free]).sum()
+
+    def _fast_reverse(self, z, c, n_steps, solver, device, precision="float32"):
+        """The reverse solve of :meth:`log_prob` for a VelocityMLP: z_0 and int_1^0 div v dt, tile by tile."""
+        tile = self._tile_rows(device, len(z))
+        integral = torch.zeros(len(z), dtype=torch.float32, device=device)
+        with torch.inference_mode():
+            evaluator = _FastMLP(self.model_, tile, divergence=True, precision=precision)
+
+            def derivative(state, t, out):
+                evaluator.velocity_and_divergence(state[0], t, out[0], out[1])
+
+            for first in range(0, len(z), tile):
+                evaluator.set_condition(None if c is None else c[first:first + tile])
+                state = [z[first:first + tile], integral[first:first + tile]]
+                _integrate(derivative, state, 1.0, -1.0 / n_steps, n_steps, solver)
+        return z.double().cpu().numpy(), integral.double().cpu().numpy()
 
     def _velocity_and_divergence(self, x, t, condition):
         """v(x, t) and its exact divergence sum_i dv_i/dx_i, by autograd (one pass per dimension)."""
@@ -953,4 +1436,5 @@ def load_bundle(path, kind):
     return config, tensors
 
 
-__all__ = ["SOLVERS", "FlowMatchingCNF", "ModelFileError", "VelocityMLP", "resolve_device"]
+__all__ = ["PRECISIONS", "SOLVERS", "FlowMatchingCNF", "ModelFileError", "VelocityMLP", "bfloat16_supported",
+           "resolve_device"]
