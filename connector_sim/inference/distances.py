@@ -245,15 +245,19 @@ def sinkhorn_divergence(x, y, *, blur=0.05, scaling=None, n_threads=1, method="n
     gap) is at most ``tol * max(S, blur^2)``. The returned value is then
     within that of the exact debiased divergence of the two samples, up
     to float64 rounding (about 1e-10 relative). Each Newton step solves a
-    k x k system (k = len(y)): on 1,000 points per cloud a call takes a few
-    seconds on one core.
+    k x k system (k = len(y)): on two different 2-D clouds at blur 0.05 a
+    call took 0.12 s CPU at 200 points and 4.2 s at 1,000 (one core; GeomLoss
+    at scaling 0.9: 0.04 s and 0.9 s), its error against a tol=1e-10
+    solve 5e-10 and 8e-11 (the bound is conservative).
 
     ``method="geomloss"`` runs GeomLoss's tensorized solver with its
     epsilon-scaling (``scaling``, default 0.9): it stops after the
-    annealing, so on two different clouds it is off by up to a few percent
-    (1.4% with scaling 0.9 on two 2-D Gaussian clouds of 200 points at blur
-    0.05), while differences that are pure translations come out right
-    because the errors of the three terms cancel. Use it to reproduce
+    annealing, so on two different clouds it is off: on two 2-D Gaussian
+    clouds at blur 0.05, by 0.13% (200 points) and 0.05% (1,000 points) at
+    scaling 0.9, and by 3.4% and 1.3% at GeomLoss's own default 0.5; 0.8%
+    on 60 points at blur 0.1 with scaling 0.9. Differences that are pure
+    translations come out right because the errors of the three terms
+    cancel. Use it to reproduce
     GeomLoss numbers or this function's behaviour before the converged
     default.
 
