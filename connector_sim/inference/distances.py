@@ -199,10 +199,14 @@ def _sinkhorn_newton(torch, x, y, blur, scaling, tol, max_iter):
     value_aa, _, plan_aa = _semi_dual(torch, cost_xx, log_a, log_a, f_aa, eps)
     value_bb, _, plan_bb = _semi_dual(torch, cost_yy, log_b, log_b, g_bb, eps)
     damping = [1e-3]
+    # The plan's entries carry the float64 rounding of (f + g - C) / eps, so the bound cannot fall below
+    # about 2^-52 max(C)^2 / eps (with a safety factor): where blur is tiny against the data this floor,
+    # not tol, decides (measured bound 3e-4 at blur 1e-6 for clouds of diameter 5; floor 1e-9 at blur 0.05).
+    floor = 64 * 2.0**-52 * max(ranges) ** 2 / final
     for _ in range(max_iter + 1):
         # Each dual value is a lower bound of its OT_eps; S = OT_ab - OT_aa / 2 - OT_bb / 2.
         value = value_ab - value_aa / 2 - value_bb / 2
-        target = tol * max(abs(value), final)
+        target = max(tol * max(abs(value), final), floor)
         gap_ab, residual = _dual_gap_bound(plan_ab, log_b, g, ranges[0])
         gap_aa, _ = _dual_gap_bound(plan_aa, log_a, f_aa, ranges[1])
         gap_bb, _ = _dual_gap_bound(plan_bb, log_b, g_bb, ranges[2])
@@ -244,7 +248,10 @@ def sinkhorn_divergence(x, y, *, blur=0.05, scaling=None, n_threads=1, method="n
     violation times the potentials' oscillation, a bound of each dual
     gap) is at most ``tol * max(S, blur^2)``. The returned value is then
     within that of the exact debiased divergence of the two samples, up
-    to float64 rounding (about 1e-10 relative). Each Newton step solves a
+    to float64 rounding: the bound cannot go below about 1e-14 max(C)^2 /
+    blur^2 (C the cost matrix), which exceeds ``tol`` only for a blur far
+    below the data's scale (about 1e-4 of its diameter); there that floor
+    is the stopping point. Each Newton step solves a
     k x k system (k = len(y)): on two different 2-D clouds at blur 0.05 a
     call took 0.12 s CPU at 200 points and 4.2 s at 1,000 (one core; GeomLoss
     at scaling 0.9: 0.04 s and 0.9 s), its error against a tol=1e-10
@@ -273,8 +280,8 @@ def sinkhorn_divergence(x, y, *, blur=0.05, scaling=None, n_threads=1, method="n
         torch CPU threads during the solve (None: torch's setting).
     method : {"newton", "geomloss"}, default="newton"
     tol : float in (0, 0.1], default=1e-5
-        Relative tolerance of the "newton" value (ignored by "geomloss").
-        Below about 1e-10 float64 rounding decides.
+        Relative tolerance of the "newton" value (ignored by "geomloss");
+        below the rounding floor above, the floor decides.
     max_iter : int >= 1, default=200
         Iterations of the final solve of "newton" (a Newton step each).
         When the tolerance is not met within them, the best value is
