@@ -6,7 +6,8 @@ network sizes::
     D(p, q) = S_eps(p(m, I, b), q(m, I, b)) + E_{(m, I, b)}[ |nbar_p(m, I, b) - nbar_q(m, I, b)|^2 ]
 
 S_eps is the debiased Sinkhorn divergence (cost ``|x - y|^2 / 2``, blur 0.05,
-converged to a relative tolerance of 1e-5 by :func:`sinkhorn_divergence`) between samples of the two (m, I, b) marginals; the second term
+converged to a relative tolerance of 1e-5 by :func:`sinkhorn_divergence`)
+between samples of the two (m, I, b) marginals; the second term
 compares the conditional means of n, the only part of p(n | m, I, b) the
 dynamics determine (theory section 3, step 2).
 
