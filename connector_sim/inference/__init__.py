@@ -41,6 +41,8 @@ _LAZY = {
     "dissimilarity": "distances",
     "effective_connectivity_dissimilarity": "distances",
     "paired_effective_connectivity_dissimilarity": "distances",
+    "sinkhorn_divergence": "distances",
+    "SinkhornConvergenceWarning": "distances",
     # lint.py: fitting a low-rank RNN to rates by BPTT
     "LINT": "lint",
     # velocity_matching.py: distilling a latent flow into a low-rank RNN

@@ -5,8 +5,9 @@ network sizes::
 
     D(p, q) = S_eps(p(m, I, b), q(m, I, b)) + E_{(m, I, b)}[ |nbar_p(m, I, b) - nbar_q(m, I, b)|^2 ]
 
-S_eps is the debiased Sinkhorn divergence (GeomLoss, cost ``|x - y|^2 / 2``,
-blur 0.05) between samples of the two (m, I, b) marginals; the second term
+S_eps is the debiased Sinkhorn divergence (cost ``|x - y|^2 / 2``, blur 0.05,
+converged to a relative tolerance of 1e-5 by :func:`sinkhorn_divergence`)
+between samples of the two (m, I, b) marginals; the second term
 compares the conditional means of n, the only part of p(n | m, I, b) the
 dynamics determine (theory section 3, step 2).
 
@@ -18,10 +19,12 @@ copy of itself gives 0. :func:`paired_effective_connectivity_dissimilarity`
 compares them entry by entry, for networks whose neurons correspond one to
 one.
 
-geomloss and torch are imported when :func:`dissimilarity` runs.
+torch (and geomloss for ``method="geomloss"``) is imported when
+:func:`dissimilarity` or :func:`sinkhorn_divergence` runs.
 """
 
 import math
+import warnings
 
 import numpy as np
 
@@ -101,62 +104,254 @@ def conditional_mean_of(source, mIb):
     return np.asarray(source.conditional_mean(mIb if layout.bias else mIb[:, :-1]), dtype=np.float64)
 
 
-def sinkhorn_divergence(x, y, *, blur=0.05, scaling=0.9, n_threads=1):
-    """Debiased Sinkhorn divergence between two point clouds (GeomLoss, p = 2).
+class SinkhornConvergenceWarning(RuntimeWarning):
+    """The Sinkhorn divergence did not reach its tolerance within ``max_iter`` iterations."""
+
+
+#: The solvers of :func:`sinkhorn_divergence`.
+SINKHORN_METHODS = ("newton", "geomloss")
+
+#: Annealing of the "newton" method: the epsilon-scaling ratio per stage and the averaged Sinkhorn steps per stage.
+#: They only give the final solve a good start; the tolerance is met (or reported missed) by the final solve.
+_ANNEAL_SCALING = 0.5
+_ANNEAL_STEPS = 5
+
+
+def _sq_cost(x, y):
+    """|x_i - y_j|^2 / 2, computed from differences (no cancellation, unlike |x|^2 + |y|^2 - 2 x.y)."""
+    return 0.5 * ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+
+
+def _softmin(torch, cost, log_w, h, eps):
+    """-eps log sum_j w_j exp((h_j - cost_ij) / eps), for each row i."""
+    return -eps * torch.logsumexp(log_w[None, :] + (h[None, :] - cost) / eps, dim=1)
+
+
+def _semi_dual(torch, cost, log_a, log_b, g, eps):
+    """The semi-dual F(g) = <a, f(g)> + <b, g> (f the soft c-transform of g), f(g) and the plan pi (rows sum to a)."""
+    f = _softmin(torch, cost, log_b, g, eps)
+    value = float(log_a.exp() @ f + log_b.exp() @ g)
+    plan = torch.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - cost) / eps)
+    return value, f, plan
+
+
+def _dual_gap_bound(plan, log_b, g, cost_range):
+    """An upper bound of OT_eps - F(g), and the column-marginal residual r = b - pi^T 1 (the gradient of F).
+
+    F is concave, so OT_eps - F(g) <= <r, g* - g> <= |r|_1 osc(g* - g) / 2 (r sums to 0), and the optimal
+    g* is a soft c-transform, so osc(g*) <= max(cost) - min(cost).
+    """
+    residual = log_b.exp() - plan.sum(0)
+    return float(residual.abs().sum()) * (float(g.max() - g.min()) + cost_range) / 2, residual
+
+
+def _newton_step(torch, cost, log_a, log_b, g, eps, value, plan, residual, damping):
+    """One damped Newton ascent step on the semi-dual; a plain Sinkhorn step when Newton makes no progress.
+
+    The Hessian of F is -(diag(pi^T 1) - pi^T diag(1/a) pi) / eps, singular along constant g (the
+    gradient is orthogonal to it): a rank-one term fixes that direction, and a Levenberg-Marquardt term
+    ``damping * diag(b)``, lowered after full steps and raised after failures, keeps the step safe far
+    from the optimum.
+    """
+    k = len(g)
+    a, b = log_a.exp(), log_b.exp()
+    hessian = torch.diag(plan.sum(0) + damping[0] * b) - (plan / a[:, None]).T @ plan + 1.0 / k**2
+    factor, info = torch.linalg.cholesky_ex(hessian)
+    if int(info) == 0:
+        direction = eps * torch.cholesky_solve(residual[:, None], factor)[:, 0]
+        slope = float(residual @ direction)
+        step = 1.0
+        for _ in range(2):  # Armijo backtracking (a halved step, then a Sinkhorn step)
+            candidate = g + step * direction
+            new_value, f, new_plan = _semi_dual(torch, cost, log_a, log_b, candidate, eps)
+            if new_value >= value + 1e-4 * step * slope:
+                if step == 1.0:
+                    damping[0] = max(damping[0] / 10, 1e-12)
+                return candidate, new_value, new_plan
+            step *= 0.5
+    damping[0] = min(damping[0] * 10, 1.0)
+    # A Sinkhorn step (soft c-transform of the current f) never decreases the dual.
+    candidate = _softmin(torch, cost.T, log_a, _softmin(torch, cost, log_b, g, eps), eps)
+    new_value, _, new_plan = _semi_dual(torch, cost, log_a, log_b, candidate, eps)
+    return candidate, new_value, new_plan
+
+
+def _sinkhorn_newton(torch, x, y, blur, scaling, tol, max_iter):
+    """Debiased Sinkhorn divergence to a relative tolerance; returns (value, converged, bound)."""
+    cost_xy, cost_xx, cost_yy = _sq_cost(x, y), _sq_cost(x, x), _sq_cost(y, y)
+    log_a = torch.full((len(x),), -math.log(len(x)), dtype=torch.float64)
+    log_b = torch.full((len(y),), -math.log(len(y)), dtype=torch.float64)
+    both = torch.cat([x, y])
+    diameter = float((both.max(0).values - both.min(0).values).norm())
+    eps, final = max(diameter, blur) ** 2, blur**2
+    zeros_x, zeros_y = torch.zeros(len(x), dtype=torch.float64), torch.zeros(len(y), dtype=torch.float64)
+    f, g = _softmin(torch, cost_xy, log_b, zeros_y, eps), _softmin(torch, cost_xy.T, log_a, zeros_x, eps)
+    f_aa, g_bb = _softmin(torch, cost_xx, log_a, zeros_x, eps), _softmin(torch, cost_yy, log_b, zeros_y, eps)
+    # Epsilon annealing with symmetric (averaged) updates, as GeomLoss does: a start for the final solve.
+    while eps > final:
+        eps = max(eps * scaling**2, final)
+        for _ in range(_ANNEAL_STEPS):
+            f, g = (0.5 * (f + _softmin(torch, cost_xy, log_b, g, eps)),
+                    0.5 * (g + _softmin(torch, cost_xy.T, log_a, f, eps)))
+            f_aa = 0.5 * (f_aa + _softmin(torch, cost_xx, log_a, f_aa, eps))
+            g_bb = 0.5 * (g_bb + _softmin(torch, cost_yy, log_b, g_bb, eps))
+    ranges = [float(c.max() - c.min()) for c in (cost_xy, cost_xx, cost_yy)]
+    value_ab, _, plan_ab = _semi_dual(torch, cost_xy, log_a, log_b, g, eps)
+    value_aa, _, plan_aa = _semi_dual(torch, cost_xx, log_a, log_a, f_aa, eps)
+    value_bb, _, plan_bb = _semi_dual(torch, cost_yy, log_b, log_b, g_bb, eps)
+    damping = [1e-1]
+    # The plan's entries carry the float64 rounding of (f + g - C) / eps, so the bound cannot fall below
+    # about 2^-52 max(C)^2 / eps (with a safety factor): where blur is tiny against the data this floor,
+    # not tol, decides (measured bound 3e-4 at blur 1e-6 for clouds of diameter 5; floor 1e-9 at blur 0.05).
+    floor = 64 * 2.0**-52 * max(ranges) ** 2 / final
+    for _ in range(max_iter + 1):
+        # Each dual value is a lower bound of its OT_eps; S = OT_ab - OT_aa / 2 - OT_bb / 2.
+        value = value_ab - value_aa / 2 - value_bb / 2
+        target = max(tol * max(abs(value), final), floor)
+        gap_ab, residual = _dual_gap_bound(plan_ab, log_b, g, ranges[0])
+        gap_aa, _ = _dual_gap_bound(plan_aa, log_a, f_aa, ranges[1])
+        gap_bb, _ = _dual_gap_bound(plan_bb, log_b, g_bb, ranges[2])
+        bound = gap_ab + gap_aa / 2 + gap_bb / 2
+        if bound <= target:
+            return value, True, bound
+        # The self-terms converge fast under the averaged update f <- (f + T f) / 2; the cross term has a
+        # slow linear tail under Sinkhorn's alternating updates, so it takes Newton steps.
+        if gap_aa > target / 2:
+            f_aa = 0.5 * (f_aa + _softmin(torch, cost_xx, log_a, f_aa, eps))
+            value_aa, _, plan_aa = _semi_dual(torch, cost_xx, log_a, log_a, f_aa, eps)
+        if gap_bb > target / 2:
+            g_bb = 0.5 * (g_bb + _softmin(torch, cost_yy, log_b, g_bb, eps))
+            value_bb, _, plan_bb = _semi_dual(torch, cost_yy, log_b, log_b, g_bb, eps)
+        if gap_ab > target / 2:
+            g, value_ab, plan_ab = _newton_step(torch, cost_xy, log_a, log_b, g, eps, value_ab, plan_ab, residual,
+                                                damping)
+    return value, False, bound
+
+
+def sinkhorn_divergence(x, y, *, blur=0.05, scaling=None, n_threads=1, method="newton", tol=1e-5, max_iter=200):
+    """Debiased Sinkhorn divergence between two point clouds (p = 2), converged to a stated tolerance.
 
     ::
 
         S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a) / 2 - OT_eps(b, b) / 2,
-        cost(x, y) = |x - y|^2 / 2,  eps = blur^2
+        cost(x, y) = |x - y|^2 / 2,  eps = blur^2,  uniform weights
 
-    (so S_eps ~ W_2^2 / 2 for small blur). ``scaling`` is the epsilon-scaling
-    ratio of GeomLoss's solver; its default 0.5 anneals coarsely enough to
-    give slightly negative values on some inputs, so it is set explicitly.
-    Values below 0 (rounding, for identical clouds) are returned as 0.
+    (so S_eps ~ W_2^2 / 2 for small blur; the definition of GeomLoss's
+    ``SamplesLoss("sinkhorn", p=2, debias=True)``). Values below 0
+    (rounding, for identical clouds) are returned as 0.
+
+    The default ``method="newton"`` (theory section 4) anneals epsilon from
+    the clouds' squared diameter down to blur^2 (ratio ``scaling`` squared
+    per stage, 5 averaged Sinkhorn steps each), then at the final epsilon
+    solves the self-terms OT(a, a), OT(b, b) by averaged Sinkhorn updates
+    and the cross term OT(a, b) by damped Newton steps on its concave
+    semi-dual, until the bound on the error of the value (the marginal
+    violation times the potentials' oscillation, a bound of each dual
+    gap) is at most ``tol * max(S, blur^2)``. The returned value is then
+    within that of the exact debiased divergence of the two samples, up
+    to float64 rounding: the bound cannot go below about 1e-14 max(C)^2 /
+    blur^2 (C the cost matrix), which exceeds ``tol`` only for a blur far
+    below the data's scale (about 1e-4 of its diameter); there that floor
+    is the stopping point. Each Newton step solves a
+    k x k system (k = len(y)): on two different 2-D clouds at blur 0.05 a
+    call took 0.09 s CPU at 200 points and 3.4 s at 1,000 (one core; GeomLoss
+    at scaling 0.9: 0.04 s and 1.0 s), its error against a tol=1e-10
+    solve 4e-10 and 2e-10 (the bound is conservative).
+
+    ``method="geomloss"`` runs GeomLoss's tensorized solver with its
+    epsilon-scaling (``scaling``, default 0.9): it stops after the
+    annealing, so on two different clouds it is off: on two 2-D Gaussian
+    clouds at blur 0.05, by 0.13% (200 points) and 0.05% (1,000 points) at
+    scaling 0.9, and by 3.4% and 1.3% at GeomLoss's own default 0.5; 0.8%
+    on 60 points at blur 0.1 with scaling 0.9. Differences that are pure
+    translations come out right because the errors of the three terms
+    cancel. Use it to reproduce
+    GeomLoss numbers or this function's behaviour before the converged
+    default.
 
     Parameters
     ----------
     x : array-like of shape (n, d)
     y : array-like of shape (k, d)
-    blur : float, default=0.05
-    scaling : float in (0, 0.99], default=0.9
+    blur : float in [1e-6, 1e6], default=0.05
+    scaling : float in (0, 0.99] or None, default=None
+        Epsilon-scaling ratio; None: 0.5 for "newton" (where it only sets
+        the annealing that starts the final solve) and 0.9 for "geomloss".
     n_threads : int or None, default=1
-        torch CPU threads during the solve (None: torch's setting). On 1,000
-        points of a 2-D mixture, one thread took 4.4 s and two 12.7 s on a
-        busy 2-core machine.
+        torch CPU threads during the solve (None: torch's setting).
+    method : {"newton", "geomloss"}, default="newton"
+    tol : float in (0, 0.1], default=1e-5
+        Relative tolerance of the "newton" value (ignored by "geomloss");
+        below the rounding floor above, the floor decides.
+    max_iter : int >= 1, default=200
+        Iterations of the final solve of "newton" (a Newton step each).
+        When the tolerance is not met within them, the best value is
+        returned with a :class:`SinkhornConvergenceWarning`.
 
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError
+        For point clouds of different dimensions, non-finite values, or
+        ``blur``, ``scaling``, ``tol``, ``max_iter`` or ``method`` out of range.
+    ImportError
+        If torch (or, for "geomloss", geomloss) is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((100, 2))
+    >>> round(sinkhorn_divergence(x, x + [1.0, 0.0]), 6)  # a translation by s costs |s|^2 / 2
+    0.5
     """
     from .flows import torch, torch_threads  # a clear ImportError when torch is missing
 
-    try:
-        from geomloss import SamplesLoss
-    except ImportError as exc:
-        from . import missing_dependency
-
-        raise missing_dependency("geomloss") from exc
-
-    n_threads = check_n_threads(n_threads, "sinkhorn_divergence", allow_none=True)
-    blur, scaling = _check_sinkhorn_params(blur, scaling, "sinkhorn_divergence")
+    owner = "sinkhorn_divergence"
+    if method not in SINKHORN_METHODS:
+        raise ValueError(f"The 'method' parameter of {owner} must be one of {SINKHORN_METHODS}. Got {method!r} "
+                         "instead.")
+    n_threads = check_n_threads(n_threads, owner, allow_none=True)
+    if scaling is None:
+        scaling = _ANNEAL_SCALING if method == "newton" else 0.9
+    blur, scaling = _check_sinkhorn_params(blur, scaling, owner)
+    tol, max_iter = _check_tolerance(tol, max_iter, owner)
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or len(x) == 0 or len(y) == 0:
         raise ValueError(f"x and y must be non-empty point clouds of shape (n, d) and (k, d) with the same d. "
                          f"Got shapes {x.shape} and {y.shape}.")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must contain only finite values.")
-    # The tensorized Sinkhorn keeps the (n + k)^2 cost and kernel matrices (float64) in memory.
-    check_allocation(8 * 4 * (len(x) + len(y)) ** 2, f"sinkhorn_divergence of {len(x)} and {len(y)} points",
+    # The tensorized solvers keep the three cost matrices, the plans and (newton) a k x k Hessian in memory.
+    check_allocation(8 * 8 * (len(x) + len(y)) ** 2, f"sinkhorn_divergence of {len(x)} and {len(y)} points",
                      "Use fewer samples (n_samples of dissimilarity).")
+    both = np.vstack([x, y])
     # GeomLoss takes the log of the clouds' diameter for its epsilon schedule,
     # which is 0 for clouds that are one and the same point: give it at least blur.
-    both = np.vstack([x, y])
     diameter = max(float(np.linalg.norm(both.max(axis=0) - both.min(axis=0))), blur)
-    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=True, backend="tensorized",
-                       diameter=diameter)
-    with torch_threads(n_threads):
-        value = float(loss(torch.as_tensor(x), torch.as_tensor(y)))
+    if method == "newton":
+        if x.shape == y.shape and np.array_equal(x, y):
+            return 0.0  # S_eps(a, a) = 0 by definition
+        with torch_threads(n_threads):
+            value, converged, bound = _sinkhorn_newton(torch, torch.as_tensor(x), torch.as_tensor(y), blur, scaling,
+                                                       tol, max_iter)
+        if not converged and math.isfinite(value):
+            warnings.warn(f"sinkhorn_divergence did not reach tol={tol:g} within max_iter={max_iter}: the error "
+                          f"bound is {bound:.3g} for a value of {value:.6g}. Raise max_iter or tol.",
+                          SinkhornConvergenceWarning, stacklevel=2)
+    else:
+        try:
+            from geomloss import SamplesLoss
+        except ImportError as exc:
+            from . import missing_dependency
+
+            raise missing_dependency("geomloss") from exc
+        loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=True, backend="tensorized",
+                           diameter=diameter)
+        with torch_threads(n_threads):
+            value = float(loss(torch.as_tensor(x), torch.as_tensor(y)))
     if not math.isfinite(value):
         raise ValueError(f"The Sinkhorn divergence came out {value} with blur={blur!r} for point clouds of diameter "
                          f"{diameter:.3g}: give a blur closer to the scale of the data (default 0.05).")
@@ -185,7 +380,17 @@ def _check_sinkhorn_params(blur, scaling, owner):
     return blur, scaling
 
 
-def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.9, n_threads=1, return_terms=False):
+def _check_tolerance(tol, max_iter, owner):
+    tol = check_positive_scalar(tol, "tol", owner=owner)
+    if tol > 0.1:
+        raise ValueError(f"The 'tol' parameter of {owner} must be in (0, 0.1] (a relative tolerance of the "
+                         f"Sinkhorn divergence; 1e-5 by default). Got {tol!r} instead.")
+    max_iter = check_int(max_iter, "max_iter", minimum=1, owner=owner)
+    return tol, max_iter
+
+
+def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=None, n_threads=1, method="newton",
+                  tol=1e-5, max_iter=200, return_terms=False):
     """Dissimilarity of two connectivity distributions (theory section 4, paper eq. 11).
 
     ::
@@ -207,8 +412,10 @@ def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.
     n_samples : int, default=1000
     random_state : None, int or numpy.random.Generator, default=0
     blur : float in [1e-6, 1e6], default=0.05
-    scaling, n_threads
-        See :func:`sinkhorn_divergence`.
+    scaling, n_threads, method, tol, max_iter
+        See :func:`sinkhorn_divergence`: by default its Sinkhorn term is
+        converged to a relative tolerance of 1e-5 (``method="geomloss",
+        scaling=0.9`` gives the earlier, unconverged values).
     return_terms : bool, default=False
         Also return ``{"sinkhorn": ..., "conditional_mean": ...}``.
 
@@ -223,7 +430,8 @@ def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.
         and ``conditional_mean``, or ``n_samples`` / ``n_threads`` is not an int.
     ValueError
         If ``p`` and ``q`` differ in rank or number of inputs, or ``blur``,
-        ``scaling``, ``n_samples`` or ``n_threads`` is out of range.
+        ``scaling``, ``tol``, ``max_iter``, ``method``, ``n_samples`` or ``n_threads``
+        is out of range.
     ImportError
         If torch or geomloss is not installed.
 
@@ -241,12 +449,17 @@ def dissimilarity(p, q, *, n_samples=1000, random_state=0, blur=0.05, scaling=0.
                          f"({layout_p.rank}, {layout_p.n_inputs}) and ({layout_q.rank}, {layout_q.n_inputs}).")
     n_samples = check_int(n_samples, "n_samples", minimum=1, owner=_OWNER)
     n_threads = check_n_threads(n_threads, _OWNER, allow_none=True)
-    _check_sinkhorn_params(blur, scaling, _OWNER)  # before any sampling
+    if method not in SINKHORN_METHODS:  # all checks before any sampling
+        raise ValueError(f"The 'method' parameter of {_OWNER} must be one of {SINKHORN_METHODS}. Got {method!r} "
+                         "instead.")
+    _check_sinkhorn_params(blur, 0.5 if scaling is None else scaling, _OWNER)
+    _check_tolerance(tol, max_iter, _OWNER)
     rng = check_random_state(random_state)
     rows_p, _ = p.sample_rows(n_samples, rng)
     rows_q, _ = q.sample_rows(n_samples, rng)
     x_p, x_q = _mIb(rows_p, layout_p), _mIb(rows_q, layout_q)
-    sinkhorn = sinkhorn_divergence(x_p, x_q, blur=blur, scaling=scaling, n_threads=n_threads)
+    sinkhorn = sinkhorn_divergence(x_p, x_q, blur=blur, scaling=scaling, n_threads=n_threads, method=method,
+                                   tol=tol, max_iter=max_iter)
     pooled = np.vstack([x_p, x_q])
     difference = conditional_mean_of(p, pooled) - conditional_mean_of(q, pooled)
     mean_term = float(np.mean(np.sum(difference**2, axis=1)))
@@ -454,5 +667,5 @@ def paired_effective_connectivity_dissimilarity(a, b, *, metric="correlation"):
     return 1.0 - covariance / math.sqrt(var_a * var_b)
 
 
-__all__ = ["conditional_mean_of", "dissimilarity", "effective_connectivity_dissimilarity",
+__all__ = ["SinkhornConvergenceWarning", "conditional_mean_of", "dissimilarity", "effective_connectivity_dissimilarity",
            "paired_effective_connectivity_dissimilarity", "sinkhorn_divergence"]
