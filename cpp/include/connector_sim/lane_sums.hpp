@@ -76,28 +76,17 @@ CONNECTOR_SIM_ALWAYS_INLINE void add_quad_to_lanes(double* __restrict lanes, con
                                                    const T* __restrict tail) {
   constexpr int W = Vec<T>::width;
   static_assert(4 * W == LANES || 4 * W == 2 * LANES, "a quad holds one or two lane groups");
-  typedef typename Vec<T>::type V;
-  // W lanes as float64 (a 64-byte vector for float, 32 bytes for double)
-  typedef double D __attribute__((vector_size(W * sizeof(double))));
-  // Reduced in registers: storing the quad and reloading it as wider vectors
-  // stalls on store-to-load forwarding (a load spanning two stores).
-  const auto add = [&](int l0, const V& sum) CONNECTOR_SIM_LAMBDA_INLINE {
-    V t;
-    std::memcpy(&t, tail + l0, sizeof t);
-    D lane;
-    std::memcpy(&lane, lanes + l0, sizeof lane);
-    lane += __builtin_convertvector(sum + t, D);
-    std::memcpy(lanes + l0, &lane, sizeof lane);
-  };
+  alignas(32) T flat[4 * W];
+  std::memcpy(flat, &acc.v0, sizeof acc.v0);
+  std::memcpy(flat + W, &acc.v1, sizeof acc.v1);
+  std::memcpy(flat + 2 * W, &acc.v2, sizeof acc.v2);
+  std::memcpy(flat + 3 * W, &acc.v3, sizeof acc.v3);
   if constexpr (4 * W == 2 * LANES) {
-    // lane l = (element l + element l + LANES) + tail[l]: v0 + v2 for l < W, v1 + v3 above
-    add(0, acc.v0 + acc.v2);
-    add(W, acc.v1 + acc.v3);
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) lanes[l] += static_cast<double>((flat[l] + flat[l + LANES]) + tail[l]);
   } else {
-    add(0, acc.v0);
-    add(W, acc.v1);
-    add(2 * W, acc.v2);
-    add(3 * W, acc.v3);
+#pragma omp simd
+    for (int l = 0; l < LANES; ++l) lanes[l] += static_cast<double>(flat[l] + tail[l]);
   }
 }
 
@@ -129,65 +118,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk(double* __restrict lanes, cons
     }
     add_quad_to_lanes(lanes + r * LANES, a, tail0);
     if (pair) add_quad_to_lanes(lanes + (r + 1) * LANES, b, tail1);
-  }
-}
-
-// accumulate_chunk for two trials (rate0 into lanes0, rate1 into lanes1) in
-// one pass over n: each quad of n is loaded once for both; every trial's
-// additions are those of accumulate_chunk, in the same order (the same bits).
-// Four quads of accumulators: for CPUs with 32 vector registers.
-template <typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void accumulate_chunk_2(double* __restrict lanes0, double* __restrict lanes1,
-                                                    const T* __restrict rate0, const T* __restrict rate1,
-                                                    const T* __restrict n, std::int64_t stride, std::int64_t R,
-                                                    std::int64_t len) {
-  constexpr int STEP = 4 * Vec<T>::width;
-  static_assert(STEP % LANES == 0, "a quad covers whole lane groups");
-  const std::int64_t full = len - len % STEP;
-  for (std::int64_t r = 0; r < R; r += 2) {
-    const bool pair = r + 1 < R;
-    const T* __restrict row0 = n + r * stride;
-    const T* __restrict row1 = n + (pair ? r + 1 : r) * stride;
-    Quad<T> a0{}, b0{}, a1{}, b1{};
-    for (std::int64_t j = 0; j < full; j += STEP) {
-      Quad<T> y0, y1, x0, x1;
-      load_quad(y0, row0 + j);
-      load_quad(y1, row1 + j);
-      load_quad(x0, rate0 + j);
-      load_quad(x1, rate1 + j);
-      a0.v0 += x0.v0 * y0.v0;
-      a0.v1 += x0.v1 * y0.v1;
-      a0.v2 += x0.v2 * y0.v2;
-      a0.v3 += x0.v3 * y0.v3;
-      a1.v0 += x1.v0 * y0.v0;
-      a1.v1 += x1.v1 * y0.v1;
-      a1.v2 += x1.v2 * y0.v2;
-      a1.v3 += x1.v3 * y0.v3;
-      if (pair) {
-        b0.v0 += x0.v0 * y1.v0;
-        b0.v1 += x0.v1 * y1.v1;
-        b0.v2 += x0.v2 * y1.v2;
-        b0.v3 += x0.v3 * y1.v3;
-        b1.v0 += x1.v0 * y1.v0;
-        b1.v1 += x1.v1 * y1.v1;
-        b1.v2 += x1.v2 * y1.v2;
-        b1.v3 += x1.v3 * y1.v3;
-      }
-    }
-    // the last len % STEP neurons of the chunk
-    T tail00[LANES] = {}, tail01[LANES] = {}, tail10[LANES] = {}, tail11[LANES] = {};
-    for (std::int64_t j = full; j < len; ++j) {
-      tail00[j % LANES] += rate0[j] * row0[j];
-      tail01[j % LANES] += rate0[j] * row1[j];
-      tail10[j % LANES] += rate1[j] * row0[j];
-      tail11[j % LANES] += rate1[j] * row1[j];
-    }
-    add_quad_to_lanes(lanes0 + r * LANES, a0, tail00);
-    add_quad_to_lanes(lanes1 + r * LANES, a1, tail10);
-    if (pair) {
-      add_quad_to_lanes(lanes0 + (r + 1) * LANES, b0, tail01);
-      add_quad_to_lanes(lanes1 + (r + 1) * LANES, b1, tail11);
-    }
   }
 }
 

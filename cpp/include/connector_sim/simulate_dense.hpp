@@ -51,7 +51,6 @@
 
 #include "connector_sim/counter_rng.hpp"
 #include "connector_sim/dense_network.hpp"
-#include "connector_sim/isa.hpp"
 #include "connector_sim/lane_sums.hpp"
 #include "connector_sim/simd_math.hpp"
 
@@ -249,66 +248,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void matvec_chunk(T* __restrict z, const T* coef, co
   }
 }
 
-// Trials per group on the AVX-512 path of latent_path_block: the loadings of a
-// chunk are loaded into registers once per group instead of once per trial.
-constexpr std::int64_t GROUP = 4;
-
-// For g < G: z[g * CHUNK + j] (+)= sum over k < n of coef[g * stride + k] *
-// rows[k][c0 + j], j < len: matvec_rows for G trials in one pass, each row
-// element loaded once for the G trials; every trial's terms are added in the
-// same order as by matvec_rows (bit-identical results).
-template <int n, int G, bool add, typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void matvec_rows_group(T* __restrict z, const T* coef, std::int64_t stride,
-                                                   const T* const* rows, std::int64_t c0, std::int64_t len) {
-  const T* row[n];
-  T c[G][n];
-  for (int k = 0; k < n; ++k) row[k] = rows[k] + c0;
-  for (int g = 0; g < G; ++g) {
-    for (int k = 0; k < n; ++k) c[g][k] = coef[g * stride + k];
-  }
-#pragma omp simd
-  for (std::int64_t j = 0; j < len; ++j) {
-    for (int g = 0; g < G; ++g) {
-      T s = add ? z[g * CHUNK + j] + c[g][0] * row[0][j] : c[g][0] * row[0][j];
-      for (int k = 1; k < n; ++k) s += c[g][k] * row[k][j];
-      z[g * CHUNK + j] = s;
-    }
-  }
-}
-
-// matvec_chunk for G trials: z[g * CHUNK : g * CHUNK + len] = coef[g * stride :
-// g * stride + K] @ rows[:, c0 : c0 + len], the terms in the order of matvec_chunk.
-template <int G, typename T>
-CONNECTOR_SIM_ALWAYS_INLINE void matvec_chunk_group(T* __restrict z, const T* coef, std::int64_t stride,
-                                                    const T* const* rows, std::int64_t K, std::int64_t c0,
-                                                    std::int64_t len) {
-  switch (K) {
-    case 0:
-      for (int g = 0; g < G; ++g) std::fill(z + g * CHUNK, z + g * CHUNK + len, T(0));
-      return;
-    case 1:
-      return matvec_rows_group<1, G, false>(z, coef, stride, rows, c0, len);
-    case 2:
-      return matvec_rows_group<2, G, false>(z, coef, stride, rows, c0, len);
-    case 3:
-      return matvec_rows_group<3, G, false>(z, coef, stride, rows, c0, len);
-    default:
-      matvec_rows_group<4, G, false>(z, coef, stride, rows, c0, len);
-  }
-  std::int64_t k = 4;
-  for (; k + 4 <= K; k += 4) matvec_rows_group<4, G, true>(z, coef + k, stride, rows + k, c0, len);
-  switch (K - k) {
-    case 1:
-      return matvec_rows_group<1, G, true>(z, coef + k, stride, rows + k, c0, len);
-    case 2:
-      return matvec_rows_group<2, G, true>(z, coef + k, stride, rows + k, c0, len);
-    case 3:
-      return matvec_rows_group<3, G, true>(z, coef + k, stride, rows + k, c0, len);
-    default:
-      return;
-  }
-}
-
 // rate = np.where(mask, value, rate)
 template <typename T>
 CONNECTOR_SIM_ALWAYS_INLINE void clamp_chunk(T* __restrict rate, const std::uint8_t* __restrict mask,
@@ -451,8 +390,6 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
   const bool clamp_rates = a.clamp.active(t);
   alignas(64) T z[CHUNK];
   alignas(64) T rate[CHUNK];
-  alignas(64) T zs[GROUP * CHUNK];
-  alignas(64) T rates_g[GROUP * CHUNK];
   const std::int64_t K = R + D;
   std::fill(scratch.lanes, scratch.lanes + B * R * LANES, 0.0);
   for (std::int64_t b = 0; b < B; ++b) {
@@ -462,49 +399,27 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
   }
   // The passes over one chunk; whole chunks get a constant length (loops
   // without remainder handling), the last chunk of the last block its own.
-  // AVX-512 (32 vector registers): groups of GROUP trials share each load of
-  // m, I and n; narrower clones keep one trial at a time (their 16 registers
-  // would spill). Both give the same bits.
-  const bool grouped = isa::level() == isa::level_avx512 && B >= GROUP;
-  // rate[:len] = phi(z + b (+ decay xperp[b])), clamped in the window (this chunk)
-  const auto rates = [&](std::int64_t b, std::int64_t c0, const T* __restrict z, T* __restrict rate, auto len)
-                         CONNECTOR_SIM_LAMBDA_INLINE {
-    const T* __restrict bias = net.b + c0;
-    if (a.xperp != nullptr) {
-      // rate = phi((z + b) + decay[t] * xperp[b])
-      const T* __restrict xperp = a.xperp + b * N + c0;
-#pragma omp simd
-      for (std::int64_t j = 0; j < len; ++j) {
-        rate[j] = simd::activation<activation>((z[j] + bias[j]) + decay * xperp[j]);
-      }
-    } else {
-      // rate = phi(z + b)
-#pragma omp simd
-      for (std::int64_t j = 0; j < len; ++j) {
-        rate[j] = simd::activation<activation>(z[j] + bias[j]);
-      }
-    }
-    // in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
-    if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
-  };
   const auto chunk = [&](std::int64_t c0, auto len) CONNECTOR_SIM_LAMBDA_INLINE {
-    std::int64_t b = 0;
-    if (grouped) {
-      for (; b + GROUP <= B; b += GROUP) {
-        // z[g] = kappa[b + g].astype(T) @ m_T + v[b + g, t].astype(T) @ I_T (this chunk), g < GROUP
-        matvec_chunk_group<GROUP>(zs, scratch.coef + b * K, K, scratch.rows, K, c0, len);
-        for (std::int64_t g = 0; g < GROUP; ++g) rates(b + g, c0, zs + g * CHUNK, rates_g + g * CHUNK, len);
-        // lanes[b + g] += rate[g] * n (this chunk), two trials per pass over n
-        for (std::int64_t g = 0; g < GROUP; g += 2) {
-          lane_sums::accumulate_chunk_2(scratch.lanes + (b + g) * R * LANES, scratch.lanes + (b + g + 1) * R * LANES,
-                                        rates_g + g * CHUNK, rates_g + (g + 1) * CHUNK, net.n_T + c0, N, R, len);
-        }
-      }
-    }
-    for (; b < B; ++b) {
+    const T* __restrict bias = net.b + c0;
+    for (std::int64_t b = 0; b < B; ++b) {
       // z = kappa[b].astype(T) @ m_T + v[b, t].astype(T) @ I_T (this chunk)
       matvec_chunk(z, scratch.coef + b * K, scratch.rows, K, c0, len);
-      rates(b, c0, z, rate, len);
+      if (a.xperp != nullptr) {
+        // rate = phi((z + b) + decay[t] * xperp[b])
+        const T* __restrict xperp = a.xperp + b * N + c0;
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) {
+          rate[j] = simd::activation<activation>((z[j] + bias[j]) + decay * xperp[j]);
+        }
+      } else {
+        // rate = phi(z + b)
+#pragma omp simd
+        for (std::int64_t j = 0; j < len; ++j) {
+          rate[j] = simd::activation<activation>(z[j] + bias[j]);
+        }
+      }
+      // in the clamp window rate = np.where(clamp_mask, clamp_value, rate)
+      if (clamp_rates) clamp_chunk(rate, a.clamp.mask + c0, a.clamp.value + c0, len);
       // lanes[b] += rate * n (this chunk)
       lane_sums::accumulate_chunk(scratch.lanes + b * R * LANES, rate, net.n_T + c0, N, R, len);
     }
