@@ -932,7 +932,7 @@ def sample_network(structure, g, n_neurons, *, kind="mean", variance=1.0, random
 
 
 def simulated_phase_diagram(gs, structures, *, n_neurons=1000, kind="mean", variance=1.0, activation="tanh",
-                            random_state=0, seed=1, lines=False, progress=None, **options):
+                            random_state=0, seed=1, lines=False, progress=None, scheduler=None, **options):
     """:func:`phase_diagram` with a simulated finite network at every grid point on top.
 
     Parameters
@@ -944,6 +944,12 @@ def simulated_phase_diagram(gs, structures, *, n_neurons=1000, kind="mean", vari
         Seeds of the loadings and of chi (the same at every point).
     progress : callable, optional
         progress(done, total) after each point.
+    scheduler : None, str or distributed.Client, default=None
+        Where the grid points run: serially (None), on local processes
+        ("processes"), or on Dask ("dask", "dask://host:port", a Client);
+        see :mod:`connector_sim.parallel`. Each task ships (structure, g)
+        and the settings, and rebuilds its network from the int seeds, so
+        the table is the serial one bit for bit.
     **options
         Passed to :func:`simulated_dmf_regime` (classify_activity's options).
 
@@ -951,21 +957,32 @@ def simulated_phase_diagram(gs, structures, *, n_neurons=1000, kind="mean", vari
     -------
     PhaseDiagram
     """
-    n_neurons = check_int(n_neurons, "n_neurons", minimum=10, owner="simulated_phase_diagram")
+    from .parallel import run_tasks
+    from .sparse_dynamics import _check_order_free_seed
+
+    owner = "simulated_phase_diagram"
+    n_neurons = check_int(n_neurons, "n_neurons", minimum=10, owner=owner)
+    _check_order_free_seed(random_state, scheduler, owner)
+    _check_order_free_seed(seed, scheduler, owner, name="seed")
     diagram = phase_diagram(gs, structures, kind=kind, variance=variance, activation=activation, lines=lines)
-    simulated = np.empty(diagram.predicted.shape, dtype=object)
-    total, done = simulated.size, 0
-    for i, structure in enumerate(diagram.structures):
-        for j, g in enumerate(diagram.gs):
-            network = sample_network(structure, g, n_neurons, kind=kind, variance=variance,
-                                     random_state=random_state, seed=seed, activation=activation)
-            simulated[i, j] = simulated_dmf_regime(network, **options)[0]
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    diagram.simulated = simulated.astype(str)
+    points = [(float(structure), float(g)) for structure in diagram.structures for g in diagram.gs]
+    settings = dict(n_neurons=n_neurons, kind=kind, variance=variance, random_state=random_state, seed=seed,
+                    activation=activation, options=options)
+    report = None if progress is None else (lambda done, total, description: progress(done, total))
+    regimes = run_tasks(_phase_point_task, points, scheduler=scheduler, shared=settings, progress=report,
+                        describe=lambda point: f"structure = {point[0]:g}, g = {point[1]:g}", owner=owner)
+    diagram.simulated = np.array(regimes, dtype=object).reshape(diagram.predicted.shape).astype(str)
     diagram.settings.update(n_neurons=n_neurons, random_state=random_state, seed=seed)
     return diagram
+
+
+def _phase_point_task(point, settings):
+    """One grid point of simulated_phase_diagram: the simulated regime at (structure, g)."""
+    structure, g = point
+    network = sample_network(structure, g, settings["n_neurons"], kind=settings["kind"],
+                             variance=settings["variance"], random_state=settings["random_state"],
+                             seed=settings["seed"], activation=settings["activation"])
+    return simulated_dmf_regime(network, **settings["options"])[0]
 
 
 def plot_phase_diagram(diagram, *, ax=None):

@@ -59,7 +59,7 @@ its description alone, the final table is the same. A local process pool
 has no such recovery: a killed process stops the sweep with
 ``BrokenProcessPool``.
 
-Adding a sweep (e.g. a DMF phase diagram, one task per grid point): write
+Adding a sweep (as ``dmf.simulated_phase_diagram`` does, one task per grid point): write
 a module-level function ``task(description)`` (or ``task(description,
 shared)``) that returns the result of one point from its description alone,
 and call ``run_tasks(task, descriptions, scheduler=scheduler,

@@ -309,6 +309,21 @@ def test_the_other_sweeps_on_dask_equal_their_serial_runs(client):
         assert np.asarray(values).tobytes() == np.asarray(parallel.scores[name]).tobytes(), name
 
 
+def test_the_dmf_phase_diagram_on_dask_equals_its_serial_run(client):
+    from connector_sim.dmf import simulated_phase_diagram
+
+    options = dict(n_neurons=200, lines=False, n_initial=2, n_discard=60, n_window=30)
+    calls = []
+    serial = simulated_phase_diagram([0.5, 2.5], [0.5, 2.5], **options)
+    parallel = simulated_phase_diagram([0.5, 2.5], [0.5, 2.5], scheduler=client,
+                                       progress=lambda done, total: calls.append((done, total)), **options)
+    assert parallel.simulated.tolist() == serial.simulated.tolist()
+    assert parallel.predicted.tolist() == serial.predicted.tolist()
+    assert sorted(calls) == [(k, 4) for k in range(1, 5)]
+    with pytest.raises(ValueError, match="must be an int"):
+        simulated_phase_diagram([0.5], [0.5], random_state=np.random.default_rng(0), scheduler=client, **options)
+
+
 def test_a_local_cluster_made_for_the_call_is_closed_after_it(client):
     import multiprocessing
 
