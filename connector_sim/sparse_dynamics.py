@@ -341,13 +341,6 @@ class RegimeResult:
     bulk_radius: float
 
 
-def _regime_from_spectrum(outlier, radius):
-    """The rule of :func:`connector_sim.spectra.predicted_regime` on given outlier and radius."""
-    if outlier <= 1.0 and radius <= 1.0:
-        return "decaying"
-    return "structured" if outlier > radius else "chaotic"
-
-
 def classify_activity(network, *, n_initial=4, n_discard=300, n_window=100, dt=0.2, resolution=0.1,
                       overlap_z=5.0, seed=0, backend="auto", max_units=4096):
     """The regime of a network's autonomous dynamics, from simulation.
@@ -459,7 +452,7 @@ def classify_activity(network, *, n_initial=4, n_discard=300, n_window=100, dt=0
     return RegimeResult(
         regime=SIMULATED_REGIMES[int(np.argmax(counts))], labels=labels.astype(str),
         activity=A / A0, fluctuation=np.divide(F, A, out=np.zeros_like(F), where=A > 0), overlap=overlap,
-        kappa=kappa, threshold=epsilon, predicted=_regime_from_spectrum(outlier, theory.bulk_radius),
+        kappa=kappa, threshold=epsilon, predicted=spectra._spectral_regime(outlier, theory.bulk_radius),
         outlier=outlier, bulk_radius=float(theory.bulk_radius))
 
 

@@ -650,6 +650,11 @@ def predicted_regime(variance, covariance, *, n_connections=None, sparsity=None,
                                 scaling=scaling)
     radius = predicted_bulk_radius(variance, sparsity=sparsity, n_connections=n_connections, n_neurons=n_neurons,
                                    scaling=scaling, covariance=covariance, correlated=correlated)
+    return _spectral_regime(outlier, radius)
+
+
+def _spectral_regime(outlier, radius):
+    """The eigenvalue rule of :func:`predicted_regime` on a given outlier and bulk radius."""
     if outlier <= 1.0 and radius <= 1.0:
         return "decaying"
     return "structured" if outlier > radius else "chaotic"
@@ -780,10 +785,7 @@ def regime_from_spectrum(outlier, radius, *, variance=1.0, activation="tanh"):
     if not (math.isfinite(outlier) and math.isfinite(radius)) or radius < 0:
         raise ValueError(f"regime_from_spectrum needs a finite outlier and a finite radius >= 0. "
                          f"Got outlier={outlier!r}, radius={radius!r}.")
-    if outlier <= 1.0 and radius <= 1.0:
-        spectral = "decaying"
-    else:
-        spectral = "structured" if outlier > radius else "chaotic"
+    spectral = _spectral_regime(outlier, radius)
     if outlier > 1.0 and radius > 1.0:
         from .dmf import predicted_dmf_regime
 
