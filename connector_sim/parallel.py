@@ -336,12 +336,17 @@ def _stop_pool(executor):
         terminate()
         return
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    manager = getattr(executor, "_executor_manager_thread", None)
     executor.shutdown(wait=False, cancel_futures=True)
     # The pool may still be starting a worker: take those too.
     processes += [process for process in (getattr(executor, "_processes", None) or {}).values()
                   if process not in processes]
     for process in processes:
         process.terminate()
+    # The pool's own thread sees the workers die and reaps them: let it finish first. Two threads
+    # waiting on one child can leave it reaped but not yet marked as exited (still "active").
+    if manager is not None:
+        manager.join(10)
     for process in processes:
         process.join(5)
         if process.is_alive():  # SIGTERM not handled in time (e.g. a worker still importing on a loaded machine)
