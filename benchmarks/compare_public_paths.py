@@ -186,6 +186,38 @@ def threads_block(n_rounds, N=1_000_000, steps=50):
     return results
 
 
+def crossover_block(n_rounds, sizes=(25_000, 50_000, 100_000, 200_000, 400_000, 1_000_000), steps=200):
+    """Wall ms per step with 1 and with 2 threads over N: where does a second thread start to pay?
+
+    This is the measurement behind ``MIN_WORK_PER_THREAD``; it only means
+    something on an idle machine (the load average is printed). All 1-thread
+    runs of a size come before its 2-thread runs (see :func:`threads_block`).
+    """
+    results = {}
+    rng = np.random.default_rng(0)
+    for path, noise in (("full", 0.5), ("latent", 0.0)):
+        for N in sizes:
+            network = cs.LowRankRNN(rng.standard_normal((N, 2), np.float32), rng.standard_normal((N, 2), np.float32),
+                                    dtype=np.float32)
+            n_steps = max(steps, int(steps * 1_000_000 // N) // 10)
+
+            def case(threads):
+                def run():
+                    cs.simulate(network, n_steps, kappa0=[0.5, -0.5], noise_std=noise, seed=1, path=path,
+                                n_threads=threads)
+
+                return f"{path} N={N:.0e} n_threads={threads}", (run, n_steps)
+
+            wall = rounds(dict([case(1)]), n_rounds, clock=time.perf_counter)
+            wall.update(rounds(dict([case(2)]), n_rounds, clock=time.perf_counter))
+            auto = resolve_n_threads("auto", N) if resolve_n_threads else "-"
+            print_rows(f"crossover, N = {N:.0e} float32 {path} path, wall ms per step "
+                       f"(auto resolves to {auto} now, load {load():.2f})", wall,
+                       reference=f"{path} N={N:.0e} n_threads=1")
+            results.update({f"{name} wall": value for name, value in wall.items()})
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 1e6 only for short calls, N = 1e5 sparse")
@@ -206,6 +238,8 @@ def main(argv=None):
             results["sparse"][N] = sparse_block(n_rounds, N)
     if "threads" in blocks:
         results["threads"] = threads_block(n_rounds)
+    if "crossover" in blocks:  # not in the default blocks: needs an idle machine
+        results["crossover"] = crossover_block(n_rounds)
     results["load_average_end"] = load()
     if args.json:
         with open(args.json, "w") as handle:

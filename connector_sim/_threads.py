@@ -17,16 +17,47 @@ The rule (:func:`auto_threads`)::
     threads = min(floor(free), cores, work // MIN_WORK_PER_THREAD), at least 1
 
 so a machine whose load average reaches its core count gets one thread, and
-so does a small network. An explicit int is used as given.
+so does a small network. Inside a task of a parallel sweep
+(:mod:`connector_sim.parallel`, on a process pool or Dask) "auto" is one
+thread: the sweep's workers already fill the cores, and the load average
+(a one-minute mean) sees them too late. An explicit int is used as given.
+
+Measured (``benchmarks/compare_public_paths.py --blocks crossover``, float32,
+rank 2, wall time per step, 2 vCPUs of an AVX-512 AMD EPYC at load 0.9): two
+threads against one ran at 1.0x for N = 1e3-2e3, 1.2x for N = 5e3-1e4, and
+1.4-1.9x from N = 2e4 to 4e5, on both the full and the latent path.
 """
 
+import contextlib
 import math
 import os
+import threading
 
 #: Neuron-updates (trials x neurons of one step) per thread below which a
-#: further thread does not pay: below ~2e5 the per-step barrier (a few
-#: microseconds, more when a thread wakes late) costs more than the split saves.
-MIN_WORK_PER_THREAD = 200_000
+#: further thread does not pay enough: on an idle machine a second thread
+#: broke even at 2e3 neurons and gave 1.2x at 5e3-1e4 and 1.4x or more from
+#: 2e4 (module docstring); the threshold keeps a factor two of margin for the
+#: barrier's jitter on a shared machine.
+MIN_WORK_PER_THREAD = 10_000
+
+#: The same for a sparse matrix-vector product of ``leading_eigenvalues``
+#: (connections per thread): every ARPACK product starts and joins its threads,
+#: and at 1e6 connections two threads measured 0.7-1.5x of one, so it keeps the
+#: earlier, conservative 2e5.
+MIN_CONNECTIONS_PER_THREAD = 200_000
+
+_sweep_task = threading.local()
+
+
+@contextlib.contextmanager
+def one_thread_per_task():
+    """Within the block, ``n_threads="auto"`` resolves to one thread (in this thread only)."""
+    previous = getattr(_sweep_task, "active", False)
+    _sweep_task.active = True
+    try:
+        yield
+    finally:
+        _sweep_task.active = previous
 
 
 def available_cores():
@@ -53,12 +84,14 @@ def free_cores():
     return float(min(cores, max(0.0, cores - max(0.0, load - 1.0))))
 
 
-def auto_threads(work):
+def auto_threads(work, min_work_per_thread=MIN_WORK_PER_THREAD):
     """Threads for a step of ``work`` neuron-updates: see the module docstring."""
-    by_work = int(work // MIN_WORK_PER_THREAD)
+    if getattr(_sweep_task, "active", False):
+        return 1
+    by_work = int(work // min_work_per_thread)
     return max(1, min(math.floor(free_cores()), available_cores(), by_work))
 
 
-def resolve_n_threads(n_threads, work):
+def resolve_n_threads(n_threads, work, min_work_per_thread=MIN_WORK_PER_THREAD):
     """``n_threads`` (already checked) as an int: "auto" resolved for a step of ``work`` neuron-updates."""
-    return auto_threads(work) if n_threads == "auto" else n_threads
+    return auto_threads(work, min_work_per_thread) if n_threads == "auto" else n_threads

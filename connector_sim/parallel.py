@@ -77,6 +77,8 @@ import os
 import sys
 import threading
 
+from ._threads import one_thread_per_task
+
 __all__ = ["NetworkFile", "SweepInterrupted", "check_scheduler", "fit_over_seeds", "require_dask", "run_tasks",
            "session"]
 
@@ -216,8 +218,15 @@ def _call(function, task, shared=_NO_SHARED):
     return function(task) if shared is _NO_SHARED else function(task, shared)
 
 
+def _call_in_worker(function, task, shared=_NO_SHARED):
+    """A task on a Dask worker: ``n_threads="auto"`` means one thread there (the workers fill the cores)."""
+    with one_thread_per_task():
+        return _call(function, task, shared)
+
+
 def _call_with_worker_shared(function, task, has_shared):
-    return function(task, _WORKER_SHARED) if has_shared else function(task)
+    with one_thread_per_task():
+        return function(task, _WORKER_SHARED) if has_shared else function(task)
 
 
 def run_tasks(function, tasks, *, scheduler=None, shared=_NO_SHARED, progress=None, describe=None, retries=1,
@@ -393,7 +402,7 @@ def _run_dask(function, tasks, shared, progress, describe, kind, value, retries,
             extra = (client.scatter([shared], broadcast=True, hash=False)[0],)
         token = uuid.uuid4().hex[:12]
         name = getattr(function, "__name__", "task")
-        futures = [client.submit(_call, function, task, *extra, key=f"{owner}-{name}-{token}-{index}",
+        futures = [client.submit(_call_in_worker, function, task, *extra, key=f"{owner}-{name}-{token}-{index}",
                                  retries=retries, pure=False) for index, task in enumerate(tasks)]
         index_of = {future.key: index for index, future in enumerate(futures)}
         distributed = sys.modules["distributed"]

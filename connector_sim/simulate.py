@@ -419,10 +419,10 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     n_threads : "auto" or int, default="auto"
         Threads of the compiled kernels: an int in [1, MAX_THREADS] (four per
         CPU, at least 64), or "auto": more than one only where it pays, that
-        is when each thread gets at least 2e5 neuron-updates per step
+        is when each thread gets at least 1e4 neuron-updates per step
         (n_trials x N) and cores are free (CPUs in the affinity mask minus
-        the load average; one thread on a busy machine), see
-        ``connector_sim._threads``. Results do not depend on it; the count
+        the load average; one thread on a busy machine, and inside a task
+        of a parallel sweep), see ``connector_sim._threads``. Results do not depend on it; the count
         used is ``result.n_threads``.
     max_record_bytes : int or float, optional
         Largest recording allowed, in bytes; default half the available

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._kernels import read_only
 from ._memory import check_allocation
-from ._threads import resolve_n_threads
+from ._threads import MIN_CONNECTIONS_PER_THREAD, resolve_n_threads
 from ._validation import check_int, check_n_threads
 from .network import LowRankRNN
 from .sparse import LowRankPlusRandomRNN, SparseLowRankRNN, _check_dense_fits
@@ -490,7 +490,8 @@ def leading_eigenvalues(network, k=None, *, which="LR", backend="auto", n_thread
     if which not in ("LR", "LM"):
         raise ValueError(f"which must be 'LR' or 'LM'. Got {which!r}.")
     n_threads = resolve_n_threads(check_n_threads(n_threads, "leading_eigenvalues", allow_auto=True),
-                                  network.mask.expected_nnz)  # work of one product: its connections
+                                  network.mask.expected_nnz,  # work of one product: its connections
+                                  MIN_CONNECTIONS_PER_THREAD)
     # ARPACK's Krylov basis (ncv = 2k + 1 vectors of N, and its work arrays) and the float64 loadings
     check_allocation(8 * N * (3 * (2 * k + 1) + 2 * network.rank + 4),
                      f"leading_eigenvalues(k={k}) of a network of {N} neurons", "Ask for fewer eigenvalues (k).")

@@ -422,3 +422,15 @@ def test_a_worker_killed_mid_sweep_costs_only_its_tasks_and_the_table_is_the_sam
     same_table(parallel, serial)
     client.wait_for_workers(2, timeout=30)  # the nanny restarted it
     assert len(set(client.run(os.getpid).values()) - pids) == 1
+
+
+def _auto_threads_of_a_big_step(task):
+    from connector_sim._threads import auto_threads
+
+    return auto_threads(10**9)
+
+
+def test_auto_threads_is_one_thread_in_a_dask_task_and_a_pool_task(client):
+    # The workers already fill the cores: "auto" must not add threads of its own inside them.
+    assert run_tasks(_auto_threads_of_a_big_step, [0, 1], scheduler=client) == [1, 1]
+    assert run_tasks(_auto_threads_of_a_big_step, [0, 1], scheduler="processes:2") == [1, 1]

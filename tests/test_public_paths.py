@@ -190,6 +190,24 @@ def test_auto_threads_is_one_on_a_loaded_machine_or_a_small_network(monkeypatch)
     assert _threads.auto_threads(10**9) == 1
 
 
+def _auto_in_a_sweep_task(work):
+    return _threads.auto_threads(work)
+
+
+def test_auto_threads_is_one_inside_a_sweep_task_and_only_there(monkeypatch):
+    from connector_sim.parallel import run_tasks
+
+    _machine(monkeypatch, 16, 1.0)  # idle: outside a task, auto takes the cores
+    assert _threads.auto_threads(10**9) == 16
+    with _threads.one_thread_per_task():
+        assert _threads.auto_threads(10**9) == 1
+        assert _threads.resolve_n_threads(4, 10**9) == 4  # an explicit count is used as given
+    assert _threads.auto_threads(10**9) == 16  # restored after the block
+    # A process pool's tasks (a fresh process: the real machine, whose cores are what they are).
+    assert run_tasks(_auto_in_a_sweep_task, [10**9, 10**9], scheduler="processes:2") == [1, 1]
+    assert _threads.resolve_n_threads("auto", 10**9, min_work_per_thread=10**9) == 1  # spectra's own threshold
+
+
 def test_check_n_threads_accepts_auto_where_allowed():
     assert check_n_threads("auto", "simulate", allow_auto=True) == "auto"
     assert check_n_threads(3, "simulate", allow_auto=True) == 3
