@@ -52,6 +52,7 @@ from scipy.optimize import brentq
 
 from connector_sim import find_limit_cycle, latent_flow
 from connector_sim.inference.conditional_mean import fit_conditional_mean, regression_data
+from connector_sim.inference.connector import sobol_normal
 from connector_sim.mean_field import mean_field_trajectory
 from connector_sim.synthetic import GAUSSIAN_OVERLAPS, gaussian_network_distribution, latent_grid, synthetic_network
 
@@ -100,28 +101,46 @@ def radial_radius(velocity, n_angles=64):
     return float(np.mean(radii))
 
 
+def learned_mean_field(connector, n_points=1 << 16):
+    """The learned distribution's mean field: the marginal at scrambled Sobol base points, n = nbar (theory eq. 4)."""
+    marginal = connector.marginal_
+    rows = marginal.sample(n_points, x0=sobol_normal(n_points, int(marginal.free_.sum()), random_state=5))
+    m, b = rows[:, :2], rows[:, 2]
+    weighted_n = connector.conditional_mean(rows) / n_points
+    return lambda kappa: -kappa + np.tanh(m @ kappa + b) @ weighted_n
+
+
 def connector_fits(args):
     from connector_sim.inference import Connector
 
-    settings = dict(n_epochs=args.epochs, hidden=64, n_layers=3, batch_size=256, learning_rate=2e-3)
-    print(f"\nfull Connector fits ({args.epochs} epochs, 3 x 64; regression at its defaults), N = 5000 truth, "
-          "20,000-neuron samples; error against the truth's mean field")
+    settings = {} if args.epochs is None else dict(n_epochs=args.epochs, hidden=64, n_layers=3, batch_size=256,
+                                                    learning_rate=2e-3)
+    cnf = "default CNF (4 x 128, 1,000 epochs)" if args.epochs is None else f"3 x 64 CNF, {args.epochs} epochs"
+    print(f"\nfull Connector fits ({cnf}; regression at its defaults unless stated), N = 5000 truth; error "
+          "against the truth's mean field of: the fitted network itself | the learned distribution's mean field "
+          "(2^16 Sobol rows, n = nbar) | one sampled network of 20,000 neurons")
     for name in ("ring", "limit_cycle"):
         true_flow = latent_flow(gaussian_network_distribution(name))
-        reference = radial_radius(true_flow) if name == "ring" else find_limit_cycle(true_flow, [1.0, 0.0]).period
+
+        def measure(flow, name=name):
+            return radial_radius(flow) if name == "ring" else find_limit_cycle(flow, [1.0, 0.0]).period
+
+        reference = measure(true_flow)
         quantity = "ring radius" if name == "ring" else "cycle period"
         for scaling in args.scalings:
-            line = []
-            for seed in range(args.seeds):
-                truth = synthetic_network(name, n_neurons=5000, random_state=seed)
-                started = time.process_time()
-                connector = Connector(ridge_scaling=scaling, random_state=seed, **settings).fit(
-                    truth.network, truth.trajectories)
-                flow = latent_flow(connector.sample(20_000, random_state=1))
-                value = radial_radius(flow) if name == "ring" else find_limit_cycle(flow, [1.0, 0.0]).period
-                line.append(f"{100 * (value / reference - 1):+.2f}% (c {connector.ridge_constant_:.3g}, "
-                            f"lambda {connector.ridge_lambda_:.3g}, {time.process_time() - started:.0f} s)")
-            print(f"{quantity:>13} {scaling:>7}: " + "; ".join(line), flush=True)
+            for sampling in args.samplings:
+                for seed in range(args.seeds):
+                    truth = synthetic_network(name, n_neurons=5000, random_state=seed)
+                    started = time.process_time()
+                    connector = Connector(ridge_scaling=scaling, regression_sampling=sampling, random_state=seed,
+                                          device="cpu", **settings).fit(truth.network, truth.trajectories)
+                    seconds = time.process_time() - started
+                    values = [measure(latent_flow(truth.network)), measure(learned_mean_field(connector)),
+                              measure(latent_flow(connector.sample(20_000, random_state=1)))]
+                    print(f"{quantity:>13} {scaling:>7} {sampling:>7} seed {seed}: "
+                          + " | ".join(f"{100 * (value / reference - 1):+.2f}%" for value in values)
+                          + f"   (c {connector.ridge_constant_:.3g}, lambda {connector.ridge_lambda_:.3g}, "
+                          f"fit {seconds:.0f} s CPU)", flush=True)
 
 
 def main():
@@ -133,8 +152,11 @@ def main():
     parser.add_argument("--time-points", type=int, default=2000)
     parser.add_argument("--connector", action="store_true", help="also run the full Connector fits")
     parser.add_argument("--connector-only", action="store_true")
-    parser.add_argument("--scalings", nargs="+", default=["linear", "paper"], choices=["linear", "paper"])
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--scalings", nargs="+", default=["linear"], choices=["linear", "paper"])
+    parser.add_argument("--samplings", nargs="+", default=["sobol"], choices=["sobol", "random"],
+                        help="Connector's regression_sampling")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="a 3 x 64 CNF trained this many epochs instead of the default CNF")
     args = parser.parse_args()
     if not args.connector_only:
         error_vs_rows(args)

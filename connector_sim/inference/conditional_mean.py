@@ -439,13 +439,16 @@ def _gram(activation, m, I, b, points, v_points):
     return gram
 
 
-def _held_out_errors(fit_rows, eval_rows, points, v_points, increments, folds, constants, activation):
-    """(n_folds, n_constants) held-out squared errors: nbar fitted on ``fit_rows``, the velocity from ``eval_rows``."""
+def _held_out_errors(fit_rows, eval_rows, points, v_points, increments, folds, constants, activation, fit_gram=None):
+    """(n_folds, n_constants) held-out squared errors: nbar fitted on ``fit_rows``, the velocity from ``eval_rows``.
+
+    ``fit_gram``: Phi Phi^T of ``fit_rows`` when the caller has it already (dual form only).
+    """
     N, n_eval = len(fit_rows[0]), len(eval_rows[0])
     T = len(points)
     eval_gram = _gram(activation, *eval_rows, points, v_points) / n_eval
     dual = N > T
-    if dual:
+    if dual and fit_gram is None:
         fit_gram = _gram(activation, *fit_rows, points, v_points)
     else:
         phi_all = _phi_block(activation, *fit_rows, points, v_points)  # (T, N), N <= T
@@ -523,6 +526,13 @@ def ridge_cv_scores(m, points, increments, *, groups=None, I=None, b=None, v_poi
         As :func:`fit_conditional_mean`, or for bad ``groups`` / ``constants``
         / evaluation rows, or fewer than two rows to split.
     """
+    return _ridge_cv_scores(m, points, increments, groups, I, b, v_points, m_eval, I_eval, b_eval, activation,
+                            constants, n_folds, random_state)
+
+
+def _ridge_cv_scores(m, points, increments, groups, I, b, v_points, m_eval, I_eval, b_eval, activation, constants,
+                     n_folds, random_state, fit_gram=None):
+    """:func:`ridge_cv_scores`; ``fit_gram`` is Phi Phi^T of the rows ``m`` when the caller has computed it."""
     m, points, increments, I, b, v_points, activation = _check_regression(m, points, increments, I, b, v_points,
                                                                           activation)
     constants = _check_constants(constants, "ridge_cv_scores")
@@ -537,7 +547,7 @@ def ridge_cv_scores(m, points, increments, *, groups=None, I=None, b=None, v_poi
     m_eval, _, _, I_eval, b_eval, _, _ = _check_regression(m_eval, points, increments, I_eval, b_eval, v_points,
                                                            activation)
     return _held_out_errors((m, I, b), (m_eval, I_eval, b_eval), points, v_points, increments, folds, constants,
-                            activation).mean(axis=0)
+                            activation, fit_gram=fit_gram).mean(axis=0)
 
 
 def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None, alpha=0.1, lambda_prior=1e-4,
@@ -635,14 +645,16 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
     ridge_scaling = _check_ridge_scaling(ridge_scaling, "fit_conditional_mean")
     if form not in ("auto", "dual", "primal"):
         raise ValueError(f"form must be 'auto', 'dual' or 'primal'. Got {form!r}.")
-    cv_constants = cv_scores = None
+    cv_constants = cv_scores = gram = None
     constant = _check_ridge_constant(ridge_constant, "fit_conditional_mean")  # checked whatever the scaling
     if ridge is None and ridge_scaling == "linear":
         if constant == "cv":
             cv_constants = np.asarray(RIDGE_CONSTANTS)
-            cv_scores = ridge_cv_scores(m, points, increments, groups=groups, I=I, b=b, v_points=v_points,
-                                        m_eval=m_eval, I_eval=I_eval, b_eval=b_eval, activation=activation,
-                                        random_state=random_state)
+            if form == "dual" or (form == "auto" and N > T):  # one Gram matrix for the CV and the fit
+                gram = _gram(activation, m, I, b, points, v_points)
+            cv_scores = _ridge_cv_scores(m, points, increments, groups, I, b, v_points, m_eval, I_eval, b_eval,
+                                         activation, RIDGE_CONSTANTS, _DEFAULT_FOLDS, random_state,
+                                         fit_gram=gram if m_eval is not None else None)
             constant = float(cv_constants[np.argmin(cv_scores)])
     lam = ridge_lambda(N, alpha, lambda_prior, ridge, ridge_scaling=ridge_scaling,
                        ridge_constant=0.1 if constant == "cv" else constant)
@@ -650,13 +662,9 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
         form = "dual" if N > T else "primal"
 
     delta = N * increments
-    chunk = max(1, _BLOCK_ELEMENTS // T)
     if form == "dual":
-        gram = np.zeros((T, T))
-        for first in range(0, N, chunk):
-            block = slice(first, first + chunk)
-            phi = _phi_block(activation, m[block], I[block], b[block], points, v_points)
-            gram += phi @ phi.T
+        if gram is None:
+            gram = _gram(activation, m, I, b, points, v_points)
         gram[np.diag_indices(T)] += lam
         weights = cho_solve(_cholesky(gram, lam), delta)
         n_hat = None

@@ -18,6 +18,7 @@ networks of any size with the fitted network's mean-field dynamics (theory
 eq. 4, which depends on p(n | m, I, b) only through nbar).
 """
 
+import inspect
 import math
 import numbers
 import os
@@ -53,6 +54,50 @@ from .flows import (
 
 _OWNER = "Connector"
 CONDITIONALS = ("closed_form", "cnf")
+REGRESSION_SAMPLINGS = ("sobol", "random")
+
+
+def sobol_normal(n_samples, dim, random_state=None):
+    """Scrambled Sobol points mapped to N(0, I_dim) by the inverse normal CDF (randomised quasi-Monte Carlo).
+
+    The first ``n_samples`` points of a scrambled Sobol sequence of length
+    2^ceil(log2 n_samples) (scipy.stats.qmc), coordinate by coordinate
+    through the inverse of the standard normal CDF. Each point is marginally
+    N(0, I); averages of smooth functions over them have an error that falls
+    nearly as 1 / n_samples (independent draws: 1 / sqrt(n_samples)).
+
+    Parameters
+    ----------
+    n_samples : int
+    dim : int
+        At least 0 (0 gives an empty (n_samples, 0) array).
+    random_state : None, int or numpy.random.Generator
+        Seeds the scrambling.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, dim)
+
+    Examples
+    --------
+    >>> points = sobol_normal(1024, 2, random_state=0)
+    >>> points.shape, bool(abs(points.mean()) < 0.01), bool(abs(points.var() - 1) < 0.01)
+    ((1024, 2), True, True)
+    """
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
+    n_samples = check_int(n_samples, "n_samples", minimum=1, owner="sobol_normal")
+    dim = check_int(dim, "dim", minimum=0, owner="sobol_normal")
+    rng = check_random_state(random_state)
+    if dim == 0:
+        return np.zeros((n_samples, 0))
+    # random_base2 draws 2^k points, the sizes at which a Sobol sequence is balanced (no warning for other sizes).
+    # scipy >= 1.15 names the generator rng (seed before, to be deprecated).
+    generator = {"rng" if "rng" in inspect.signature(qmc.Sobol).parameters else "seed": rng}
+    sobol = qmc.Sobol(dim, scramble=True, **generator)
+    unit = sobol.random_base2(max(0, math.ceil(math.log2(n_samples))))[:n_samples]
+    return ndtri(np.clip(unit, 1e-300, None))  # scrambled points are in (0, 1); the clip only guards 0
 
 
 class Connector(_Distribution):
@@ -101,6 +146,19 @@ class Connector(_Distribution):
         lambda itself, overriding the scaling.
     n_regression_samples : int, default=1000
         Rows sampled from the marginal for the ridge regression (paper: 1,000).
+    regression_sampling : {"sobol", "random"}, default="sobol"
+        How those rows are drawn. The regression depends on them only
+        through the Gram matrix (1/N) Phi Phi^T, a Monte Carlo estimate of
+        the marginal's K_ts = E[phi_t phi_s] whose error the ridge amplifies
+        by 1/c (theory section 3, step 4). "sobol": the marginal CNF pushes
+        forward scrambled Sobol points of its Gaussian base (randomised
+        quasi-Monte Carlo; the integrands are smooth, so the error falls
+        nearly as 1/N instead of 1/sqrt(N)); "random": independent draws
+        (the paper's). On the ring network (true marginal, 1,000 rows, c
+        fixed) the ring radius of the learned mean field varied by 2-6% (sd
+        over row draws) with "random" and by 0.1-0.3% with "sobol"; the
+        random rows' noise also made the cross-validation pick c 10-30 times
+        larger, whose shrinkage took up to 5% off the ring radius.
     n_regressions : int, default=1
         Independent regressions (fresh rows each, the same time points)
         whose W are averaged. nbar depends on the sampled rows: the ring
@@ -185,7 +243,8 @@ class Connector(_Distribution):
 
     def __init__(self, *, conditional="closed_form", n_covariance=1.0, ridge_scaling="linear", ridge_constant="cv",
                  lambda_prior=1e-4, ridge=None,
-                 n_regression_samples=1000, n_regressions=1, max_time_points=2000, n_conditional_samples=None,
+                 n_regression_samples=1000, regression_sampling="sobol", n_regressions=1, max_time_points=2000,
+                 n_conditional_samples=None,
                  hidden=128, n_layers=4, n_epochs=1000, batch_size=64, learning_rate=1e-3, weight_decay=1e-4,
                  validation_fraction=0.2, patience=None, n_steps=10, solver="midpoint", conditional_epochs=None,
                  device="auto", random_state=None, verbose=False, n_threads=1, cosine=True, ema_decay=0.999,
@@ -197,6 +256,7 @@ class Connector(_Distribution):
         self.lambda_prior = lambda_prior
         self.ridge = ridge
         self.n_regression_samples = n_regression_samples
+        self.regression_sampling = regression_sampling
         self.n_regressions = n_regressions
         self.max_time_points = max_time_points
         self.n_conditional_samples = n_conditional_samples
@@ -238,6 +298,7 @@ class Connector(_Distribution):
         "ridge_scaling": "paper",    # lambda = regularizer * nsamples^2 / alpha^2
         "lambda_prior": 1e-4,        # regularizer
         "n_regression_samples": 1000,  # nsamples
+        "regression_sampling": "random",  # torch.randn rows of the marginal
         "n_steps": 20,               # ODESolver step_size=0.05 on [0, 1]: 20 midpoint steps
         "solver": "midpoint",
     }
@@ -283,7 +344,7 @@ class Connector(_Distribution):
         params.update(overrides)
         return cls(**params)
     _PARAMS = ("conditional", "n_covariance", "ridge_scaling", "ridge_constant", "lambda_prior", "ridge",
-               "n_regression_samples", "n_regressions",
+               "n_regression_samples", "regression_sampling", "n_regressions",
                "max_time_points",
                "n_conditional_samples", "n_epochs", "conditional_epochs", "random_state") + _CNF_PARAMS
 
@@ -419,7 +480,7 @@ class Connector(_Distribution):
         ridge = self.ridge
         self.ridge_cv_constants_ = self.ridge_cv_scores_ = None
         for k in range(params["n_regressions"]):
-            rows = self.marginal_.sample(params["n_regression_samples"], random_state=rng)
+            rows = self._regression_rows(params["n_regression_samples"], rng)
             options = dict(I=rows[:, R:R + D], b=rows[:, R + D], v_points=v_points, alpha=alpha,
                            lambda_prior=self.lambda_prior, ridge=ridge, ridge_scaling=self.ridge_scaling,
                            ridge_constant=self.ridge_constant, activation=activation)
@@ -453,8 +514,17 @@ class Connector(_Distribution):
             self.conditional_ = self._cnf(epochs, rng).fit(targets, condition=condition)
         return self
 
+    def _regression_rows(self, count, rng):
+        """Rows [m, I, b] of one ridge regression: the marginal at Sobol or random base points."""
+        if self.regression_sampling == "random":
+            return self.marginal_.sample(count, random_state=rng)
+        return self.marginal_.sample(count, x0=sobol_normal(count, int(self.marginal_.free_.sum()), rng))
+
     def _check_params(self):
         _check_ridge_scaling(self.ridge_scaling, _OWNER)
+        if self.regression_sampling not in REGRESSION_SAMPLINGS:
+            raise ValueError(f"The 'regression_sampling' parameter of {_OWNER} must be one of "
+                             f"{list(REGRESSION_SAMPLINGS)}. Got {self.regression_sampling!r} instead.")
         _check_ridge_constant(self.ridge_constant, _OWNER)
         check_positive_scalar(self.lambda_prior, "lambda_prior", owner=_OWNER)
         if self.ridge is not None:

@@ -967,7 +967,7 @@ class FlowMatchingCNF:
                                device=device)
 
     def sample(self, n_samples=None, condition=None, random_state=None, *, n_steps=None, solver=None,
-               batch_size=None, precision="float32"):
+               batch_size=None, precision="float32", x0=None):
         """Draw samples by integrating dx/dt = v(x, t [, c]) from x_0 ~ N(0, I) at t = 0 to t = 1.
 
         Parameters
@@ -1001,6 +1001,11 @@ class FlowMatchingCNF:
             ~1e-3 rms (at most a few 1e-2) of each coordinate's standard
             deviation, the distribution far less than the sampling noise
             (module docstring).
+        x0 : array-like of shape (n_samples, n_free), optional
+            The base points x_0 to integrate, in place of draws of N(0, I)
+            from ``random_state``: e.g. randomised quasi-Monte Carlo points
+            (Connector's regression rows). ``n_free = free_.sum()``, the
+            coordinates that were not constant in the training data.
 
         Returns
         -------
@@ -1017,6 +1022,8 @@ class FlowMatchingCNF:
         precision = self._check_precision(precision, f"{_OWNER}.sample")
         condition = self._check_condition(condition, n_samples)
         rng = check_random_state(random_state)
+        if x0 is not None:
+            x0 = check_array(np.asarray(x0), "x0", ndim=2, dtype=np.float64, shape=(n_samples, int(self.free_.sum())))
         from .._memory import check_allocation
 
         # The output and the ODE solver's float64 temporaries of one batch (at most 4 states alive).
@@ -1027,7 +1034,7 @@ class FlowMatchingCNF:
         if self.model_ is None:
             return out
         with torch_threads(self.n_threads):
-            self._sample_batches(out, condition, rng, n_steps, solver, batch_size, precision)
+            self._sample_batches(out, condition, rng, n_steps, solver, batch_size, precision, x0)
         return out
 
     def _check_precision(self, precision, owner):
@@ -1066,7 +1073,7 @@ class FlowMatchingCNF:
             per_row += (2 * d + 2) * hidden + d + 10
         return 4 * per_row + 16 * self.dim_
 
-    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size, precision="float32"):
+    def _sample_batches(self, out, condition, rng, n_steps, solver, batch_size, precision="float32", x0=None):
         free = self.free_
         n_free = int(free.sum())
         device = next(self.model_.parameters()).device
@@ -1074,12 +1081,12 @@ class FlowMatchingCNF:
         fast = _fast_model(self.model_)
         batch_size = self._outer_batch(len(out), batch_size, device, self._gpu_bytes_per_row(False))
         for first, last in self._batches(len(out), batch_size):
-            x0 = rng.standard_normal((last - first, n_free)).astype(np.float32)
+            base = (rng.standard_normal((last - first, n_free)) if x0 is None else x0[first:last]).astype(np.float32)
             c = self._standard_condition(None if condition is None else condition[first:last], device)
             if fast:
-                z = self._fast_sample(torch.as_tensor(x0, device=device), c, n_steps, solver, device, precision)
+                z = self._fast_sample(torch.as_tensor(base, device=device), c, n_steps, solver, device, precision)
             else:
-                state = (torch.as_tensor(x0, device=device),)
+                state = (torch.as_tensor(base, device=device),)
 
                 def derivative(state_, t, c=c):
                     return (self.model_(state_[0], t, c),)

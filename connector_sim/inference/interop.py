@@ -242,6 +242,7 @@ def load_official_checkpoint(path, *, device="auto", n_steps=OFFICIAL_N_STEPS, s
     connector = OfficialConnector(conditional="cnf", ridge_scaling="paper",
                                   lambda_prior=float(args.get("regularizer", 1e-4)),
                                   n_regression_samples=int(args.get("nsamples", 1000)),
+                                  regression_sampling="random",
                                   hidden=int(marginal_layers[0][0].shape[0]), n_layers=len(marginal_layers) - 1,
                                   n_epochs=int(args.get("mbd_training_epochs", 1000)),
                                   batch_size=int(args.get("batch_size", 64)), learning_rate=float(args.get("lr", 1e-3)),
