@@ -584,6 +584,8 @@ def _infer(arguments):
                                f"{arguments.ridge_constant!r}.")
     if arguments.ridge_scaling is None:
         arguments.ridge_scaling = "paper" if arguments.official else "linear"
+    if arguments.regression_sampling is None:
+        arguments.regression_sampling = "random" if arguments.official else "sobol"
     try:
         check_folder_target(arguments.out, ("config.json", "weights.pt"), probe=True)
     except OSError as exc:
@@ -593,7 +595,7 @@ def _infer(arguments):
 
     options = dict(hidden=arguments.hidden, n_layers=arguments.layers, n_covariance=arguments.n_covariance,
                    ridge_scaling=arguments.ridge_scaling, ridge_constant=arguments.ridge_constant,
-                   random_state=arguments.seed)
+                   regression_sampling=arguments.regression_sampling, random_state=arguments.seed)
     if arguments.official:
         connector = Connector.official(n_epochs=arguments.epochs, **options)
     else:
@@ -685,14 +687,14 @@ def _ridge_summary(connector):
         return f"lambda = {connector.ridge_lambda_:.4g} (given)"
     if connector.ridge_scaling == "paper":
         return (f"lambda = lambda_p N^2 / alpha^2 = {connector.ridge_lambda_:.4g} (paper scaling, lambda_p = "
-                f"{connector.ridge_constant_:g}, N = {n_rows} rows)")
+                f"{connector.ridge_constant_:g}, N = {n_rows} {connector.regression_sampling} rows)")
     how = "given"
     if connector.ridge_cv_scores_ is not None:
         how = (f"cross-validated over trials from {len(connector.ridge_cv_constants_)} values in "
                f"[{connector.ridge_cv_constants_.min():g}, {connector.ridge_cv_constants_.max():g}], held-out "
                f"latent-velocity MSE {connector.ridge_cv_scores_.min():.3g}")
     return f"lambda = c N = {connector.ridge_lambda_:.4g} (linear scaling, c = {connector.ridge_constant_:g} {how}, " \
-           f"N = {n_rows} rows)"
+           f"N = {n_rows} {connector.regression_sampling} rows)"
 
 
 # --------------------------------------------------------------------------- perturb
@@ -1237,6 +1239,10 @@ def _parser():
     infer.add_argument("--ridge-scaling", choices=("linear", "paper"), default=None,
                        help="lambda of the conditional mean's ridge: 'linear' = c N (default; consistent as the "
                             "rows grow), 'paper' = 1e-4 N^2 / alpha^2 (default with --official)")
+    infer.add_argument("--regression-sampling", choices=("sobol", "random"), default=None,
+                       help="rows of the conditional mean's regression: the marginal at scrambled Sobol points "
+                            "(default) or at random ones (the paper's; default with --official); theory section 3, "
+                            "step 4")
     infer.add_argument("--ridge-constant", default="cv",
                        help="c of the linear scaling, or 'cv' (default): chosen by held-out latent-velocity error "
                             "over trials")

@@ -152,6 +152,7 @@ def test_infer_then_perturb_the_connector(chain, tmp_path):
     assert connector.ridge_scaling == "linear" and connector.ridge_constant == "cv"
     assert f"lambda = c N = {connector.ridge_lambda_:.4g} (linear scaling, c = {connector.ridge_constant_:g} " \
            "cross-validated over trials" in out
+    assert connector.regression_sampling == "sobol" and "N = 1000 sobol rows)" in out
 
     # --official: the official code's settings, saved with the model.
     status, out, err = run(["infer", folder / "lint.npz", "--out", tmp_path / "official", "--official",
@@ -160,6 +161,7 @@ def test_infer_then_perturb_the_connector(chain, tmp_path):
     official = Connector.load(tmp_path / "official")
     assert official.n_steps == 20 and official.weight_decay == 1e-5 and official.conditional_ is not None
     assert official.ridge_scaling == "paper" and "lambda = lambda_p N^2 / alpha^2 = 1e+04 (paper scaling" in out
+    assert official.regression_sampling == "random" and "N = 1000 random rows)" in out
 
     status, out, err = run(["perturb", tmp_path / "model", "--silence", "all", "--n-neurons", 1000, "--grid", 3,
                             "--n-steps", 200, "--k-max", 4, "--cell-type-samples", 400, "--out", tmp_path / "p"])

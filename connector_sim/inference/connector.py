@@ -324,6 +324,10 @@ class Connector(_Distribution):
           epoch and keeps the last state; ours monitors held-out rows.
         - ``ridge_scaling="paper"`` vs "linear": the paper's lambda =
           lambda_p N^2 / alpha^2 (theory section 3, step 4).
+        - ``regression_sampling="random"`` vs "sobol": the paper's regression
+          rows are independent draws of the marginal; this class pushes
+          scrambled Sobol points through it, which removes most of the rows'
+          Monte Carlo noise from nbar (theory section 3, step 4).
         - ``conditional="cnf"`` vs "closed_form": the paper's route; the closed
           form draws n from the ridge conditional mean plus Gaussian noise,
           which is what the CNF learns, without its training error.
@@ -949,4 +953,4 @@ def _json_params(params):
     return out
 
 
-__all__ = ["Connector"]
+__all__ = ["Connector", "sobol_normal"]

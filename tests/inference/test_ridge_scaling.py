@@ -210,7 +210,8 @@ def test_connector_bad_ridge_settings_fail_before_training():
     for settings, message in ((dict(ridge_scaling="Paper"), "'ridge_scaling' parameter of Connector"),
                               (dict(ridge_constant=0.0), "'ridge_constant' parameter of Connector"),
                               (dict(lambda_prior=-1.0), "'lambda_prior' parameter of Connector"),
-                              (dict(ridge=-3.0), "'ridge' parameter of Connector")):
+                              (dict(ridge=-3.0), "'ridge' parameter of Connector"),
+                              (dict(regression_sampling="qmc"), "'regression_sampling' parameter of Connector")):
         connector = Connector(n_epochs=1, hidden=4, n_layers=1, device="cpu", **settings)
         with pytest.raises(ValueError, match=message):
             connector.fit_latents(kappa, m)
@@ -272,6 +273,21 @@ def test_save_load_keeps_the_choice_and_old_folders_load_with_the_paper_form(fit
         json.dump(_resign(config), handle)
     with pytest.raises(ValueError, match=r"'ridge.lambda' must be a finite number > 0"):
         Connector.load(tmp_path / "old", device="cpu")
+
+
+def test_the_marginal_samples_at_given_base_points(fitted):
+    flow = fitted[0].marginal_
+    n_free = int(flow.free_.sum())  # b is constant (zero) in these networks: m only
+    assert n_free == 2
+    base = np.random.default_rng(3).standard_normal((50, n_free))
+    np.testing.assert_array_equal(flow.sample(50, x0=base), flow.sample(50, random_state=np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="x0"):
+        flow.sample(50, x0=base[:49])
+    # Sobol base points: N(0, I) marginally, each a deterministic function of the seed.
+    points = sobol_normal(1000, 3, random_state=1)
+    np.testing.assert_array_equal(points, sobol_normal(1000, 3, random_state=1))
+    assert np.all(np.abs(points.mean(axis=0)) < 0.01) and np.all(np.abs(points.var(axis=0) - 1) < 0.02)
+    assert sobol_normal(7, 0).shape == (7, 0)
 
 
 def _resign(config):
