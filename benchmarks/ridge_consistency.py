@@ -2,6 +2,7 @@
 
     python benchmarks/ridge_consistency.py                   # error of nbar against E[n | m] vs rows
     python benchmarks/ridge_consistency.py --connector       # + full Connector fits: ring radius, cycle period
+    python benchmarks/ridge_consistency.py --connector-only --samplings sobol random  # Sobol vs random rows
 
 Part 1. The Gaussian limit-cycle network (E[n | m] = A m) with
 ``--truth-neurons`` neurons (default 5000; its trajectories carry the
@@ -17,14 +18,6 @@ trajectories; rows m drawn from the true marginal N(0, I). For 1,000 ..
 - ``linear c=0.1``: lambda = 0.1 N,
 - ``fixed 100``: lambda = 100 whatever N.
 
-Part 2 (``--connector``). Full Connector fits (200 epochs of a 3 x 64 CNF,
-regression settings at their defaults: 1,000 rows, one regression, 2,000
-time points) to the ring and limit-cycle networks of N = 5000, seeds 0-2:
-ring radius (mean over directions of the radial-nullcline radius) and
-limit-cycle period of a 20,000-neuron network sampled from each fit,
-relative to the ground truth's mean field. ``--scalings paper linear``
-compares the two forms.
-
 Measured (AMD EPYC, 2 shared vCPUs at load ~10; ``--rows 1000 2000 8000 32000 --seeds 2``)::
 
        rows   paper   linear cv   linear c=0.1   fixed 100   cv c (median)
@@ -33,15 +26,47 @@ Measured (AMD EPYC, 2 shared vCPUs at load ~10; ``--rows 1000 2000 8000 32000 --
        8000   0.256     0.069        0.048         0.045       0.66
       32000   0.753     0.070        0.048         0.048       0.66
 
-and ``--connector-only`` (seeds 0, 1, 2)::
+Part 1 draws its rows independently (``regression_sampling="random"``);
+Connector's default Sobol rows take most of the rows' noise out of nbar
+(theory section 3, step 4).
 
-    ring radius   linear -1.6%, +0.3%, -4.6%    paper -1.6%, +0.3%, -9.5%
-    cycle period  linear -1.3%, +1.9%, +0.8%    paper -1.3%, +1.9%, +0.7%
+Part 2 (``--connector``). Full Connector fits at the defaults (the default
+marginal CNF, 4 x 128 trained 1,000 epochs; ``--epochs E`` uses a 3 x 64 CNF
+trained E epochs instead; regression at its defaults: 1,000 rows, one
+regression, 2,000 time points, c cross-validated; ``--samplings sobol
+random`` compares the rows) to the ring and limit-cycle networks of
+N = 5000, seeds 0-2. Each line gives the ring radius (mean over 64
+directions of the radial-nullcline radius) or limit-cycle period relative
+to the ground truth's mean field, of: the fitted network itself (its own
+finite size, which the Connector learns as part of its dynamics) | the
+learned distribution's mean field (the marginal at 2^16 Sobol base points,
+n = nbar: the sampled networks as N grows) | one network of 20,000 neurons
+sampled from the fit (which scatters by about 8% sqrt(1000 / N) around the
+distribution's ring radius).
 
-(c chosen 10, 10, 1 on both networks, where lambda = 10 N equals the paper's
-lambda at 1,000 rows.) Of the -4.6% of ring seed 2, nbar on the true
-marginal accounts for -2.7% and the 20,000-neuron sample's finite size for
-the rest (a ring radius fluctuates by about 8% sqrt(1000 / N)).
+Measured (AMD EPYC, 2 shared vCPUs at load 4-8; ``--connector-only
+--samplings sobol random``; 43-66 s CPU per fit, 27 min in all)::
+
+      ring radius   sobol seed 0: -0.04% | +0.06% | -1.48%   (c 0.1, fit 66 s)
+      ring radius   sobol seed 1: +2.20% | +2.13% | +0.53%   (c 0.1, fit 57 s)
+      ring radius   sobol seed 2: +0.04% | +0.04% | -1.51%   (c 0.1, fit 56 s)
+      ring radius  random seed 0: -0.04% | -0.31% | -1.59%   (c 10, fit 50 s)
+      ring radius  random seed 1: +2.20% | +1.32% | +0.14%   (c 10, fit 52 s)
+      ring radius  random seed 2: +0.04% | -3.34% | -4.52%   (c 1, fit 46 s)
+     cycle period   sobol seed 0: -1.52% | -1.51% | -1.45%   (c 1, fit 43 s)
+     cycle period   sobol seed 1: +1.30% | +1.36% | +1.49%   (c 3.16, fit 44 s)
+     cycle period   sobol seed 2: +0.26% | +0.29% | +0.33%   (c 0.1, fit 46 s)
+     cycle period  random seed 0: -1.52% | -1.36% | -1.31%   (c 10, fit 50 s)
+     cycle period  random seed 1: +1.30% | +1.79% | +1.97%   (c 10, fit 56 s)
+     cycle period  random seed 2: +0.26% | +0.68% | +0.80%   (c 3.16, fit 47 s)
+
+With Sobol rows (the default) the learned distribution is within 0.1% of the
+fitted network on every seed: what is left against the ground truth is the
+fitted network's own finite size (ring seed 1: +2.2%). With random rows the
+cross-validation picks c = 1-10 and the ring radius of seed 2 misses by 3.3%
+(4.5% for its 20,000-neuron sample). Before Sobol rows (a 3 x 64 CNF trained
+200 epochs, random rows): ring -1.6%, +0.3%, -4.6%; cycle -1.3%, +1.9%, +0.8%
+(20,000-neuron samples).
 """
 
 import argparse

@@ -40,6 +40,11 @@ more rows are used (on the limit-cycle network the error of nbar grew from
 0.17 at 1,000 rows to 0.75 at 32,000, see ``benchmarks/ridge_consistency.py``).
 An absolute ``ridge`` (lambda itself) overrides both.
 
+With lambda = c N the rows enter only through (1/N) Phi Phi^T, a Monte Carlo
+estimate of K whose error the ridge amplifies by 1/c: rows at quasi-random
+(Sobol) points of the marginal give a far less noisy nbar than independent
+draws (:class:`~connector_sim.inference.Connector`'s ``regression_sampling``).
+
 Numerically both forms are computed scaled by 1/N, in float64:
 
 - dual (N > T): W = (G + (lambda / N) I_T)^{-1} Delta / N with
@@ -569,7 +574,9 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
     Parameters
     ----------
     m : array-like of shape (N, R)
-        Sampled right factors (e.g. from the marginal CNF), N rows.
+        Sampled right factors (e.g. from the marginal CNF), N rows; quasi-random
+        ones (:func:`~connector_sim.inference.connector.sobol_normal` through the
+        CNF) make nbar far less noisy than independent draws.
     points : array-like of shape (T, R)
         Latent points kappa_t (from :func:`regression_data`).
     increments : array-like of shape (T, R)
