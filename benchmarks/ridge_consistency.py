@@ -45,7 +45,7 @@ sampled from the fit (which scatters by about 8% sqrt(1000 / N) around the
 distribution's ring radius).
 
 Measured (AMD EPYC, 2 shared vCPUs at load 4-8; ``--connector-only
---samplings sobol random``; 43-66 s CPU per fit, 27 min in all)::
+--samplings sobol random``; 43-66 s CPU per fit, 19 min in all)::
 
       ring radius   sobol seed 0: -0.04% | +0.06% | -1.48%   (c 0.1, fit 66 s)
       ring radius   sobol seed 1: +2.20% | +2.13% | +0.53%   (c 0.1, fit 57 s)
