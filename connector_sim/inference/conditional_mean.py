@@ -453,8 +453,9 @@ def _held_out_errors(fit_rows, eval_rows, points, v_points, increments, folds, c
     T = len(points)
     eval_gram = _gram(activation, *eval_rows, points, v_points) / n_eval
     dual = N > T
-    if dual and fit_gram is None:
-        fit_gram = _gram(activation, *fit_rows, points, v_points)
+    if dual:
+        if fit_gram is None:
+            fit_gram = _gram(activation, *fit_rows, points, v_points)
     else:
         phi_all = _phi_block(activation, *fit_rows, points, v_points)  # (T, N), N <= T
     errors = np.zeros((len(folds), len(constants)))

@@ -298,7 +298,7 @@ class Connector(_Distribution):
         "ridge_scaling": "paper",    # lambda = regularizer * nsamples^2 / alpha^2
         "lambda_prior": 1e-4,        # regularizer
         "n_regression_samples": 1000,  # nsamples
-        "regression_sampling": "random",  # torch.randn rows of the marginal
+        "regression_sampling": "random",  # independent draws of the marginal
         "n_steps": 20,               # ODESolver step_size=0.05 on [0, 1]: 20 midpoint steps
         "solver": "midpoint",
     }
@@ -526,7 +526,7 @@ class Connector(_Distribution):
 
     def _check_params(self):
         _check_ridge_scaling(self.ridge_scaling, _OWNER)
-        if self.regression_sampling not in REGRESSION_SAMPLINGS:
+        if not isinstance(self.regression_sampling, str) or self.regression_sampling not in REGRESSION_SAMPLINGS:
             raise ValueError(f"The 'regression_sampling' parameter of {_OWNER} must be one of "
                              f"{list(REGRESSION_SAMPLINGS)}. Got {self.regression_sampling!r} instead.")
         _check_ridge_constant(self.ridge_constant, _OWNER)
