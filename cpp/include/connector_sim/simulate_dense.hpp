@@ -403,17 +403,14 @@ constexpr std::int64_t GROUP = 4;
 // simd::tanh_approx of 16 floats with AVX-512: the same operations in the
 // same order, so the same bits (clip, s = xc^2, the Horner steps as fused
 // multiply-adds, xc P(s) rounded, then the division; checked for all 2^32
-// float inputs, NaN giving NaN). The clip as simd::clip_symmetric: the
-// smaller of 9 and |x| (vminps returns its second operand, |x|, when that is
-// NaN), with the sign bit of x put back by one bitwise select.
+// float inputs, NaN giving NaN). The clip as simd::clip_symmetric, by
+// min(9, max(-9, x)): vmaxps and vminps return their second operand when it
+// is NaN, and keep -0 and +0 apart, so NaN and signed zeros pass unchanged.
+// (The masked forms, all lanes: gcc 12 warns about the unmasked ones.)
 CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(__m512 x) {
-  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  const __m512 clamp = _mm512_set1_ps(simd::TANH_F32_CLAMP);
-  // the masked form (all lanes) of _mm512_min_ps, whose unmasked form gcc 12 warns about
-  const __m512 magnitude = _mm512_mask_min_ps(clamp, static_cast<__mmask16>(0xffff), clamp, _mm512_abs_ps(x));
-  // bitwise sign ? x : magnitude (truth table 0xca of (sign, x, magnitude))
-  const __m512 xc = _mm512_castsi512_ps(
-      _mm512_ternarylogic_epi32(sign, _mm512_castps_si512(x), _mm512_castps_si512(magnitude), 0xca));
+  const __mmask16 all = 0xffff;
+  const __m512 upper = _mm512_set1_ps(simd::TANH_F32_CLAMP), lower = _mm512_set1_ps(-simd::TANH_F32_CLAMP);
+  const __m512 xc = _mm512_mask_min_ps(upper, all, upper, _mm512_mask_max_ps(lower, all, lower, x));
   const __m512 s = _mm512_mul_ps(xc, xc);
   __m512 p = _mm512_set1_ps(simd::TANH_F32_P[4]);
   __m512 q = _mm512_set1_ps(simd::TANH_F32_Q[4]);
