@@ -26,6 +26,7 @@ the same share of a shared machine), one thread, CPU time, medians:
   clone.
 
     python benchmarks/compare.py isa [--quick] [--json out.json]
+    python benchmarks/compare.py isa --cases "dense latent float32"   # only the kernels so named
 """
 
 import os
@@ -158,7 +159,6 @@ def stream_runs(n_bytes):
 
 def measure(args):
     isas = list(KERNEL_ISAS[KERNEL_ISAS.index(cpu_isa()):])
-    rounds = args.rounds
     steps = args.steps
     N = args.n_neurons
     cases = {}  # label -> dict(run per isa, bytes, tanh values, dtype, per)
@@ -175,6 +175,10 @@ def measure(args):
     cases["dense latent float32 B=8 identity (no tanh)"] = dict(
         run=dense_run(networks["float32"], "latent", 8, steps, "identity"), steps=steps, trials=8, dtype="float32",
         bytes=(2 * RANK + 2) * N * 4 * steps, tanh=0)
+    # --cases: only the kernels whose label contains it (the rest, and what users would write instead, skipped)
+    cases = {label: case for label, case in cases.items() if args.cases is None or args.cases in label}
+    if args.cases is not None:
+        return measured(args, isas, cases, others=False)
     from compare_flow_field import sample_network as flow_network
     from connector_sim.synthetic import latent_grid
 
@@ -199,7 +203,12 @@ def measure(args):
             cases[f"sparse {representation} float32 N=1e5 C=200"] = dict(
                 run=stepper, steps=STEPS, trials=1, dtype="float32",
                 bytes=STEPS * (mask_bytes + 6 * args.sparse_neurons * 4), tanh=STEPS * args.sparse_neurons)
+    return measured(args, isas, cases, others=True, flow_net=flow_net, grid=grid, networks=networks)
 
+
+def measured(args, isas, cases, others, flow_net=None, grid=None, networks=None):
+    """Times the cases (and, with others, what users would write instead) and prints the tables."""
+    rounds, steps = args.rounds, args.steps
     runs = []
     for label, case in cases.items():
         for isa in isas:
@@ -219,24 +228,25 @@ def measure(args):
             for k, reader in enumerate(readers):
                 runs.append((f"stream read {size / 1e6:.1f} MB #{k}", None, reader))
 
-    # What users would write instead (widest clone for ours).
-    from compare_flow_field import numpy_chunked, torch_eager
-    from compare_simulate_dense import numpy_expression, user_code
+    if others:
+        # What users would write instead (widest clone for ours).
+        from compare_flow_field import numpy_chunked, torch_eager
+        from compare_simulate_dense import numpy_expression, user_code
 
-    m, n = np.ascontiguousarray(flow_net.m), np.ascontiguousarray(flow_net.n)
-    kappa32 = grid.astype(np.float32)
-    runs.append(("numpy chunked flow field", None, lambda: numpy_chunked(m, n, kappa32)))
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        torch.set_num_threads(1)
-        tm, tn, tk = torch.from_numpy(m), torch.from_numpy(n), torch.from_numpy(kappa32)
-        runs.append(("torch eager flow field", None, lambda: torch_eager(tm, tn, tk)))
-    inputs = np.full((steps, N_INPUTS), 0.5)
-    numpy64 = user_code(numpy_expression, networks["float64"], inputs)
-    runs.append(("numpy expression float64", None, lambda: numpy64(steps)))
+        m, n = np.ascontiguousarray(flow_net.m), np.ascontiguousarray(flow_net.n)
+        kappa32 = grid.astype(np.float32)
+        runs.append(("numpy chunked flow field", None, lambda: numpy_chunked(m, n, kappa32)))
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            torch.set_num_threads(1)
+            tm, tn, tk = torch.from_numpy(m), torch.from_numpy(n), torch.from_numpy(kappa32)
+            runs.append(("torch eager flow field", None, lambda: torch_eager(tm, tn, tk)))
+        inputs = np.full((steps, N_INPUTS), 0.5)
+        numpy64 = user_code(numpy_expression, networks["float64"], inputs)
+        runs.append(("numpy expression float64", None, lambda: numpy64(steps)))
 
     print(f"{len(runs)} runs x {rounds} rounds, interleaved; clones: {', '.join(isas)}", flush=True)
     samples = interleaved(runs, rounds)
@@ -274,6 +284,16 @@ def measure(args):
             print(f"  {key:46s} {1e3 * per_step:9.3f} {versus:8.2f} {1e3 * memory_s:8.3f} {1e3 * tanh_s:8.3f} "
                   f"{fraction:10.2f}{extra}")
 
+    # The batched kernel per neuron and trial, against its clone's tanh alone (what the tanh part costs at best).
+    for label, case in cases.items():
+        if case["trials"] > 1 and case["tanh"] > 0:
+            print(f"\n{label}, per neuron-trial")
+            for isa in isas:
+                total = 1e9 * median[f"{label} [{isa}]"] / (case["steps"] * case["trials"] * args.n_neurons)
+                tanh_ns = 1e9 / tanh_rate[f"{case['dtype']} [{isa}]"]
+                print(f"  [{isa}] {total:.3f} ns: the tanh alone {tanh_ns:.3f} ns, the rest {total - tanh_ns:.3f} ns")
+                results["cases"][f"{label} [{isa}]"].update(ns_per_neuron_trial=total, tanh_ns_per_value=tanh_ns)
+
     widest = isas[0]
     print(f"\ntargets (clone {widest})")
     fastest = {label: float(np.min(values)) for label, values in samples.items()}
@@ -301,8 +321,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--cases", help="only the kernels whose label contains this text, e.g. 'dense latent "
+                        "float32' (B = 1, B = 8 and B = 8 without the tanh); skips what users would write instead")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
     args = parser.parse_args(argv)
-    args.rounds = 3 if args.quick else 7
+    args.rounds = args.rounds or (3 if args.quick else 7)
     args.steps = 10 if args.quick else 40
     args.n_neurons = 1_000_000
     args.flow_neurons = 100_000

@@ -125,6 +125,29 @@ def test_dense_latent_path_clone(isa, dtype, activation):
     check_against_avx2(isa, got, dense_tests.run_latent, "cpp", case, activation=activation)
 
 
+@pytest.mark.parametrize("rank, n_inputs", [(1, 0), (1, 2), (2, 1), (2, 2), (2, 3)])
+@pytest.mark.parametrize("xperp", [True, False])
+def test_dense_latent_trial_groups_clone(isa, rank, n_inputs, xperp):
+    """The avx512 clone's float32 tanh latent path takes whole chunks four trials at a time
+    (latent_chunk_group_avx512); every trial must get the bits of its run alone (one trial: never
+    grouped) and of the avx2 clone (which never groups).
+
+    B = 5: one group and one trial alone. N = 5000: a whole block, then a partial one that ends in a
+    partial chunk (left to the per-trial passes). The clamp window (4, 9) sends those steps through
+    the per-trial passes too. (R, D) = (1, 0) and (2, 3) are shapes the group path leaves to them.
+    """
+    dtype = np.float32
+    case = dense_tests.make_case(dtype, 5000, 5, rank, n_inputs, seed=3)
+    options = dict(xperp=xperp, clamp=dense_tests.make_clamp(case, (4, 9)))
+    got = dense_tests.run_latent("cpp", case, **options)
+    dense_tests.assert_matches(got, dense_tests.run_latent("numpy", case, **options), dtype)
+    check_against_avx2(isa, got, dense_tests.run_latent, "cpp", case, **options)
+    for b in (0, 3, 4):
+        alone = {**case, **{key: case[key][b:b + 1] for key in ("x0", "u", "v", "xperp", "kappa0")}}
+        dense_tests.assert_equal(dense_tests.run_latent("cpp", alone, **options),
+                                 {key: value[b:b + 1] for key, value in got.items()})
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 def test_flow_field_clone(isa, dtype, activation):

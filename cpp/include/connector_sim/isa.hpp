@@ -143,3 +143,34 @@ inline void set_level(const std::string& name) {
   attrs inline ret name params { return name##_body args; }
 #endif
 #define CONNECTOR_SIM_MULTIVERSION(ret, name, params, args) CONNECTOR_SIM_MULTIVERSION_ATTR(, ret, name, params, args)
+
+// CONNECTOR_SIM_MULTIVERSION_WIDE(ret, name, (params), (args)): as
+// CONNECTOR_SIM_MULTIVERSION for a body that is a template on `bool wide`:
+// the avx512 clone calls name##_body<true>(args), the others (and a build
+// without clones) name##_body<false>(args). Code under `if constexpr (wide)`
+// (AVX-512 intrinsics, a loop nest that needs 32 vector registers) is thus
+// compiled into the avx512 clone only and leaves the narrower clones as they
+// were.
+#ifdef CONNECTOR_SIM_ISA_CLONES
+#define CONNECTOR_SIM_MULTIVERSION_WIDE(ret, name, params, args)                                     \
+  CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline ret name##_avx512 params {           \
+    return name##_body<true> args;                                                                   \
+  }                                                                                                  \
+  CONNECTOR_SIM_TARGET_AVX2 __attribute__((noinline)) inline ret name##_avx2 params {               \
+    return name##_body<false> args;                                                                  \
+  }                                                                                                  \
+  __attribute__((noinline)) inline ret name##_default params { return name##_body<false> args; }   \
+  inline ret name params {                                                                           \
+    switch (::connector_sim::isa::level()) {                                                         \
+      case ::connector_sim::isa::level_avx512:                                                       \
+        return name##_avx512 args;                                                                   \
+      case ::connector_sim::isa::level_avx2:                                                         \
+        return name##_avx2 args;                                                                     \
+      default:                                                                                       \
+        return name##_default args;                                                                  \
+    }                                                                                                \
+  }
+#else
+#define CONNECTOR_SIM_MULTIVERSION_WIDE(ret, name, params, args) \
+  inline ret name params { return name##_body<false> args; }
+#endif
