@@ -342,9 +342,15 @@ class _FastMLP:
             self.ds = torch.empty(rows, hidden, **low)
             self.w_out_rows = linears[-1].weight.unsqueeze(2).to(low["dtype"])  # (d, H, 1): the trace's rows
             self.trace = torch.empty(d * rows, **low)
-            if self.low:
-                self.ds_first = torch.empty(rows, hidden, **options)
-                self.ones_first = torch.ones(rows, hidden, **options)
+            self.ds_first = torch.empty(rows, hidden, **options)
+            self.ones_first = torch.ones(rows, hidden, **options)
+            # The first layer's Jacobian columns dh_1/dx_j = silu'(h_1) * W_x[:, j] are never formed: they enter
+            # the next product as silu'(h_1) (diag(W_x[:, j]) W_2^T), weights folded once per evaluator (d, H, H).
+            # With a single hidden layer the trace itself is silu'(h_1) . sum_j W_x[:, j] W_out[j, :].
+            if len(linears) > 2:
+                self.folded = (self.w_x.unsqueeze(2) * linears[1].weight.t().unsqueeze(0)).to(low["dtype"])
+            else:
+                self.folded_trace = (self.w_x * linears[1].weight).sum(0)
 
     def set_condition(self, c):
         """Fix the condition of the rows (standardised, (rows, condition_dim)) for the following calls."""
@@ -394,20 +400,22 @@ class _FastMLP:
     def velocity_and_divergence(self, x, t, out, divergence):
         """v(x, t [, c]) into ``out`` and its exact divergence sum_j dv_j/dx_j into ``divergence`` (rows,)."""
         n, d = len(x), self.dim
+        h = self._first_layer(x, t, self.h_first if self.low else self.a[0])
+        hidden = h.shape[1]
+        ds = torch.ops.aten.silu_backward.grad_input(self.ones_first[:n], h, grad_input=self.ds_first[:n])
+        a = torch.nn.functional.silu(h, inplace=True)
+        if len(self.layers) == 1:  # one hidden layer: the trace is silu'(h_1) . sum_j W_x[:, j] W_out[j, :]
+            torch.mv(ds, self.folded_trace, out=divergence)
+            return self._rest(self.a[0][:n].copy_(a) if self.low else a, out, activated=True)
         if self.low:
-            h = self._first_layer(x, t, self.h_first)
-            hidden = h.shape[1]
-            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
-            ds = torch.ops.aten.silu_backward.grad_input(self.ones_first[:n], h, grad_input=self.ds_first[:n])
-            torch.mul(self.w_x.unsqueeze(1), ds, out=jacobian)  # float32 product, rounded once to bfloat16
-            a = self.a[0][:n].copy_(torch.nn.functional.silu(h, inplace=True))
-        else:
-            h = self._first_layer(x, t, self.a[0])
-            hidden = h.shape[1]
-            jacobian = self.jacobian[0][:d * n * hidden].view(d, n, hidden)
-            jacobian.copy_(self.w_x.unsqueeze(1).expand(d, n, -1))  # dh/dx_j = W_x[:, j] for every row
-            a = self._silu_and_slope(h, jacobian, n)
-        for index, (weight, bias) in enumerate(self.layers[:-1]):
+            a, ds = self.a[0][:n].copy_(a), self.ds[:n].copy_(ds)
+        weight, bias = self.layers[0]
+        h = torch.addmm(bias, a, weight, out=self.a[1][:n])
+        jacobian = self.jacobian[1][:d * n * hidden].view(d, n, hidden)
+        for j in range(d):  # dh_2/dx_j = (silu'(h_1) * W_x[:, j]) W_2^T
+            torch.mm(ds, self.folded[j], out=jacobian[j])
+        a = self._silu_and_slope(h, jacobian, n)
+        for index, (weight, bias) in enumerate(self.layers[1:-1], start=1):
             following = (index + 1) % 2
             h = torch.addmm(bias, a, weight, out=self.a[following][:n])
             next_jacobian = self.jacobian[following][:d * n * hidden].view(d, n, hidden)
