@@ -220,3 +220,25 @@ def test_interrupted_training_leaves_weights_with_their_own_storage(data):
     parameters = list(flow.model_.parameters())
     assert len({p.untyped_storage().data_ptr() for p in parameters}) == len(parameters)
     assert all(p.grad is None for p in parameters)
+
+
+def test_direct_adamw_step_is_the_optimizers_step():
+    # _AdamW calls torch's fused AdamW kernel itself: the same bits as optimizer.step(), lr from the scheduler.
+    torch.manual_seed(2)
+    start = torch.randn(300)
+    weights = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    optimizers = [torch.optim.AdamW([w], lr=1e-2, weight_decay=1e-4, fused=True) for w in weights]
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5) for o in optimizers]
+    direct = flows._AdamW(optimizers[1], weights[1])
+    for step in range(12):
+        gradient = torch.randn(300)
+        for w in weights:
+            w.grad = gradient.clone()
+        with torch.no_grad():
+            optimizers[0].step()
+            direct.step()
+        if step % 3 == 2:
+            for schedule in schedules:
+                schedule.step()
+        assert torch.equal(weights[0], weights[1])
+    assert direct.state  # the kernel was called directly, not through optimizer.step()
