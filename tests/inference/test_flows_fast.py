@@ -45,14 +45,21 @@ def reference(monkeypatch):
     monkeypatch.setattr(flows, "_fast_model", lambda model: False)
 
 
+#: The products of the fast paths: oneDNN's fused linear where torch has it (and it checks out), else addmm.
+ONEDNN = [True, False] if flows._onednn_linear() is not None else [False]
+
+
 @pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4"])
 @pytest.mark.parametrize("conditional", [False, True])
-def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeypatch, solver, conditional):
+@pytest.mark.parametrize("onednn", ONEDNN)
+def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeypatch, solver, conditional, onednn):
     x, c = data
     flow = fitted[conditional]
     condition = c[:450] if conditional else None
+    monkeypatch.setattr(flows, "USE_ONEDNN", onednn)
     # Tiles of 100 rows: several full ones and a partial last one in each batch of 250.
     monkeypatch.setattr(flows, "CPU_TILE", 100)
+    monkeypatch.setattr(flows, "CPU_TILE_DENSITY", 100)
     options = dict(condition=condition, solver=solver, n_steps=6)
     fast_samples = flow.sample(450, random_state=1, batch_size=250, **options)
     fast_log_p = flow.log_prob(x[:450], batch_size=250, **options)
@@ -67,7 +74,9 @@ def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeyp
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-def test_fast_divergence_is_the_trace_of_the_autograd_jacobian(n_layers):
+@pytest.mark.parametrize("onednn", ONEDNN)
+def test_fast_divergence_is_the_trace_of_the_autograd_jacobian(n_layers, onednn, monkeypatch):
+    monkeypatch.setattr(flows, "USE_ONEDNN", onednn)
     # n_layers=1: the trace folded into one vector; 2: the first layer's columns folded into the output's
     # neighbour; 3: and one forward-mode product of the columns.
     torch.manual_seed(1)
@@ -79,6 +88,7 @@ def test_fast_divergence_is_the_trace_of_the_autograd_jacobian(n_layers):
     for precision in precisions:
         with torch.inference_mode():
             evaluator = flows._FastMLP(model, 64, divergence=True, precision=precision)
+            assert (evaluator.onednn is not None) == onednn
             evaluator.set_condition(c)
             velocity, divergence = torch.empty(37, 4), torch.empty(37)
             evaluator.velocity_and_divergence(x, 0.3, velocity, divergence)
