@@ -305,12 +305,17 @@ USE_ONEDNN = True
 #: Rows per tile of the float32 CPU density on oneDNN. The fused op returns a new tensor per product; the
 #: (d * rows, H) Jacobian products of 1,024-row tiles (2 MiB) made the allocator fault pages in on every call
 #: (the product ran at half speed), 256-row ones (512 KiB) do not: 5.7 against 8.3 us a row for 1,024-row tiles
-#: on MKL (4 x 128 MLP, 4 coordinates, one thread).
+#: on MKL (4 x 128 MLP, 4 coordinates, one thread). The cause is glibc's malloc handing freed blocks back to
+#: the system (trimming the heap); with ``MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=268435456``
+#: in the environment, 1,024-row tiles ran at 3.9 us a row and sampling at 0.80 instead of 1.0 us a row.
 CPU_TILE_DENSITY = 256
 
 
-def _onednn_linear():
-    """torch's oneDNN linear with a fused activation, ``f(x, W, b, "none" | "swish", [], "") = act(x W^T + b)``, or None.
+def _onednn_linear(dtype=torch.float32):
+    """torch's oneDNN linear with a fused activation for ``dtype``, or None.
+
+    ``f(x, W, b, "none" | "swish", [], "")`` returns act(x W^T + b) (W as
+    nn.Linear holds it, (out, in); "swish" is SiLU), a new tensor.
 
     Why: torch.mm and addmm on float32 CPU tensors call MKL, which takes its
     AVX2 code on AMD processors: on an AVX-512 EPYC, one thread, a 2048^2
@@ -320,26 +325,25 @@ def _onednn_linear():
     the product while it is in cache. The op is the one torch.compile's CPU
     backend emits (``torch.ops.mkldnn._linear_pointwise``), not a documented
     API: it is looked up and checked against addmm once, and the evaluator
-    falls back to addmm where it is missing or disagrees.
+    falls back to addmm where it is missing or disagrees (per ``dtype``).
     """
-    global _ONEDNN
-    if _ONEDNN is None:
-        _ONEDNN = False
+    if dtype not in _ONEDNN:
+        _ONEDNN[dtype] = False
         try:
             op = torch.ops.mkldnn._linear_pointwise
             generator = torch.Generator().manual_seed(0)
             x, weight, bias = (torch.randn(shape, generator=generator) for shape in ((5, 8), (3, 8), (3,)))
-            ok = all(torch.allclose(op(x.to(dtype), weight.to(dtype), bias.to(dtype), "swish", [], "").float(),
-                                    torch.nn.functional.silu(torch.addmm(bias, x, weight.t())), rtol=0, atol=atol)
-                     for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 0.1)))
+            atol = 1e-5 if dtype == torch.float32 else 0.1  # bfloat16: 8 significant bits of values ~1
+            ok = torch.allclose(op(x.to(dtype), weight.to(dtype), bias.to(dtype), "swish", [], "").float(),
+                                torch.nn.functional.silu(torch.addmm(bias, x, weight.t())), rtol=0, atol=atol)
             if ok and torch.backends.mkldnn.is_available():
-                _ONEDNN = op
+                _ONEDNN[dtype] = op
         except (AttributeError, RuntimeError, TypeError, NotImplementedError):
             pass
-    return _ONEDNN or None
+    return _ONEDNN[dtype] or None
 
 
-_ONEDNN = None
+_ONEDNN = {}
 
 
 class _FastMLP:
@@ -383,7 +387,7 @@ class _FastMLP:
         self.layers = [(linear.weight.t().to(low["dtype"]), linear.bias.to(low["dtype"])) for linear in linears[1:]]
         # oneDNN's linear (on a CPU, where torch has it) for the hidden layers' products, SiLU fused: weights
         # (out, in), as nn.Linear holds them (float32: views of the model's).
-        self.onednn = (_onednn_linear() if USE_ONEDNN and options["device"].type == "cpu"
+        self.onednn = (_onednn_linear(low["dtype"]) if USE_ONEDNN and options["device"].type == "cpu"
                        and torch.backends.mkldnn.enabled else None)
         if self.onednn is not None:
             self.linear_weights = [linear.weight.to(low["dtype"]) for linear in linears[1:-1]]
