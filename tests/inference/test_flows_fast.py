@@ -252,3 +252,23 @@ def test_direct_adamw_step_is_the_optimizers_step():
                 schedule.step()
         assert torch.equal(weights[0], weights[1])
     assert direct.state  # the kernel was called directly, not through optimizer.step()
+
+
+def test_direct_adamw_falls_back_to_the_optimizer_when_the_kernel_refuses():
+    start = torch.randn(50)
+    weights = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    optimizers = [torch.optim.AdamW([w], lr=1e-2, fused=True) for w in weights]
+    direct = flows._AdamW(optimizers[1], weights[1])
+
+    def refuse(*args, **kwargs):
+        raise TypeError("other arguments")
+
+    direct.kernel = refuse
+    for _ in range(3):
+        gradient = torch.randn(50)
+        for w in weights:
+            w.grad = gradient.clone()
+        with torch.no_grad():
+            optimizers[0].step()
+            direct.step()
+    assert direct.state is False and torch.equal(weights[0], weights[1])
