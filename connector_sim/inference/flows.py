@@ -64,8 +64,8 @@ AVX512_BF16 or AMX on a CPU; CUDA GPUs with bfloat16); elsewhere it raises
 ValueError rather than falling back, because emulated bfloat16 is slower
 than float32 and less accurate. On a 4 x 128 flow of 4 coordinates trained
 30 epochs, 20,000 bfloat16 samples differ from the float32 ones of the same
-seed by 1e-3 rms and 3e-2 at most (units of each coordinate's standard
-deviation); their mean and covariance by 2e-4 and 6e-4, 20-40x less than
+seed by 1e-3 rms and 6e-2 at most (units of each coordinate's standard
+deviation); their mean and covariance by 2e-4 and 5e-4, 25-40x less than
 two float32 draws of different seeds differ; log p by 7e-3 rms, 7e-2 at most.
 """
 
@@ -1143,11 +1143,11 @@ class FlowMatchingCNF:
             (opt-in, CPUs with AVX512_BF16 or AMX, and CUDA GPUs with
             bfloat16) casts the hidden layers' weights once and runs their
             products on bfloat16 tiles with float32 accumulation; the ODE
-            state, the first layer and the velocities are float32. About 2x
+            state, the first layer and the velocities are float32. 1.4-1.6x
             faster on an AVX512_BF16 CPU; elsewhere it raises ValueError.
             Package velocity MLPs only. bfloat16 keeps 8 significant bits:
             the samples differ from the float32 ones of the same seed by
-            ~1e-3 rms (at most a few 1e-2) of each coordinate's standard
+            ~1e-3 rms (at most ~6e-2) of each coordinate's standard
             deviation, the distribution far less than the sampling noise
             (module docstring).
 
