@@ -344,9 +344,9 @@ def main():
 
 
 #: CPU seconds (medians) of commit eb22026, before the tiled evaluator, measured with --baseline in the same
-#: runs as the numbers in the README (AMD EPYC with AVX-512 and AVX512_BF16, 2 shared vCPUs, one thread;
-#: the epoch with --only train --repeats 5).
-BASELINE_EB22026 = {"sample 1e5": 5.839, "log_prob 1e5": 29.38, "train epoch": 0.064, "sample 1e6": 66.79}
+#: run as the numbers in the README (AMD EPYC with AVX-512 and AVX512_BF16, 2 shared vCPUs, one thread, load
+#: 1-3.4; the eb22026 epoch measured 0.064-0.090 s in two runs).
+BASELINE_EB22026 = {"sample 1e5": 5.779, "log_prob 1e5": 29.65, "train epoch": 0.090, "sample 1e6": 76.41}
 
 #: Epochs timed beyond the first in the training case.
 EXTRA_EPOCHS = 4
