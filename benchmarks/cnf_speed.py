@@ -7,21 +7,31 @@ steps (20 MLP evaluations per sample). The script times
 
 - ``Connector.sample(n)`` for n = 1e5 and 1e6 (1e6 once, with ``--big``),
 - ``Connector.marginal_.log_prob`` of 1e5 rows (reverse ODE, exact divergence),
-- one training epoch of the marginal CNF (5,000 rows, batch 64, AdamW, EMA),
-- ``torch.mm`` on 2048 x 2048 float32 matrices: this machine's GEMM peak,
+- one training epoch of the marginal CNF at the Connector's defaults (5,000
+  rows, 4 x 128, batch 64, AdamW, cosine schedule, weight average, 1/5 held
+  out for validation),
+- GEMM rates, float32 (and bfloat16), by ``torch.mm`` (MKL: on AMD processors
+  its AVX2 code) and by oneDNN's linear (what the CPU evaluator uses), at
+  2048^2 and at the MLP's shapes (1,024-row tiles, 64-row training batches),
 
 and, where the checkout has ``precision=`` and the CPU multiplies bfloat16
 in hardware (AVX512_BF16 or AMX), the same sampling and density cases with
-``precision="bfloat16"`` and ``torch.mm`` of bfloat16 matrices. It prints
-each as CPU seconds (median of interleaved repeats) and as a
-fraction of the float32 GEMM peak, counting only the MLP's matrix-product FLOPs
+``precision="bfloat16"``. It prints each as CPU seconds (median of
+interleaved repeats), its speed-up over commit eb22026 (the version before
+the tiled evaluator: measured in the same run with ``--baseline``, else the
+figures in ``BASELINE_EB22026``), and as a fraction of the float32 2048^2
+rates of torch.mm and of oneDNN (and, for bfloat16 rows, of the bfloat16
+rate), counting only the MLP's matrix-product FLOPs
 (2 * in * out per row and layer; densities: (1 + d) times the forward ones,
 d = 4, the cost of the exact divergence; training: 3 times, forward and the
-two backward products).
+two backward products, plus one forward per validation row), and the
+training epoch's floor: its products at the best measured float32 rate of
+their shapes.
 
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py            # ~1-2 minutes
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py --big      # adds sample(1e6) once
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py --json out.json
+    OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py --big --baseline /tmp/eb22026  # ~7 minutes
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py --accuracy # bfloat16 vs float32 samples only (~1 min)
 
 ``--accuracy`` trains a 4 x 128 flow for 30 epochs on 5,000 rows of a
@@ -34,7 +44,10 @@ to the same measures between two float32 draws of different seeds (the
 sampling noise floor); and the log-density differences on 5,000 rows.
 
 Run it against an older checkout with ``PYTHONPATH=<that checkout>``: it only
-uses the public API. Times are CPU time (time.process_time).
+uses the public API; ``--baseline <checkout>`` does that in a subprocess, one
+repeat after each of this checkout's (``git archive eb22026 | tar -x -C
+/tmp/eb22026`` and copy ``connector_sim/_ext/*.so`` into it). Times are CPU
+time (time.process_time).
 """
 
 import os
@@ -45,6 +58,9 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
@@ -90,12 +106,49 @@ def cpu_time(function, repeats):
     return times
 
 
+def gemm_rate(m, k, n, dtype=torch.float32, library="torch.mm", repeats=5):
+    """FLOP/s of one (m, k) x (k, n) product (best of ``repeats`` timed batches), by torch.mm or oneDNN's linear.
+
+    torch.mm on float32 calls MKL (on AMD processors its AVX2 code); oneDNN's linear
+    (``torch.ops.mkldnn._linear_pointwise``, what the package's CPU evaluator uses) runs AVX-512.
+    """
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+    if library == "torch.mm":
+        out = torch.empty(m, n, dtype=dtype)
+
+        def product():
+            torch.mm(a, b.t(), out=out)
+    else:
+        op = torch.ops.mkldnn._linear_pointwise
+
+        def product():
+            op(a, b, None, "none", [], "")
+    calls = max(1, int(2e8 // (2 * m * k * n)))
+    product()
+    times = cpu_time(lambda: [product() for _ in range(calls)], repeats)
+    return 2 * m * k * n * calls / min(times)
+
+
 def gemm_peak(size=2048, repeats=5, dtype=torch.float32):
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.mm(a, b, out=out)
-    times = cpu_time(lambda: torch.mm(a, b, out=out), repeats)
-    return 2 * size**3 / min(times)
+    return gemm_rate(size, size, size, dtype, repeats=repeats)
+
+
+def gemm_table(bfloat16):
+    """GEMM rates at 2048^2 and at the MLP's shapes (tiles of 1,024 and training batches of 64 rows)."""
+    libraries = ["torch.mm"]
+    try:
+        torch.ops.mkldnn._linear_pointwise  # noqa: B018
+        libraries.append("oneDNN")
+    except (AttributeError, RuntimeError):
+        pass
+    dtypes = [torch.float32] + ([torch.bfloat16] if bfloat16 else [])
+    table = {}
+    for m, k, n in ((2048, 2048, 2048), (1024, HIDDEN, HIDDEN), (BATCH, HIDDEN, HIDDEN)):
+        for dtype in dtypes:
+            for library in libraries:
+                name = f"{library} {str(dtype).split('.')[-1]} {m}x{k}x{n}"
+                table[name] = gemm_rate(m, k, n, dtype, library)
+    return table
 
 
 def has_bfloat16():
@@ -150,12 +203,27 @@ def accuracy(n_samples=20_000, n_sinkhorn=5000):
     return results
 
 
+def child_run(path, big, json_path, only=None):
+    """This script, one repeat, on the checkout at ``path`` (PYTHONPATH): its cases' CPU seconds."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(path))
+    command = [sys.executable, os.path.abspath(__file__), "--repeats", "1", "--child", "--json", json_path]
+    subprocess.run(command + (["--big"] if big else []) + (["--only", only] if only else []), env=env, check=True)
+    with open(json_path) as stream:
+        return {name: row["median_s"] for name, row in json.load(stream)["cases"].items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--big", action="store_true", help="also time Connector.sample(1_000_000), once")
     parser.add_argument("--accuracy", action="store_true", help="only compare bfloat16 with float32 samples")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also time the checkout at this path (e.g. `git archive eb22026` with the compiled "
+                             "extensions copied in), one repeat after each of ours, in a subprocess")
+    parser.add_argument("--only", metavar="PREFIX", help="only the cases whose name starts with PREFIX "
+                        "(e.g. 'train', 'log_prob')")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     bfloat16 = has_bfloat16()
@@ -167,8 +235,10 @@ def main():
             with open(args.json, "w") as stream:
                 json.dump(results, stream, indent=1)
         return
-    print(f"connector_sim {connector_sim.__file__}\ntorch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}")
+    if not args.child:
+        print(f"connector_sim {connector_sim.__file__}\ntorch {torch.__version__}, threads "
+              f"{torch.get_num_threads()}, {platform.processor() or platform.machine()}, load "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
 
     connector = fitted_connector()
     flow = connector.marginal_
@@ -176,58 +246,110 @@ def main():
     rows = connector.sample_rows(100_000, random_state=1)[0]
     mIb = rows[:, connector.layout_.mIb]
     training_rows = mIb[:N_TRAIN_ROWS]
-    connector.sample(1000, random_state=0)  # warm-up (and torch.compile, where it is used)
+    connector.sample(1000, random_state=0)  # warm-up
     flow.log_prob(mIb[:1000])
 
     def one_epoch(n_epochs):
+        # The Connector's defaults: 4 x 128, batch 64, AdamW, cosine schedule, weight average, 1/5 validation.
         return FlowMatchingCNF(hidden=HIDDEN, n_layers=N_LAYERS, n_epochs=n_epochs, batch_size=BATCH,
                                device="cpu", random_state=0, n_threads=1).fit(training_rows)
 
     one_epoch(1)
+    n_train = round(0.8 * N_TRAIN_ROWS)
+    steps = -(-n_train // BATCH)
     cases = {
         "sample 1e5": (lambda: connector.sample(100_000, random_state=2), 100_000 * 2 * N_STEPS * forward_flops()),
         "log_prob 1e5": (lambda: flow.log_prob(mIb), 100_000 * 2 * N_STEPS * (1 + DIM) * forward_flops()),
-        # One epoch = fit(3 epochs) - fit(1 epoch) halved, so set-up costs cancel.
-        "train epoch": (None, (3 * 0.8 * N_TRAIN_ROWS + VALIDATION_ROWS) * forward_flops()),
+        # One epoch = (fit(1 + EXTRA_EPOCHS epochs) - fit(1 epoch)) / EXTRA_EPOCHS, so set-up costs cancel.
+        # Forward + two backward products per training row, one forward per validation row.
+        "train epoch": (None, (3 * n_train + VALIDATION_ROWS) * forward_flops()),
     }
     if bfloat16:
         connector.sample(1000, random_state=0, precision="bfloat16")
         cases["sample 1e5 bf16"] = (lambda: connector.sample(100_000, random_state=2, precision="bfloat16"),
                                     cases["sample 1e5"][1])
         cases["log_prob 1e5 bf16"] = (lambda: flow.log_prob(mIb, precision="bfloat16"), cases["log_prob 1e5"][1])
+    baseline = {}
+    if args.only:
+        cases = {name: case for name, case in cases.items() if name.startswith(args.only)}
     times = {name: [] for name in cases}
-    for _ in range(args.repeats):  # interleaved
+    for repeat in range(args.repeats):  # interleaved
         for name, (function, _) in cases.items():
             if function is None:
-                three, one = cpu_time(lambda: one_epoch(3), 1)[0], cpu_time(lambda: one_epoch(1), 1)[0]
-                times[name].append((three - one) / 2)
+                more, one = (cpu_time(lambda: one_epoch(1 + EXTRA_EPOCHS), 1)[0],
+                             cpu_time(lambda: one_epoch(1), 1)[0])
+                times[name].append((more - one) / EXTRA_EPOCHS)
             else:
                 times[name] += cpu_time(function, 1)
-    if args.big:
+        if args.baseline:
+            with tempfile.TemporaryDirectory() as folder:
+                for name, seconds in child_run(args.baseline, args.big and repeat == 0,
+                                               os.path.join(folder, "baseline.json"), args.only).items():
+                    baseline.setdefault(name, []).append(seconds)
+    if args.big and (not args.only or "sample 1e6".startswith(args.only)):
         cases["sample 1e6"] = (None, 1_000_000 * 2 * N_STEPS * forward_flops())
         times["sample 1e6"] = cpu_time(lambda: connector.sample(1_000_000, random_state=2), 1)
         if bfloat16:
             cases["sample 1e6 bf16"] = cases["sample 1e6"]
             times["sample 1e6 bf16"] = cpu_time(
                 lambda: connector.sample(1_000_000, random_state=2, precision="bfloat16"), 1)
-    peak = gemm_peak()
-    results = {"gemm_peak_gflops": peak / 1e9, "load": os.getloadavg()[0], "cases": {}}
-    print(f"\ntorch.mm 2048^3 float32, 1 thread: {peak / 1e9:.1f} GFLOP/s (best of 5)")
-    if bfloat16:
-        peak_low = gemm_peak(dtype=torch.bfloat16)
-        results["gemm_peak_bf16_gflops"] = peak_low / 1e9
-        print(f"torch.mm 2048^3 bfloat16, 1 thread: {peak_low / 1e9:.1f} GFLOP/s (best of 5)")
-    print("('of peak': of the float32 peak)\n")
-    print(f"{'case':<14} {'median s':>9} {'min s':>8} {'GFLOP/s':>8} {'of peak':>8}")
+    results = {"load": os.getloadavg()[0], "cases": {}}
+    if args.child:
+        results["cases"] = {name: {"median_s": float(np.median(t))} for name, t in times.items()}
+        with open(args.json, "w") as stream:
+            json.dump(results, stream)
+        return
+    gemms = gemm_table(bfloat16)
+    results["gemm_gflops"] = {name: rate / 1e9 for name, rate in gemms.items()}
+    print("\nGEMM rates, one thread, best of 5 (GFLOP/s):")
+    for name, rate in gemms.items():
+        print(f"  {name:<32} {rate / 1e9:7.1f}")
+    peak_mm = gemms["torch.mm float32 2048x2048x2048"]
+    peak_onednn = gemms.get("oneDNN float32 2048x2048x2048", peak_mm)
+    results["gemm_peak_gflops"] = peak_mm / 1e9
+    reference = {name: float(np.median(baseline[name.replace(" bf16", "")])) if baseline
+                 else BASELINE_EB22026.get(name.replace(" bf16", "")) for name in cases}
+    source = "measured above, interleaved" if baseline else "BASELINE_EB22026 in this script"
+    print(f"\nbefore: commit eb22026 ({source}); 'of mm' / 'of oneDNN': of the float32 2048^2 rate of "
+          f"torch.mm (MKL) / of oneDNN; 'of bf16': of the bfloat16 2048^2 rate\n")
+    peak_bf16 = max((rate for name, rate in gemms.items() if "bfloat16 2048x" in name), default=None)
+    print(f"{'case':<18} {'median s':>9} {'min s':>8} {'before s':>9} {'speed-up':>9} {'GFLOP/s':>8} "
+          f"{'of mm':>7} {'of oneDNN':>9} {'of bf16':>8}")
     for name, (_, flops) in cases.items():
         median, best = float(np.median(times[name])), float(np.min(times[name]))
         rate = flops / median
-        results["cases"][name] = {"median_s": median, "min_s": best, "gflops": rate / 1e9, "fraction": rate / peak}
-        print(f"{name:<14} {median:9.3f} {best:8.3f} {rate / 1e9:8.1f} {rate / peak:8.1%}")
+        before = reference.get(name)
+        row = {"median_s": median, "min_s": best, "gflops": rate / 1e9, "fraction": rate / peak_mm,
+               "fraction_onednn": rate / peak_onednn, "before_s": before,
+               "speedup": None if before is None else before / median}
+        results["cases"][name] = row
+        before_text = f"{before:9.3f} {before / median:8.2f}x" if before else f"{'-':>9} {'-':>9}"
+        of_bf16 = f"{rate / peak_bf16:8.1%}" if "bf16" in name and peak_bf16 else f"{'':>8}"
+        if "bf16" in name and peak_bf16:
+            row["fraction_bf16"] = rate / peak_bf16
+        print(f"{name:<18} {median:9.3f} {best:8.3f} {before_text} {rate / 1e9:8.1f} {rate / peak_mm:7.1%} "
+              f"{rate / peak_onednn:9.1%} {of_bf16}")
+    # The training floor: the epoch's products at the best measured float32 rate of their shapes.
+    batch_rate = max(rate for name, rate in gemms.items() if f"float32 {BATCH}x" in name)
+    tile_rate = max(rate for name, rate in gemms.items() if "float32 1024x" in name)
+    floor = steps * 3 * BATCH * forward_flops() / batch_rate + VALIDATION_ROWS * forward_flops() / tile_rate
+    results["train_epoch_floor_s"] = floor
+    before = reference.get("train epoch")
+    print(f"\ntraining epoch floor (float32 products only, {steps} steps of {BATCH} rows at {batch_rate / 1e9:.0f} "
+          f"GFLOP/s, {VALIDATION_ROWS} validation rows at {tile_rate / 1e9:.0f}): {floor:.4f} s"
+          + (f" = {before / floor:.1f}x the before time" if before else ""))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(results, stream, indent=1)
 
+
+#: CPU seconds (medians) of commit eb22026, before the tiled evaluator, measured with --baseline in the same
+#: run as the numbers in the README (AMD EPYC with AVX-512 and AVX512_BF16, 2 shared vCPUs, one thread, load
+#: 1-3.4; the eb22026 epoch measured 0.064-0.090 s in two runs).
+BASELINE_EB22026 = {"sample 1e5": 5.779, "log_prob 1e5": 29.65, "train epoch": 0.090, "sample 1e6": 76.41}
+
+#: Epochs timed beyond the first in the training case.
+EXTRA_EPOCHS = 4
 
 #: Validation rows per epoch: 1,000 held-out rows repeated to at least 4,096 draws (5,000).
 VALIDATION_ROWS = 5000

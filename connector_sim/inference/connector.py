@@ -600,7 +600,7 @@ class Connector(_Distribution):
         """Draw neuron rows [m, n, I, b]: (m, I, b) from the marginal CNF, then n given them.
 
         ``precision="bfloat16"`` runs the CNFs' matrix products in bfloat16
-        (see :meth:`FlowMatchingCNF.sample`: opt-in, ~2x faster on CPUs with
+        (see :meth:`FlowMatchingCNF.sample`: opt-in, 1.4-2x faster on CPUs with
         AVX512_BF16 or AMX, a ValueError elsewhere).
 
         Returns

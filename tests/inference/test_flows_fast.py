@@ -45,14 +45,21 @@ def reference(monkeypatch):
     monkeypatch.setattr(flows, "_fast_model", lambda model: False)
 
 
+#: The products of the fast paths: oneDNN's fused linear where torch has it (and it checks out), else addmm.
+ONEDNN = [True, False] if flows._onednn_linear() is not None else [False]
+
+
 @pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4"])
 @pytest.mark.parametrize("conditional", [False, True])
-def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeypatch, solver, conditional):
+@pytest.mark.parametrize("onednn", ONEDNN)
+def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeypatch, solver, conditional, onednn):
     x, c = data
     flow = fitted[conditional]
     condition = c[:450] if conditional else None
+    monkeypatch.setattr(flows, "USE_ONEDNN", onednn)
     # Tiles of 100 rows: several full ones and a partial last one in each batch of 250.
     monkeypatch.setattr(flows, "CPU_TILE", 100)
+    monkeypatch.setattr(flows, "CPU_TILE_DENSITY", 100)
     options = dict(condition=condition, solver=solver, n_steps=6)
     fast_samples = flow.sample(450, random_state=1, batch_size=250, **options)
     fast_log_p = flow.log_prob(x[:450], batch_size=250, **options)
@@ -66,20 +73,33 @@ def test_fast_sampling_and_densities_match_the_module_path(fitted, data, monkeyp
     np.testing.assert_allclose(fast_log_p, log_p, rtol=0, atol=2e-5 * np.abs(log_p).max())
 
 
-def test_fast_divergence_is_the_trace_of_the_autograd_jacobian():
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+@pytest.mark.parametrize("onednn", ONEDNN)
+def test_fast_divergence_is_the_trace_of_the_autograd_jacobian(n_layers, onednn, monkeypatch):
+    monkeypatch.setattr(flows, "USE_ONEDNN", onednn)
+    # n_layers=1: the trace folded into one vector; 2: the first layer's columns folded into the output's
+    # neighbour; 3: and one forward-mode product of the columns.
     torch.manual_seed(1)
-    model = VelocityMLP(4, 1, hidden=24, n_layers=3)
+    model = VelocityMLP(4, 1, hidden=24, n_layers=n_layers)
     x, c = torch.randn(37, 4), torch.randn(37, 1)
-    with torch.inference_mode():
-        evaluator = flows._FastMLP(model, 64, divergence=True)
-        evaluator.set_condition(c)
-        velocity, divergence = torch.empty(37, 4), torch.empty(37)
-        evaluator.velocity_and_divergence(x, 0.3, velocity, divergence)
     jacobian = torch.func.vmap(torch.func.jacrev(lambda row, c_row: model(row[None], 0.3, c_row[None])[0]))(x, c)
-    np.testing.assert_allclose(velocity.numpy(), model(x, 0.3, c).detach().numpy(), rtol=0, atol=1e-6)
-    # Float32 round-off of sums over 24 hidden units (values ~0.1-1): measured 2e-8.
-    np.testing.assert_allclose(divergence.numpy(), jacobian.diagonal(dim1=1, dim2=2).sum(1).detach().numpy(),
-                               rtol=0, atol=1e-6)
+    trace = jacobian.diagonal(dim1=1, dim2=2).sum(1).detach().numpy()
+    precisions = ["float32"] + (["bfloat16"] if flows.bfloat16_supported("cpu") else [])
+    for precision in precisions:
+        with torch.inference_mode():
+            evaluator = flows._FastMLP(model, 64, divergence=True, precision=precision)
+            assert (evaluator.onednn is not None) == onednn
+            evaluator.set_condition(c)
+            velocity, divergence = torch.empty(37, 4), torch.empty(37)
+            evaluator.velocity_and_divergence(x, 0.3, velocity, divergence)
+        if precision == "float32":
+            np.testing.assert_allclose(velocity.numpy(), model(x, 0.3, c).detach().numpy(), rtol=0, atol=1e-6)
+            # Float32 round-off of sums over 24 hidden units (values ~0.1-1): measured 2e-8.
+            np.testing.assert_allclose(divergence.numpy(), trace, rtol=0, atol=1e-6)
+        else:
+            # bfloat16 (unit round-off 2^-9) weights, activations and columns: measured at most 1e-2 of the
+            # largest |trace| (6e-3 and 1e-2 for 2 and 3 layers; 1 layer keeps the trace float32): x 5.
+            np.testing.assert_allclose(divergence.numpy(), trace, rtol=0, atol=5e-2 * np.abs(trace).max())
 
 
 @pytest.mark.parametrize("condition_dim", [0, 2])
@@ -210,3 +230,45 @@ def test_interrupted_training_leaves_weights_with_their_own_storage(data):
     parameters = list(flow.model_.parameters())
     assert len({p.untyped_storage().data_ptr() for p in parameters}) == len(parameters)
     assert all(p.grad is None for p in parameters)
+
+
+def test_direct_adamw_step_is_the_optimizers_step():
+    # _AdamW calls torch's fused AdamW kernel itself: the same bits as optimizer.step(), lr from the scheduler.
+    torch.manual_seed(2)
+    start = torch.randn(300)
+    weights = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    optimizers = [torch.optim.AdamW([w], lr=1e-2, weight_decay=1e-4, fused=True) for w in weights]
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5) for o in optimizers]
+    direct = flows._AdamW(optimizers[1], weights[1])
+    for step in range(12):
+        gradient = torch.randn(300)
+        for w in weights:
+            w.grad = gradient.clone()
+        with torch.no_grad():
+            optimizers[0].step()
+            direct.step()
+        if step % 3 == 2:
+            for schedule in schedules:
+                schedule.step()
+        assert torch.equal(weights[0], weights[1])
+    assert direct.state  # the kernel was called directly, not through optimizer.step()
+
+
+def test_direct_adamw_falls_back_to_the_optimizer_when_the_kernel_refuses():
+    start = torch.randn(50)
+    weights = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    optimizers = [torch.optim.AdamW([w], lr=1e-2, fused=True) for w in weights]
+    direct = flows._AdamW(optimizers[1], weights[1])
+
+    def refuse(*args, **kwargs):
+        raise TypeError("other arguments")
+
+    direct.kernel = refuse
+    for _ in range(3):
+        gradient = torch.randn(50)
+        for w in weights:
+            w.grad = gradient.clone()
+        with torch.no_grad():
+            optimizers[0].step()
+            direct.step()
+    assert direct.state is False and torch.equal(weights[0], weights[1])
