@@ -92,11 +92,15 @@ def sobol_normal(n_samples, dim, random_state=None):
     rng = check_random_state(random_state)
     if dim == 0:
         return np.zeros((n_samples, 0))
+    n_points = 2 ** max(0, math.ceil(math.log2(n_samples)))
+    # the Sobol points (float64) and their normal quantiles exist at once
+    check_allocation(2 * 8 * n_points * dim, f"sobol_normal({n_samples}, {dim}) ({n_points} Sobol points)",
+                     "Ask for fewer samples (for Connector: fewer n_regression_samples).")
     # random_base2 draws 2^k points, the sizes at which a Sobol sequence is balanced (no warning for other sizes).
     # scipy >= 1.15 names the generator rng (seed before, to be deprecated).
     generator = {"rng" if "rng" in inspect.signature(qmc.Sobol).parameters else "seed": rng}
     sobol = qmc.Sobol(dim, scramble=True, **generator)
-    unit = sobol.random_base2(max(0, math.ceil(math.log2(n_samples))))[:n_samples]
+    unit = sobol.random_base2(n_points.bit_length() - 1)[:n_samples]
     return ndtri(np.clip(unit, 1e-300, None))  # scrambled points are in (0, 1); the clip only guards 0
 
 
