@@ -120,6 +120,19 @@ inline void set_level(const std::string& name) {
 // kernels call it per block of neurons or points). The _ATTR form adds
 // function attributes to every clone.
 #ifdef CONNECTOR_SIM_ISA_CLONES
+// The dispatcher every multiversioned kernel gets: the clone of the level
+// chosen at import (name##_avx512, name##_avx2 or name##_default).
+#define CONNECTOR_SIM_DISPATCH_(ret, name, params, args) \
+  inline ret name params {                               \
+    switch (::connector_sim::isa::level()) {             \
+      case ::connector_sim::isa::level_avx512:           \
+        return name##_avx512 args;                       \
+      case ::connector_sim::isa::level_avx2:             \
+        return name##_avx2 args;                         \
+      default:                                           \
+        return name##_default args;                      \
+    }                                                    \
+  }
 #define CONNECTOR_SIM_MULTIVERSION_ATTR(attrs, ret, name, params, args)                              \
   CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) attrs inline ret name##_avx512 params {      \
     return name##_body args;                                                                          \
@@ -128,16 +141,7 @@ inline void set_level(const std::string& name) {
     return name##_body args;                                                                          \
   }                                                                                                   \
   __attribute__((noinline)) attrs inline ret name##_default params { return name##_body args; }      \
-  inline ret name params {                                                                            \
-    switch (::connector_sim::isa::level()) {                                                          \
-      case ::connector_sim::isa::level_avx512:                                                        \
-        return name##_avx512 args;                                                                    \
-      case ::connector_sim::isa::level_avx2:                                                          \
-        return name##_avx2 args;                                                                      \
-      default:                                                                                        \
-        return name##_default args;                                                                   \
-    }                                                                                                 \
-  }
+  CONNECTOR_SIM_DISPATCH_(ret, name, params, args)
 #else
 #define CONNECTOR_SIM_MULTIVERSION_ATTR(attrs, ret, name, params, args) \
   attrs inline ret name params { return name##_body args; }
@@ -160,16 +164,7 @@ inline void set_level(const std::string& name) {
     return name##_body<false> args;                                                                  \
   }                                                                                                  \
   __attribute__((noinline)) inline ret name##_default params { return name##_body<false> args; }   \
-  inline ret name params {                                                                           \
-    switch (::connector_sim::isa::level()) {                                                         \
-      case ::connector_sim::isa::level_avx512:                                                       \
-        return name##_avx512 args;                                                                   \
-      case ::connector_sim::isa::level_avx2:                                                         \
-        return name##_avx2 args;                                                                     \
-      default:                                                                                       \
-        return name##_default args;                                                                  \
-    }                                                                                                \
-  }
+  CONNECTOR_SIM_DISPATCH_(ret, name, params, args)
 #else
 #define CONNECTOR_SIM_MULTIVERSION_WIDE(ret, name, params, args) \
   inline ret name params { return name##_body<false> args; }
