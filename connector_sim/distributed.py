@@ -53,7 +53,7 @@ from ._validation import (
     check_seed,
 )
 from .activations import apply_activation
-from .distributions import Empirical, Gaussian, GaussianMixture
+from .distributions import Empirical, Gaussian, GaussianMixture, _network_from_row_chunks
 from .network import LowRankRNN
 
 __all__ = ["DistributedNetwork", "DistributedSimulationResult", "exact_sum", "sample_slice", "simulate_distributed",
@@ -229,20 +229,14 @@ def sample_slice(distribution, n_neurons, seed, start=0, stop=None, *, dtype=np.
         f"Sampling {count} neurons (sample_slice, dtype {dtype})",
         "Sample a smaller slice: run on more MPI processes, or use dtype=np.float32.",
     )
-    R, D = layout.rank, layout.n_inputs
-    m_T, n_T = np.empty((R, count), dtype), np.empty((R, count), dtype)
-    I_T, b = np.empty((D, count), dtype), np.zeros(count, dtype)
-    labels = np.empty(count, np.int64)
-    for lo in range(0, count, _SAMPLE_CHUNK):
-        hi = min(lo + _SAMPLE_CHUNK, count)
-        rows, chunk_labels = _sample_rows(distribution, seed, start + lo, hi - lo)
-        m_T[:, lo:hi] = rows[:, layout.m].T
-        n_T[:, lo:hi] = rows[:, layout.n].T
-        I_T[:, lo:hi] = rows[:, layout.I].T
-        if layout.bias:
-            b[lo:hi] = rows[:, layout.b].ravel()
-        labels[lo:hi] = chunk_labels
-    network = LowRankRNN._adopt(m_T, n_T, I_T, b, tau=tau, activation=activation, dtype=dtype)
+    drawn = [start]  # the next neuron's index: the chunks are drawn in order
+
+    def draw_chunk(size):
+        rows = _sample_rows(distribution, seed, drawn[0], size)
+        drawn[0] += size
+        return rows
+
+    network, labels = _network_from_row_chunks(layout, count, draw_chunk, dtype, tau, activation, chunk=_SAMPLE_CHUNK)
     return (network, labels) if return_labels else network
 
 

@@ -81,8 +81,8 @@ class RowLayout:
         return np.r_[np.arange(0, self.rank), np.arange(2 * self.rank, self.dim)]
 
 
-def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activation):
-    """Fill neuron-contiguous loadings chunk by chunk from ``draw_chunk(count)``."""
+def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activation, chunk=_SAMPLE_CHUNK):
+    """Fill neuron-contiguous loadings chunk by chunk (``chunk`` rows) from ``draw_chunk(count)``, in order."""
     dtype = np.dtype(dtype)
     R, D = layout.rank, layout.n_inputs
     m_T = np.empty((R, n_neurons), dtype)
@@ -90,8 +90,8 @@ def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activati
     I_T = np.empty((D, n_neurons), dtype)
     b = np.zeros(n_neurons, dtype)
     labels = np.empty(n_neurons, np.int64)
-    for start in range(0, n_neurons, _SAMPLE_CHUNK):
-        stop = min(start + _SAMPLE_CHUNK, n_neurons)
+    for start in range(0, n_neurons, chunk):
+        stop = min(start + chunk, n_neurons)
         rows, chunk_labels = draw_chunk(stop - start)
         m_T[:, start:stop] = rows[:, layout.m].T
         n_T[:, start:stop] = rows[:, layout.n].T
