@@ -653,12 +653,14 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
     ridge_scaling = _check_ridge_scaling(ridge_scaling, "fit_conditional_mean")
     if form not in ("auto", "dual", "primal"):
         raise ValueError(f"form must be 'auto', 'dual' or 'primal'. Got {form!r}.")
+    if form == "auto":
+        form = "dual" if N > T else "primal"
     cv_constants = cv_scores = gram = None
     constant = _check_ridge_constant(ridge_constant, "fit_conditional_mean")  # checked whatever the scaling
     if ridge is None and ridge_scaling == "linear":
         if constant == "cv":
             cv_constants = np.asarray(RIDGE_CONSTANTS)
-            if form == "dual" or (form == "auto" and N > T):  # one Gram matrix for the CV and the fit
+            if form == "dual":  # one Gram matrix for the CV and the fit
                 gram = _gram(activation, m, I, b, points, v_points)
             cv_scores = _ridge_cv_scores(m, points, increments, groups, I, b, v_points, m_eval, I_eval, b_eval,
                                          activation, RIDGE_CONSTANTS, _DEFAULT_FOLDS, random_state,
@@ -666,8 +668,6 @@ def fit_conditional_mean(m, points, increments, *, I=None, b=None, v_points=None
             constant = float(cv_constants[np.argmin(cv_scores)])
     lam = ridge_lambda(N, alpha, lambda_prior, ridge, ridge_scaling=ridge_scaling,
                        ridge_constant=0.1 if constant == "cv" else constant)
-    if form == "auto":
-        form = "dual" if N > T else "primal"
 
     delta = N * increments
     if form == "dual":
