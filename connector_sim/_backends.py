@@ -15,6 +15,7 @@ EXTENSIONS = {
     "_sparse_mask": "the Cython assembly of stored sparse masks (CSR and tiles)",
     "_simulate_sparse_cpp": "the 'cpp' backend of sparse low-rank networks (C++/pybind11)",
     "_flow_field_cpp": "the 'cpp' backend of sampled networks' flow fields (C++/pybind11)",
+    "_cnf_train_cpp": "the fused float32 training step of the flow-matching CNF (C++/pybind11)",
 }
 
 #: Backends in order of preference for ``backend="auto"`` (fastest first;
@@ -107,7 +108,7 @@ def warn_missing_extensions():
 # --- instruction-set clones of the C++ kernels ---------------------------------------------------
 
 #: The C++ extension modules; each carries AVX-512, AVX2 and baseline clones of its kernels.
-CPP_EXTENSIONS = ("_simulate_dense_cpp", "_simulate_sparse_cpp", "_flow_field_cpp")
+CPP_EXTENSIONS = ("_simulate_dense_cpp", "_simulate_sparse_cpp", "_flow_field_cpp", "_cnf_train_cpp")
 
 #: Clone names, widest first.
 KERNEL_ISAS = ("avx512", "avx2", "default")

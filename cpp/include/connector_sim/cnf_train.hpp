@@ -1,0 +1,401 @@
+// One whole flow-matching training step of a CNF's velocity MLP on the CPU,
+// in float32: forward, squared error, backward into the flat gradient, AdamW
+// update and the weight average (EMA), in one call.
+//
+// Specification: connector_sim/_kernels/cnf_train_step.py
+// (cnf_train_step_reference, float64). The MLP is
+// connector_sim.inference.flows.VelocityMLP: n_layers hidden Linear layers
+// of width `hidden` with SiLU, then a Linear to `dim`, on the input rows
+// [x_t, c, t]. The flat weight vector holds nn.Linear's layout layer after
+// layer: weight (out, in) row-major, then bias (out).
+//
+// Layout. Activations are kept feature-major: H^T (out x n) for a batch of n
+// rows, so that every product is "broadcast a scalar of one operand, multiply
+// a contiguous vector of the other" (gemm below) and needs no transpose:
+//   forward    H_l^T  = W_l A_{l-1}^T + b_l          (W rows broadcast, A^T rows as vectors)
+//   backward   dA^T   = W_l^T G_l^T                   (W columns broadcast, G^T rows as vectors)
+//              dW_l   = G_l^T A_{l-1}                 (G^T rows broadcast, A rows as vectors)
+// The last product needs the activations batch-major (n x in): one transpose
+// of A_{l-1}^T per layer (in x n floats, a few percent of the product's time).
+//
+// The products are one register-blocked micro-kernel: a tile of 6 output
+// rows x 64 output columns (24 zmm accumulators) in the avx512 clone, with
+// masked loads/stores for the last columns; plain loops that gcc vectorises
+// in the avx2 and default clones.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "connector_sim/isa.hpp"
+#include "connector_sim/simd_math.hpp"
+
+#ifdef CONNECTOR_SIM_ISA_CLONES
+#include <immintrin.h>
+#endif
+
+namespace connector_sim {
+namespace cnf_train {
+
+// C (m x n, row stride ldc) = init + A B, with A (m x k) read at
+// a[i * a_row + p * a_col] (any strides: a matrix or its transpose) and B
+// (k x n) row-major with row stride ldb. init: row_init[i] on every column
+// if row_init is given, else C itself if accumulate, else 0.
+struct Gemm {
+  std::int64_t m, n, k;
+  const float* a;
+  std::int64_t a_row, a_col;
+  const float* b;
+  std::int64_t ldb;
+  float* c;
+  std::int64_t ldc;
+  const float* row_init;
+  bool accumulate;
+};
+
+#ifdef CONNECTOR_SIM_ISA_CLONES
+// Rows and 16-float vectors of the avx512 clone's tile (24 accumulators + 4
+// loaded vectors of B of the 32 zmm registers; A's scalars are broadcast from
+// memory into the multiply-adds).
+constexpr int TILE_ROWS = 6;
+constexpr int TILE_VECTORS = 4;
+
+// Tile of MR rows x NV vectors at (i0, j0); the last vector keeps the lanes of
+// `last` (masked loads do not touch the memory of cleared lanes).
+template <int MR, int NV>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void gemm_tile_avx512(const Gemm& g, std::int64_t i0,
+                                                                            std::int64_t j0, __mmask16 last) {
+  __m512 acc[MR][NV];
+  const float* a_rows[MR];
+  for (int r = 0; r < MR; ++r) a_rows[r] = g.a + (i0 + r) * g.a_row;
+  for (int r = 0; r < MR; ++r) {
+    float* c_row = g.c + (i0 + r) * g.ldc + j0;
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
+      if (g.row_init != nullptr) {
+        acc[r][v] = _mm512_set1_ps(g.row_init[i0 + r]);
+      } else if (g.accumulate) {
+        acc[r][v] = _mm512_maskz_loadu_ps(mask, c_row + 16 * v);
+      } else {
+        acc[r][v] = _mm512_setzero_ps();
+      }
+    }
+  }
+  const float* b = g.b + j0;
+  for (std::int64_t p = 0; p < g.k; ++p, b += g.ldb) {
+    __m512 b_vectors[NV];
+    for (int v = 0; v < NV; ++v) {
+      b_vectors[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+    }
+    const std::int64_t offset = p * g.a_col;
+    for (int r = 0; r < MR; ++r) {
+      const __m512 a_value = _mm512_set1_ps(a_rows[r][offset]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a_value, b_vectors[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* c_row = g.c + (i0 + r) * g.ldc + j0;
+    for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(c_row + 16 * v, v == NV - 1 ? last : __mmask16(0xffff), acc[r][v]);
+  }
+}
+
+template <int MR>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void gemm_rows_avx512(const Gemm& g, std::int64_t i0) {
+  for (std::int64_t j0 = 0; j0 < g.n; j0 += 16 * TILE_VECTORS) {
+    const std::int64_t columns = std::min<std::int64_t>(16 * TILE_VECTORS, g.n - j0);
+    const int tail = static_cast<int>(columns % 16);
+    const __mmask16 last = tail ? __mmask16((1u << tail) - 1) : __mmask16(0xffff);
+    switch ((columns + 15) / 16) {
+      case 4:
+        gemm_tile_avx512<MR, 4>(g, i0, j0, last);
+        break;
+      case 3:
+        gemm_tile_avx512<MR, 3>(g, i0, j0, last);
+        break;
+      case 2:
+        gemm_tile_avx512<MR, 2>(g, i0, j0, last);
+        break;
+      default:
+        gemm_tile_avx512<MR, 1>(g, i0, j0, last);
+    }
+  }
+}
+
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline void gemm_avx512(const Gemm& g) {
+  std::int64_t i0 = 0;
+  for (; i0 + TILE_ROWS <= g.m; i0 += TILE_ROWS) gemm_rows_avx512<TILE_ROWS>(g, i0);
+  switch (g.m - i0) {
+    case 5:
+      return gemm_rows_avx512<5>(g, i0);
+    case 4:
+      return gemm_rows_avx512<4>(g, i0);
+    case 3:
+      return gemm_rows_avx512<3>(g, i0);
+    case 2:
+      return gemm_rows_avx512<2>(g, i0);
+    case 1:
+      return gemm_rows_avx512<1>(g, i0);
+    default:
+      return;
+  }
+}
+#endif
+
+// The product of Gemm. wide: the avx512 micro-kernel; otherwise row by row,
+// C's row (n floats, in L1) updated by one vectorised multiply-add per p.
+template <bool wide>
+CONNECTOR_SIM_ALWAYS_INLINE void gemm(const Gemm& g) {
+#ifdef CONNECTOR_SIM_ISA_CLONES
+  if constexpr (wide) {
+    gemm_avx512(g);
+    return;
+  }
+#endif
+  for (std::int64_t i = 0; i < g.m; ++i) {
+    float* __restrict c_row = g.c + i * g.ldc;
+    if (g.row_init != nullptr) {
+      const float value = g.row_init[i];
+      for (std::int64_t j = 0; j < g.n; ++j) c_row[j] = value;
+    } else if (!g.accumulate) {
+      for (std::int64_t j = 0; j < g.n; ++j) c_row[j] = 0.0f;
+    }
+    const float* a_row = g.a + i * g.a_row;
+    for (std::int64_t p = 0; p < g.k; ++p) {
+      const float a_value = a_row[p * g.a_col];
+      const float* __restrict b_row = g.b + p * g.ldb;
+#pragma omp simd
+      for (std::int64_t j = 0; j < g.n; ++j) c_row[j] += a_value * b_row[j];
+    }
+  }
+}
+
+// out (columns x rows) = in (rows x columns)^T, by 16 x 16 blocks (both in L1).
+CONNECTOR_SIM_ALWAYS_INLINE void transpose(const float* __restrict in, std::int64_t rows, std::int64_t columns,
+                                           float* __restrict out) {
+  constexpr std::int64_t block = 16;
+  for (std::int64_t i0 = 0; i0 < rows; i0 += block) {
+    const std::int64_t i1 = std::min(rows, i0 + block);
+    for (std::int64_t j0 = 0; j0 < columns; j0 += block) {
+      const std::int64_t j1 = std::min(columns, j0 + block);
+      for (std::int64_t j = j0; j < j1; ++j) {
+        for (std::int64_t i = i0; i < i1; ++i) out[j * rows + i] = in[i * columns + j];
+      }
+    }
+  }
+}
+
+// The MLP's sizes. Layer l (0 <= l <= n_layers) maps in(l) to out(l) features.
+struct MlpShape {
+  std::int64_t dim, condition_dim, hidden, n_layers;
+
+  std::int64_t input_width() const { return dim + condition_dim + 1; }
+  std::int64_t in(std::int64_t l) const { return l == 0 ? input_width() : hidden; }
+  std::int64_t out(std::int64_t l) const { return l == n_layers ? dim : hidden; }
+  // Offset of layer l's weight in the flat vector (its bias follows the weight).
+  std::int64_t offset(std::int64_t l) const {
+    std::int64_t total = 0;
+    for (std::int64_t i = 0; i < l; ++i) total += out(i) * (in(i) + 1);
+    return total;
+  }
+  std::int64_t n_parameters() const { return offset(n_layers + 1); }
+};
+
+// The arrays of one training run: weights and their state, bound once.
+struct TrainState {
+  float* weights;     // (n_parameters,): nn.Linear layout, updated in place
+  float* gradient;    // (n_parameters,): written by every step
+  float* exp_avg;     // AdamW's first moment
+  float* exp_avg_sq;  // AdamW's second moment
+  float* averaged;    // the EMA of the weights, or nullptr for none
+  double beta1, beta2, eps, weight_decay;
+};
+
+// One batch: n rows of x0, x1 (n x dim), t (n), condition (n x condition_dim, or nullptr).
+struct Batch {
+  const float* x0;
+  const float* x1;
+  const float* t;
+  const float* condition;
+  std::int64_t n;
+};
+
+// Scratch for batches of up to max_rows rows, allocated once.
+struct Workspace {
+  MlpShape shape;
+  std::int64_t max_rows;
+  std::vector<float> inputs_rows;  // (n, input_width): [x_t, c, t] batch-major
+  std::vector<float> inputs_t;     // (input_width, n): its transpose
+  std::vector<float> target_t;     // (dim, n): (x1 - x0)^T
+  std::vector<float> residual_t;   // (dim, n): output - target, then the output gradient
+  std::vector<std::vector<float>> h_t, s_t, a_t;  // per hidden layer (hidden, n): h, sigmoid(h), silu(h)
+  std::vector<float> rows;         // (n, max(hidden, input_width)): an activation batch-major
+  std::vector<float> g_t[2];       // (hidden, n): gradients, ping-pong
+
+  Workspace(const MlpShape& shape_, std::int64_t max_rows_) : shape(shape_), max_rows(max_rows_) {
+    const std::int64_t w = shape.input_width(), hid = shape.hidden, d = shape.dim, n = max_rows;
+    inputs_rows.resize(n * w);
+    inputs_t.resize(n * w);
+    target_t.resize(n * d);
+    residual_t.resize(n * d);
+    h_t.assign(shape.n_layers, std::vector<float>(hid * n));
+    s_t.assign(shape.n_layers, std::vector<float>(hid * n));
+    a_t.assign(shape.n_layers, std::vector<float>(hid * n));
+    rows.resize(n * std::max(hid, w));
+    g_t[0].resize(hid * n);
+    g_t[1].resize(hid * n);
+  }
+};
+
+// Forward and backward: returns the summed squared error (float64 sum of the
+// float32 residuals' squares) and writes the gradient of the mean over rows
+// into state.gradient.
+template <bool wide>
+CONNECTOR_SIM_ALWAYS_INLINE double forward_backward(Workspace& ws, const TrainState& state, const Batch& batch) {
+  const MlpShape& s = ws.shape;
+  const std::int64_t n = batch.n, d = s.dim, cd = s.condition_dim, w = s.input_width(), L = s.n_layers;
+  // Inputs [x_t, c, t], x_t = x0 + t (x1 - x0) (as the torch path), and the target x1 - x0.
+  float* inputs = ws.inputs_rows.data();
+  float* target_t = ws.target_t.data();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float ti = batch.t[i];
+    for (std::int64_t j = 0; j < d; ++j) {
+      const float difference = batch.x1[i * d + j] - batch.x0[i * d + j];
+      target_t[j * n + i] = difference;
+      inputs[i * w + j] = batch.x0[i * d + j] + ti * difference;
+    }
+    for (std::int64_t j = 0; j < cd; ++j) inputs[i * w + d + j] = batch.condition[i * cd + j];
+    inputs[i * w + w - 1] = ti;
+  }
+  transpose(inputs, n, w, ws.inputs_t.data());
+
+  // Forward.
+  const float* previous_t = ws.inputs_t.data();
+  for (std::int64_t l = 0; l < L; ++l) {
+    const float* weight = state.weights + s.offset(l);
+    const std::int64_t in = s.in(l), out = s.out(l);
+    float* h = ws.h_t[l].data();
+    gemm<wide>({out, n, in, weight, in, 1, previous_t, n, h, n, weight + out * in, false});
+    float* __restrict sig = ws.s_t[l].data();
+    float* __restrict act = ws.a_t[l].data();
+#pragma omp simd
+    for (std::int64_t i = 0; i < out * n; ++i) {
+      const float sigmoid = simd::sigmoid(h[i]);
+      sig[i] = sigmoid;
+      act[i] = h[i] * sigmoid;
+    }
+    previous_t = act;
+  }
+  float* residual = ws.residual_t.data();
+  {
+    const float* weight = state.weights + s.offset(L);
+    const std::int64_t in = s.in(L);
+    gemm<wide>({d, n, in, weight, in, 1, previous_t, n, residual, n, weight + d * in, false});
+  }
+  double squared_error = 0.0;
+  const float scale = 2.0f / static_cast<float>(n);
+  for (std::int64_t i = 0; i < d * n; ++i) {
+    const float r = residual[i] - target_t[i];
+    squared_error += static_cast<double>(r) * r;
+    residual[i] = scale * r;  // the gradient of the mean squared error with respect to the output
+  }
+
+  // Backward: g_t holds the gradient with respect to layer l's pre-activation, (out(l), n).
+  const float* g = residual;
+  int buffer = 0;
+  for (std::int64_t l = L; l >= 0; --l) {
+    const std::int64_t in = s.in(l), out = s.out(l);
+    const float* weight = state.weights + s.offset(l);
+    float* weight_gradient = state.gradient + s.offset(l);
+    float* bias_gradient = weight_gradient + out * in;
+    const float* previous_rows = inputs;
+    if (l > 0) {
+      transpose(ws.a_t[l - 1].data(), in, n, ws.rows.data());
+      previous_rows = ws.rows.data();
+    }
+    gemm<wide>({out, in, n, g, n, 1, previous_rows, in, weight_gradient, in, nullptr, false});
+    for (std::int64_t o = 0; o < out; ++o) {
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (std::int64_t i = 0; i < n; ++i) sum += g[o * n + i];
+      bias_gradient[o] = sum;
+    }
+    if (l == 0) break;
+    float* g_a = ws.g_t[buffer].data();
+    gemm<wide>({in, n, out, weight, 1, in, g, n, g_a, n, nullptr, false});
+    // g * silu'(h), silu'(h) = s (1 + h (1 - s)) with s = sigmoid(h).
+    const float* __restrict h = ws.h_t[l - 1].data();
+    const float* __restrict sig = ws.s_t[l - 1].data();
+#pragma omp simd
+    for (std::int64_t i = 0; i < in * n; ++i) g_a[i] *= sig[i] * (1.0f + h[i] * (1.0f - sig[i]));
+    g = g_a;
+    buffer ^= 1;
+  }
+  return squared_error;
+}
+
+// torch.optim.AdamW's update (decoupled weight decay, bias corrections, eps
+// outside the square root) at step `step` (counted from 1), then the average
+// averaged += (1 - ema_decay) (weights - averaged).
+CONNECTOR_SIM_ALWAYS_INLINE void adamw_and_average(const TrainState& state, std::int64_t n_parameters, double lr,
+                                                   std::int64_t step, double ema_decay) {
+  const double bias_correction1 = 1.0 - std::pow(state.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(state.beta2, static_cast<double>(step));
+  const float decay_factor = static_cast<float>(1.0 - lr * state.weight_decay);
+  const float step_size = static_cast<float>(lr / bias_correction1);
+  const float inverse_correction2_sqrt = static_cast<float>(1.0 / std::sqrt(bias_correction2));
+  const float one_minus_beta1 = static_cast<float>(1.0 - state.beta1);
+  const float beta2 = static_cast<float>(state.beta2), one_minus_beta2 = static_cast<float>(1.0 - state.beta2);
+  const float eps = static_cast<float>(state.eps);
+  float* __restrict weights = state.weights;
+  const float* __restrict gradient = state.gradient;
+  float* __restrict m = state.exp_avg;
+  float* __restrict v = state.exp_avg_sq;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n_parameters; ++i) {
+    const float gi = gradient[i];
+    const float mi = m[i] + one_minus_beta1 * (gi - m[i]);
+    const float vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float denominator = std::sqrt(vi) * inverse_correction2_sqrt + eps;
+    weights[i] = weights[i] * decay_factor - step_size * mi / denominator;
+  }
+  if (state.averaged != nullptr) {
+    const float weight = static_cast<float>(1.0 - ema_decay);
+    float* __restrict averaged = state.averaged;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n_parameters; ++i) averaged[i] += weight * (weights[i] - averaged[i]);
+  }
+}
+
+template <bool wide>
+CONNECTOR_SIM_ALWAYS_INLINE double cnf_train_step_body(Workspace& ws, const TrainState& state, const Batch& batch,
+                                                       double lr, std::int64_t step, double ema_decay) {
+  const double squared_error = forward_backward<wide>(ws, state, batch);
+  adamw_and_average(state, ws.shape.n_parameters(), lr, step, ema_decay);
+  return squared_error;
+}
+
+CONNECTOR_SIM_MULTIVERSION_WIDE(double, cnf_train_step,
+                                (Workspace & ws, const TrainState& state, const Batch& batch, double lr,
+                                 std::int64_t step, double ema_decay),
+                                (ws, state, batch, lr, step, ema_decay))
+
+// The product alone (benchmarks and tests): out (m x n) = a (m x k) b (k x n), all row-major.
+template <bool wide>
+CONNECTOR_SIM_ALWAYS_INLINE void matmul_f32_body(const float* a, const float* b, float* out, std::int64_t m,
+                                                 std::int64_t n, std::int64_t k, std::int64_t n_repeats) {
+  for (std::int64_t r = 0; r < n_repeats; ++r) gemm<wide>({m, n, k, a, k, 1, b, n, out, n, nullptr, false});
+}
+
+CONNECTOR_SIM_MULTIVERSION_WIDE(void, matmul_f32,
+                                (const float* a, const float* b, float* out, std::int64_t m, std::int64_t n,
+                                 std::int64_t k, std::int64_t n_repeats),
+                                (a, b, out, m, n, k, n_repeats))
+
+}  // namespace cnf_train
+}  // namespace connector_sim
