@@ -302,6 +302,11 @@ CPU_TILE_BFLOAT16 = 4096
 #: Whether the CPU evaluator multiplies by oneDNN's linear (:func:`_onednn_linear`) where torch has it.
 USE_ONEDNN = True
 
+#: Whether float32 training on the CPU runs each step as one call to the compiled fused step
+#: (:class:`_FusedTrainer`, connector_sim._ext._cnf_train_cpp) where it is built; otherwise, or when False,
+#: :class:`_FastTrainer` and :class:`_AdamW` run it with torch operations.
+USE_FUSED_TRAINING = True
+
 #: Rows per tile of the float32 CPU density on oneDNN. The fused op returns a new tensor per product; the
 #: (d * rows, H) Jacobian products of 1,024-row tiles (2 MiB) made the allocator fault pages in on every call
 #: (the product ran at half speed), 256-row ones (512 KiB) do not: 5.7 against 8.3 us a row for 1,024-row tiles
@@ -681,6 +686,78 @@ class _AdamW:
             self.optimizer.step()
 
 
+def _fused_training_module(flat, device):
+    """connector_sim._ext._cnf_train_cpp if the fused training step applies (CPU, float32, built, switched on)."""
+    if not USE_FUSED_TRAINING or device.type != "cpu" or flat.dtype != torch.float32:
+        return None
+    try:
+        from .._ext import _cnf_train_cpp
+    except ImportError:
+        return None
+    return _cnf_train_cpp
+
+
+class _FusedTrainer:
+    """A whole training step (forward, backward, AdamW, weight average) as one call to the compiled kernel.
+
+    The kernel (``CnfTrainStep``, reference:
+    :func:`connector_sim._kernels.cnf_train_step.cnf_train_step_reference`)
+    updates, in place, the flat weights (:func:`_flatten_parameters`), their
+    gradient, the optimizer's ``exp_avg`` and ``exp_avg_sq`` and the flat
+    weight average, through NumPy views made once. The random draws stay
+    torch's, in the order of the torch path (x1 = z[index], x0 = randn,
+    t = rand), written into buffers allocated once, so the random stream is
+    the same. The optimizer's state is torch's (made here as its first step
+    would); its step count is written back by :meth:`sync`, so that
+    ``optimizer.step()`` can carry on from it.
+    """
+
+    def __init__(self, module, model, flat, optimizer, averaged_flat, rows):
+        group = optimizer.param_groups[0]
+        state = optimizer.state[flat]
+        if not state:  # what AdamW(fused=True)'s first step makes
+            state["step"] = torch.zeros((), dtype=torch.float32, device=flat.device)
+            state["exp_avg"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
+        self.optimizer, self.group, self.state = optimizer, group, state
+        self.n_steps = int(state["step"].item())
+        beta1, beta2 = group["betas"]
+        self.kernel = module.CnfTrainStep(
+            flat.detach().numpy(), flat.grad.numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
+            None if averaged_flat is None else averaged_flat.numpy(), dim=model.dim,
+            condition_dim=model.condition_dim, hidden=model.net[0].out_features, n_layers=len(model.net) // 2,
+            max_rows=rows, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
+        self.x0 = torch.empty(rows, model.dim)
+        self.x1 = torch.empty(rows, model.dim)
+        self.t = torch.empty(rows)
+        self.condition = torch.empty(rows, model.condition_dim) if model.condition_dim else None
+        self._slices = {}
+
+    def _buffers(self, n):
+        """(x0, x1, t, condition) tensors of n rows and their NumPy views (made once per batch size)."""
+        if n not in self._slices:
+            tensors = (self.x0[:n], self.x1[:n], self.t[:n], None if self.condition is None else self.condition[:n])
+            self._slices[n] = tensors, tuple(None if x is None else x.numpy() for x in tensors)
+        return self._slices[n]
+
+    def step(self, z_train, c_train, index, n, generator, ema_decay):
+        """Draw the batch of the ``n`` rows ``index`` and take one step; returns its summed squared error (float)."""
+        (x0, x1, t, condition), views = self._buffers(n)
+        torch.index_select(z_train, 0, index, out=x1)
+        torch.randn(x1.shape, generator=generator, out=x0)
+        torch.rand(n, generator=generator, out=t)
+        if condition is not None:
+            torch.index_select(c_train, 0, index, out=condition)
+        self.n_steps += 1
+        return self.kernel.step(*views, self.group["lr"], self.n_steps, ema_decay)
+
+    def sync(self):
+        """Write the step count into the optimizer's state (call before the schedule's step)."""
+        self.state["step"].fill_(self.n_steps)
+        # What the learning-rate schedule's wrapper of optimizer.step() records (it warns otherwise).
+        self.optimizer._opt_called = True
+
+
 def _integrate(derivative, state, t0, h, n_steps, solver):
     """``n_steps`` fixed steps of size h from t0, in place on the list of tensors ``state``.
 
@@ -1010,15 +1087,14 @@ class FlowMatchingCNF:
         # All weights are views of one flat tensor: AdamW and the average below take one call per operation
         # (the same elementwise arithmetic as per layer); the gradient is computed by hand (_FastTrainer).
         flat = _flatten_parameters(model)
-        trainer = _FastTrainer(model, batch)
+        fused_module = _fused_training_module(flat, device)
         # The fused kernel: one pass over the weights instead of ~10 (145 -> 57 us a step for 4 x 128 on one core),
         # called without optimizer.step()'s overhead (_AdamW: 23 us).
         optimizer = torch.optim.AdamW([flat], lr=self.learning_rate, weight_decay=self.weight_decay,
                                       fused=device.type in ("cpu", "cuda"))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.n_epochs) if self.cosine else None
-        adamw = _AdamW(optimizer, flat)
         # The exponential moving average of the weights is what is validated and kept.
-        averaged = None
+        averaged = averaged_flat = None
         if self.ema_decay:
             averaged = copy.deepcopy(model).requires_grad_(False).eval()
             averaged_flat = torch.cat([p.reshape(-1) for p in averaged.parameters()])
@@ -1026,6 +1102,10 @@ class FlowMatchingCNF:
             for p in averaged.parameters():
                 p.data = averaged_flat[offset:offset + p.numel()].view_as(p)
                 offset += p.numel()
+        if fused_module is not None:  # one compiled call per step
+            fused, trainer, adamw = _FusedTrainer(fused_module, model, flat, optimizer, averaged_flat, batch), None, None
+        else:
+            fused, trainer, adamw = None, _FastTrainer(model, batch), _AdamW(optimizer, flat)
         evaluated = model if averaged is None else averaged
         n_steps_done = 0
         report_every = self._report_every()
@@ -1038,19 +1118,31 @@ class FlowMatchingCNF:
             order = torch.randperm(n_train, generator=generator, device=device)
             total = torch.zeros((), device=device)
             with torch.no_grad():
-                for first in range(0, n_train, batch):
-                    index = order[first:first + batch]
-                    x1 = z_train[index]
-                    x0 = torch.randn(x1.shape, generator=generator, device=device)
-                    t = torch.rand(len(x1), generator=generator, device=device)
-                    total += trainer.squared_error_and_gradient(x0, x1, t,
-                                                                None if c_train is None else c_train[index])
-                    adamw.step()
-                    n_steps_done += 1
-                    if averaged is not None:
-                        # Warm-up: early on the average must not hold on to the random start.
-                        decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
-                        averaged_flat.lerp_(flat, 1.0 - decay)
+                if fused is not None:
+                    total = 0.0  # a float64 sum of the kernel's float results
+                    for first in range(0, n_train, batch):
+                        n_steps_done += 1
+                        decay = 0.0  # (ignored without an average)
+                        if averaged is not None:  # warm-up as below
+                            decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
+                        total += fused.step(z_train, c_train, order[first:first + batch],
+                                            min(batch, n_train - first), generator, decay)
+                else:
+                    for first in range(0, n_train, batch):
+                        index = order[first:first + batch]
+                        x1 = z_train[index]
+                        x0 = torch.randn(x1.shape, generator=generator, device=device)
+                        t = torch.rand(len(x1), generator=generator, device=device)
+                        total += trainer.squared_error_and_gradient(x0, x1, t,
+                                                                    None if c_train is None else c_train[index])
+                        adamw.step()
+                        n_steps_done += 1
+                        if averaged is not None:
+                            # Warm-up: early on the average must not hold on to the random start.
+                            decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
+                            averaged_flat.lerp_(flat, 1.0 - decay)
+            if fused is not None:
+                fused.sync()
             history["train_loss"].append(float(total) / n_train)
             if schedule is not None:
                 schedule.step()

@@ -152,7 +152,10 @@ def reference_training(flow, z, rng):
     return averaged
 
 
-def test_training_matches_the_autograd_loop(data):
+@pytest.mark.parametrize("fused", [True, False])
+def test_training_matches_the_autograd_loop(data, monkeypatch, fused):
+    # fused: the compiled step where it is built (test_cnf_train_step.py), else the torch one either way.
+    monkeypatch.setattr(flows, "USE_FUSED_TRAINING", fused)
     x, _ = data
     options = dict(hidden=16, n_layers=2, n_epochs=2, batch_size=64, validation_fraction=0.0, cosine=False,
                    random_state=3, device="cpu")
