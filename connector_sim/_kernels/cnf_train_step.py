@@ -14,7 +14,8 @@ cpp/include/connector_sim/cnf_train.hpp) runs one flow-matching step of
   (sqrt(v) / sqrt(1 - beta2^step) + eps)``;
 - the weight average ``averaged += (1 - ema_decay) (w - averaged)``.
 
-This function does the same in float64.
+``cnf_train_step_reference`` does the same in float64; ``mlp_squared_error_reference`` is the
+forward pass alone (``CnfTrainStep.squared_error``, the validation loss).
 """
 
 import numpy as np
@@ -39,6 +40,20 @@ def unflatten(flat, sizes):
         layers.append((weight, flat[offset:offset + out]))
         offset += out
     return layers
+
+
+def mlp_squared_error_reference(flat, inputs, target, *, dim, condition_dim, hidden, n_layers):
+    """sum_rows |v(inputs) - target|^2 of the MLP with flat weights ``flat`` (float64): a validation loss.
+
+    ``inputs`` are the MLP's input rows [x_t, c, t]; ``CnfTrainStep.squared_error`` computes this.
+    """
+    layers = unflatten(np.asarray(flat, dtype=np.float64), layer_sizes(dim, condition_dim, hidden, n_layers))
+    a = np.asarray(inputs, dtype=np.float64)
+    for weight, bias in layers[:-1]:
+        h = a @ weight.T + bias
+        a = h / (1.0 + np.exp(-h))
+    weight, bias = layers[-1]
+    return float(np.sum((a @ weight.T + bias - np.asarray(target, dtype=np.float64)) ** 2))
 
 
 def squared_error_and_gradient_reference(flat, x0, x1, t, condition, *, dim, condition_dim, hidden, n_layers):

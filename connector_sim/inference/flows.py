@@ -727,6 +727,8 @@ class _FusedTrainer:
             None if averaged_flat is None else averaged_flat.numpy(), dim=model.dim,
             condition_dim=model.condition_dim, hidden=model.net[0].out_features, n_layers=len(model.net) // 2,
             max_rows=rows, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
+        # The weights the validation evaluates: the average if there is one.
+        self.evaluated = flat.detach().numpy() if averaged_flat is None else averaged_flat.numpy()
         self.x0 = torch.empty(rows, model.dim)
         self.x1 = torch.empty(rows, model.dim)
         self.t = torch.empty(rows)
@@ -750,6 +752,10 @@ class _FusedTrainer:
             torch.index_select(c_train, 0, index, out=condition)
         self.n_steps += 1
         return self.kernel.step(*views, self.group["lr"], self.n_steps, ema_decay)
+
+    def validation_loss(self, inputs, target):
+        """mean_rows |v(inputs) - target|^2 of the evaluated weights (NumPy float32 rows), by the kernel's forward."""
+        return self.kernel.squared_error(self.evaluated, inputs, target) / len(inputs)
 
     def sync(self):
         """Write the step count into the optimizer's state (call before the schedule's step)."""
@@ -1107,6 +1113,8 @@ class FlowMatchingCNF:
         else:
             fused, trainer, adamw = None, _FastTrainer(model, batch), _AdamW(optimizer, flat)
         evaluated = model if averaged is None else averaged
+        if fused is not None and validation is not None:
+            validation_arrays = tuple(array.contiguous().numpy() for array in validation)
         n_steps_done = 0
         report_every = self._report_every()
         best_loss, best_state, best_epoch, stale = math.inf, None, None, 0
@@ -1148,7 +1156,10 @@ class FlowMatchingCNF:
                 schedule.step()
             if validation is not None:
                 evaluated.eval()
-                val_loss = self._validation_loss(evaluated, *validation)
+                if fused is not None:
+                    val_loss = fused.validation_loss(*validation_arrays)
+                else:
+                    val_loss = self._validation_loss(evaluated, *validation)
                 history["val_loss"].append(val_loss)
                 if val_loss < best_loss:
                     best_loss, best_epoch, stale = val_loss, epoch, 0

@@ -88,6 +88,16 @@ class CnfTrainStep {
     return ct::cnf_train_step(workspace_, state_, batch, lr, step, ema_decay);
   }
 
+  double squared_error(py::array weights, py::array inputs, py::array target) {
+    const ct::MlpShape& s = workspace_.shape;
+    const py::ssize_t rows = dims(inputs, "inputs", 2)[0];
+    const float* weight_data = input<float>(weights, "weights", {static_cast<py::ssize_t>(s.n_parameters())});
+    const float* input_data = input<float>(inputs, "inputs", {rows, s.input_width()});
+    const float* target_data = input<float>(target, "target", {rows, s.dim});
+    py::gil_scoped_release release;
+    return ct::mlp_squared_error(workspace_, weight_data, input_data, target_data, rows);
+  }
+
   std::int64_t n_parameters() const { return workspace_.shape.n_parameters(); }
   std::int64_t max_rows() const { return workspace_.max_rows; }
 
@@ -149,6 +159,11 @@ PYBIND11_MODULE(_cnf_train_cpp, m) {
            "and the average (averaged += (1 - ema_decay) (weights - averaged)).",
            py::arg("x0").noconvert(), py::arg("x1").noconvert(), py::arg("t").noconvert(), py::arg("condition"),
            py::arg("lr"), py::arg("step"), py::arg("ema_decay"))
+      .def("squared_error", &CnfTrainStep::squared_error,
+           "sum_rows |v(inputs) - target|^2 (float64 sum) of the MLP with the flat float32 `weights` (any vector "
+           "of the bound layout, e.g. the average) on inputs (rows, dim + condition_dim + 1) = [x_t, c, t] and "
+           "target (rows, dim): the forward pass of `step` by tiles of max_rows rows (mlp_squared_error_reference).",
+           py::arg("weights").noconvert(), py::arg("inputs").noconvert(), py::arg("target").noconvert())
       .def_property_readonly("n_parameters", &CnfTrainStep::n_parameters)
       .def_property_readonly("max_rows", &CnfTrainStep::max_rows);
   m.def("matmul", &matmul,

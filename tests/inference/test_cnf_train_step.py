@@ -27,6 +27,7 @@ from backend_support import require_backend  # noqa: E402
 from connector_sim._backends import KERNEL_ISAS, extension_built  # noqa: E402
 from connector_sim._kernels.cnf_train_step import (  # noqa: E402
     cnf_train_step_reference,
+    mlp_squared_error_reference,
     n_parameters,
     squared_error_and_gradient_reference,
 )
@@ -121,6 +122,23 @@ def test_each_clone_matches_the_reference(ext, isa, shape, with_average):
         np.testing.assert_allclose(state["averaged"], averaged, rtol=0, atol=weight_atol)
     else:
         assert averaged is None
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_each_clone_squared_error_matches_the_reference(ext, isa, shape):
+    # The validation loss: the forward pass alone, by tiles of max_rows (64) rows: 150 rows = 2 full tiles + 22.
+    dim, condition_dim, hidden, n_layers, _ = shape
+    state, _ = problem(*shape)
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((150, dim + condition_dim + 1)).astype(np.float32)
+    target = rng.standard_normal((150, dim)).astype(np.float32)
+    step = kernel(ext, state, dim, condition_dim, hidden, n_layers)
+    expected = mlp_squared_error_reference(state["weights"], inputs, target, dim=dim, condition_dim=condition_dim,
+                                           hidden=hidden, n_layers=n_layers)
+    assert step.squared_error(state["averaged"], inputs, target) != pytest.approx(expected, rel=LOSS_RTOL)
+    assert step.squared_error(state["weights"], inputs, target) == pytest.approx(expected, rel=LOSS_RTOL)
+    with pytest.raises(ValueError, match="target must have shape"):
+        step.squared_error(state["weights"], inputs, target[:, :0])
 
 
 @pytest.mark.parametrize("n", [1, 17, 64])
