@@ -283,6 +283,64 @@ CONNECTOR_SIM_ALWAYS_INLINE void row_sums(const float* g, std::int64_t rows, std
   }
 }
 
+#ifdef CONNECTOR_SIM_ISA_CLONES
+// exp(y) of 16 floats y <= 0 (clipped at -87): y = n ln2 + r, |r| <= ln2 / 2,
+// exp(r) by simd::EXP_TAYLOR_F32 (degree 7, as simd::exp_approx), times 2^n by
+// vscalefps. Relative error a few float ulps.
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 exp_nonpositive_x16(__m512 y) {
+  y = _mm512_max_ps(y, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(static_cast<float>(simd::LOG2E))),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(simd::LN2_HI_F32), y);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(simd::LN2_LO_F32), r);
+  __m512 p = _mm512_set1_ps(simd::EXP_TAYLOR_F32[7]);
+  for (int k = 6; k >= 0; --k) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(simd::EXP_TAYLOR_F32[k]));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 / d for 16 floats d > 0: vrcp14ps (relative error < 2^-14) and one
+// Newton step r (2 - d r), relative error ~2^-23 (an ulp or two) instead of
+// a division (vdivps bounded the sigmoid and AdamW loops).
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 reciprocal_x16(__m512 d) {
+  const __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+// sig = sigmoid(h), act = h sig for `count` values: e = exp(-|h|),
+// sigmoid = 1 / (1 + e) for h >= 0 and e / (1 + e) below (as simd::sigmoid).
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline void sigmoid_and_silu_avx512(
+    const float* __restrict h, float* __restrict sig, float* __restrict act, std::int64_t count) {
+  for (std::int64_t i = 0; i < count; i += 16) {
+    const __mmask16 mask = count - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(mask, h + i);
+    const __m512 e = exp_nonpositive_x16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+    const __m512 r = reciprocal_x16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    const __mmask16 nonnegative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+    const __m512 s = _mm512_mask_blend_ps(nonnegative, _mm512_mul_ps(e, r), r);
+    _mm512_mask_storeu_ps(sig + i, mask, s);
+    _mm512_mask_storeu_ps(act + i, mask, _mm512_mul_ps(x, s));
+  }
+}
+#endif
+
+// sig = sigmoid(h), act = silu(h) = h sig for `count` values.
+template <bool wide>
+CONNECTOR_SIM_ALWAYS_INLINE void sigmoid_and_silu(const float* __restrict h, float* __restrict sig,
+                                                  float* __restrict act, std::int64_t count) {
+#ifdef CONNECTOR_SIM_ISA_CLONES
+  if constexpr (wide) {
+    sigmoid_and_silu_avx512(h, sig, act, count);
+    return;
+  }
+#endif
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float sigmoid = simd::sigmoid(h[i]);
+    sig[i] = sigmoid;
+    act[i] = h[i] * sigmoid;
+  }
+}
+
 // The MLP's sizes. Layer l (0 <= l <= n_layers) maps in(l) to out(l) features.
 struct MlpShape {
   std::int64_t dim, condition_dim, hidden, n_layers;
@@ -358,15 +416,8 @@ CONNECTOR_SIM_ALWAYS_INLINE void forward(Workspace& ws, const float* weights, st
     const std::int64_t in = s.in(l), out = s.out(l);
     float* h = ws.h_t[l].data();
     gemm<wide>({out, n, in, weight, in, 1, previous_t, n, h, n, weight + out * in, false});
-    float* __restrict sig = ws.s_t[l].data();
-    float* __restrict act = ws.a_t[l].data();
-#pragma omp simd
-    for (std::int64_t i = 0; i < out * n; ++i) {
-      const float sigmoid = simd::sigmoid(h[i]);
-      sig[i] = sigmoid;
-      act[i] = h[i] * sigmoid;
-    }
-    previous_t = act;
+    sigmoid_and_silu<wide>(h, ws.s_t[l].data(), ws.a_t[l].data(), out * n);
+    previous_t = ws.a_t[l].data();
   }
   const float* weight = weights + s.offset(L);
   const std::int64_t in = s.in(L);
@@ -434,19 +485,74 @@ CONNECTOR_SIM_ALWAYS_INLINE double forward_backward(Workspace& ws, const TrainSt
   return squared_error;
 }
 
+// The per-step constants of AdamW (from float64 scalars, as torch's fused kernel).
+struct AdamWStep {
+  float decay_factor, step_size, inverse_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, average_weight;
+
+  AdamWStep(const TrainState& state, double lr, std::int64_t step, double ema_decay) {
+    const double bias_correction1 = 1.0 - std::pow(state.beta1, static_cast<double>(step));
+    const double bias_correction2 = 1.0 - std::pow(state.beta2, static_cast<double>(step));
+    decay_factor = static_cast<float>(1.0 - lr * state.weight_decay);
+    step_size = static_cast<float>(lr / bias_correction1);
+    inverse_correction2_sqrt = static_cast<float>(1.0 / std::sqrt(bias_correction2));
+    one_minus_beta1 = static_cast<float>(1.0 - state.beta1);
+    beta2 = static_cast<float>(state.beta2);
+    one_minus_beta2 = static_cast<float>(1.0 - state.beta2);
+    eps = static_cast<float>(state.eps);
+    average_weight = static_cast<float>(1.0 - ema_decay);
+  }
+};
+
+#ifdef CONNECTOR_SIM_ISA_CLONES
+// adamw_and_average with 16 lanes and the division by reciprocal_x16 (~2^-23 relative).
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline void adamw_and_average_avx512(const TrainState& state,
+                                                                                         std::int64_t size,
+                                                                                         const AdamWStep& c) {
+  const __m512 decay_factor = _mm512_set1_ps(c.decay_factor), step_size = _mm512_set1_ps(c.step_size);
+  const __m512 inverse_correction2_sqrt = _mm512_set1_ps(c.inverse_correction2_sqrt);
+  const __m512 one_minus_beta1 = _mm512_set1_ps(c.one_minus_beta1), beta2 = _mm512_set1_ps(c.beta2);
+  const __m512 one_minus_beta2 = _mm512_set1_ps(c.one_minus_beta2), eps = _mm512_set1_ps(c.eps);
+  const __m512 average_weight = _mm512_set1_ps(c.average_weight);
+  // Local restrict pointers: otherwise the stores make the compiler reload them from `state` every iteration.
+  float* __restrict weights = state.weights;
+  const float* __restrict gradient = state.gradient;
+  float* __restrict exp_avg = state.exp_avg;
+  float* __restrict exp_avg_sq = state.exp_avg_sq;
+  float* __restrict averaged = state.averaged;
+  for (std::int64_t i = 0; i < size; i += 16) {
+    const __mmask16 mask = size - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (size - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(mask, gradient + i);
+    __m512 m = _mm512_maskz_loadu_ps(mask, exp_avg + i);
+    __m512 v = _mm512_maskz_loadu_ps(mask, exp_avg_sq + i);
+    m = _mm512_fmadd_ps(one_minus_beta1, _mm512_sub_ps(g, m), m);
+    v = _mm512_fmadd_ps(_mm512_mul_ps(one_minus_beta2, g), g, _mm512_mul_ps(beta2, v));
+    _mm512_mask_storeu_ps(exp_avg + i, mask, m);
+    _mm512_mask_storeu_ps(exp_avg_sq + i, mask, v);
+    const __m512 denominator = _mm512_fmadd_ps(_mm512_sqrt_ps(v), inverse_correction2_sqrt, eps);
+    const __m512 update = _mm512_mul_ps(step_size, _mm512_mul_ps(m, reciprocal_x16(denominator)));
+    const __m512 w = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, weights + i), decay_factor), update);
+    _mm512_mask_storeu_ps(weights + i, mask, w);
+    if (averaged != nullptr) {
+      const __m512 a = _mm512_maskz_loadu_ps(mask, averaged + i);
+      _mm512_mask_storeu_ps(averaged + i, mask, _mm512_fmadd_ps(average_weight, _mm512_sub_ps(w, a), a));
+    }
+  }
+}
+#endif
+
 // torch.optim.AdamW's update (decoupled weight decay, bias corrections, eps
 // outside the square root) at step `step` (counted from 1), then the average
 // averaged += (1 - ema_decay) (weights - averaged).
+template <bool wide>
 CONNECTOR_SIM_ALWAYS_INLINE void adamw_and_average(const TrainState& state, std::int64_t n_parameters, double lr,
                                                    std::int64_t step, double ema_decay) {
-  const double bias_correction1 = 1.0 - std::pow(state.beta1, static_cast<double>(step));
-  const double bias_correction2 = 1.0 - std::pow(state.beta2, static_cast<double>(step));
-  const float decay_factor = static_cast<float>(1.0 - lr * state.weight_decay);
-  const float step_size = static_cast<float>(lr / bias_correction1);
-  const float inverse_correction2_sqrt = static_cast<float>(1.0 / std::sqrt(bias_correction2));
-  const float one_minus_beta1 = static_cast<float>(1.0 - state.beta1);
-  const float beta2 = static_cast<float>(state.beta2), one_minus_beta2 = static_cast<float>(1.0 - state.beta2);
-  const float eps = static_cast<float>(state.eps);
+  const AdamWStep c(state, lr, step, ema_decay);
+#ifdef CONNECTOR_SIM_ISA_CLONES
+  if constexpr (wide) {
+    adamw_and_average_avx512(state, n_parameters, c);
+    return;
+  }
+#endif
   float* __restrict weights = state.weights;
   const float* __restrict gradient = state.gradient;
   float* __restrict m = state.exp_avg;
@@ -454,18 +560,17 @@ CONNECTOR_SIM_ALWAYS_INLINE void adamw_and_average(const TrainState& state, std:
 #pragma omp simd
   for (std::int64_t i = 0; i < n_parameters; ++i) {
     const float gi = gradient[i];
-    const float mi = m[i] + one_minus_beta1 * (gi - m[i]);
-    const float vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+    const float mi = m[i] + c.one_minus_beta1 * (gi - m[i]);
+    const float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    const float denominator = std::sqrt(vi) * inverse_correction2_sqrt + eps;
-    weights[i] = weights[i] * decay_factor - step_size * mi / denominator;
+    const float denominator = std::sqrt(vi) * c.inverse_correction2_sqrt + c.eps;
+    weights[i] = weights[i] * c.decay_factor - c.step_size * mi / denominator;
   }
   if (state.averaged != nullptr) {
-    const float weight = static_cast<float>(1.0 - ema_decay);
     float* __restrict averaged = state.averaged;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n_parameters; ++i) averaged[i] += weight * (weights[i] - averaged[i]);
+    for (std::int64_t i = 0; i < n_parameters; ++i) averaged[i] += c.average_weight * (weights[i] - averaged[i]);
   }
 }
 
@@ -473,7 +578,7 @@ template <bool wide>
 CONNECTOR_SIM_ALWAYS_INLINE double cnf_train_step_body(Workspace& ws, const TrainState& state, const Batch& batch,
                                                        double lr, std::int64_t step, double ema_decay) {
   const double squared_error = forward_backward<wide>(ws, state, batch);
-  adamw_and_average(state, ws.shape.n_parameters(), lr, step, ema_decay);
+  adamw_and_average<wide>(state, ws.shape.n_parameters(), lr, step, ema_decay);
   return squared_error;
 }
 
