@@ -148,7 +148,68 @@ def gemm_table(bfloat16):
             for library in libraries:
                 name = f"{library} {str(dtype).split('.')[-1]} {m}x{k}x{n}"
                 table[name] = gemm_rate(m, k, n, dtype, library)
+    table.update(fused_kernel_gemm_rates())
     return table
+
+
+def fused_kernel_module():
+    """connector_sim._ext._cnf_train_cpp (the fused training step) if this checkout has it and it is built."""
+    try:
+        from connector_sim._ext import _cnf_train_cpp
+    except ImportError:
+        return None
+    return _cnf_train_cpp
+
+
+def fused_kernel_gemm_rates(repeats=5):
+    """FLOP/s of the fused training step's product at the training shape, per instruction-set clone.
+
+    ``_cnf_train_cpp.matmul``: W (hidden x hidden) times a feature-major batch (hidden x 64), the forward
+    product of one hidden layer (the backward ones have the same FLOPs and tiles).
+    """
+    module = fused_kernel_module()
+    if module is None:
+        return {}
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32)
+    b = rng.standard_normal((HIDDEN, BATCH)).astype(np.float32)
+    out = np.empty((HIDDEN, BATCH), np.float32)
+    flops = 2 * HIDDEN * HIDDEN * BATCH
+    calls = max(1, int(2e8 // flops))
+    previous, rates = module.kernel_isa(), {}
+    isas = ("avx512", "avx2", "default")
+    try:
+        for isa in isas[isas.index(module.cpu_isa()):]:
+            module.set_kernel_isa(isa)
+            module.matmul(a, b, out)
+            times = cpu_time(lambda: module.matmul(a, b, out, calls), repeats)
+            rates[f"fused kernel ({isa}) float32 {BATCH}x{HIDDEN}x{HIDDEN}"] = flops * calls / min(times)
+    finally:
+        module.set_kernel_isa(previous)
+    return rates
+
+
+def fused_kernel_step_seconds(repeats=5, n_steps=200):
+    """CPU seconds of one fused step (CnfTrainStep.step, 4 x 128, batch 64, with the average) and of the
+    forward of VALIDATION_ROWS rows (CnfTrainStep.squared_error), medians, or None without the kernel."""
+    module = fused_kernel_module()
+    if module is None:
+        return None
+    rng = np.random.default_rng(0)
+    from connector_sim._kernels.cnf_train_step import n_parameters
+
+    size = n_parameters(DIM, 0, HIDDEN, N_LAYERS)
+    weights = (rng.standard_normal(size) * 0.05).astype(np.float32)
+    arrays = [weights, np.zeros_like(weights), np.zeros_like(weights), np.zeros_like(weights), weights.copy()]
+    step = module.CnfTrainStep(*arrays, dim=DIM, condition_dim=0, hidden=HIDDEN, n_layers=N_LAYERS, max_rows=BATCH,
+                               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-4)
+    x0, x1 = (rng.standard_normal((BATCH, DIM)).astype(np.float32) for _ in range(2))
+    t = rng.random(BATCH).astype(np.float32)
+    inputs = rng.standard_normal((VALIDATION_ROWS, DIM + 1)).astype(np.float32)
+    target = rng.standard_normal((VALIDATION_ROWS, DIM)).astype(np.float32)
+    steps = cpu_time(lambda: [step.step(x0, x1, t, None, 1e-4, k + 1, 0.999) for k in range(n_steps)], repeats)
+    validation = cpu_time(lambda: step.squared_error(weights, inputs, target), repeats)
+    return float(np.median(steps)) / n_steps, float(np.median(validation))
 
 
 def has_bfloat16():
@@ -255,6 +316,17 @@ def main():
                                device="cpu", random_state=0, n_threads=1).fit(training_rows)
 
     one_epoch(1)
+    from connector_sim.inference import flows
+
+    fused = hasattr(flows, "USE_FUSED_TRAINING") and fused_kernel_module() is not None
+
+    def one_epoch_torch_step(n_epochs):  # this checkout's torch training step (the one before the fused kernel)
+        flows.USE_FUSED_TRAINING = False
+        try:
+            return one_epoch(n_epochs)
+        finally:
+            flows.USE_FUSED_TRAINING = True
+
     n_train = round(0.8 * N_TRAIN_ROWS)
     steps = -(-n_train // BATCH)
     cases = {
@@ -264,6 +336,9 @@ def main():
         # Forward + two backward products per training row, one forward per validation row.
         "train epoch": (None, (3 * n_train + VALIDATION_ROWS) * forward_flops()),
     }
+    if fused:  # the torch step of this checkout (as on main before the fused kernel), interleaved
+        cases["train epoch torch step"] = (None, cases["train epoch"][1])
+    epochs = {"train epoch": one_epoch, "train epoch torch step": one_epoch_torch_step}
     if bfloat16:
         connector.sample(1000, random_state=0, precision="bfloat16")
         cases["sample 1e5 bf16"] = (lambda: connector.sample(100_000, random_state=2, precision="bfloat16"),
@@ -276,8 +351,8 @@ def main():
     for repeat in range(args.repeats):  # interleaved
         for name, (function, _) in cases.items():
             if function is None:
-                more, one = (cpu_time(lambda: one_epoch(1 + EXTRA_EPOCHS), 1)[0],
-                             cpu_time(lambda: one_epoch(1), 1)[0])
+                fit = epochs[name]
+                more, one = cpu_time(lambda: fit(1 + EXTRA_EPOCHS), 1)[0], cpu_time(lambda: fit(1), 1)[0]
                 times[name].append((more - one) / EXTRA_EPOCHS)
             else:
                 times[name] += cpu_time(function, 1)
@@ -303,17 +378,20 @@ def main():
     results["gemm_gflops"] = {name: rate / 1e9 for name, rate in gemms.items()}
     print("\nGEMM rates, one thread, best of 5 (GFLOP/s):")
     for name, rate in gemms.items():
-        print(f"  {name:<32} {rate / 1e9:7.1f}")
+        print(f"  {name:<42} {rate / 1e9:7.1f}")
     peak_mm = gemms["torch.mm float32 2048x2048x2048"]
     peak_onednn = gemms.get("oneDNN float32 2048x2048x2048", peak_mm)
     results["gemm_peak_gflops"] = peak_mm / 1e9
-    reference = {name: float(np.median(baseline[name.replace(" bf16", "")])) if baseline
-                 else BASELINE_EB22026.get(name.replace(" bf16", "")) for name in cases}
+    def before_name(name):  # the eb22026 case a case is compared with
+        return name.replace(" bf16", "").replace(" torch step", "")
+
+    reference = {name: float(np.median(baseline[before_name(name)])) if baseline
+                 else BASELINE_EB22026.get(before_name(name)) for name in cases}
     source = "measured above, interleaved" if baseline else "BASELINE_EB22026 in this script"
     print(f"\nbefore: commit eb22026 ({source}); 'of mm' / 'of oneDNN': of the float32 2048^2 rate of "
           f"torch.mm (MKL) / of oneDNN; 'of bf16': of the bfloat16 2048^2 rate\n")
     peak_bf16 = max((rate for name, rate in gemms.items() if "bfloat16 2048x" in name), default=None)
-    print(f"{'case':<18} {'median s':>9} {'min s':>8} {'before s':>9} {'speed-up':>9} {'GFLOP/s':>8} "
+    print(f"{'case':<22} {'median s':>9} {'min s':>8} {'before s':>9} {'speed-up':>9} {'GFLOP/s':>8} "
           f"{'of mm':>7} {'of oneDNN':>9} {'of bf16':>8}")
     for name, (_, flops) in cases.items():
         median, best = float(np.median(times[name])), float(np.min(times[name]))
@@ -327,17 +405,29 @@ def main():
         of_bf16 = f"{rate / peak_bf16:8.1%}" if "bf16" in name and peak_bf16 else f"{'':>8}"
         if "bf16" in name and peak_bf16:
             row["fraction_bf16"] = rate / peak_bf16
-        print(f"{name:<18} {median:9.3f} {best:8.3f} {before_text} {rate / 1e9:8.1f} {rate / peak_mm:7.1%} "
+        print(f"{name:<22} {median:9.3f} {best:8.3f} {before_text} {rate / 1e9:8.1f} {rate / peak_mm:7.1%} "
               f"{rate / peak_onednn:9.1%} {of_bf16}")
-    # The training floor: the epoch's products at the best measured float32 rate of their shapes.
+    # The training floor: the epoch's products at the best measured float32 rate of their shapes (with the
+    # fused kernel the validation runs by 64-row tiles of its product too).
     batch_rate = max(rate for name, rate in gemms.items() if f"float32 {BATCH}x" in name)
-    tile_rate = max(rate for name, rate in gemms.items() if "float32 1024x" in name)
+    tile_rate = max([rate for name, rate in gemms.items() if "float32 1024x" in name] + ([batch_rate] if fused else []))
     floor = steps * 3 * BATCH * forward_flops() / batch_rate + VALIDATION_ROWS * forward_flops() / tile_rate
     results["train_epoch_floor_s"] = floor
     before = reference.get("train epoch")
     print(f"\ntraining epoch floor (float32 products only, {steps} steps of {BATCH} rows at {batch_rate / 1e9:.0f} "
           f"GFLOP/s, {VALIDATION_ROWS} validation rows at {tile_rate / 1e9:.0f}): {floor:.4f} s"
           + (f" = {before / floor:.1f}x the before time" if before else ""))
+    if fused and "train epoch" in cases:
+        # Where the epoch goes: the kernel alone (timed apart, on random data) against the whole epoch.
+        step_s, validation_s = fused_kernel_step_seconds()
+        epoch = results["cases"]["train epoch"]["median_s"]
+        kernel_s = steps * step_s + validation_s
+        results["train_epoch_kernel_s"] = kernel_s
+        torch_step = results["cases"].get("train epoch torch step", {}).get("median_s")
+        print(f"fused kernel: {step_s * 1e6:.0f} us a step, {validation_s * 1e3:.2f} ms the {VALIDATION_ROWS} "
+              f"validation rows: {kernel_s:.4f} s = {kernel_s / epoch:.0%} of the epoch (the rest: torch's draws, "
+              f"Python, the schedule and best-state copies)"
+              + (f"; {torch_step / epoch:.2f}x faster than the torch step" if torch_step else ""))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(results, stream, indent=1)
