@@ -1122,12 +1122,12 @@ class FlowMatchingCNF:
         start = time.perf_counter()
         for epoch in range(self.n_epochs):
             epoch_start = time.perf_counter()
-            model.train()
+            if fused is None or not model.training:  # (the fused step runs no module: one switch is enough)
+                model.train()
             order = torch.randperm(n_train, generator=generator, device=device)
-            total = torch.zeros((), device=device)
             with torch.no_grad():
                 if fused is not None:
-                    total = 0.0  # a float64 sum of the kernel's float results
+                    total = 0.0  # a float64 sum of the kernel's float64 batch sums
                     for first in range(0, n_train, batch):
                         n_steps_done += 1
                         decay = 0.0  # (ignored without an average)
@@ -1136,6 +1136,7 @@ class FlowMatchingCNF:
                         total += fused.step(z_train, c_train, order[first:first + batch],
                                             min(batch, n_train - first), generator, decay)
                 else:
+                    total = torch.zeros((), device=device)
                     for first in range(0, n_train, batch):
                         index = order[first:first + batch]
                         x1 = z_train[index]
@@ -1155,10 +1156,10 @@ class FlowMatchingCNF:
             if schedule is not None:
                 schedule.step()
             if validation is not None:
-                evaluated.eval()
-                if fused is not None:
+                if fused is not None:  # runs no module, so no eval() switch (0.4 ms for a 4 x 128 MLP)
                     val_loss = fused.validation_loss(*validation_arrays)
                 else:
+                    evaluated.eval()
                     val_loss = self._validation_loss(evaluated, *validation)
                 history["val_loss"].append(val_loss)
                 if val_loss < best_loss:
