@@ -241,13 +241,19 @@ def test_optimizer_state_is_torchs_after_fused_epochs(ext, monkeypatch):
 
     def sync(self):
         original(self)
-        seen["state"] = self.state
+        seen["state"], seen["optimizer"] = self.state, self.optimizer
 
     monkeypatch.setattr(flows._FusedTrainer, "sync", sync)
     x = np.random.default_rng(0).standard_normal((300, 2))
     FlowMatchingCNF(hidden=8, n_layers=1, n_epochs=2, batch_size=64, random_state=0, device="cpu").fit(x)
     assert float(seen["state"]["step"]) == 8
     assert float(seen["state"]["exp_avg_sq"].abs().sum()) > 0
+    # torch's own AdamW step carries on from that state (as the torch path would, were it needed).
+    optimizer = seen["optimizer"]
+    (parameter,) = optimizer.param_groups[0]["params"]
+    parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    assert float(seen["state"]["step"]) == 9
 
 
 def test_bad_input_raises_value_error(ext):
