@@ -1109,7 +1109,8 @@ class FlowMatchingCNF:
                 p.data = averaged_flat[offset:offset + p.numel()].view_as(p)
                 offset += p.numel()
         if fused_module is not None:  # one compiled call per step
-            fused, trainer, adamw = _FusedTrainer(fused_module, model, flat, optimizer, averaged_flat, batch), None, None
+            fused = _FusedTrainer(fused_module, model, flat, optimizer, averaged_flat, batch)
+            trainer = adamw = None
         else:
             fused, trainer, adamw = None, _FastTrainer(model, batch), _AdamW(optimizer, flat)
         evaluated = model if averaged is None else averaged

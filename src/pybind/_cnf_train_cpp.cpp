@@ -128,7 +128,8 @@ void matmul(py::array a, py::array b, py::array out, std::int64_t n_repeats) {
   const auto a_shape = dims(a, "a", 2);
   const auto b_shape = dims(b, "b", 2);
   const py::ssize_t m = a_shape[0], k = a_shape[1], n = b_shape[1];
-  require(b_shape[0] == k, "b must have a.shape[1] = " + std::to_string(k) + " rows, got " + std::to_string(b_shape[0]));
+  require(b_shape[0] == k,
+          "b must have a.shape[1] = " + std::to_string(k) + " rows, got " + std::to_string(b_shape[0]));
   require(n_repeats >= 1, "n_repeats must be >= 1, got " + std::to_string(n_repeats));
   const float* a_data = input<float>(a, "a", {m, k});
   const float* b_data = input<float>(b, "b", {k, n});

@@ -100,7 +100,9 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void gemm_tile_avx512(co
   }
   for (int r = 0; r < MR; ++r) {
     float* c_row = g.c + (i0 + r) * g.ldc + j0;
-    for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(c_row + 16 * v, v == NV - 1 ? last : __mmask16(0xffff), acc[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      _mm512_mask_storeu_ps(c_row + 16 * v, v == NV - 1 ? last : __mmask16(0xffff), acc[r][v]);
+    }
   }
 }
 
