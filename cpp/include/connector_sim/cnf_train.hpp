@@ -39,6 +39,17 @@
 #include <immintrin.h>
 #endif
 
+// gcc 12 warns that the unmasked AVX-512 intrinsics' _mm512_undefined_ps()
+// "may be used uninitialized" (a false positive: the instructions overwrite
+// every lane), and that the generic 32-byte vectors of the avx2 clone's tiles
+// would be passed differently without AVX (-Wpsabi: they are never passed,
+// every function using them is inlined).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace connector_sim {
 namespace cnf_train {
 
@@ -714,3 +725,7 @@ CONNECTOR_SIM_MULTIVERSION_WIDE(void, matmul_f32,
 
 }  // namespace cnf_train
 }  // namespace connector_sim
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
