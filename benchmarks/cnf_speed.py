@@ -26,7 +26,11 @@ rate), counting only the MLP's matrix-product FLOPs
 d = 4, the cost of the exact divergence; training: 3 times, forward and the
 two backward products, plus one forward per validation row), and the
 training epoch's floor: its products at the best measured float32 rate of
-their shapes.
+their shapes. Where the checkout has the fused compiled training step
+(``connector_sim._ext._cnf_train_cpp``, the default float32 CPU path), it also
+times the epoch with the torch step (``flows.USE_FUSED_TRAINING = False``,
+interleaved), the fused kernel's product per instruction-set clone, and the
+share of the epoch spent inside the kernel's calls.
 
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py            # ~1-2 minutes
     OMP_NUM_THREADS=1 python benchmarks/cnf_speed.py --big      # adds sample(1e6) once
@@ -189,27 +193,53 @@ def fused_kernel_gemm_rates(repeats=5):
     return rates
 
 
-def fused_kernel_step_seconds(repeats=5, n_steps=200):
-    """CPU seconds of one fused step (CnfTrainStep.step, 4 x 128, batch 64, with the average) and of the
-    forward of VALIDATION_ROWS rows (CnfTrainStep.squared_error), medians, or None without the kernel."""
-    module = fused_kernel_module()
-    if module is None:
-        return None
-    rng = np.random.default_rng(0)
-    from connector_sim._kernels.cnf_train_step import n_parameters
+def fused_kernel_share(fit, repeats=3):
+    """CPU seconds per epoch inside the fused kernel's calls (steps, validation) and of the whole epoch.
 
-    size = n_parameters(DIM, 0, HIDDEN, N_LAYERS)
-    weights = (rng.standard_normal(size) * 0.05).astype(np.float32)
-    arrays = [weights, np.zeros_like(weights), np.zeros_like(weights), np.zeros_like(weights), weights.copy()]
-    step = module.CnfTrainStep(*arrays, dim=DIM, condition_dim=0, hidden=HIDDEN, n_layers=N_LAYERS, max_rows=BATCH,
-                               beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-4)
-    x0, x1 = (rng.standard_normal((BATCH, DIM)).astype(np.float32) for _ in range(2))
-    t = rng.random(BATCH).astype(np.float32)
-    inputs = rng.standard_normal((VALIDATION_ROWS, DIM + 1)).astype(np.float32)
-    target = rng.standard_normal((VALIDATION_ROWS, DIM)).astype(np.float32)
-    steps = cpu_time(lambda: [step.step(x0, x1, t, None, 1e-4, k + 1, 0.999) for k in range(n_steps)], repeats)
-    validation = cpu_time(lambda: step.squared_error(weights, inputs, target), repeats)
-    return float(np.median(steps)) / n_steps, float(np.median(validation))
+    Times the calls of CnfTrainStep.step and .squared_error inside real fits (through a thin wrapper, ~1 us a
+    call), (fit(1 + EXTRA_EPOCHS) - fit(1)) / EXTRA_EPOCHS as the epoch; medians of ``repeats``.
+    """
+    from connector_sim.inference import flows
+
+    spent = {"step": 0.0, "validation": 0.0}
+
+    class Timed:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def step(self, *args):
+            start = time.process_time()
+            result = self.kernel.step(*args)
+            spent["step"] += time.process_time() - start
+            return result
+
+        def squared_error(self, *args):
+            start = time.process_time()
+            result = self.kernel.squared_error(*args)
+            spent["validation"] += time.process_time() - start
+            return result
+
+    original = flows._FusedTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.kernel = Timed(self.kernel)
+
+    flows._FusedTrainer.__init__ = init
+    rows = []
+    try:
+        for _ in range(repeats):
+            measured = []
+            for n_epochs in (1 + EXTRA_EPOCHS, 1):
+                spent.update(step=0.0, validation=0.0)
+                start = time.process_time()
+                fit(n_epochs)
+                measured.append((time.process_time() - start, spent["step"], spent["validation"]))
+            rows.append([(more - one) / EXTRA_EPOCHS for more, one in zip(*measured)])
+    finally:
+        flows._FusedTrainer.__init__ = original
+    epoch, step, validation = np.median(np.array(rows), axis=0)
+    return float(epoch), float(step), float(validation)
 
 
 def has_bfloat16():
@@ -418,16 +448,16 @@ def main():
           f"GFLOP/s, {VALIDATION_ROWS} validation rows at {tile_rate / 1e9:.0f}): {floor:.4f} s"
           + (f" = {before / floor:.1f}x the before time" if before else ""))
     if fused and "train epoch" in cases:
-        # Where the epoch goes: the kernel alone (timed apart, on random data) against the whole epoch.
-        step_s, validation_s = fused_kernel_step_seconds()
-        epoch = results["cases"]["train epoch"]["median_s"]
-        kernel_s = steps * step_s + validation_s
-        results["train_epoch_kernel_s"] = kernel_s
+        # Where the epoch goes: CPU time inside the kernel's calls during fits (apart from the timed ones).
+        epoch, step_s, validation_s = fused_kernel_share(one_epoch)
+        kernel_s = step_s + validation_s
+        results["train_epoch_kernel"] = {"epoch_s": epoch, "steps_s": step_s, "validation_s": validation_s}
         torch_step = results["cases"].get("train epoch torch step", {}).get("median_s")
-        print(f"fused kernel: {step_s * 1e6:.0f} us a step, {validation_s * 1e3:.2f} ms the {VALIDATION_ROWS} "
-              f"validation rows: {kernel_s:.4f} s = {kernel_s / epoch:.0%} of the epoch (the rest: torch's draws, "
-              f"Python, the schedule and best-state copies)"
-              + (f"; {torch_step / epoch:.2f}x faster than the torch step" if torch_step else ""))
+        step_rate = steps * 3 * BATCH * forward_flops() / step_s
+        print(f"fused kernel: {step_s / steps * 1e6:.0f} us a step ({step_rate / 1e9:.0f} GFLOP/s), "
+              f"{validation_s * 1e3:.2f} ms the {VALIDATION_ROWS} validation rows: {kernel_s:.4f} of {epoch:.4f} s = {kernel_s / epoch:.0%} of the epoch (the rest: torch's draws, Python, the schedule, "
+              f"best-state copies)" + (f"; the epoch {torch_step / results['cases']['train epoch']['median_s']:.2f}x "
+                                       "faster than with the torch step" if torch_step else ""))
     if args.json:
         with open(args.json, "w") as stream:
             json.dump(results, stream, indent=1)
