@@ -454,8 +454,8 @@ def main():
         results["train_epoch_kernel"] = {"epoch_s": epoch, "steps_s": step_s, "validation_s": validation_s}
         torch_step = results["cases"].get("train epoch torch step", {}).get("median_s")
         step_rate = steps * 3 * BATCH * forward_flops() / step_s
-        speed_up = "" if not torch_step else (f"; the epoch {torch_step / results['cases']['train epoch']['median_s']:.2f}x"
-                                              " faster than with the torch step")
+        fused_epoch = results["cases"]["train epoch"]["median_s"]
+        speed_up = f"; the epoch {torch_step / fused_epoch:.2f}x faster than with the torch step" if torch_step else ""
         print(f"fused kernel: {step_s / steps * 1e6:.0f} us a step ({step_rate / 1e9:.0f} GFLOP/s), "
               f"{validation_s * 1e3:.2f} ms the {VALIDATION_ROWS} validation rows: {kernel_s:.4f} of {epoch:.4f} s "
               f"= {kernel_s / epoch:.0%} of the epoch (the rest: torch's draws, Python, the schedule, best-state "
