@@ -694,6 +694,11 @@ def _fused_training_module(flat, device):
         from .._ext import _cnf_train_cpp
     except ImportError:
         return None
+    # Its baseline x86-64 clone multiplies at ~20 GFLOP/s, below torch's own kernels: an epoch at the
+    # Connector's defaults took 144 ms against ~35 with the torch step (CONNECTOR_SIM_ISA=default; the avx2
+    # clone 30 ms, the avx512 one 14). So the fused step needs AVX2.
+    if _cnf_train_cpp.kernel_isa() == "default":
+        return None
     return _cnf_train_cpp
 
 

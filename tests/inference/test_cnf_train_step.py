@@ -59,6 +59,17 @@ def ext():
     return _cnf_train_cpp
 
 
+@pytest.fixture
+def widest(ext):
+    """The kernel's widest clone, so that fits take the fused step (it is not used on the default clone)."""
+    if ext.cpu_isa() == "default":
+        pytest.skip("fits use the fused step only with AVX2 or AVX-512")
+    previous = ext.kernel_isa()
+    ext.set_kernel_isa(ext.cpu_isa())
+    yield ext.cpu_isa()
+    ext.set_kernel_isa(previous)
+
+
 @pytest.fixture(params=KERNEL_ISAS)
 def isa(request, ext, record_property):
     """Run the kernel's ``request.param`` clone (skipped where the CPU lacks it), then restore the previous one."""
@@ -201,7 +212,7 @@ def test_gradient_is_autograds(ext, condition_dim):
 
 
 @pytest.mark.parametrize("conditional", [False, True])
-def test_fit_with_the_fused_step_follows_the_torch_path(ext, monkeypatch, conditional):
+def test_fit_with_the_fused_step_follows_the_torch_path(widest, monkeypatch, conditional):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((700, 3)) @ rng.standard_normal((3, 3)) + [1.0, -2.0, 0.5]
     c = rng.standard_normal((700, 2)) if conditional else None
@@ -224,7 +235,7 @@ def test_fit_with_the_fused_step_follows_the_torch_path(ext, monkeypatch, condit
         assert history["val_loss"][-1] < 0.95 * history["val_loss"][0]
 
 
-def test_fit_uses_the_fused_step_once_per_batch(ext, monkeypatch):
+def test_fit_uses_the_fused_step_once_per_batch(widest, monkeypatch):
     calls = []
     original = flows._FusedTrainer.step
     monkeypatch.setattr(flows._FusedTrainer, "step", lambda self, *args: calls.append(args[3]) or original(self, *args))
@@ -234,7 +245,7 @@ def test_fit_uses_the_fused_step_once_per_batch(ext, monkeypatch):
     assert calls == [64, 64, 64, 48] * 2
 
 
-def test_optimizer_state_is_torchs_after_fused_epochs(ext, monkeypatch):
+def test_optimizer_state_is_torchs_after_fused_epochs(widest, monkeypatch):
     # The moments and step count the kernel kept are where torch's AdamW looks for them.
     seen = {}
     original = flows._FusedTrainer.sync
@@ -254,6 +265,24 @@ def test_optimizer_state_is_torchs_after_fused_epochs(ext, monkeypatch):
     parameter.grad = torch.ones_like(parameter)
     optimizer.step()
     assert float(seen["state"]["step"]) == 9
+
+
+def test_fits_take_the_torch_step_on_the_default_clone(ext, monkeypatch):
+    # The default clone's products are slower than torch's (flows._fused_training_module).
+    previous = ext.kernel_isa()
+    ext.set_kernel_isa("default")
+    try:
+        flat = torch.zeros(3, requires_grad=True)
+        assert flows._fused_training_module(flat, torch.device("cpu")) is None
+        x = np.random.default_rng(0).standard_normal((100, 2))
+        monkeypatch.setattr(flows, "_FusedTrainer", None)  # would raise if used
+        FlowMatchingCNF(hidden=8, n_layers=1, n_epochs=1, random_state=0, device="cpu").fit(x)
+    finally:
+        ext.set_kernel_isa(previous)
+    if previous != "default":
+        assert flows._fused_training_module(flat, torch.device("cpu")) is ext
+    monkeypatch.setattr(flows, "USE_FUSED_TRAINING", False)
+    assert flows._fused_training_module(flat, torch.device("cpu")) is None
 
 
 def test_bad_input_raises_value_error(ext):
