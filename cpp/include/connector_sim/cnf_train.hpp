@@ -416,18 +416,30 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 reciprocal_x16(__
 
 // sig = sigmoid(h), act = h sig for `count` values: e = exp(-|h|),
 // sigmoid = 1 / (1 + e) for h >= 0 and e / (1 + e) below (as simd::sigmoid).
+// 16 lanes of sigmoid_and_silu_avx512 at i (masked: the lanes of `mask` only).
+template <bool masked>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void sigmoid_and_silu_x16(const float* h, float* sig,
+                                                                                float* act, __mmask16 mask) {
+  const __m512 x = masked ? _mm512_maskz_loadu_ps(mask, h) : _mm512_loadu_ps(h);
+  const __m512 e = exp_nonpositive_x16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+  const __m512 r = reciprocal_x16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const __mmask16 nonnegative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  const __m512 s = _mm512_mask_blend_ps(nonnegative, _mm512_mul_ps(e, r), r);
+  if constexpr (masked) {
+    _mm512_mask_storeu_ps(sig, mask, s);
+    _mm512_mask_storeu_ps(act, mask, _mm512_mul_ps(x, s));
+  } else {
+    _mm512_storeu_ps(sig, s);
+    _mm512_storeu_ps(act, _mm512_mul_ps(x, s));
+  }
+}
+
+// Full vectors, then the last partial one masked.
 CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline void sigmoid_and_silu_avx512(
     const float* __restrict h, float* __restrict sig, float* __restrict act, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; i += 16) {
-    const __mmask16 mask = count - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - i)) - 1);
-    const __m512 x = _mm512_maskz_loadu_ps(mask, h + i);
-    const __m512 e = exp_nonpositive_x16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
-    const __m512 r = reciprocal_x16(_mm512_add_ps(_mm512_set1_ps(1.0f), e));
-    const __mmask16 nonnegative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-    const __m512 s = _mm512_mask_blend_ps(nonnegative, _mm512_mul_ps(e, r), r);
-    _mm512_mask_storeu_ps(sig + i, mask, s);
-    _mm512_mask_storeu_ps(act + i, mask, _mm512_mul_ps(x, s));
-  }
+  std::int64_t i = 0;
+  for (; i + 16 <= count; i += 16) sigmoid_and_silu_x16<false>(h + i, sig + i, act + i, 0xffff);
+  if (i < count) sigmoid_and_silu_x16<true>(h + i, sig + i, act + i, __mmask16((1u << (count - i)) - 1));
 }
 #endif
 
