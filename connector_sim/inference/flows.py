@@ -907,6 +907,16 @@ class FlowMatchingCNF:
     TypeError
         From :meth:`fit`: a parameter of the wrong type.
 
+    Notes
+    -----
+    On the CPU, where the compiled extension is built and the CPU has AVX2,
+    each training step (forward, backward, AdamW, weight average) and the
+    validation loss run in one compiled float32 kernel on one thread
+    (``connector_sim._ext._cnf_train_cpp``; switch:
+    ``connector_sim.inference.flows.USE_FUSED_TRAINING``); the random draws
+    are torch's either way, and the result agrees with the torch step to
+    float32 round-off.
+
     Examples
     --------
     >>> import numpy as np
