@@ -182,7 +182,7 @@ CONNECTOR_SIM_ALWAYS_INLINE float8 load8(const float* p) {
   return v;
 }
 
-CONNECTOR_SIM_ALWAYS_INLINE void store8(float* p, float8 v) { std::memcpy(p, &v, sizeof v); }
+CONNECTOR_SIM_ALWAYS_INLINE void store8(float* p, const float8& v) { std::memcpy(p, &v, sizeof v); }
 
 // Portable tile of MR rows x 16 columns at (i0, j0), the accumulators in
 // 2 MR vectors of 8 floats (8 ymm registers for MR = 4 in the avx2 clone).
