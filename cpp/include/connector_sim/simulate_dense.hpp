@@ -425,6 +425,27 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(_
   return _mm512_div_ps(_mm512_mul_ps(xc, p), q);
 }
 
+// tanh_approx_x16 of V vectors at once, each step for all V before the next
+template <int V>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_lockstep_avx512(__m512* x) {
+  const __mmask16 all = 0xffff;
+  const __m512 upper = _mm512_set1_ps(simd::TANH_F32_CLAMP), lower = _mm512_set1_ps(-simd::TANH_F32_CLAMP);
+  __m512 xc[V], s[V], p[V], q[V];
+  for (int v = 0; v < V; ++v) {
+    xc[v] = _mm512_mask_min_ps(upper, all, upper, _mm512_mask_max_ps(lower, all, lower, x[v]));
+    s[v] = _mm512_mul_ps(xc[v], xc[v]);
+    p[v] = _mm512_set1_ps(simd::TANH_F32_P[4]);
+    q[v] = _mm512_set1_ps(simd::TANH_F32_Q[4]);
+  }
+  for (int k = 3; k >= 0; --k) {
+    for (int v = 0; v < V; ++v) {
+      p[v] = _mm512_fmadd_ps(p[v], s[v], _mm512_set1_ps(simd::TANH_F32_P[k]));
+      q[v] = _mm512_fmadd_ps(q[v], s[v], _mm512_set1_ps(simd::TANH_F32_Q[k]));
+    }
+  }
+  for (int v = 0; v < V; ++v) x[v] = _mm512_div_ps(_mm512_mul_ps(xc[v], p[v]), q[v]);
+}
+
 // One whole chunk (CHUNK neurons from c0) of the latent path for GROUP trials
 // at once, float32, phi = tanh, no clamp window, R <= 2 and 2 <= K = R + D <= 4:
 // for each 16 neurons, m, I, b and n are loaded into registers once for the
@@ -443,50 +464,65 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(_
 //   vectors does, and lanes[l] += float64((lo[l] + hi[l]) + 0).
 // lanes: (GROUP, R, LANES) float64 partials; coef: (GROUP, K); xperp: the
 // first trial's row at c0 (trial g at xperp + g N), or nullptr.
-template <int R, int K>
-CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_avx512(
+template <int R, int K, bool with_xperp>
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_avx512(
     double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
     const float* __restrict n_T, std::int64_t N, const float* __restrict xperp, float decay, std::int64_t c0) {
   static_assert(CHUNK % 32 == 0 && LANES == 16, "a chunk is whole 32-neuron lane groups of 16 lanes");
   constexpr int W = 16;
-  __m512 acc[GROUP][R][2];
-  for (int g = 0; g < GROUP; ++g) {
-    for (int r = 0; r < R; ++r) acc[g][r][0] = acc[g][r][1] = _mm512_setzero_ps();
-  }
-  const __m512 decay_x16 = _mm512_set1_ps(decay);
-#pragma GCC unroll 8
-  for (int v = 0; v < CHUNK / W; ++v) {
+  constexpr int V = CHUNK / W;
+  __m512 c[K];
+  for (int k = 0; k < K; ++k) c[k] = _mm512_set1_ps(coef[k]);
+  __m512 z[V];
+  for (int v = 0; v < V; ++v) {
     const std::int64_t j = c0 + v * W;
-    __m512 row[K], n_row[R];
-    for (int k = 0; k < K; ++k) row[k] = _mm512_loadu_ps(rows[k] + j);
-    for (int r = 0; r < R; ++r) n_row[r] = _mm512_loadu_ps(n_T + r * N + j);
-    const __m512 b_row = _mm512_loadu_ps(bias + j);
-    for (int g = 0; g < GROUP; ++g) {
-      const float* c = coef + g * K;
-      __m512 z = _mm512_fmadd_ps(_mm512_set1_ps(c[0]), row[0], _mm512_mul_ps(_mm512_set1_ps(c[1]), row[1]));
-      for (int k = 2; k < K; ++k) z = _mm512_fmadd_ps(_mm512_set1_ps(c[k]), row[k], z);
-      z = _mm512_add_ps(z, b_row);
-      if (xperp != nullptr) z = _mm512_fmadd_ps(decay_x16, _mm512_loadu_ps(xperp + g * N + v * W), z);
-      const __m512 rate = tanh_approx_x16(z);
-      for (int r = 0; r < R; ++r) acc[g][r][v % 2] = _mm512_fmadd_ps(rate, n_row[r], acc[g][r][v % 2]);
+    z[v] = _mm512_fmadd_ps(c[0], _mm512_loadu_ps(rows[0] + j), _mm512_mul_ps(c[1], _mm512_loadu_ps(rows[1] + j)));
+  }
+  for (int k = 2; k < K; ++k) {
+    for (int v = 0; v < V; ++v) z[v] = _mm512_fmadd_ps(c[k], _mm512_loadu_ps(rows[k] + c0 + v * W), z[v]);
+  }
+  for (int v = 0; v < V; ++v) z[v] = _mm512_add_ps(z[v], _mm512_loadu_ps(bias + c0 + v * W));
+  if constexpr (with_xperp) {
+    const __m512 decay_x16 = _mm512_set1_ps(decay);
+    for (int v = 0; v < V; ++v) z[v] = _mm512_fmadd_ps(decay_x16, _mm512_loadu_ps(xperp + v * W), z[v]);
+  }
+  tanh_approx_lockstep_avx512<V>(z);
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int v = 0; v < V; ++v) {
+    for (int r = 0; r < R; ++r) {
+      acc[r][v % 2] = _mm512_fmadd_ps(z[v], _mm512_loadu_ps(n_T + r * N + c0 + v * W), acc[r][v % 2]);
     }
   }
+  for (int r = 0; r < R; ++r) {
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_setzero_ps());
+    double* lane = lanes + r * LANES;
+    // lane[:8] += float64(sum[:8]); lane[8:] += float64(sum[8:]) (vector
+    // extensions: gcc 12 warns about the undefined upper halves of the
+    // cast and convert intrinsics)
+    typedef float Half __attribute__((vector_size(32)));
+    typedef double Wide __attribute__((vector_size(64)));
+    Half half[2];
+    Wide partial[2];
+    std::memcpy(half, &sum, sizeof sum);
+    std::memcpy(partial, lane, sizeof partial);
+    partial[0] += __builtin_convertvector(half[0], Wide);
+    partial[1] += __builtin_convertvector(half[1], Wide);
+    std::memcpy(lane, partial, sizeof partial);
+  }
+}
+
+template <int R, int K>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_avx512(
+    double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
+    const float* __restrict n_T, std::int64_t N, const float* __restrict xperp, float decay, std::int64_t c0) {
   for (int g = 0; g < GROUP; ++g) {
-    for (int r = 0; r < R; ++r) {
-      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[g][r][0], acc[g][r][1]), _mm512_setzero_ps());
-      double* lane = lanes + (g * R + r) * LANES;
-      // lane[:8] += float64(sum[:8]); lane[8:] += float64(sum[8:]) (vector
-      // extensions: gcc 12 warns about the undefined upper halves of the
-      // cast and convert intrinsics)
-      typedef float Half __attribute__((vector_size(32)));
-      typedef double Wide __attribute__((vector_size(64)));
-      Half half[2];
-      Wide partial[2];
-      std::memcpy(half, &sum, sizeof sum);
-      std::memcpy(partial, lane, sizeof partial);
-      partial[0] += __builtin_convertvector(half[0], Wide);
-      partial[1] += __builtin_convertvector(half[1], Wide);
-      std::memcpy(lane, partial, sizeof partial);
+    if (xperp != nullptr) {
+      latent_chunk_trial_avx512<R, K, true>(lanes + g * R * LANES, coef + g * K, rows, bias, n_T, N, xperp + g * N,
+                                            decay, c0);
+    } else {
+      latent_chunk_trial_avx512<R, K, false>(lanes + g * R * LANES, coef + g * K, rows, bias, n_T, N, nullptr, decay,
+                                             c0);
     }
   }
 }
