@@ -40,20 +40,23 @@
 // the time loops.
 //
 // Trial groups (the avx512 clone's float32 tanh latent path). With B >= 4,
-// whole chunks go four trials at a time through one register-resident pass
-// (latent_chunk_group_avx512): each 16 neurons' m, I, b and n are loaded once
-// for the four trials, and z, tanh(z) and the lane products never go to
-// memory (the per-trial passes store z and the rates of every trial to L1 and
-// read them back: with phi = identity alone that took as long per step as the
-// tanh). The group pass carries out each trial's operations in the per-trial
-// order, so results are bit for bit those of the per-trial passes and of the
-// other clones (tests/kernels/test_isa_clones.py); it is compiled into the
-// avx512 clone only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2
-// clone's code as it was (grouping there, with 16 vector registers, made it
-// slower). Measured at N = 1e6, R = 2 on an AMD EPYC (Zen 5, 2.6 GHz): B = 8
-// 1.9-2.0 ms per step against 2.6 ms a trial at a time, 0.24 ns per neuron-trial, of
-// which the tanh alone takes 0.13 (bound by its fused multiply-adds, as the
-// whole pass is: 15 per 16 neuron-trials, 0.18 ns at two per cycle).
+// whole chunks go four trials at a time (latent_chunk_group) through a
+// register-resident pass per trial and chunk (latent_chunk_trial_avx512):
+// z, tanh(z) and the lane products never go to memory (the per-trial passes
+// store z and the rates of every trial to L1 and read them back: with
+// phi = identity alone that took as long per step as the tanh), and the
+// chunk's 8 vectors go through each step together. The pass carries out each
+// trial's operations in the per-trial order, so results are bit for bit
+// those of the per-trial passes and of the other clones
+// (tests/kernels/test_isa_clones.py); it is compiled into the avx512 clone
+// only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2 clone's code as it
+// was (grouping there, with 16 vector registers, made it slower).
+// Measured at N = 1e6, R = 2 on an AMD EPYC (Zen 5, 3.4-3.7 GHz under load):
+// about 12 cycles per 16 neuron-trials from L1, against 14 for the previous
+// pass, which shared each 16 neurons' loads between four trials; the floor
+// of its arithmetic is ~8.5 (15 multiplies or FMAs on two pipes and a
+// division, which holds an FMA pipe ~1 cycle). The numbers and the variants
+// tried are in the commit history of this comment.
 #pragma once
 
 #include <algorithm>
@@ -400,34 +403,23 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
 }
 
 #ifdef CONNECTOR_SIM_ISA_CLONES
-// Trials per group on the avx512 clone's float32 tanh latent path (see
+// Trials per call of latent_chunk_group on the avx512 clone's float32 tanh
+// latent path; B >= GROUP sends whole chunks there (see
 // latent_chunk_group_avx512).
 constexpr std::int64_t GROUP = 4;
 
-// simd::tanh_approx of 16 floats with AVX-512: the same operations in the
-// same order, so the same bits (clip, s = xc^2, the Horner steps as fused
-// multiply-adds, xc P(s) rounded, then the division; checked for all 2^32
-// float inputs, NaN giving NaN). The clip as simd::clip_symmetric, by
-// min(9, max(-9, x)): vmaxps and vminps return their second operand when it
-// is NaN, and keep -0 and +0 apart, so NaN and signed zeros pass unchanged.
-// (The masked forms, all lanes: gcc 12 warns about the unmasked ones.)
-CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(__m512 x) {
-  const __mmask16 all = 0xffff;
-  const __m512 upper = _mm512_set1_ps(simd::TANH_F32_CLAMP), lower = _mm512_set1_ps(-simd::TANH_F32_CLAMP);
-  const __m512 xc = _mm512_mask_min_ps(upper, all, upper, _mm512_mask_max_ps(lower, all, lower, x));
-  const __m512 s = _mm512_mul_ps(xc, xc);
-  __m512 p = _mm512_set1_ps(simd::TANH_F32_P[4]);
-  __m512 q = _mm512_set1_ps(simd::TANH_F32_Q[4]);
-  for (int k = 3; k >= 0; --k) {
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(simd::TANH_F32_P[k]));
-    q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(simd::TANH_F32_Q[k]));
-  }
-  return _mm512_div_ps(_mm512_mul_ps(xc, p), q);
-}
-
-// tanh_approx_x16 of V vectors at once, each step for all V before the next
+// simd::tanh_approx of V vectors of 16 floats with AVX-512, each step for
+// all V vectors before the next one (independent work side by side for the
+// two FMA pipes, whose latency is 4 cycles): the same operations in the same
+// order as simd::tanh_approx, so the same bits (clip, s = xc^2, the Horner
+// steps as fused multiply-adds, xc P(s) rounded, then the division; checked
+// for all 2^32 float inputs, NaN giving NaN). The clip as
+// simd::clip_symmetric, by min(9, max(-9, x)): vmaxps and vminps return their
+// second operand when it is NaN, and keep -0 and +0 apart, so NaN and signed
+// zeros pass unchanged. (The masked forms, all lanes: gcc 12 warns about the
+// unmasked ones.)
 template <int V>
-CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_lockstep_avx512(__m512* x) {
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_avx512(__m512 (&x)[V]) {
   const __mmask16 all = 0xffff;
   const __m512 upper = _mm512_set1_ps(simd::TANH_F32_CLAMP), lower = _mm512_set1_ps(-simd::TANH_F32_CLAMP);
   __m512 xc[V], s[V], p[V], q[V];
@@ -446,13 +438,13 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_lockste
   for (int v = 0; v < V; ++v) x[v] = _mm512_div_ps(_mm512_mul_ps(xc[v], p[v]), q[v]);
 }
 
-// One whole chunk (CHUNK neurons from c0) of the latent path for GROUP trials
-// at once, float32, phi = tanh, no clamp window, R <= 2 and 2 <= K = R + D <= 4:
-// for each 16 neurons, m, I, b and n are loaded into registers once for the
-// GROUP trials, and z, phi(z) and the products with n never leave the
-// registers. Per trial every operation of the per-trial passes (matvec_chunk,
-// the rate loop, lane_sums::accumulate_chunk) is carried out in the same
-// order, so each trial's lanes get the same bits as there:
+// One whole chunk (CHUNK neurons from c0) of the latent path for one trial,
+// float32, phi = tanh, no clamp window, R <= 2 and 2 <= K = R + D <= 4: the
+// chunk's 8 vectors of 16 neurons go through each step together (the 8 z,
+// then the tanh of the 8, then the lane products), in registers. Every
+// operation of the per-trial passes (matvec_chunk, the rate loop,
+// lane_sums::accumulate_chunk) is carried out in the same order, so the
+// lanes get the same bits as there:
 //   z    = coef[0] m_0 + coef[1] m_1 + ... (matvec_rows: the first product
 //          added into the second by a fused multiply-add, then one per row;
 //          gcc's contraction of matvec_rows, which the clone tests check.
@@ -462,8 +454,13 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_lockste
 //   element e of the lane accumulators lo (e < 16) and hi sums the products
 //   of neurons e and e + 16 (mod 32) of the chunk, as a quad of 32-byte
 //   vectors does, and lanes[l] += float64((lo[l] + hi[l]) + 0).
-// lanes: (GROUP, R, LANES) float64 partials; coef: (GROUP, K); xperp: the
-// first trial's row at c0 (trial g at xperp + g N), or nullptr.
+// lanes: (R, LANES) float64 partials; coef: (K,); xperp: the trial's row at
+// c0 (read only with with_xperp).
+// A function of its own, not inlined into a loop over trials: measured on
+// Zen 5, that loop (its constants then held across trials, spilling) and
+// every variant sharing the loads of m, I, b and n between trials in
+// registers (two to four trials, 16 neurons or whole chunks at a time) ran
+// 10-30% slower than this.
 template <int R, int K, bool with_xperp>
 CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_avx512(
     double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
@@ -486,7 +483,7 @@ CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_av
     const __m512 decay_x16 = _mm512_set1_ps(decay);
     for (int v = 0; v < V; ++v) z[v] = _mm512_fmadd_ps(decay_x16, _mm512_loadu_ps(xperp + v * W), z[v]);
   }
-  tanh_approx_lockstep_avx512<V>(z);
+  tanh_approx_avx512(z);  // z holds the rates from here on
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int v = 0; v < V; ++v) {
@@ -512,6 +509,9 @@ CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_av
   }
 }
 
+// latent_chunk_trial_avx512 for GROUP trials. lanes: (GROUP, R, LANES);
+// coef: (GROUP, K); xperp: the first trial's row at c0 (trial g at
+// xperp + g N), or nullptr.
 template <int R, int K>
 CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_avx512(
     double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
