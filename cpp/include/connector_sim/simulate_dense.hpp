@@ -51,12 +51,14 @@
 // (tests/kernels/test_isa_clones.py); it is compiled into the avx512 clone
 // only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2 clone's code as it
 // was (grouping there, with 16 vector registers, made it slower).
-// Measured at N = 1e6, R = 2 on an AMD EPYC (Zen 5, 3.4-3.7 GHz under load):
-// about 12 cycles per 16 neuron-trials from L1, against 14 for the previous
-// pass, which shared each 16 neurons' loads between four trials; the floor
-// of its arithmetic is ~8.5 (15 multiplies or FMAs on two pipes and a
-// division, which holds an FMA pipe ~1 cycle). The numbers and the variants
-// tried are in the commit history of this comment.
+// Measured on an AMD EPYC (Zen 5, 3.4-3.7 GHz by a chain of dependent adds;
+// R = 2, K = 3, rows 16 bytes past a cache line as numpy's are): about 12
+// cycles per 16 neuron-trials from L1, against 14 for the earlier pass that
+// shared each 16 neurons' loads of m, I, b and n between four trials; at
+// N = 1e6 and B = 8 about 10% less time per step. The arithmetic's floor is
+// ~8.5 cycles: 15 multiplies or FMAs on the two FMA pipes, and the division,
+// which holds one of them ~1 cycle (the additions, min and max run on the
+// two other pipes).
 #pragma once
 
 #include <algorithm>
