@@ -125,7 +125,7 @@ def test_dense_latent_path_clone(isa, dtype, activation):
     check_against_avx2(isa, got, dense_tests.run_latent, "cpp", case, activation=activation)
 
 
-@pytest.mark.parametrize("rank, n_inputs", [(1, 0), (1, 2), (2, 1), (2, 2), (2, 3)])
+@pytest.mark.parametrize("rank, n_inputs", [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)])
 @pytest.mark.parametrize("xperp", [True, False])
 def test_dense_latent_trial_groups_clone(isa, rank, n_inputs, xperp):
     """The avx512 clone's float32 tanh latent path takes whole chunks four trials at a time
@@ -134,7 +134,8 @@ def test_dense_latent_trial_groups_clone(isa, rank, n_inputs, xperp):
 
     B = 5: one group and one trial alone. N = 5000: a whole block, then a partial one that ends in a
     partial chunk (left to the per-trial passes). The clamp window (4, 9) sends those steps through
-    the per-trial passes too. (R, D) = (1, 0) and (2, 3) are shapes the group path leaves to them.
+    the per-trial passes too. (R, D) = (1, 0) and (2, 3) are shapes the group path leaves to them; the
+    others are every shape it takes (R = 1, K = 2 or 3; R = 2, K = 2 to 4).
     """
     dtype = np.float32
     case = dense_tests.make_case(dtype, 5000, 5, rank, n_inputs, seed=3)

@@ -40,20 +40,25 @@
 // the time loops.
 //
 // Trial groups (the avx512 clone's float32 tanh latent path). With B >= 4,
-// whole chunks go four trials at a time through one register-resident pass
-// (latent_chunk_group_avx512): each 16 neurons' m, I, b and n are loaded once
-// for the four trials, and z, tanh(z) and the lane products never go to
-// memory (the per-trial passes store z and the rates of every trial to L1 and
-// read them back: with phi = identity alone that took as long per step as the
-// tanh). The group pass carries out each trial's operations in the per-trial
-// order, so results are bit for bit those of the per-trial passes and of the
-// other clones (tests/kernels/test_isa_clones.py); it is compiled into the
-// avx512 clone only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2
-// clone's code as it was (grouping there, with 16 vector registers, made it
-// slower). Measured at N = 1e6, R = 2 on an AMD EPYC (Zen 5, 2.6 GHz): B = 8
-// 1.9-2.0 ms per step against 2.6 ms a trial at a time, 0.24 ns per neuron-trial, of
-// which the tanh alone takes 0.13 (bound by its fused multiply-adds, as the
-// whole pass is: 15 per 16 neuron-trials, 0.18 ns at two per cycle).
+// whole chunks go four trials at a time (latent_chunk_group) through a
+// register-resident pass per trial and chunk (latent_chunk_trial_avx512):
+// z, tanh(z) and the lane products never go to memory (the per-trial passes
+// store z and the rates of every trial to L1 and read them back: with
+// phi = identity alone that took as long per step as the tanh), and the
+// chunk's 8 vectors go through each step together. The pass carries out each
+// trial's operations in the per-trial order, so results are bit for bit
+// those of the per-trial passes and of the other clones
+// (tests/kernels/test_isa_clones.py); it is compiled into the avx512 clone
+// only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2 clone's code as it
+// was (grouping there, with 16 vector registers, made it slower).
+// Measured on an AMD EPYC (Zen 5, 3.4-3.7 GHz by a chain of dependent adds;
+// R = 2, K = 3, rows 16 bytes past a cache line as numpy's are): about 12
+// cycles per 16 neuron-trials from L1, against 14 for the earlier pass that
+// shared each 16 neurons' loads of m, I, b and n between four trials; at
+// N = 1e6 and B = 8 about 10% less time per step. The arithmetic's floor is
+// ~8.5 cycles: 15 multiplies or FMAs on the two FMA pipes, and the division,
+// which holds one of them ~1 cycle (the additions, min and max run on the
+// two other pipes).
 #pragma once
 
 #include <algorithm>
@@ -400,38 +405,48 @@ CONNECTOR_SIM_ALWAYS_INLINE void full_path_block(const FullPathArgs<T>& a, const
 }
 
 #ifdef CONNECTOR_SIM_ISA_CLONES
-// Trials per group on the avx512 clone's float32 tanh latent path (see
+// Trials per call of latent_chunk_group on the avx512 clone's float32 tanh
+// latent path; B >= GROUP sends whole chunks there (see
 // latent_chunk_group_avx512).
 constexpr std::int64_t GROUP = 4;
 
-// simd::tanh_approx of 16 floats with AVX-512: the same operations in the
-// same order, so the same bits (clip, s = xc^2, the Horner steps as fused
-// multiply-adds, xc P(s) rounded, then the division; checked for all 2^32
-// float inputs, NaN giving NaN). The clip as simd::clip_symmetric, by
-// min(9, max(-9, x)): vmaxps and vminps return their second operand when it
-// is NaN, and keep -0 and +0 apart, so NaN and signed zeros pass unchanged.
-// (The masked forms, all lanes: gcc 12 warns about the unmasked ones.)
-CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(__m512 x) {
+// simd::tanh_approx of V vectors of 16 floats with AVX-512, each step for
+// all V vectors before the next one (independent work side by side for the
+// two FMA pipes, whose latency is 4 cycles): the same operations in the same
+// order as simd::tanh_approx, so the same bits (clip, s = xc^2, the Horner
+// steps as fused multiply-adds, xc P(s) rounded, then the division; checked
+// for all 2^32 float inputs, NaN giving NaN). The clip as
+// simd::clip_symmetric, by min(9, max(-9, x)): vmaxps and vminps return their
+// second operand when it is NaN, and keep -0 and +0 apart, so NaN and signed
+// zeros pass unchanged. (The masked forms, all lanes: gcc 12 warns about the
+// unmasked ones.)
+template <int V>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_avx512(__m512 (&x)[V]) {
   const __mmask16 all = 0xffff;
   const __m512 upper = _mm512_set1_ps(simd::TANH_F32_CLAMP), lower = _mm512_set1_ps(-simd::TANH_F32_CLAMP);
-  const __m512 xc = _mm512_mask_min_ps(upper, all, upper, _mm512_mask_max_ps(lower, all, lower, x));
-  const __m512 s = _mm512_mul_ps(xc, xc);
-  __m512 p = _mm512_set1_ps(simd::TANH_F32_P[4]);
-  __m512 q = _mm512_set1_ps(simd::TANH_F32_Q[4]);
-  for (int k = 3; k >= 0; --k) {
-    p = _mm512_fmadd_ps(p, s, _mm512_set1_ps(simd::TANH_F32_P[k]));
-    q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(simd::TANH_F32_Q[k]));
+  __m512 xc[V], s[V], p[V], q[V];
+  for (int v = 0; v < V; ++v) {
+    xc[v] = _mm512_mask_min_ps(upper, all, upper, _mm512_mask_max_ps(lower, all, lower, x[v]));
+    s[v] = _mm512_mul_ps(xc[v], xc[v]);
+    p[v] = _mm512_set1_ps(simd::TANH_F32_P[4]);
+    q[v] = _mm512_set1_ps(simd::TANH_F32_Q[4]);
   }
-  return _mm512_div_ps(_mm512_mul_ps(xc, p), q);
+  for (int k = 3; k >= 0; --k) {
+    for (int v = 0; v < V; ++v) {
+      p[v] = _mm512_fmadd_ps(p[v], s[v], _mm512_set1_ps(simd::TANH_F32_P[k]));
+      q[v] = _mm512_fmadd_ps(q[v], s[v], _mm512_set1_ps(simd::TANH_F32_Q[k]));
+    }
+  }
+  for (int v = 0; v < V; ++v) x[v] = _mm512_div_ps(_mm512_mul_ps(xc[v], p[v]), q[v]);
 }
 
-// One whole chunk (CHUNK neurons from c0) of the latent path for GROUP trials
-// at once, float32, phi = tanh, no clamp window, R <= 2 and 2 <= K = R + D <= 4:
-// for each 16 neurons, m, I, b and n are loaded into registers once for the
-// GROUP trials, and z, phi(z) and the products with n never leave the
-// registers. Per trial every operation of the per-trial passes (matvec_chunk,
-// the rate loop, lane_sums::accumulate_chunk) is carried out in the same
-// order, so each trial's lanes get the same bits as there:
+// One whole chunk (CHUNK neurons from c0) of the latent path for one trial,
+// float32, phi = tanh, no clamp window, R <= 2 and 2 <= K = R + D <= 4: the
+// chunk's 8 vectors of 16 neurons go through each step together (the 8 z,
+// then the tanh of the 8, then the lane products), in registers. Every
+// operation of the per-trial passes (matvec_chunk, the rate loop,
+// lane_sums::accumulate_chunk) is carried out in the same order, so the
+// lanes get the same bits as there:
 //   z    = coef[0] m_0 + coef[1] m_1 + ... (matvec_rows: the first product
 //          added into the second by a fused multiply-add, then one per row;
 //          gcc's contraction of matvec_rows, which the clone tests check.
@@ -441,52 +456,75 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE __m512 tanh_approx_x16(_
 //   element e of the lane accumulators lo (e < 16) and hi sums the products
 //   of neurons e and e + 16 (mod 32) of the chunk, as a quad of 32-byte
 //   vectors does, and lanes[l] += float64((lo[l] + hi[l]) + 0).
-// lanes: (GROUP, R, LANES) float64 partials; coef: (GROUP, K); xperp: the
-// first trial's row at c0 (trial g at xperp + g N), or nullptr.
-template <int R, int K>
-CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_avx512(
+// lanes: (R, LANES) float64 partials; coef: (K,); xperp: the trial's row at
+// c0 (read only with with_xperp).
+// A function of its own, not inlined into a loop over trials: measured on
+// Zen 5, that loop (its constants then held across trials, spilling) and
+// every variant sharing the loads of m, I, b and n between trials in
+// registers (two to four trials, 16 neurons or whole chunks at a time) ran
+// 10-30% slower than this.
+template <int R, int K, bool with_xperp>
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_avx512(
     double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
     const float* __restrict n_T, std::int64_t N, const float* __restrict xperp, float decay, std::int64_t c0) {
   static_assert(CHUNK % 32 == 0 && LANES == 16, "a chunk is whole 32-neuron lane groups of 16 lanes");
   constexpr int W = 16;
-  __m512 acc[GROUP][R][2];
-  for (int g = 0; g < GROUP; ++g) {
-    for (int r = 0; r < R; ++r) acc[g][r][0] = acc[g][r][1] = _mm512_setzero_ps();
-  }
-  const __m512 decay_x16 = _mm512_set1_ps(decay);
-#pragma GCC unroll 8
-  for (int v = 0; v < CHUNK / W; ++v) {
+  constexpr int V = CHUNK / W;
+  __m512 c[K];
+  for (int k = 0; k < K; ++k) c[k] = _mm512_set1_ps(coef[k]);
+  __m512 z[V];
+  for (int v = 0; v < V; ++v) {
     const std::int64_t j = c0 + v * W;
-    __m512 row[K], n_row[R];
-    for (int k = 0; k < K; ++k) row[k] = _mm512_loadu_ps(rows[k] + j);
-    for (int r = 0; r < R; ++r) n_row[r] = _mm512_loadu_ps(n_T + r * N + j);
-    const __m512 b_row = _mm512_loadu_ps(bias + j);
-    for (int g = 0; g < GROUP; ++g) {
-      const float* c = coef + g * K;
-      __m512 z = _mm512_fmadd_ps(_mm512_set1_ps(c[0]), row[0], _mm512_mul_ps(_mm512_set1_ps(c[1]), row[1]));
-      for (int k = 2; k < K; ++k) z = _mm512_fmadd_ps(_mm512_set1_ps(c[k]), row[k], z);
-      z = _mm512_add_ps(z, b_row);
-      if (xperp != nullptr) z = _mm512_fmadd_ps(decay_x16, _mm512_loadu_ps(xperp + g * N + v * W), z);
-      const __m512 rate = tanh_approx_x16(z);
-      for (int r = 0; r < R; ++r) acc[g][r][v % 2] = _mm512_fmadd_ps(rate, n_row[r], acc[g][r][v % 2]);
+    z[v] = _mm512_fmadd_ps(c[0], _mm512_loadu_ps(rows[0] + j), _mm512_mul_ps(c[1], _mm512_loadu_ps(rows[1] + j)));
+  }
+  for (int k = 2; k < K; ++k) {
+    for (int v = 0; v < V; ++v) z[v] = _mm512_fmadd_ps(c[k], _mm512_loadu_ps(rows[k] + c0 + v * W), z[v]);
+  }
+  for (int v = 0; v < V; ++v) z[v] = _mm512_add_ps(z[v], _mm512_loadu_ps(bias + c0 + v * W));
+  if constexpr (with_xperp) {
+    const __m512 decay_x16 = _mm512_set1_ps(decay);
+    for (int v = 0; v < V; ++v) z[v] = _mm512_fmadd_ps(decay_x16, _mm512_loadu_ps(xperp + v * W), z[v]);
+  }
+  tanh_approx_avx512(z);  // z holds the rates from here on
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int v = 0; v < V; ++v) {
+    for (int r = 0; r < R; ++r) {
+      acc[r][v % 2] = _mm512_fmadd_ps(z[v], _mm512_loadu_ps(n_T + r * N + c0 + v * W), acc[r][v % 2]);
     }
   }
+  for (int r = 0; r < R; ++r) {
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_setzero_ps());
+    double* lane = lanes + r * LANES;
+    // lane[:8] += float64(sum[:8]); lane[8:] += float64(sum[8:]) (vector
+    // extensions: gcc 12 warns about the undefined upper halves of the
+    // cast and convert intrinsics)
+    typedef float Half __attribute__((vector_size(32)));
+    typedef double Wide __attribute__((vector_size(64)));
+    Half half[2];
+    Wide partial[2];
+    std::memcpy(half, &sum, sizeof sum);
+    std::memcpy(partial, lane, sizeof partial);
+    partial[0] += __builtin_convertvector(half[0], Wide);
+    partial[1] += __builtin_convertvector(half[1], Wide);
+    std::memcpy(lane, partial, sizeof partial);
+  }
+}
+
+// latent_chunk_trial_avx512 for GROUP trials. lanes: (GROUP, R, LANES);
+// coef: (GROUP, K); xperp: the first trial's row at c0 (trial g at
+// xperp + g N), or nullptr.
+template <int R, int K>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_avx512(
+    double* __restrict lanes, const float* coef, const float* const* rows, const float* __restrict bias,
+    const float* __restrict n_T, std::int64_t N, const float* __restrict xperp, float decay, std::int64_t c0) {
   for (int g = 0; g < GROUP; ++g) {
-    for (int r = 0; r < R; ++r) {
-      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[g][r][0], acc[g][r][1]), _mm512_setzero_ps());
-      double* lane = lanes + (g * R + r) * LANES;
-      // lane[:8] += float64(sum[:8]); lane[8:] += float64(sum[8:]) (vector
-      // extensions: gcc 12 warns about the undefined upper halves of the
-      // cast and convert intrinsics)
-      typedef float Half __attribute__((vector_size(32)));
-      typedef double Wide __attribute__((vector_size(64)));
-      Half half[2];
-      Wide partial[2];
-      std::memcpy(half, &sum, sizeof sum);
-      std::memcpy(partial, lane, sizeof partial);
-      partial[0] += __builtin_convertvector(half[0], Wide);
-      partial[1] += __builtin_convertvector(half[1], Wide);
-      std::memcpy(lane, partial, sizeof partial);
+    if (xperp != nullptr) {
+      latent_chunk_trial_avx512<R, K, true>(lanes + g * R * LANES, coef + g * K, rows, bias, n_T, N, xperp + g * N,
+                                            decay, c0);
+    } else {
+      latent_chunk_trial_avx512<R, K, false>(lanes + g * R * LANES, coef + g * K, rows, bias, n_T, N, nullptr, decay,
+                                             c0);
     }
   }
 }
