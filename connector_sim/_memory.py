@@ -28,6 +28,8 @@ import numbers
 import os
 import re
 
+import numpy as np
+
 #: The environment variable that overrides the memory available (bytes, or with a K/M/G/T suffix).
 ENV_VAR = "CONNECTOR_SIM_MAX_BYTES"
 
@@ -151,3 +153,33 @@ def check_allocation(n_bytes, what, fix, *, available=None, limit_text=None):
             requested=n_bytes, available=limit,
         )
     return n_bytes
+
+
+#: Alignment of the arrays the compiled kernels stream (bytes): one cache line, one 512-bit vector.
+KERNEL_ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array whose first element starts on a 64-byte boundary.
+
+    NumPy only promises 16 bytes: a large array starts 16 bytes past a
+    cache line, so every 64-byte vector load of a kernel streaming it spans
+    two lines. On a Zen 5 core that halves the rate of such loads (2 per
+    cycle aligned, 1 split); the batched latent pass measured 12.5-13.1
+    against 11.9-12.0 cycles per 16 neuron-trials. Rows after the first are
+    aligned too when the row length is a multiple of 64 bytes.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in (shape if isinstance(shape, tuple) else (shape,)))
+    n_bytes = math.prod(shape) * dtype.itemsize
+    buffer = np.empty(n_bytes + KERNEL_ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % KERNEL_ALIGNMENT
+    return buffer[offset:offset + n_bytes].view(dtype).reshape(shape)
+
+
+def aligned_copy(array, dtype=None):
+    """A C-contiguous copy of ``array`` (in ``dtype``) that starts on a 64-byte boundary (see :func:`aligned_empty`)."""
+    array = np.asarray(array)
+    out = aligned_empty(array.shape, array.dtype if dtype is None else dtype)
+    np.copyto(out, array, casting="same_kind")
+    return out

@@ -43,7 +43,7 @@ import numpy as np
 
 from ._kernels import counter_rng, distributed_step
 from ._kernels.simulate_dense import BLOCK_SIZE
-from ._memory import check_allocation
+from ._memory import aligned_copy, check_allocation
 from ._validation import (
     check_dtype,
     check_int,
@@ -313,7 +313,7 @@ class DistributedNetwork:
             raise TypeError(f"The 'network' parameter of DistributedNetwork.from_network must be a LowRankRNN. "
                             f"Got {type(network).__name__} instead.")
         start, stop = slice_bounds(network.n_neurons, comm.Get_size(), comm.Get_rank())
-        local = LowRankRNN._adopt(*(np.array(a[..., start:stop]) for a in (network.m_T, network.n_T, network.I_T,
+        local = LowRankRNN._adopt(*(aligned_copy(a[..., start:stop]) for a in (network.m_T, network.n_T, network.I_T,
                                                                           network.b)),
                                   tau=network.tau, activation=network.activation, dtype=network.dtype)
         return cls(local, network.n_neurons, comm, None if labels is None else np.asarray(labels)[start:stop])

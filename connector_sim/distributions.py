@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._memory import check_allocation
+from ._memory import aligned_empty, check_allocation
 from ._validation import check_array, check_dtype, check_int, check_random_state
 from .network import LowRankRNN
 
@@ -85,10 +85,12 @@ def _network_from_row_chunks(layout, n_neurons, draw_chunk, dtype, tau, activati
     """Fill neuron-contiguous loadings chunk by chunk (``chunk`` rows) from ``draw_chunk(count)``, in order."""
     dtype = np.dtype(dtype)
     R, D = layout.rank, layout.n_inputs
-    m_T = np.empty((R, n_neurons), dtype)
-    n_T = np.empty((R, n_neurons), dtype)
-    I_T = np.empty((D, n_neurons), dtype)
-    b = np.zeros(n_neurons, dtype)
+    # 64-byte aligned, as LowRankRNN's own copies (the kernels' vector loads then never span two cache lines)
+    m_T = aligned_empty((R, n_neurons), dtype)
+    n_T = aligned_empty((R, n_neurons), dtype)
+    I_T = aligned_empty((D, n_neurons), dtype)
+    b = aligned_empty(n_neurons, dtype)
+    b[:] = 0
     labels = np.empty(n_neurons, np.int64)
     for start in range(0, n_neurons, chunk):
         stop = min(start + chunk, n_neurons)

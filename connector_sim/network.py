@@ -5,13 +5,18 @@
 
 import numpy as np
 
+from ._memory import aligned_copy
 from ._validation import check_array, check_dtype, check_positive_scalar
 from .activations import activation_name, check_activation
 
 
 def _frozen(array):
-    """A read-only C-contiguous (and so aligned) copy of an already validated array."""
-    array = np.array(array, order="C", copy=True)
+    """A read-only C-contiguous copy of an already validated array, starting on a 64-byte boundary.
+
+    The kernels stream these arrays with 64-byte vector loads: see
+    :func:`connector_sim._memory.aligned_empty`.
+    """
+    array = aligned_copy(array)
     array.flags.writeable = False
     return array
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import _backends
 from ._kernels import simulate_dense
 from ._kernels.affine_state import affine_state
-from ._memory import available_memory, check_allocation
+from ._memory import aligned_empty, available_memory, check_allocation
 from ._threads import resolve_n_threads
 from ._validation import (
     check_array,
@@ -621,7 +621,7 @@ def simulate(network, n_steps=None, *, dt=None, inputs=None, x0=None, kappa0=Non
     watch = _FiniteWatch(on_nonfinite, dt, alpha)
     started = time.perf_counter()
     if path == "full":
-        x = np.empty((B, N), dtype)
+        x = aligned_empty((B, N), dtype)  # on a cache line, like the network's arrays the step streams with it
         if x0 is not None:
             x[:] = x0
         else:

@@ -29,6 +29,36 @@ def test_loadings_are_read_only_copies():
         assert not array.flags.writeable
 
 
+def _starts_on_cache_line(array):
+    return array.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loadings_start_on_a_cache_line(dtype):
+    # The kernels stream m_T, n_T, I_T and b with 64-byte vector loads; NumPy
+    # only promises 16-byte alignment (a large array starts 16 bytes past a line).
+    from connector_sim import Gaussian
+
+    rng = np.random.default_rng(1)
+    for n_neurons in (1, 7, 1000, 40_001):
+        m, n, I, b = (rng.standard_normal(shape) for shape in ((n_neurons, 2), (n_neurons, 2), (n_neurons, 1),
+                                                                 n_neurons))
+        network = LowRankRNN(m, n, I, b, dtype=dtype)
+        for name in ("m_T", "n_T", "I_T", "b"):
+            assert _starts_on_cache_line(getattr(network, name)), name
+            assert not getattr(network, name).flags.writeable
+        np.testing.assert_array_equal(network.m, m.astype(dtype))
+        np.testing.assert_array_equal(network.b, b.astype(dtype))
+        network.b = np.zeros(n_neurons)  # an assignment stores a new aligned copy
+        assert _starts_on_cache_line(network.b)
+    sampled = Gaussian(np.zeros(6), np.eye(6), rank=2, n_inputs=1, bias=True).sample(10_001, random_state=0,
+                                                                                      dtype=dtype)
+    for name in ("m_T", "n_T", "I_T", "b"):
+        assert _starts_on_cache_line(getattr(sampled, name)), name
+    no_inputs = LowRankRNN(m, n, dtype=dtype)
+    assert no_inputs.I_T.shape == (0, n_neurons) and no_inputs.I.shape == (n_neurons, 0)
+
+
 def test_astype_and_defaults():
     network = LowRankRNN(np.ones((4, 1)), np.ones((4, 1)))
     assert network.n_inputs == 0 and np.all(network.b == 0)
