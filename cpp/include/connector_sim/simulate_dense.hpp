@@ -52,8 +52,10 @@
 // only (CONNECTOR_SIM_MULTIVERSION_WIDE), leaving the AVX2 clone's code as it
 // was (grouping there, with 16 vector registers, made it slower).
 // Measured on an AMD EPYC (Zen 5, 3.4-3.7 GHz by a chain of dependent adds;
-// R = 2, K = 3, rows 16 bytes past a cache line as numpy's are): about 12
-// cycles per 16 neuron-trials from L1, against 14 for the earlier pass that
+// R = 2, K = 3): 12.5-13.1 cycles per 16 neuron-trials from L1 with the rows
+// 16 bytes past a cache line, as NumPy allocates them, and 11.9-12.0 with
+// the rows on a cache line, as LowRankRNN stores them (_memory.aligned_empty;
+// a 64-byte load spanning two lines halves the load rate), against 14 for the earlier pass that
 // shared each 16 neurons' loads of m, I, b and n between four trials; at
 // N = 1e6 and B = 8 about 10% less time per step. The arithmetic's floor is
 // ~8.5 cycles: 15 multiplies or FMAs on the two FMA pipes, and the division,
