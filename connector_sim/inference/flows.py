@@ -1129,6 +1129,11 @@ class FlowMatchingCNF:
         else:
             fused, trainer, adamw = None, _FastTrainer(model, batch), _AdamW(optimizer, flat)
         evaluated = model if averaged is None else averaged
+
+        def average_decay(step):
+            # Warm-up: early on the average must not hold on to the random start.
+            return min(self.ema_decay, (1 + step) / (10 + step))
+
         if fused is not None and validation is not None:
             validation_arrays = tuple(array.contiguous().numpy() for array in validation)
         n_steps_done = 0
@@ -1146,9 +1151,7 @@ class FlowMatchingCNF:
                     total = 0.0  # a float64 sum of the kernel's float64 batch sums
                     for first in range(0, n_train, batch):
                         n_steps_done += 1
-                        decay = 0.0  # (ignored without an average)
-                        if averaged is not None:  # warm-up as below
-                            decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
+                        decay = average_decay(n_steps_done) if averaged is not None else 0.0  # (0: ignored)
                         total += fused.step(z_train, c_train, order[first:first + batch],
                                             min(batch, n_train - first), generator, decay)
                 else:
@@ -1163,9 +1166,7 @@ class FlowMatchingCNF:
                         adamw.step()
                         n_steps_done += 1
                         if averaged is not None:
-                            # Warm-up: early on the average must not hold on to the random start.
-                            decay = min(self.ema_decay, (1 + n_steps_done) / (10 + n_steps_done))
-                            averaged_flat.lerp_(flat, 1.0 - decay)
+                            averaged_flat.lerp_(flat, 1.0 - average_decay(n_steps_done))
             if fused is not None:
                 fused.sync()
             history["train_loss"].append(float(total) / n_train)

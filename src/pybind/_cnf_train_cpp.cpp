@@ -23,7 +23,6 @@ namespace ct = connector_sim::cnf_train;
 
 namespace {
 
-using array_checks::check;
 using array_checks::dims;
 using array_checks::input;
 using array_checks::output;

@@ -69,7 +69,7 @@ namespace cnf_train {
 // C (m x n, row stride ldc) = init + A B, with A (m x k) read at
 // a[i * a_row + p * a_col] (any strides: a matrix or its transpose) and B
 // (k x n) row-major with row stride ldb. init: row_init[i] on every column
-// if row_init is given, else C itself if accumulate, else 0.
+// if row_init is given, else 0.
 struct Gemm {
   std::int64_t m, n, k;
   const float* a;
@@ -79,7 +79,6 @@ struct Gemm {
   float* c;
   std::int64_t ldc;
   const float* row_init;
-  bool accumulate;
 };
 
 #ifdef CONNECTOR_SIM_ISA_CLONES
@@ -98,16 +97,8 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void gemm_tile_avx512(co
   const float* a_rows[MR];
   for (int r = 0; r < MR; ++r) a_rows[r] = g.a + (i0 + r) * g.a_row;
   for (int r = 0; r < MR; ++r) {
-    float* c_row = g.c + (i0 + r) * g.ldc + j0;
     for (int v = 0; v < NV; ++v) {
-      const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
-      if (g.row_init != nullptr) {
-        acc[r][v] = _mm512_set1_ps(g.row_init[i0 + r]);
-      } else if (g.accumulate) {
-        acc[r][v] = _mm512_maskz_loadu_ps(mask, c_row + 16 * v);
-      } else {
-        acc[r][v] = _mm512_setzero_ps();
-      }
+      acc[r][v] = g.row_init != nullptr ? _mm512_set1_ps(g.row_init[i0 + r]) : _mm512_setzero_ps();
     }
   }
   const float* b = g.b + j0;
@@ -190,15 +181,7 @@ template <int MR>
 CONNECTOR_SIM_ALWAYS_INLINE void gemm_tile_portable(const Gemm& g, std::int64_t i0, std::int64_t j0) {
   float8 acc[MR][2];
   for (int r = 0; r < MR; ++r) {
-    const float* c_row = g.c + (i0 + r) * g.ldc + j0;
-    if (g.row_init != nullptr) {
-      acc[r][0] = acc[r][1] = float8{} + g.row_init[i0 + r];
-    } else if (g.accumulate) {
-      acc[r][0] = load8(c_row);
-      acc[r][1] = load8(c_row + 8);
-    } else {
-      acc[r][0] = acc[r][1] = float8{};
-    }
+    acc[r][0] = acc[r][1] = g.row_init != nullptr ? float8{} + g.row_init[i0 + r] : float8{};
   }
   const float* b = g.b + j0;
   for (std::int64_t p = 0; p < g.k; ++p, b += g.ldb) {
@@ -223,7 +206,7 @@ CONNECTOR_SIM_ALWAYS_INLINE void gemm_rows_portable(const Gemm& g) {
     if (g.row_init != nullptr) {
       const float value = g.row_init[i];
       for (std::int64_t j = 0; j < g.n; ++j) c_row[j] = value;
-    } else if (!g.accumulate) {
+    } else {
       for (std::int64_t j = 0; j < g.n; ++j) c_row[j] = 0.0f;
     }
     const float* a_row = g.a + i * g.a_row;
@@ -247,12 +230,11 @@ CONNECTOR_SIM_ALWAYS_INLINE void gemm_tiled_portable(const Gemm& g) {
   }
   if (tiled_columns < g.n) {  // the last columns of the tiled rows
     gemm_rows_portable({tiled_rows, g.n - tiled_columns, g.k, g.a, g.a_row, g.a_col, g.b + tiled_columns, g.ldb,
-                        g.c + tiled_columns, g.ldc, g.row_init, g.accumulate});
+                        g.c + tiled_columns, g.ldc, g.row_init});
   }
   if (tiled_rows < g.m) {  // the last rows
     gemm_rows_portable({g.m - tiled_rows, g.n, g.k, g.a + tiled_rows * g.a_row, g.a_row, g.a_col, g.b, g.ldb,
-                        g.c + tiled_rows * g.ldc, g.ldc, g.row_init == nullptr ? nullptr : g.row_init + tiled_rows,
-                        g.accumulate});
+                        g.c + tiled_rows * g.ldc, g.ldc, g.row_init == nullptr ? nullptr : g.row_init + tiled_rows});
   }
 }
 
@@ -535,13 +517,13 @@ CONNECTOR_SIM_ALWAYS_INLINE void forward(Workspace& ws, const float* weights, st
     const float* weight = weights + s.offset(l);
     const std::int64_t in = s.in(l), out = s.out(l);
     float* h = ws.h_t[l].data();
-    gemm<wide>({out, n, in, weight, in, 1, previous_t, n, h, n, weight + out * in, false});
+    gemm<wide>({out, n, in, weight, in, 1, previous_t, n, h, n, weight + out * in});
     sigmoid_and_silu<wide>(h, ws.s_t[l].data(), ws.a_t[l].data(), out * n);
     previous_t = ws.a_t[l].data();
   }
   const float* weight = weights + s.offset(L);
   const std::int64_t in = s.in(L);
-  gemm<wide>({s.dim, n, in, weight, in, 1, previous_t, n, ws.residual_t.data(), n, weight + s.dim * in, false});
+  gemm<wide>({s.dim, n, in, weight, in, 1, previous_t, n, ws.residual_t.data(), n, weight + s.dim * in});
 }
 
 // Forward and backward: returns the summed squared error (float64 sum of the
@@ -589,11 +571,11 @@ CONNECTOR_SIM_ALWAYS_INLINE double forward_backward(Workspace& ws, const TrainSt
       transpose<wide>(ws.a_t[l - 1].data(), in, n, ws.rows.data());
       previous_rows = ws.rows.data();
     }
-    gemm<wide>({out, in, n, g, n, 1, previous_rows, in, weight_gradient, in, nullptr, false});
+    gemm<wide>({out, in, n, g, n, 1, previous_rows, in, weight_gradient, in, nullptr});
     row_sums<wide>(g, out, n, bias_gradient);
     if (l == 0) break;
     float* g_a = ws.g_t[buffer].data();
-    gemm<wide>({in, n, out, weight, 1, in, g, n, g_a, n, nullptr, false});
+    gemm<wide>({in, n, out, weight, 1, in, g, n, g_a, n, nullptr});
     // g * silu'(h), silu'(h) = s (1 + h (1 - s)) with s = sigmoid(h).
     const float* __restrict h = ws.h_t[l - 1].data();
     const float* __restrict sig = ws.s_t[l - 1].data();
@@ -740,7 +722,7 @@ CONNECTOR_SIM_MULTIVERSION_WIDE(double, mlp_squared_error,
 template <bool wide>
 CONNECTOR_SIM_ALWAYS_INLINE void matmul_f32_body(const float* a, const float* b, float* out, std::int64_t m,
                                                  std::int64_t n, std::int64_t k, std::int64_t n_repeats) {
-  for (std::int64_t r = 0; r < n_repeats; ++r) gemm<wide>({m, n, k, a, k, 1, b, n, out, n, nullptr, false});
+  for (std::int64_t r = 0; r < n_repeats; ++r) gemm<wide>({m, n, k, a, k, 1, b, n, out, n, nullptr});
 }
 
 CONNECTOR_SIM_MULTIVERSION_WIDE(void, matmul_f32,
