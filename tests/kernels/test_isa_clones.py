@@ -127,17 +127,18 @@ def test_dense_latent_path_clone(isa, dtype, activation):
 
 @pytest.mark.parametrize("rank, n_inputs", [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)])
 @pytest.mark.parametrize("xperp", [True, False])
-def test_dense_latent_trial_groups_clone(isa, rank, n_inputs, xperp):
-    """The avx512 clone's float32 tanh latent path takes whole chunks four trials at a time
-    (latent_chunk_group_avx512); every trial must get the bits of its run alone (one trial: never
-    grouped) and of the avx2 clone (which never groups).
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_latent_trial_groups_clone(isa, rank, n_inputs, xperp, dtype):
+    """The avx512 clone's tanh latent path takes whole chunks through a register-resident pass per
+    trial: in float32 four trials at a time (latent_chunk_group_avx512), in float64 every trial
+    (latent_chunk_trial_f64_avx512). Every trial must get the bits of its run alone (in float32 one
+    trial is never grouped) and of the avx2 clone (which has neither pass).
 
     B = 5: one group and one trial alone. N = 5000: a whole block, then a partial one that ends in a
     partial chunk (left to the per-trial passes). The clamp window (4, 9) sends those steps through
-    the per-trial passes too. (R, D) = (1, 0) and (2, 3) are shapes the group path leaves to them; the
-    others are every shape it takes (R = 1, K = 2 or 3; R = 2, K = 2 to 4).
+    the per-trial passes too. (R, D) = (1, 0) and (2, 3) are shapes the register passes leave to them;
+    the others are every shape they take (R = 1, K = 2 or 3; R = 2, K = 2 to 4).
     """
-    dtype = np.float32
     case = dense_tests.make_case(dtype, 5000, 5, rank, n_inputs, seed=3)
     options = dict(xperp=xperp, clamp=dense_tests.make_clamp(case, (4, 9)))
     got = dense_tests.run_latent("cpp", case, **options)

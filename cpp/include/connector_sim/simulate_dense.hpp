@@ -68,6 +68,16 @@
 // 4-wide ones and shuffles of the vector extensions' convertvector; ~9%),
 // and the tanh in two halves of 4 vectors (with all 8, xc, s, p and q fill the
 // 32 registers: spills; ~2%).
+//
+// Float64 (the avx512 clone's float64 tanh latent path, every B): whole
+// chunks go trial by trial through latent_chunk_trial_f64_avx512, the same
+// kind of register-resident pass, with a hand-written 8-lane copy of
+// simd::tanh_approx(double) (same operations, same bits; the other clones'
+// loops are unchanged). Measured on the same Zen 5 at R = 2, K = 3, B = 1:
+// 0.67 against 1.08 ns a neuron with the network in L2 (N = 8192), and at
+// N = 1e6 1.20-1.22 against 1.38-1.53 ms a step: 48 MB read at 39-40 GB/s,
+// the one-thread DRAM read rate of this machine (33-37 GB/s for NumPy's
+// streaming reads in the same runs), so the step is now bound by memory.
 #pragma once
 
 #include <algorithm>
@@ -540,6 +550,131 @@ CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void latent_chunk_group_
   }
 }
 
+// simd::tanh_approx(double) of V vectors of 8 doubles with AVX-512, each
+// step for all V vectors before the next one: the same operations in the same
+// order as that function (as gcc contracts it in the other clones), so the
+// same bits:
+//   y = min(708, 2 |x|)  (clip_symmetric of a y >= 0: vminpd returns its
+//       second operand, y, when y is NaN)
+//   shifted = y log2(e) + 1.5 2^52 (fused), n = shifted - 1.5 2^52
+//   r = (y - n LN2_HI) - n LN2_LO (two fused negated multiply-adds)
+//   2^n from the bits of shifted; e = horner(EXP_TAYLOR, r) 2^n (12 fused steps)
+//   tanh = copysign(1 - 2 / (e + 1), x)
+template <int V>
+CONNECTOR_SIM_TARGET_AVX512 CONNECTOR_SIM_ALWAYS_INLINE void tanh_approx_avx512(__m512d* x) {
+  const __mmask8 all = 0xff;  // the masked forms, all lanes: gcc 12 warns about the unmasked ones
+  const __m512d sign_bit = _mm512_set1_pd(-0.0);
+  const __m512d limit = _mm512_set1_pd(708.0), two = _mm512_set1_pd(2.0), one = _mm512_set1_pd(1.0);
+  const __m512d shift = _mm512_set1_pd(simd::ROUND_SHIFT_F64);
+  const __m512i shift_bits = _mm512_castpd_si512(shift), bias = _mm512_set1_epi64(1023);
+  __m512d y[V], r[V], p[V];
+  for (int v = 0; v < V; ++v) {
+    y[v] = _mm512_mask_min_pd(limit, all, limit, _mm512_mul_pd(two, _mm512_andnot_pd(sign_bit, x[v])));
+    const __m512d shifted = _mm512_fmadd_pd(y[v], _mm512_set1_pd(simd::LOG2E), shift);
+    const __m512d n = _mm512_sub_pd(shifted, shift);
+    r[v] = _mm512_fnmadd_pd(n, _mm512_set1_pd(simd::LN2_HI), y[v]);
+    r[v] = _mm512_fnmadd_pd(n, _mm512_set1_pd(simd::LN2_LO), r[v]);
+    // y holds 2^n from here on
+    const __m512i n_bits = _mm512_sub_epi64(_mm512_castpd_si512(shifted), shift_bits);
+    y[v] = _mm512_castsi512_pd(_mm512_maskz_slli_epi64(all, _mm512_add_epi64(n_bits, bias), 52));
+    p[v] = _mm512_set1_pd(simd::EXP_TAYLOR[12]);
+  }
+  for (int k = 11; k >= 0; --k) {
+    for (int v = 0; v < V; ++v) p[v] = _mm512_fmadd_pd(p[v], r[v], _mm512_set1_pd(simd::EXP_TAYLOR[k]));
+  }
+  for (int v = 0; v < V; ++v) {
+    const __m512d e = _mm512_mul_pd(p[v], y[v]);
+    const __m512d magnitude = _mm512_sub_pd(one, _mm512_div_pd(two, _mm512_add_pd(e, one)));
+    // copysign: bit by bit, sign_bit ? x : magnitude (vpternlogq truth table 0xca)
+    x[v] = _mm512_castsi512_pd(_mm512_ternarylogic_epi64(_mm512_castpd_si512(sign_bit), _mm512_castpd_si512(x[v]),
+                                                         _mm512_castpd_si512(magnitude), 0xca));
+  }
+}
+
+// The float64 counterpart of latent_chunk_trial_avx512: one whole chunk of
+// the latent path for one trial, phi = tanh, no clamp window, R <= 2 and
+// 2 <= K <= 4, in registers: the chunk's 16 vectors of 8 neurons in four
+// parts of 4 (z, tanh, then the products with n). The operations of the
+// per-trial passes in their order, so the lanes get the same bits:
+//   z and the rate as in latent_chunk_trial_avx512, in double;
+//   lane l < 8 sums the products of vectors 0, 2, .., 14 and lane l >= 8
+//   those of vectors 1, 3, .., 15 (neurons j = l mod 16), in order, from 0,
+//   by fused multiply-adds, as the quads of lane_sums::accumulate_chunk do;
+//   then lanes[l] += (that sum + 0).
+// Used for every B (B = 1 included): in float64 the per-trial passes (z and
+// the rates stored to L1 and read back, the tanh a loop of its own) took
+// about 0.4 ns a neuron besides the tanh.
+template <int R, int K, bool with_xperp>
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_f64_avx512(
+    double* __restrict lanes, const double* coef, const double* const* rows, const double* __restrict bias,
+    const double* __restrict n_T, std::int64_t N, const double* __restrict xperp, double decay, std::int64_t c0) {
+  static_assert(CHUNK % 16 == 0 && LANES == 16, "a chunk is whole 16-neuron lane groups of 16 lanes");
+  constexpr int W = 8;
+  constexpr int V = CHUNK / W;
+  constexpr int PART = 4;
+  __m512d c[K];
+  for (int k = 0; k < K; ++k) c[k] = _mm512_set1_pd(coef[k]);
+  __m512d acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_pd();
+  for (int v0 = 0; v0 < V; v0 += PART) {
+    __m512d z[PART];
+    for (int v = 0; v < PART; ++v) {
+      const std::int64_t j = c0 + (v0 + v) * W;
+      z[v] = _mm512_fmadd_pd(c[0], _mm512_loadu_pd(rows[0] + j), _mm512_mul_pd(c[1], _mm512_loadu_pd(rows[1] + j)));
+    }
+    for (int k = 2; k < K; ++k) {
+      for (int v = 0; v < PART; ++v) {
+        z[v] = _mm512_fmadd_pd(c[k], _mm512_loadu_pd(rows[k] + c0 + (v0 + v) * W), z[v]);
+      }
+    }
+    for (int v = 0; v < PART; ++v) z[v] = _mm512_add_pd(z[v], _mm512_loadu_pd(bias + c0 + (v0 + v) * W));
+    if constexpr (with_xperp) {
+      const __m512d decay_x8 = _mm512_set1_pd(decay);
+      for (int v = 0; v < PART; ++v) z[v] = _mm512_fmadd_pd(decay_x8, _mm512_loadu_pd(xperp + (v0 + v) * W), z[v]);
+    }
+    tanh_approx_avx512<PART>(z);
+    for (int v = 0; v < PART; ++v) {
+      for (int r = 0; r < R; ++r) {
+        acc[r][(v0 + v) % 2] =
+            _mm512_fmadd_pd(z[v], _mm512_loadu_pd(n_T + r * N + c0 + (v0 + v) * W), acc[r][(v0 + v) % 2]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    double* lane = lanes + r * LANES;
+    for (int h = 0; h < 2; ++h) {
+      const __m512d sum = _mm512_add_pd(acc[r][h], _mm512_setzero_pd());
+      _mm512_storeu_pd(lane + 8 * h, _mm512_add_pd(_mm512_loadu_pd(lane + 8 * h), sum));
+    }
+  }
+}
+
+// latent_chunk_trial_f64_avx512 for the R and K of the network; false
+// (nothing done) for a shape it does not cover. A function of its own, for
+// the same reason as latent_chunk_group.
+CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline bool latent_chunk_trial_f64(
+    std::int64_t R, std::int64_t K, double* lanes, const double* coef, const double* const* rows, const double* bias,
+    const double* n_T, std::int64_t N, const double* xperp, double decay, std::int64_t c0) {
+#define CONNECTOR_SIM_TRIAL_CASE(r, k)                                                               \
+  case r * 8 + k:                                                                                    \
+    if (xperp != nullptr) {                                                                          \
+      latent_chunk_trial_f64_avx512<r, k, true>(lanes, coef, rows, bias, n_T, N, xperp, decay, c0);  \
+    } else {                                                                                         \
+      latent_chunk_trial_f64_avx512<r, k, false>(lanes, coef, rows, bias, n_T, N, nullptr, decay, c0); \
+    }                                                                                                \
+    return true;
+  switch (R * 8 + K) {
+    CONNECTOR_SIM_TRIAL_CASE(1, 2)
+    CONNECTOR_SIM_TRIAL_CASE(1, 3)
+    CONNECTOR_SIM_TRIAL_CASE(2, 2)
+    CONNECTOR_SIM_TRIAL_CASE(2, 3)
+    CONNECTOR_SIM_TRIAL_CASE(2, 4)
+    default:
+      return false;
+  }
+#undef CONNECTOR_SIM_TRIAL_CASE
+}
+
 // latent_chunk_group_avx512 for the R and K of the network; false (nothing
 // done) for a shape it does not cover. A function of its own (called once per
 // chunk and group): the lambdas of latent_path_block have no target
@@ -593,6 +728,18 @@ CONNECTOR_SIM_ALWAYS_INLINE void latent_path_block(const LatentPathArgs<T>& a, s
     const T* __restrict bias = net.b + c0;
     std::int64_t b = 0;
 #ifdef CONNECTOR_SIM_ISA_CLONES
+    if constexpr (wide && std::is_same_v<T, double> && activation == simd::tanh_code &&
+                  std::is_same_v<decltype(len), std::integral_constant<std::int64_t, CHUNK>>) {
+      if (!clamp_rates) {
+        for (; b < B; ++b) {
+          const double* xperp = a.xperp != nullptr ? a.xperp + b * N + c0 : nullptr;
+          if (!latent_chunk_trial_f64(R, K, scratch.lanes + b * R * LANES, scratch.coef + b * K, scratch.rows,
+                                      net.b, net.n_T, N, xperp, decay, c0)) {
+            break;
+          }
+        }
+      }
+    }
     if constexpr (wide && std::is_same_v<T, float> && activation == simd::tanh_code &&
                   std::is_same_v<decltype(len), std::integral_constant<std::int64_t, CHUNK>>) {
       if (!clamp_rates && B >= GROUP) {
