@@ -649,6 +649,10 @@ CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) void latent_chunk_trial_f6
   }
 }
 
+// The (R, K) shapes the register-resident latent passes take, float32 and
+// float64 alike: CASE(R, K) for each (R <= 2, 2 <= K = R + D <= 4).
+#define CONNECTOR_SIM_REGISTER_PASS_SHAPES(CASE) CASE(1, 2) CASE(1, 3) CASE(2, 2) CASE(2, 3) CASE(2, 4)
+
 // latent_chunk_trial_f64_avx512 for the R and K of the network; false
 // (nothing done) for a shape it does not cover. A function of its own, for
 // the same reason as latent_chunk_group.
@@ -664,11 +668,7 @@ CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline bool latent_chunk_t
     }                                                                                                \
     return true;
   switch (R * 8 + K) {
-    CONNECTOR_SIM_TRIAL_CASE(1, 2)
-    CONNECTOR_SIM_TRIAL_CASE(1, 3)
-    CONNECTOR_SIM_TRIAL_CASE(2, 2)
-    CONNECTOR_SIM_TRIAL_CASE(2, 3)
-    CONNECTOR_SIM_TRIAL_CASE(2, 4)
+    CONNECTOR_SIM_REGISTER_PASS_SHAPES(CONNECTOR_SIM_TRIAL_CASE)
     default:
       return false;
   }
@@ -687,16 +687,13 @@ CONNECTOR_SIM_TARGET_AVX512 __attribute__((noinline)) inline bool latent_chunk_g
     latent_chunk_group_avx512<r, k>(lanes, coef, rows, bias, n_T, N, xperp, decay, c0);                \
     return true;
   switch (R * 8 + K) {
-    CONNECTOR_SIM_GROUP_CASE(1, 2)
-    CONNECTOR_SIM_GROUP_CASE(1, 3)
-    CONNECTOR_SIM_GROUP_CASE(2, 2)
-    CONNECTOR_SIM_GROUP_CASE(2, 3)
-    CONNECTOR_SIM_GROUP_CASE(2, 4)
+    CONNECTOR_SIM_REGISTER_PASS_SHAPES(CONNECTOR_SIM_GROUP_CASE)
     default:
       return false;
   }
 #undef CONNECTOR_SIM_GROUP_CASE
 }
+#undef CONNECTOR_SIM_REGISTER_PASS_SHAPES
 #endif
 
 // One block of neurons for all trials, latent path at step t:
